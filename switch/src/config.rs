@@ -1,0 +1,752 @@
+//! Configuration: TOML on disk (or the embedded default), checked into typed [`Settings`].
+//!
+//! Every error names the file, the key and what is wrong, e.g.
+//! `config/switch.toml: ledger.shards: 300 is above the maximum 256`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr;
+
+use adapters::{DialectName, FrameHeader};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+use crate::domain::ledger::ShardLimits;
+use crate::domain::{Minor, Pan};
+use crate::routing::{Destination, RoutingTable};
+
+/// The default configuration, compiled in: the same file as `config/switch.toml`.
+pub const EMBEDDED: &str = include_str!("../../config/switch.toml");
+pub const EMBEDDED_NAME: &str = "<embedded config/switch.toml>";
+
+pub const SHARDS_MAX: usize = 256;
+pub const DEMO_ACCOUNTS_MAX: u64 = 50_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: {key}: {problem}")]
+    Invalid {
+        file: String,
+        key: String,
+        problem: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listeners: Listeners,
+    #[serde(default)]
+    acquirer_link: AcquirerLink,
+    #[serde(default)]
+    limits: LimitsFile,
+    #[serde(default)]
+    ledger: LedgerFile,
+    #[serde(default)]
+    risk: RiskFile,
+    #[serde(default)]
+    acquirers: Vec<AcquirerFile>,
+    #[serde(default)]
+    routes: Vec<RouteFile>,
+    #[serde(default)]
+    issuers: Vec<IssuerFile>,
+    demo: Option<DemoFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Listeners {
+    acquirer: String,
+    http: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct AcquirerLink {
+    dialect: String,
+    framing: String,
+    max_frame_bytes: usize,
+}
+
+impl Default for AcquirerLink {
+    fn default() -> Self {
+        AcquirerLink {
+            dialect: "default".into(),
+            framing: "binary2".into(),
+            max_frame_bytes: 8192,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+struct LimitsFile {
+    connections_max: usize,
+    inflight_per_connection: usize,
+    idle_timeout_seconds: u64,
+    mailbox_capacity: usize,
+    idempotency_entries_max: usize,
+    idempotency_retention_seconds: u64,
+    shutdown_drain_seconds: u64,
+}
+
+impl Default for LimitsFile {
+    fn default() -> Self {
+        LimitsFile {
+            connections_max: 1024,
+            inflight_per_connection: 512,
+            idle_timeout_seconds: 300,
+            mailbox_capacity: 4096,
+            idempotency_entries_max: 2_000_000,
+            idempotency_retention_seconds: 900,
+            shutdown_drain_seconds: 10,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LedgerFile {
+    shards: usize,
+    transactions_per_shard_max: usize,
+    hold_expiry_seconds: u64,
+    reversal_window_seconds: u64,
+}
+
+impl Default for LedgerFile {
+    fn default() -> Self {
+        LedgerFile {
+            shards: 0,
+            transactions_per_shard_max: 4_000_000,
+            hold_expiry_seconds: 7 * 24 * 3600,
+            reversal_window_seconds: 24 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RiskFile {
+    amount_max: String,
+    amount_max_currency: u16,
+    blocked_bins: Vec<String>,
+    blocked_merchant_categories: Vec<u16>,
+}
+
+impl Default for RiskFile {
+    fn default() -> Self {
+        RiskFile {
+            amount_max: "1000000.00".into(),
+            amount_max_currency: 840,
+            blocked_bins: Vec::new(),
+            blocked_merchant_categories: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcquirerFile {
+    id: String,
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteFile {
+    prefix: String,
+    to: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssuerFile {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DemoFile {
+    bin: String,
+    accounts: u64,
+    balance: String,
+    currency: u16,
+    #[serde(default)]
+    overrides: Vec<DemoOverride>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DemoOverride {
+    index: u64,
+    balance: Option<String>,
+    #[serde(default)]
+    blocked: bool,
+    limit_per_transaction: Option<String>,
+}
+
+/// Limits of the running switch; see `config/switch.toml` for what each one bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub connections_max: usize,
+    pub inflight_per_connection: usize,
+    pub idle_timeout_seconds: u64,
+    pub mailbox_capacity: usize,
+    pub idempotency_entries_max: usize,
+    pub idempotency_retention_seconds: u64,
+    pub shutdown_drain_seconds: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RiskRules {
+    /// Largest single amount, in minor units of `amount_max_currency`.
+    pub amount_max: Minor,
+    pub amount_max_currency: u16,
+    pub blocked_bins: Vec<Vec<u8>>,
+    pub blocked_merchant_categories: Vec<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Acquirer {
+    pub id: u64,
+    pub name: String,
+}
+
+/// Demo accounts: `bin` + 9-digit index + Luhn digit, each with `balance`, but the overrides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DemoAccounts {
+    pub bin: String,
+    pub count: u64,
+    pub balance: Minor,
+    pub currency: u16,
+    pub overrides: Vec<AccountOverride>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccountOverride {
+    pub index: u64,
+    pub balance: Option<Minor>,
+    pub blocked: bool,
+    pub limit_per_transaction: Option<Minor>,
+}
+
+impl DemoAccounts {
+    pub const INDEX_DIGITS: usize = 9;
+
+    pub fn pan(&self, index: u64) -> Option<Pan> {
+        Pan::from_scheme(&self.bin, index, Self::INDEX_DIGITS).ok()
+    }
+}
+
+/// The checked configuration the switch runs with.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Where it came from, for messages.
+    pub source: String,
+    pub acquirer_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub dialect: DialectName,
+    pub framing: FrameHeader,
+    pub max_frame_bytes: usize,
+    pub limits: Limits,
+    pub shards: usize,
+    pub shard_limits: ShardLimits,
+    pub risk: RiskRules,
+    pub acquirers: HashMap<u64, Acquirer>,
+    pub routes: RoutingTable,
+    pub demo: Option<DemoAccounts>,
+}
+
+impl Settings {
+    pub fn embedded() -> Result<Settings, ConfigError> {
+        Settings::parse(EMBEDDED, EMBEDDED_NAME)
+    }
+
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Settings::parse(&text, &file)
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<Settings, ConfigError> {
+        let raw: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        Checker { file }.settings(raw)
+    }
+}
+
+struct Checker<'a> {
+    file: &'a str,
+}
+
+impl Checker<'_> {
+    fn invalid(&self, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_owned(),
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+
+    fn range<T: PartialOrd + std::fmt::Display>(
+        &self,
+        key: &str,
+        value: T,
+        min: T,
+        max: T,
+    ) -> Result<T, ConfigError> {
+        if value < min {
+            return Err(self.invalid(key, format!("{value} is below the minimum {min}")));
+        }
+        if value > max {
+            return Err(self.invalid(key, format!("{value} is above the maximum {max}")));
+        }
+        Ok(value)
+    }
+
+    fn address(&self, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+        SocketAddr::from_str(text).map_err(|_| {
+            self.invalid(
+                key,
+                format!("{text:?} is not an address such as \"127.0.0.1:8583\""),
+            )
+        })
+    }
+
+    fn digits(&self, key: &str, text: &str, max_len: usize) -> Result<u64, ConfigError> {
+        if text.is_empty() || text.len() > max_len || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(self.invalid(key, format!("{text:?} is not 1 to {max_len} digits")));
+        }
+        text.parse()
+            .map_err(|_| self.invalid(key, format!("{text:?} is not a number")))
+    }
+
+    /// A decimal amount in the currency's major unit, as integer minor units.
+    fn amount(&self, key: &str, text: &str, currency: u16) -> Result<Minor, ConfigError> {
+        let exponent = currency_exponent(currency).ok_or_else(|| {
+            self.invalid(
+                key,
+                format!("currency {currency} is not a known ISO 4217 numeric code"),
+            )
+        })?;
+        let value = Decimal::from_str_exact(text).map_err(|_| {
+            self.invalid(
+                key,
+                format!("{text:?} is not a decimal amount such as \"10000.00\""),
+            )
+        })?;
+        if value.is_sign_negative() {
+            return Err(self.invalid(key, format!("{text:?} is negative")));
+        }
+        if value.scale() > exponent {
+            return Err(self.invalid(
+                key,
+                format!("{text:?} has more than {exponent} decimals for currency {currency}"),
+            ));
+        }
+        let minor = value * Decimal::from(10u64.pow(exponent));
+        // Amounts travel in 12-digit field 4; anything larger can never be used.
+        let max = Decimal::from(999_999_999_999u64);
+        if minor > max {
+            return Err(self.invalid(
+                key,
+                format!("{text:?} exceeds the largest amount field 4 can carry"),
+            ));
+        }
+        minor
+            .trunc()
+            .mantissa()
+            .try_into()
+            .map_err(|_| self.invalid(key, format!("{text:?} is out of range")))
+    }
+
+    fn settings(&self, raw: File) -> Result<Settings, ConfigError> {
+        let dialect = DialectName::from_str(&raw.acquirer_link.dialect)
+            .map_err(|problem| self.invalid("acquirer_link.dialect", problem))?;
+        let framing = FrameHeader::from_str(&raw.acquirer_link.framing)
+            .map_err(|problem| self.invalid("acquirer_link.framing", problem))?;
+        let max_frame_bytes = self.range(
+            "acquirer_link.max_frame_bytes",
+            raw.acquirer_link.max_frame_bytes,
+            64,
+            framing.body_len_limit(),
+        )?;
+        let l = raw.limits;
+        let limits = Limits {
+            connections_max: self.range("limits.connections_max", l.connections_max, 1, 100_000)?,
+            inflight_per_connection: self.range(
+                "limits.inflight_per_connection",
+                l.inflight_per_connection,
+                1,
+                65_536,
+            )?,
+            idle_timeout_seconds: self.range(
+                "limits.idle_timeout_seconds",
+                l.idle_timeout_seconds,
+                1,
+                86_400,
+            )?,
+            mailbox_capacity: self.range(
+                "limits.mailbox_capacity",
+                l.mailbox_capacity,
+                16,
+                1_000_000,
+            )?,
+            idempotency_entries_max: self.range(
+                "limits.idempotency_entries_max",
+                l.idempotency_entries_max,
+                1_000,
+                100_000_000,
+            )?,
+            idempotency_retention_seconds: self.range(
+                "limits.idempotency_retention_seconds",
+                l.idempotency_retention_seconds,
+                1,
+                30 * 86_400,
+            )?,
+            shutdown_drain_seconds: self.range(
+                "limits.shutdown_drain_seconds",
+                l.shutdown_drain_seconds,
+                0,
+                600,
+            )?,
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let shards = match raw.ledger.shards {
+            0 => cores,
+            n => self.range("ledger.shards", n, 1, SHARDS_MAX)?,
+        };
+        let shard_limits = ShardLimits {
+            transactions_max: self.range(
+                "ledger.transactions_per_shard_max",
+                raw.ledger.transactions_per_shard_max,
+                1,
+                1_000_000_000,
+            )?,
+            hold_expiry_seconds: self.range(
+                "ledger.hold_expiry_seconds",
+                raw.ledger.hold_expiry_seconds,
+                1,
+                366 * 86_400,
+            )?,
+            reversal_window_seconds: self.range(
+                "ledger.reversal_window_seconds",
+                raw.ledger.reversal_window_seconds,
+                1,
+                366 * 86_400,
+            )?,
+        };
+        let risk = RiskRules {
+            amount_max: self.amount(
+                "risk.amount_max",
+                &raw.risk.amount_max,
+                raw.risk.amount_max_currency,
+            )?,
+            amount_max_currency: raw.risk.amount_max_currency,
+            blocked_bins: raw
+                .risk
+                .blocked_bins
+                .iter()
+                .enumerate()
+                .map(|(i, bin)| {
+                    self.digits(&format!("risk.blocked_bins[{i}]"), bin, 11)
+                        .map(|_| bin.as_bytes().to_vec())
+                })
+                .collect::<Result<_, _>>()?,
+            blocked_merchant_categories: raw.risk.blocked_merchant_categories,
+        };
+        let mut acquirers = HashMap::new();
+        for (i, a) in raw.acquirers.into_iter().enumerate() {
+            let id = self.digits(&format!("acquirers[{i}].id"), &a.id, 11)?;
+            if acquirers
+                .insert(id, Acquirer { id, name: a.name })
+                .is_some()
+            {
+                return Err(self.invalid(
+                    format!("acquirers[{i}].id"),
+                    format!("{:?} is configured twice", a.id),
+                ));
+            }
+        }
+        if acquirers.is_empty() {
+            return Err(self.invalid(
+                "acquirers",
+                "at least one acquirer is needed; no request would be accepted",
+            ));
+        }
+        let issuers: Vec<String> = raw.issuers.into_iter().map(|i| i.name).collect();
+        let mut routes = RoutingTable::default();
+        for (i, r) in raw.routes.iter().enumerate() {
+            let key = format!("routes[{i}]");
+            self.digits(&format!("{key}.prefix"), &r.prefix, 11)?;
+            let destination = match r.to.as_str() {
+                "on-us" => Destination::OnUs,
+                other => match other.strip_prefix("issuer:") {
+                    Some(name) if issuers.iter().any(|n| n == name) => {
+                        Destination::Issuer(name.to_owned())
+                    }
+                    Some(name) => {
+                        return Err(self.invalid(
+                            format!("{key}.to"),
+                            format!("issuer {name:?} is not in [[issuers]]"),
+                        ));
+                    }
+                    None => {
+                        return Err(self.invalid(
+                            format!("{key}.to"),
+                            format!("{other:?} is neither \"on-us\" nor \"issuer:NAME\""),
+                        ));
+                    }
+                },
+            };
+            if !routes.insert(r.prefix.as_bytes(), destination) {
+                return Err(self.invalid(
+                    format!("{key}.prefix"),
+                    format!("{:?} is routed twice", r.prefix),
+                ));
+            }
+        }
+        let demo = raw.demo.map(|d| self.demo(d)).transpose()?;
+        Ok(Settings {
+            source: self.file.to_owned(),
+            acquirer_listen: self.address("listeners.acquirer", &raw.listeners.acquirer)?,
+            http_listen: self.address("listeners.http", &raw.listeners.http)?,
+            dialect,
+            framing,
+            max_frame_bytes,
+            limits,
+            shards,
+            shard_limits,
+            risk,
+            acquirers,
+            routes,
+            demo,
+        })
+    }
+
+    fn demo(&self, d: DemoFile) -> Result<DemoAccounts, ConfigError> {
+        self.digits("demo.bin", &d.bin, 8)?;
+        if d.bin.len() + DemoAccounts::INDEX_DIGITS + 1 > crate::domain::pan::PAN_LEN_MAX {
+            return Err(self.invalid(
+                "demo.bin",
+                "too long: bin + 9-digit index + check digit exceeds 19 digits",
+            ));
+        }
+        let count = self.range("demo.accounts", d.accounts, 0, DEMO_ACCOUNTS_MAX)?;
+        let balance = self.amount("demo.balance", &d.balance, d.currency)?;
+        let mut overrides = Vec::with_capacity(d.overrides.len());
+        for (i, o) in d.overrides.into_iter().enumerate() {
+            let key = format!("demo.overrides[{i}]");
+            if o.index >= count {
+                return Err(self.invalid(
+                    format!("{key}.index"),
+                    format!("{} is not below demo.accounts = {count}", o.index),
+                ));
+            }
+            overrides.push(AccountOverride {
+                index: o.index,
+                balance: o
+                    .balance
+                    .map(|b| self.amount(&format!("{key}.balance"), &b, d.currency))
+                    .transpose()?,
+                blocked: o.blocked,
+                limit_per_transaction: o
+                    .limit_per_transaction
+                    .map(|b| self.amount(&format!("{key}.limit_per_transaction"), &b, d.currency))
+                    .transpose()?,
+            });
+        }
+        Ok(DemoAccounts {
+            bin: d.bin,
+            count,
+            balance,
+            currency: d.currency,
+            overrides,
+        })
+    }
+}
+
+/// ISO 4217 minor-unit exponent of the currencies the switch knows.
+pub fn currency_exponent(code: u16) -> Option<u32> {
+    match code {
+        // JPY, KRW, CLP, ISK, VND, XAF, XOF
+        392 | 410 | 152 | 352 | 704 | 950 | 952 => Some(0),
+        // BHD, JOD, KWD, OMR, TND, IQD, LYD
+        48 | 400 | 414 | 512 | 788 | 368 | 434 => Some(3),
+        // USD, EUR, GBP, CHF, CAD, AUD, NZD, SEK, NOK, DKK, PLN, CZK, HUF, INR, IDR, CNY, HKD,
+        // SGD, MXN, BRL, ZAR, TRY, AED, SAR, ILS, THB, MYR, PHP
+        840 | 978 | 826 | 756 | 124 | 36 | 554 | 752 | 578 | 208 | 985 | 203 | 348 | 356 | 360
+        | 156 | 344 | 702 | 484 | 986 | 710 | 949 | 784 | 682 | 376 | 764 | 458 | 608 => Some(2),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid_and_matches_the_demo_contract() {
+        let s = Settings::embedded().unwrap();
+        assert_eq!(s.acquirer_listen.to_string(), "127.0.0.1:8583");
+        assert_eq!(s.http_listen.to_string(), "127.0.0.1:9583");
+        assert_eq!(s.dialect, DialectName::Default);
+        assert_eq!(s.framing, FrameHeader::Binary2);
+        assert_eq!(s.max_frame_bytes, 8192);
+        assert!(s.acquirers.contains_key(&123_456));
+        let demo = s.demo.unwrap();
+        assert_eq!(
+            (demo.count, demo.balance, demo.currency),
+            (100_000, 1_000_000, 840)
+        );
+        let by_index: HashMap<u64, AccountOverride> =
+            demo.overrides.iter().map(|o| (o.index, *o)).collect();
+        assert_eq!(by_index[&0].balance, Some(10_000));
+        assert_eq!(by_index[&1].balance, Some(0));
+        assert!(by_index[&2].blocked);
+        assert_eq!(by_index[&4].limit_per_transaction, Some(5_000));
+    }
+
+    /// Replaces `from` with `to` in the embedded config and returns the error text.
+    fn error_after(from: &str, to: &str) -> String {
+        assert!(
+            EMBEDDED.contains(from),
+            "fixture {from:?} missing from the embedded config"
+        );
+        let text = EMBEDDED.replacen(from, to, 1);
+        Settings::parse(&text, "test.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_file_key_and_problem() {
+        let cases = [
+            (
+                "shards = 0 ",
+                "shards = 300 ",
+                "test.toml: ledger.shards: 300 is above the maximum 256",
+            ),
+            (
+                "dialect = \"default\"",
+                "dialect = \"ebcdic\"",
+                "test.toml: acquirer_link.dialect: unknown dialect \"ebcdic\"",
+            ),
+            (
+                "framing = \"binary2\"",
+                "framing = \"ascii\"",
+                "test.toml: acquirer_link.framing: unknown framing \"ascii\"",
+            ),
+            (
+                "max_frame_bytes = 8192",
+                "max_frame_bytes = 70000",
+                "test.toml: acquirer_link.max_frame_bytes: 70000 is above the maximum 65535",
+            ),
+            (
+                "acquirer = \"127.0.0.1:8583\"",
+                "acquirer = \"localhost\"",
+                "test.toml: listeners.acquirer: \"localhost\" is not an address",
+            ),
+            (
+                "to = \"issuer:sim\"",
+                "to = \"issuer:nobody\"",
+                "test.toml: routes[1].to: issuer \"nobody\" is not in [[issuers]]",
+            ),
+            (
+                "balance = \"10000.00\"",
+                "balance = \"10000.005\"",
+                "test.toml: demo.balance: \"10000.005\" has more than 2 decimals for currency 840",
+            ),
+            (
+                "balance = \"10000.00\"",
+                "balance = \"ten\"",
+                "test.toml: demo.balance: \"ten\" is not a decimal amount",
+            ),
+            (
+                "index = 4 ",
+                "index = 100000 ",
+                "test.toml: demo.overrides[3].index: 100000 is not below demo.accounts = 100000",
+            ),
+            (
+                "id = \"123456\"",
+                "id = \"12A456\"",
+                "test.toml: acquirers[0].id: \"12A456\" is not 1 to 11 digits",
+            ),
+            (
+                "inflight_per_connection = 512",
+                "inflight_per_connection = 0",
+                "test.toml: limits.inflight_per_connection: 0 is below the minimum 1",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            let error = error_after(from, to);
+            assert!(
+                error.starts_with(expected),
+                "{from} -> {to}:\n got {error}\nwant {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn toml_errors_name_the_file_and_the_unknown_key() {
+        let error = error_after("[ledger]\n", "[ledger]\nshard = 3\n");
+        assert!(error.starts_with("test.toml: "), "{error}");
+        assert!(error.contains("unknown field `shard`"), "{error}");
+        let error = error_after("shards = 0 ", "shards = \"two\" ");
+        assert!(
+            error.contains("shards") && error.contains("invalid type"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let error = Settings::load(Path::new("/nonexistent/switch.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("/nonexistent/switch.toml: cannot read"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn currency_exponents_drive_amount_conversion() {
+        let checker = Checker { file: "t" };
+        assert_eq!(checker.amount("k", "1.5", 840).unwrap(), 150);
+        assert_eq!(checker.amount("k", "150", 392).unwrap(), 150);
+        assert_eq!(checker.amount("k", "1.005", 48).unwrap(), 1005);
+        assert!(
+            checker
+                .amount("k", "1.5", 392)
+                .unwrap_err()
+                .to_string()
+                .contains("more than 0 decimals")
+        );
+        assert!(
+            checker
+                .amount("k", "1", 999)
+                .unwrap_err()
+                .to_string()
+                .contains("not a known ISO 4217")
+        );
+        assert!(
+            checker
+                .amount("k", "-1", 840)
+                .unwrap_err()
+                .to_string()
+                .contains("negative")
+        );
+    }
+}

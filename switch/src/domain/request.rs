@@ -1,0 +1,106 @@
+//! A financial request as the domain sees it, after the wire fields were checked.
+
+use super::{Minor, Pan};
+
+/// What a request asks for (DESIGN §2.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// 0100: place a hold.
+    Authorization,
+    /// 0120: a hold decided elsewhere (stand-in); recorded whatever the balance.
+    AuthorizationAdvice,
+    /// 0200, processing code 00.
+    Purchase,
+    /// 0200, processing code 01.
+    CashWithdrawal,
+    /// 0200, processing code 20.
+    Refund,
+    /// 0200, processing code 21.
+    Deposit,
+    /// 0200, processing code 31.
+    BalanceInquiry,
+    /// 0220: capture a hold named in field 90.
+    Completion,
+    /// 0400 / 0401: undo the transaction named in field 90.
+    Reversal,
+    /// 0420 / 0421: the same, as an advice.
+    ReversalAdvice,
+}
+
+impl Kind {
+    /// Kinds whose amount must be above zero (13 otherwise).
+    pub fn needs_amount(self) -> bool {
+        matches!(
+            self,
+            Kind::Purchase
+                | Kind::CashWithdrawal
+                | Kind::Refund
+                | Kind::Deposit
+                | Kind::AuthorizationAdvice
+        )
+    }
+
+    /// Kinds that take money from the card and so are subject to limits and funds checks.
+    pub fn is_debit(self) -> bool {
+        matches!(
+            self,
+            Kind::Authorization | Kind::Purchase | Kind::CashWithdrawal
+        )
+    }
+
+    /// Kinds that refer to an original transaction through field 90.
+    pub fn refers_to_original(self) -> bool {
+        matches!(
+            self,
+            Kind::Completion | Kind::Reversal | Kind::ReversalAdvice
+        )
+    }
+}
+
+/// Names one transaction for later completion or reversal: field 32, field 11 and field 7, as
+/// field 90 repeats them (original acquirer id, original STAN, original transmission time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TxnKey {
+    pub acquirer: u64,
+    pub stan: u32,
+    pub transmission: u64,
+}
+
+/// Field 90 of a completion or reversal.
+pub type OriginalKey = TxnKey;
+
+/// The idempotency identity of a request (DESIGN §2.4): acquirer (32), terminal (41), STAN
+/// (11) and transmission date-time (7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RequestIdentity {
+    pub acquirer: u64,
+    pub terminal: [u8; 8],
+    pub stan: u32,
+    pub transmission: u64,
+}
+
+/// Card expiry (field 14) or a transmission month, as (year within century, month).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct YearMonth {
+    pub year: u16,
+    pub month: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub kind: Kind,
+    pub pan: Pan,
+    pub amount: Minor,
+    /// Field 49, when present.
+    pub currency: Option<u16>,
+    /// Account type from the processing code (digits 3-4), echoed in field 54.
+    pub account_type: [u8; 2],
+    pub key: TxnKey,
+    pub original: Option<OriginalKey>,
+    /// Field 14, when present, with a full year.
+    pub expiry: Option<YearMonth>,
+    /// The month of field 7 with the year it falls in.
+    pub transmission_month: YearMonth,
+    /// Field 18, when present.
+    pub merchant_category: Option<u16>,
+}

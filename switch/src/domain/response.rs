@@ -1,0 +1,101 @@
+//! Response codes of field 39 (DESIGN §2.3).
+
+/// Every code the switch answers with. The discriminant order carries no meaning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResponseCode {
+    Approved,
+    DoNotHonor,
+    InvalidTransaction,
+    InvalidAmount,
+    InvalidCardNumber,
+    NoSuchIssuer,
+    OriginalNotFound,
+    FormatError,
+    InsufficientFunds,
+    ExpiredCard,
+    NotPermittedToCard,
+    NotPermittedToTerminal,
+    SuspectedFraud,
+    ExceedsAmountLimit,
+    RestrictedCard,
+    SecurityViolation,
+    ExceedsFrequencyLimit,
+    IssuerUnavailable,
+    DuplicateTransmission,
+    SystemMalfunction,
+}
+
+impl ResponseCode {
+    pub const fn as_bytes(self) -> &'static [u8; 2] {
+        use ResponseCode::*;
+        match self {
+            Approved => b"00",
+            DoNotHonor => b"05",
+            InvalidTransaction => b"12",
+            InvalidAmount => b"13",
+            InvalidCardNumber => b"14",
+            NoSuchIssuer => b"15",
+            OriginalNotFound => b"25",
+            FormatError => b"30",
+            InsufficientFunds => b"51",
+            ExpiredCard => b"54",
+            NotPermittedToCard => b"57",
+            NotPermittedToTerminal => b"58",
+            SuspectedFraud => b"59",
+            ExceedsAmountLimit => b"61",
+            RestrictedCard => b"62",
+            SecurityViolation => b"63",
+            ExceedsFrequencyLimit => b"65",
+            IssuerUnavailable => b"91",
+            DuplicateTransmission => b"94",
+            SystemMalfunction => b"96",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        // Two ASCII digits.
+        std::str::from_utf8(self.as_bytes()).unwrap_or("96")
+    }
+
+    pub const fn is_approved(self) -> bool {
+        matches!(self, ResponseCode::Approved)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_two_distinct_digits() {
+        use ResponseCode::*;
+        let all = [
+            Approved,
+            DoNotHonor,
+            InvalidTransaction,
+            InvalidAmount,
+            InvalidCardNumber,
+            NoSuchIssuer,
+            OriginalNotFound,
+            FormatError,
+            InsufficientFunds,
+            ExpiredCard,
+            NotPermittedToCard,
+            NotPermittedToTerminal,
+            SuspectedFraud,
+            ExceedsAmountLimit,
+            RestrictedCard,
+            SecurityViolation,
+            ExceedsFrequencyLimit,
+            IssuerUnavailable,
+            DuplicateTransmission,
+            SystemMalfunction,
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for code in all {
+            assert!(code.as_bytes().iter().all(u8::is_ascii_digit));
+            assert!(seen.insert(code.as_bytes()), "{code:?} repeats a code");
+        }
+        assert_eq!(ExceedsAmountLimit.as_str(), "61");
+    }
+}

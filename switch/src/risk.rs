@@ -1,0 +1,154 @@
+//! Risk rules evaluated before routing: cheap, stateless checks that decline early.
+//! Velocity and scoring (state sharded by card) belong to the full risk engine, a later issue.
+
+use crate::config::RiskRules;
+use crate::domain::{Kind, Request, ResponseCode};
+
+#[derive(Clone, Debug)]
+pub struct RiskEngine {
+    rules: RiskRules,
+}
+
+impl RiskEngine {
+    pub fn new(rules: RiskRules) -> RiskEngine {
+        RiskEngine { rules }
+    }
+
+    /// `Err(code)` declines the request before it reaches routing.
+    pub fn evaluate(&self, request: &Request) -> Result<(), ResponseCode> {
+        if request.kind.refers_to_original() {
+            // Completions and reversals settle what was already approved: never declined here.
+            return Ok(());
+        }
+        if request
+            .expiry
+            .is_some_and(|expiry| expiry < request.transmission_month)
+        {
+            return Err(ResponseCode::ExpiredCard);
+        }
+        if request.kind.needs_amount() && request.amount == 0 {
+            return Err(ResponseCode::InvalidAmount);
+        }
+        if request.kind != Kind::BalanceInquiry
+            && request.currency.unwrap_or(self.rules.amount_max_currency)
+                == self.rules.amount_max_currency
+            && request.amount > self.rules.amount_max
+        {
+            return Err(ResponseCode::ExceedsAmountLimit);
+        }
+        if self
+            .rules
+            .blocked_bins
+            .iter()
+            .any(|bin| request.pan.starts_with(bin))
+        {
+            return Err(ResponseCode::RestrictedCard);
+        }
+        if request
+            .merchant_category
+            .is_some_and(|mcc| self.rules.blocked_merchant_categories.contains(&mcc))
+        {
+            return Err(ResponseCode::NotPermittedToCard);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Pan;
+    use crate::domain::request::{TxnKey, YearMonth};
+
+    fn request(kind: Kind, amount: u64) -> Request {
+        Request {
+            kind,
+            pan: Pan::parse(b"4000000000000002").unwrap(),
+            amount,
+            currency: Some(840),
+            account_type: *b"00",
+            key: TxnKey {
+                acquirer: 1,
+                stan: 1,
+                transmission: 1_126_000_000,
+            },
+            original: None,
+            expiry: Some(YearMonth {
+                year: 2028,
+                month: 12,
+            }),
+            transmission_month: YearMonth {
+                year: 2026,
+                month: 11,
+            },
+            merchant_category: Some(5999),
+        }
+    }
+
+    #[test]
+    fn rules_in_order() {
+        let engine = RiskEngine::new(RiskRules {
+            amount_max: 100_000,
+            amount_max_currency: 840,
+            blocked_bins: vec![b"4000000000000002".to_vec()[..7].to_vec()],
+            blocked_merchant_categories: vec![7995],
+        });
+        let open = RiskEngine::new(RiskRules {
+            blocked_bins: vec![],
+            ..engine.rules.clone()
+        });
+        let expired = Request {
+            expiry: Some(YearMonth {
+                year: 2026,
+                month: 10,
+            }),
+            ..request(Kind::Purchase, 1)
+        };
+        let this_month = Request {
+            expiry: Some(YearMonth {
+                year: 2026,
+                month: 11,
+            }),
+            ..request(Kind::Purchase, 1)
+        };
+        let casino = Request {
+            merchant_category: Some(7995),
+            ..request(Kind::Purchase, 1)
+        };
+        let reversal_of_big = Request {
+            original: Some(TxnKey {
+                acquirer: 1,
+                stan: 1,
+                transmission: 1,
+            }),
+            ..request(Kind::Reversal, 200_000)
+        };
+        let cases = [
+            (&open, request(Kind::Purchase, 100), Ok(())),
+            (&open, expired, Err(ResponseCode::ExpiredCard)),
+            (&open, this_month, Ok(())),
+            (
+                &open,
+                request(Kind::Purchase, 0),
+                Err(ResponseCode::InvalidAmount),
+            ),
+            (&open, request(Kind::Authorization, 0), Ok(())),
+            (&open, request(Kind::BalanceInquiry, 0), Ok(())),
+            (
+                &open,
+                request(Kind::Purchase, 100_001),
+                Err(ResponseCode::ExceedsAmountLimit),
+            ),
+            (&open, casino, Err(ResponseCode::NotPermittedToCard)),
+            (&open, reversal_of_big, Ok(())),
+            (
+                &engine,
+                request(Kind::Purchase, 100),
+                Err(ResponseCode::RestrictedCard),
+            ),
+        ];
+        for (i, (engine, request, expected)) in cases.into_iter().enumerate() {
+            assert_eq!(engine.evaluate(&request), expected, "case {i}");
+        }
+    }
+}

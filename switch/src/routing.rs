@@ -1,0 +1,68 @@
+//! BIN / PAN-prefix routing table: the longest configured prefix wins.
+
+use crate::domain::Pan;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// A card of ours: the ledger shard that owns the account.
+    OnUs,
+    /// A remote issuer, by the name of its channel.
+    Issuer(String),
+}
+
+/// Prefixes sorted longest first, so the first match is the longest. Tables hold tens to
+/// hundreds of prefixes; a linear scan over them stays in the nanoseconds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoutingTable {
+    routes: Vec<(Vec<u8>, Destination)>,
+}
+
+impl RoutingTable {
+    /// Adds a route; false if the prefix is already routed.
+    pub fn insert(&mut self, prefix: &[u8], destination: Destination) -> bool {
+        if self.routes.iter().any(|(p, _)| p == prefix) {
+            return false;
+        }
+        let at = self
+            .routes
+            .partition_point(|(p, _)| p.len() >= prefix.len());
+        self.routes.insert(at, (prefix.to_vec(), destination));
+        true
+    }
+
+    pub fn route(&self, pan: &Pan) -> Option<&Destination> {
+        let (digits, len) = pan.digits();
+        let digits = &digits[..len];
+        self.routes
+            .iter()
+            .find(|(prefix, _)| digits.starts_with(prefix))
+            .map(|(_, d)| d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_prefix_wins() {
+        let mut table = RoutingTable::default();
+        assert!(table.insert(b"4", Destination::Issuer("visa".into())));
+        assert!(table.insert(b"400000", Destination::OnUs));
+        assert!(table.insert(b"4111", Destination::Issuer("sim".into())));
+        assert!(
+            !table.insert(b"4111", Destination::OnUs),
+            "a prefix is routed once"
+        );
+        let cases = [
+            ("4000000000000002", Some(Destination::OnUs)),
+            ("4111111111111111", Some(Destination::Issuer("sim".into()))),
+            ("4242424242424242", Some(Destination::Issuer("visa".into()))),
+            ("5555555555554444", None),
+        ];
+        for (pan, expected) in cases {
+            let pan = Pan::parse(pan.as_bytes()).unwrap();
+            assert_eq!(table.route(&pan), expected.as_ref(), "{pan}");
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! One acquirer connection: a reader task, a writer task and the session actor, all on the
+//! same arbiter.
+//!
+//! - The **reader** takes frames off the socket, decodes them, answers what needs no pipeline
+//!   (0800, code 30, 94, replays) and sends the rest to risk. Before each request it takes an
+//!   in-flight slot; when all slots are taken it stops reading, so a client that sends faster
+//!   than the switch answers meets TCP backpressure, not a growing queue.
+//! - The **session actor** receives pipeline replies, records them for idempotency, and hands
+//!   the encoded response to the writer. Responses go out as they complete, in any order; the
+//!   acquirer matches them by field 11.
+//! - The **writer** gathers every response ready at once into one `write` and only then frees
+//!   their slots, so slots bound requests in the pipeline and responses awaiting the socket.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use adapters::{Dialect, FrameError, FrameHeader, Message, PartialDecode};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+
+use crate::actors::{Reply, RiskActor, Screen, Transaction, unix_seconds};
+use crate::config::{Acquirer, Limits};
+use crate::domain::{Outcome, ResponseCode};
+use crate::idempotency::{Begin, IdempotencyStore};
+use crate::iso::{self, Class};
+
+/// Bytes the reader asks the socket for at a time.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// The writer flushes once this much is gathered, even if more responses are ready.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// What every session on one worker shares.
+#[derive(Clone, Debug)]
+pub struct SessionContext {
+    pub dialect: &'static Dialect,
+    pub framing: FrameHeader,
+    pub max_frame_bytes: usize,
+    pub limits: Limits,
+    pub acquirers: Arc<HashMap<u64, Acquirer>>,
+    pub idempotency: Arc<IdempotencyStore>,
+    pub risk: Addr<RiskActor>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// An encoded frame and the in-flight slot it frees once written.
+type Outgoing = (Vec<u8>, OwnedSemaphorePermit);
+
+/// Encodes responses into frames and queues them for the writer.
+#[derive(Clone, Debug)]
+struct Responder {
+    dialect: &'static Dialect,
+    framing: FrameHeader,
+    writer: mpsc::Sender<Outgoing>,
+    peer: SocketAddr,
+}
+
+impl Responder {
+    /// Sends `response`; if an echoed field cannot be encoded (it came malformed), falls back to
+    /// the fields that identify the request. Returns false when nothing could be sent.
+    fn send(&self, response: &Message<'_>, permit: OwnedSemaphorePermit) -> bool {
+        let frame = self.encode(response).or_else(|| {
+            let mut minimal = Message::new(response.mti);
+            for field in [7, 11, 32, 39, 41] {
+                if let Some(value) = response.get(field) {
+                    minimal.set(field, value);
+                }
+            }
+            self.encode(&minimal)
+        });
+        match frame {
+            Some(frame) => {
+                // The channel holds one entry per in-flight slot, so it cannot be full; it is
+                // closed only when the writer has already failed on the socket.
+                let _ = self.writer.try_send((frame, permit));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn encode(&self, message: &Message<'_>) -> Option<Vec<u8>> {
+        let header_len = self.framing.header_len();
+        let mut frame = vec![0u8; header_len];
+        if let Err(error) = self.dialect.encode(message, &mut frame) {
+            tracing::debug!(peer = %self.peer, %error, "response not encodable");
+            return None;
+        }
+        let mut header = Vec::with_capacity(header_len);
+        if let Err(error) = self.framing.write(frame.len() - header_len, &mut header) {
+            tracing::warn!(peer = %self.peer, %error, "response too large for the frame header");
+            return None;
+        }
+        frame[..header_len].copy_from_slice(&header);
+        Some(frame)
+    }
+}
+
+/// Receives pipeline replies for one connection.
+#[derive(Debug)]
+struct Session {
+    responder: Responder,
+    idempotency: Arc<IdempotencyStore>,
+}
+
+impl Actor for Session {
+    type Context = Context<Self>;
+}
+
+impl Handler<Reply> for Session {
+    type Result = ();
+    fn handle(&mut self, reply: Reply, _: &mut Self::Context) {
+        let Reply {
+            transaction,
+            outcome,
+            shed,
+        } = reply;
+        if shed {
+            self.idempotency.abandon(&transaction.identity);
+        } else {
+            self.idempotency.finish(&transaction.identity, outcome);
+        }
+        match self.responder.dialect.decode(&transaction.frame) {
+            Ok(request) => {
+                if let Some(response) = iso::response(&request, &outcome) {
+                    self.responder.send(&response, transaction.permit);
+                }
+            }
+            Err(error) => tracing::error!(%error, "a request that decoded once no longer decodes"),
+        }
+        tracing::trace!(
+            elapsed = ?transaction.received.elapsed(),
+            "answered"
+        );
+    }
+}
+
+/// Why a connection ended, for the log line.
+#[derive(Debug, thiserror::Error)]
+enum Close {
+    #[error("closed by the acquirer")]
+    PeerClosed,
+    #[error("closed by the acquirer in the middle of a frame ({0} bytes pending)")]
+    PeerClosedMidFrame(usize),
+    #[error("idle for {0:?}")]
+    Idle(Duration),
+    #[error("switch shutting down")]
+    Shutdown,
+    #[error("{0}")]
+    Framing(FrameError),
+    #[error("unreadable message: {0}")]
+    Unreadable(String),
+    #[error("read failed: {0}")]
+    Io(io::Error),
+}
+
+/// Serves one accepted connection until it closes, then waits for its in-flight requests.
+pub async fn run(stream: TcpStream, peer: SocketAddr, context: SessionContext) {
+    let _ = stream.set_nodelay(true);
+    let (read_half, write_half) = stream.into_split();
+    let inflight = context.limits.inflight_per_connection;
+    let (writer_tx, writer_rx) = mpsc::channel(inflight);
+    let writer_task = actix::spawn(write_loop(write_half, writer_rx, peer));
+    let responder = Responder {
+        dialect: context.dialect,
+        framing: context.framing,
+        writer: writer_tx,
+        peer,
+    };
+    let session = Session {
+        responder: responder.clone(),
+        idempotency: context.idempotency.clone(),
+    }
+    .start();
+    let slots = Arc::new(Semaphore::new(inflight));
+    tracing::info!(%peer, "acquirer connected");
+    let reader = Reader {
+        context: &context,
+        responder,
+        session: session.clone().recipient(),
+        slots: slots.clone(),
+        peer,
+    };
+    let close = reader.read_loop(read_half).await;
+    drop(reader);
+    // Every slot back means every request read was answered and its response written.
+    let drain = Duration::from_secs(context.limits.shutdown_drain_seconds.max(1));
+    let all = u32::try_from(inflight).unwrap_or(u32::MAX);
+    let drained = tokio::time::timeout(drain, slots.acquire_many(all))
+        .await
+        .is_ok();
+    drop(session);
+    let _ = tokio::time::timeout(drain, writer_task).await;
+    match &close {
+        Close::PeerClosed | Close::Shutdown => {
+            tracing::info!(%peer, drained, "acquirer disconnected: {close}")
+        }
+        _ => tracing::warn!(%peer, drained, "acquirer connection closed: {close}"),
+    }
+}
+
+async fn write_loop(
+    mut socket: OwnedWriteHalf,
+    mut queue: mpsc::Receiver<Outgoing>,
+    peer: SocketAddr,
+) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH_BYTES);
+    let mut slots = Vec::new();
+    while let Some((frame, slot)) = queue.recv().await {
+        batch.extend_from_slice(&frame);
+        slots.push(slot);
+        while batch.len() < WRITE_BATCH_BYTES {
+            match queue.try_recv() {
+                Ok((frame, slot)) => {
+                    batch.extend_from_slice(&frame);
+                    slots.push(slot);
+                }
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = socket.write_all(&batch).await {
+            tracing::debug!(%peer, %error, "write failed");
+            return;
+        }
+        batch.clear();
+        // Frees the slots of the responses just written.
+        slots.clear();
+    }
+    let _ = socket.shutdown().await;
+}
+
+struct Reader<'a> {
+    context: &'a SessionContext,
+    responder: Responder,
+    session: Recipient<Reply>,
+    slots: Arc<Semaphore>,
+    peer: SocketAddr,
+}
+
+impl Reader<'_> {
+    async fn read_loop(&self, mut socket: OwnedReadHalf) -> Close {
+        let context = self.context;
+        let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
+        let mut shutdown = context.shutdown.clone();
+        let idle = Duration::from_secs(context.limits.idle_timeout_seconds);
+        loop {
+            // Every complete frame already buffered, before reading more.
+            loop {
+                let bounds = match context.framing.parse(&buffer, context.max_frame_bytes) {
+                    Err(error) => return Close::Framing(error),
+                    Ok(None) => break,
+                    Ok(Some(bounds)) => bounds,
+                };
+                let frame = buffer.split_to(bounds.total_len()).freeze();
+                if bounds.is_keep_alive() {
+                    continue;
+                }
+                let slot = tokio::select! {
+                    slot = self.slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => return Close::Shutdown,
+                    },
+                    _ = shutdown.changed() => return Close::Shutdown,
+                };
+                if let Err(close) = self.handle_frame(frame.slice(bounds.header_len..), slot) {
+                    return close;
+                }
+            }
+            if *shutdown.borrow() {
+                return Close::Shutdown;
+            }
+            buffer.reserve(READ_CHUNK_BYTES);
+            let read = tokio::select! {
+                read = tokio::time::timeout(idle, socket.read_buf(&mut buffer)) => read,
+                _ = shutdown.changed() => return Close::Shutdown,
+            };
+            match read {
+                Err(_) => return Close::Idle(idle),
+                Ok(Ok(0)) if buffer.is_empty() => return Close::PeerClosed,
+                Ok(Ok(0)) => return Close::PeerClosedMidFrame(buffer.len()),
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => return Close::Io(error),
+            }
+        }
+    }
+
+    fn handle_frame(&self, body: Bytes, slot: OwnedSemaphorePermit) -> Result<(), Close> {
+        match self.context.dialect.decode_partial(&body) {
+            PartialDecode::Complete(message) => {
+                self.handle_message(&message, &body, slot);
+                Ok(())
+            }
+            PartialDecode::Malformed { message, error } => {
+                tracing::warn!(peer = %self.peer, mti = %message.mti, %error, "malformed request");
+                if message.has(11)
+                    && let Some(response) =
+                        iso::response(&message, &Outcome::decline(ResponseCode::FormatError))
+                    && self.responder.send(&response, slot)
+                {
+                    return Ok(());
+                }
+                Err(Close::Unreadable(error.to_string()))
+            }
+            PartialDecode::Unreadable(error) => Err(Close::Unreadable(error.to_string())),
+        }
+    }
+
+    fn respond(&self, request: &Message<'_>, outcome: Outcome, slot: OwnedSemaphorePermit) {
+        if let Some(response) = iso::response(request, &outcome) {
+            self.responder.send(&response, slot);
+        }
+    }
+
+    fn handle_message(&self, message: &Message<'_>, body: &Bytes, slot: OwnedSemaphorePermit) {
+        match iso::classify(message.mti) {
+            Class::NetworkManagement => {
+                let code = self.network_management(message);
+                self.respond(message, Outcome::decline(code), slot);
+            }
+            Class::Unsupported => self.respond(
+                message,
+                Outcome::decline(ResponseCode::InvalidTransaction),
+                slot,
+            ),
+            Class::NotARequest => {
+                tracing::warn!(peer = %self.peer, mti = %message.mti, "ignored a message that is not a request");
+            }
+            Class::Financial => self.financial(message, body, slot),
+        }
+    }
+
+    fn network_management(&self, message: &Message<'_>) -> ResponseCode {
+        let code = match message.get(70) {
+            Some(b"001") => "sign-on",
+            Some(b"002") => "sign-off",
+            Some(b"201") => "cutover",
+            Some(b"301") => return ResponseCode::Approved,
+            Some(_) => return ResponseCode::InvalidTransaction,
+            None => return ResponseCode::FormatError,
+        };
+        tracing::info!(peer = %self.peer, "network management: {code}");
+        ResponseCode::Approved
+    }
+
+    fn financial(&self, message: &Message<'_>, body: &Bytes, slot: OwnedSemaphorePermit) {
+        let context = self.context;
+        let Some(identity) = iso::identity(message) else {
+            return self.respond(message, Outcome::decline(ResponseCode::FormatError), slot);
+        };
+        if !context.acquirers.contains_key(&identity.acquirer) {
+            tracing::warn!(peer = %self.peer, acquirer = identity.acquirer, "request from an unknown acquirer");
+            return self.respond(
+                message,
+                Outcome::decline(ResponseCode::NotPermittedToTerminal),
+                slot,
+            );
+        }
+        match context
+            .idempotency
+            .begin(identity, iso::fingerprint(message), unix_seconds())
+        {
+            Begin::Replay(outcome) => self.respond(message, outcome, slot),
+            Begin::Conflict => self.respond(
+                message,
+                Outcome::decline(ResponseCode::DuplicateTransmission),
+                slot,
+            ),
+            Begin::Full => self.respond(
+                message,
+                Outcome::decline(ResponseCode::SystemMalfunction),
+                slot,
+            ),
+            Begin::InFlight => {
+                tracing::debug!(peer = %self.peer, "retransmission of a request still in flight");
+            }
+            Begin::New => match iso::parse_request(message, iso::today_utc()) {
+                Err(code) => {
+                    let outcome = Outcome::decline(code);
+                    context.idempotency.finish(&identity, outcome);
+                    self.respond(message, outcome, slot);
+                }
+                Ok(request) => {
+                    let transaction = Transaction {
+                        request,
+                        frame: body.clone(),
+                        identity,
+                        reply_to: self.session.clone(),
+                        permit: slot,
+                        received: Instant::now(),
+                    };
+                    if let Err(error) = context.risk.try_send(Screen(transaction)) {
+                        let (SendError::Full(Screen(transaction))
+                        | SendError::Closed(Screen(transaction))) = error;
+                        context.idempotency.abandon(&identity);
+                        self.respond(
+                            message,
+                            Outcome::decline(ResponseCode::IssuerUnavailable),
+                            transaction.permit,
+                        );
+                    }
+                }
+            },
+        }
+    }
+}
