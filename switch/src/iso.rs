@@ -269,8 +269,14 @@ pub fn today_utc() -> YearMonth {
     year_month_from_unix_days(seconds / 86_400)
 }
 
-/// Civil year and month of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+/// Civil year and month of a day count since 1970-01-01.
 pub fn year_month_from_unix_days(days: u64) -> YearMonth {
+    let (year, month, _) = civil_date(days);
+    YearMonth { year, month }
+}
+
+/// Civil (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+pub fn civil_date(days: u64) -> (u16, u8, u8) {
     let z = i64::try_from(days).unwrap_or(0) + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
@@ -278,12 +284,14 @@ pub fn year_month_from_unix_days(days: u64) -> YearMonth {
         (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
-    YearMonth {
-        year: u16::try_from(year).unwrap_or(u16::MAX),
-        month: u8::try_from(month).unwrap_or(1),
-    }
+    (
+        u16::try_from(year).unwrap_or(u16::MAX),
+        u8::try_from(month).unwrap_or(1),
+        u8::try_from(day).unwrap_or(1),
+    )
 }
 
 #[cfg(test)]

@@ -222,7 +222,8 @@ impl LedgerShard {
             &mut self.postings_by_age
         };
         queue.push_back((now_seconds, request.key));
-        self.approve_with_balances(request.pan, true)
+        // An advice reports a decision taken elsewhere, under that party's authorization code.
+        self.approve_with_balances(request.pan, request.kind != Kind::AuthorizationAdvice)
     }
 
     fn apply_to_original(&mut self, request: &Request) -> Outcome {
@@ -447,8 +448,11 @@ mod tests {
                 (*code, *available, *ledger),
                 "step {i}: {request:?}"
             );
-            let creates_transaction =
-                !request.kind.refers_to_original() && request.kind != Kind::BalanceInquiry;
+            let creates_transaction = !request.kind.refers_to_original()
+                && !matches!(
+                    request.kind,
+                    Kind::BalanceInquiry | Kind::AuthorizationAdvice
+                );
             assert_eq!(
                 outcome.auth_id.is_some(),
                 code.is_approved() && creates_transaction,

@@ -1,0 +1,347 @@
+//! Test harness: the real `switch` binary on 127.0.0.1 port 0, and a blocking ISO 8583 client.
+#![allow(dead_code, clippy::unwrap_used)] // each test file uses part of the harness
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use adapters::{Dialect, DialectName, FrameHeader, Message, Mti};
+
+pub const ACQUIRER: &str = "123456";
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub struct Switch {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+/// A config file under the target directory, unique per test.
+pub fn config_file(name: &str, text: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join(format!("{name}-{}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The embedded default config with `from` replaced by `to` (which must be present).
+pub fn default_config_with(edits: &[(&str, &str)]) -> String {
+    let mut text = switch::config::EMBEDDED.to_owned();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from:?} not in the default config");
+        text = text.replacen(from, to, 1);
+    }
+    text
+}
+
+impl Switch {
+    /// Starts `switch run` with `args` plus listeners on port 0, and waits until it listens.
+    pub fn start(args: &[&str]) -> Switch {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switch"))
+            .arg("run")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (listening_tx, listening_rx) = mpsc::channel();
+        for stream in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let output = output.clone();
+            let listening_tx = listening_tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(at) = line.find("listening for acquirers on ") {
+                        let rest = &line[at + "listening for acquirers on ".len()..];
+                        let addr = rest
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned();
+                        let _ = listening_tx.send(addr);
+                    }
+                    output.lock().unwrap().push(line);
+                }
+            });
+        }
+        let addr = match listening_rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(addr) => addr.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "switch did not start listening; output:\n{}",
+                    output.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Switch {
+            child: Some(child),
+            addr,
+            output,
+        }
+    }
+
+    pub fn output(&self) -> Vec<String> {
+        self.output.lock().unwrap().clone()
+    }
+
+    pub fn connect(&self) -> Link {
+        Link::connect(self.addr, DialectName::Default, FrameHeader::Binary2)
+    }
+
+    /// Waits until a line containing `needle` was printed.
+    pub fn wait_for_output(&self, needle: &str) -> String {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(line) = self.output().into_iter().find(|l| l.contains(needle)) {
+                return line;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "no output line contains {needle:?}; output:\n{}",
+            self.output().join("\n")
+        );
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(mut self) -> (ExitStatus, Vec<String>) {
+        let mut child = self.child.take().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                // Let the reader threads take the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return (status, self.output());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "switch did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Whatever the test did, the switch must not have printed a full PAN.
+        let output = self.output.lock().unwrap();
+        if let Some(line) = output.iter().find(|l| longest_digit_run(l) >= 13)
+            && !std::thread::panicking()
+        {
+            panic!("a PAN-like run of digits reached the output: {line}");
+        }
+    }
+}
+
+pub fn longest_digit_run(line: &str) -> usize {
+    line.split(|c: char| !c.is_ascii_digit())
+        .map(str::len)
+        .max()
+        .unwrap_or(0)
+}
+
+/// A blocking acquirer connection.
+pub struct Link {
+    pub stream: TcpStream,
+    dialect: &'static Dialect,
+    framing: FrameHeader,
+    buffer: Vec<u8>,
+}
+
+impl Link {
+    pub fn connect(addr: SocketAddr, dialect: DialectName, framing: FrameHeader) -> Link {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Link {
+            stream,
+            dialect: dialect.dialect(),
+            framing,
+            buffer: Vec::new(),
+        }
+    }
+
+    pub fn frame(&self, message: &Message<'_>) -> Vec<u8> {
+        let mut body = Vec::new();
+        self.dialect.encode(message, &mut body).unwrap();
+        let mut frame = Vec::new();
+        self.framing.write_frame(&body, &mut frame).unwrap();
+        frame
+    }
+
+    pub fn send(&mut self, message: &Message<'_>) {
+        let frame = self.frame(message);
+        self.stream.write_all(&frame).unwrap();
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// The next response, or `None` when the switch closed the connection.
+    pub fn try_receive(&mut self) -> Option<Message<'static>> {
+        loop {
+            if let Some(bounds) = self.framing.parse(&self.buffer, 65_535).unwrap() {
+                let body = self.buffer[bounds.header_len..bounds.total_len()].to_vec();
+                self.buffer.drain(..bounds.total_len());
+                return Some(self.dialect.decode(&body).unwrap().into_owned());
+            }
+            let mut chunk = [0u8; 65_536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read failed: {e}"),
+            }
+        }
+    }
+
+    pub fn receive(&mut self) -> Message<'static> {
+        self.try_receive().expect("switch closed the connection")
+    }
+
+    pub fn call(&mut self, message: &Message<'_>) -> Message<'static> {
+        self.send(message);
+        let response = self.receive();
+        assert_eq!(
+            response.get(11),
+            message.get(11),
+            "response matched by field 11"
+        );
+        response
+    }
+}
+
+static STAN: AtomicU32 = AtomicU32::new(0);
+
+pub fn next_stan() -> Vec<u8> {
+    let base = std::process::id() % 1000 * 1000;
+    format!(
+        "{:06}",
+        (base + STAN.fetch_add(1, Ordering::Relaxed)) % 1_000_000
+    )
+    .into_bytes()
+}
+
+/// Field 7 for now, in UTC (MMDDhhmmss).
+pub fn transmission_now() -> Vec<u8> {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (_, month, day) = switch::iso::civil_date(seconds / 86_400);
+    let time = seconds % 86_400;
+    format!(
+        "{month:02}{day:02}{:02}{:02}{:02}",
+        time / 3600,
+        time / 60 % 60,
+        time % 60
+    )
+    .into_bytes()
+}
+
+/// The demo PAN of `index`.
+pub fn demo_pan(index: u64) -> Vec<u8> {
+    let pan = switch::domain::Pan::from_scheme("400000", index, 9).unwrap();
+    let (digits, len) = pan.digits();
+    digits[..len].to_vec()
+}
+
+/// A request with the fields an acquirer sends: 2, 3, 4, 7, 11, 12, 13, 14, 32, 37, 41, 42, 49.
+pub fn request(mti: &str, pan: &[u8], processing: &str, amount_minor: u64) -> Message<'static> {
+    let mut m = Message::new(Mti::from_ascii(mti.as_bytes()).unwrap());
+    let f7 = transmission_now();
+    let stan = next_stan();
+    m.set(2, pan.to_vec());
+    m.set(3, processing.as_bytes().to_vec());
+    m.set(4, format!("{amount_minor:012}").into_bytes());
+    m.set(7, f7.clone());
+    m.set(11, stan.clone());
+    m.set(12, f7[4..].to_vec());
+    m.set(13, f7[..4].to_vec());
+    m.set(14, b"3012".to_vec());
+    m.set(32, ACQUIRER.as_bytes().to_vec());
+    m.set(37, [b"000000".to_vec(), stan].concat());
+    m.set(41, b"TERM0001".to_vec());
+    m.set(42, b"MERCHANT0000001".to_vec());
+    m.set(49, b"840".to_vec());
+    m
+}
+
+/// Field 90 naming `original`.
+pub fn original_data(original: &Message<'_>) -> Vec<u8> {
+    let mut value = Vec::with_capacity(42);
+    value.extend_from_slice(&original.mti.0);
+    value.extend_from_slice(original.get(11).unwrap());
+    value.extend_from_slice(original.get(7).unwrap());
+    value.extend_from_slice(
+        format!(
+            "{:0>11}",
+            std::str::from_utf8(original.get(32).unwrap()).unwrap()
+        )
+        .as_bytes(),
+    );
+    value.extend_from_slice(b"00000000000");
+    value
+}
+
+/// A completion or reversal of `original`.
+pub fn referring(mti: &str, original: &Message<'_>, amount_minor: u64) -> Message<'static> {
+    let pan = original.get(2).unwrap();
+    let mut m = request(
+        mti,
+        pan,
+        std::str::from_utf8(original.get(3).unwrap()).unwrap(),
+        amount_minor,
+    );
+    m.set(90, original_data(original));
+    m
+}
+
+pub fn network(code: &str) -> Message<'static> {
+    let mut m = Message::new(Mti(*b"0800"));
+    m.set(7, transmission_now());
+    m.set(11, next_stan());
+    m.set(70, code.as_bytes().to_vec());
+    m
+}
+
+pub fn code(response: &Message<'_>) -> String {
+    String::from_utf8(response.get(39).unwrap_or(b"--").to_vec()).unwrap()
+}
+
+/// Available balance from field 54 of a balance inquiry.
+pub fn available(link: &mut Link, pan: &[u8]) -> i64 {
+    let response = link.call(&request("0200", pan, "310000", 0));
+    assert_eq!(code(&response), "00");
+    let f54 = response.get(54).expect("field 54");
+    let block = f54
+        .chunks(20)
+        .find(|b| &b[2..4] == b"02")
+        .expect("available balance block");
+    let amount: i64 = std::str::from_utf8(&block[8..20]).unwrap().parse().unwrap();
+    if block[7] == b'D' { -amount } else { amount }
+}

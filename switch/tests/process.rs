@@ -1,0 +1,120 @@
+//! The process interface: start-up errors, graceful shutdown, exit codes (DESIGN §2.5).
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn run_switch(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_switch"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_and_exits_zero() {
+    let switch = Switch::start(&[]);
+    let mut link = switch.connect();
+    let mut burst = Vec::new();
+    for i in 0..200 {
+        burst.extend_from_slice(&link.frame(&request("0100", &demo_pan(60 + i % 7), "000000", 1)));
+    }
+    link.send_raw(&burst);
+    // Every request written before SIGTERM is answered before the connection closes.
+    let first = link.receive();
+    assert_eq!(code(&first), "00");
+    let (status, output) = switch.terminate();
+    let mut answered = 1;
+    while link.try_receive().is_some() {
+        answered += 1;
+    }
+    assert_eq!(answered, 200, "in-flight requests drained");
+    assert!(status.success(), "exit status {status:?}");
+    let text = output.join("\n");
+    assert!(text.contains("SIGTERM received"), "{text}");
+    assert!(
+        text.contains("shutdown complete") && text.contains("conserved=true"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_config_exits_nonzero_with_one_line_naming_file_and_key() {
+    let path = config_file(
+        "bad",
+        &default_config_with(&[("shards = 0 ", "shards = 999 ")]),
+    );
+    let (code, _, stderr) = run_switch(&["run", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].starts_with("switch: error: "), "{stderr}");
+    assert!(
+        lines[0].contains(&format!(
+            "{}: ledger.shards: 999 is above the maximum 256",
+            path.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unparsable_config_names_the_line() {
+    let path = config_file("unparsable", "[listeners]\nacquirer = \n");
+    let (code, _, stderr) = run_switch(&["run", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&path.display().to_string()) && stderr.contains("line 2"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn missing_config_file_is_named() {
+    let (code, _, stderr) = run_switch(&["run", "--config", "/nonexistent/switch.toml"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("/nonexistent/switch.toml: cannot read"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn port_in_use_exits_nonzero_naming_the_address() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap().to_string();
+    let (code, _, stderr) = run_switch(&["run", "--listen", &addr]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen for acquirers on {addr} (listeners.acquirer)"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.to_lowercase().contains("address already in use"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_accepts_the_committed_default() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/switch.toml");
+    let (code, stdout, stderr) = run_switch(&["check-config", "--config", path]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("valid"), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(path).unwrap(),
+        switch::config::EMBEDDED,
+        "embedded default is the committed file"
+    );
+}
