@@ -205,12 +205,15 @@ fn pack_bcd(digits: &[u8], pad_left: bool, out: &mut Vec<u8>) {
 }
 
 fn check_content(content: Content, value: &[u8]) -> Result<(), (u8, usize)> {
-    let allowed: fn(&u8) -> bool = match content {
-        Content::Numeric => u8::is_ascii_digit,
-        Content::Track2 => |b| b.is_ascii_digit() || *b == b'=' || *b == b'D',
-        Content::Text | Content::Binary => return Ok(()),
+    // One loop per class, so the per-byte test inlines (a function pointer here cost ~2x).
+    let bad = match content {
+        Content::Numeric => value.iter().position(|b| !b.is_ascii_digit()),
+        Content::Track2 => value
+            .iter()
+            .position(|&b| !(b.is_ascii_digit() || b == b'=' || b == b'D')),
+        Content::Text | Content::Binary => None,
     };
-    match value.iter().position(|b| !allowed(b)) {
+    match bad {
         Some(position) => Err((value[position], position)),
         None => Ok(()),
     }
