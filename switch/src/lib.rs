@@ -4,6 +4,7 @@
 pub mod actors;
 pub mod config;
 pub mod domain;
+pub mod http;
 pub mod idempotency;
 pub mod iso;
 pub mod risk;

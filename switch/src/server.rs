@@ -18,6 +18,7 @@ use crate::actors::{LedgerActor, RiskActor, RoutingActor, ShardTotal, shard_of};
 use crate::config::Settings;
 use crate::domain::Pan;
 use crate::domain::ledger::{Account, LedgerShard};
+use crate::http::Health;
 use crate::idempotency::IdempotencyStore;
 use crate::risk::RiskEngine;
 use crate::session::{self, SessionContext};
@@ -89,6 +90,9 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
     let acquirer_addr = listener
         .local_addr()
         .context("listener has no local address")?;
+    let health = Arc::new(Health::default());
+    let (http, http_addr) = crate::http::start(settings.http_listen, health.clone())?;
+    tracing::info!("HTTP (healthz, readyz) on {http_addr}");
 
     let started = std::time::Instant::now();
     let accounts = initial_accounts(&settings)?;
@@ -176,6 +180,7 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
         })
     };
 
+    health.set_ready(true);
     tracing::info!(
         dialect = %settings.dialect,
         framing = %settings.framing,
@@ -210,6 +215,7 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
     }
 
     tracing::info!("shutting down: no new connections; draining in-flight requests");
+    health.set_ready(false);
     drop(listener);
     let _ = shutdown_tx.send(true);
     let drain = Duration::from_secs(settings.limits.shutdown_drain_seconds + 1);
@@ -225,6 +231,7 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
         total_after += shard.send(ShardTotal).await.unwrap_or(0);
     }
     sweeper.abort();
+    http.stop(true).await;
     drop(pipelines);
     drop(shards);
     // Joining arbiter threads blocks: do it off the async runtime.

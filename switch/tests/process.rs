@@ -118,3 +118,31 @@ fn check_config_accepts_the_committed_default() {
         "embedded default is the committed file"
     );
 }
+
+#[test]
+fn health_endpoints_answer_on_the_http_listener() {
+    let switch = Switch::start(&[]);
+    assert_eq!(
+        switch.http_get("/healthz"),
+        ("HTTP/1.1 200 OK".to_owned(), "ok\n".to_owned())
+    );
+    assert_eq!(
+        switch.http_get("/readyz"),
+        ("HTTP/1.1 200 OK".to_owned(), "ready\n".to_owned())
+    );
+    assert!(switch.http_get("/nothing").0.contains("404"));
+}
+
+#[test]
+fn http_port_in_use_exits_nonzero_naming_the_address() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap().to_string();
+    let (code, _, stderr) = run_switch(&["run", "--listen", "127.0.0.1:0", "--http", &addr]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen for HTTP on {addr} (listeners.http)"
+        )),
+        "{stderr}"
+    );
+}

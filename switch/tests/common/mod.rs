@@ -19,6 +19,7 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct Switch {
     child: Option<Child>,
     pub addr: SocketAddr,
+    pub http_addr: SocketAddr,
     output: Arc<Mutex<Vec<String>>>,
 }
 
@@ -86,11 +87,43 @@ impl Switch {
                 );
             }
         };
+        let http_addr = {
+            let line = output
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains("HTTP (healthz, readyz) on "))
+                .cloned();
+            let line = line.expect("the HTTP listener is logged before the acquirer listener");
+            let rest = &line[line.find(" on ").unwrap() + 4..];
+            rest.split_whitespace().next().unwrap().parse().unwrap()
+        };
         Switch {
             child: Some(child),
             addr,
+            http_addr,
             output,
         }
+    }
+
+    /// `GET path` over HTTP/1.1; returns the status line and the body.
+    pub fn http_get(&self, path: &str) -> (String, String) {
+        let mut stream = TcpStream::connect(self.http_addr).unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response.lines().next().unwrap_or_default().to_owned();
+        let body = response
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        (status, body)
     }
 
     pub fn output(&self) -> Vec<String> {

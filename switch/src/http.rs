@@ -1,0 +1,64 @@
+//! The HTTP listener: `GET /healthz` (the process answers) and `GET /readyz` (the ledger is
+//! loaded and acquirers are being accepted; false again while shutting down). Metrics and the
+//! admin API under `/v1/` join here in later releases.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use anyhow::Context as _;
+
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+}
+
+impl Health {
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+async fn readyz(health: web::Data<Health>) -> HttpResponse {
+    if health.is_ready() {
+        HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("ready\n")
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body("not ready\n")
+    }
+}
+
+/// Binds the HTTP listener and starts serving on the current actix system.
+pub fn start(addr: SocketAddr, health: Arc<Health>) -> anyhow::Result<(ServerHandle, SocketAddr)> {
+    let data = web::Data::from(health);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+    })
+    // Health checks are rare and tiny: one worker thread, and the switch handles the signals.
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .bind(addr)
+    .with_context(|| format!("cannot listen for HTTP on {addr} (listeners.http)"))?;
+    let bound = server.addrs().first().copied().unwrap_or(addr);
+    let server = server.run();
+    let handle = server.handle();
+    actix::spawn(server);
+    Ok((handle, bound))
+}
