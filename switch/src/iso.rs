@@ -44,24 +44,22 @@ fn digits_u64(value: &[u8]) -> Option<u64> {
     })
 }
 
-fn field_u64(message: &Message<'_>, field: u8) -> Result<u64, ResponseCode> {
-    message
-        .get(field)
-        .and_then(digits_u64)
-        .ok_or(ResponseCode::FormatError)
-}
-
-/// The idempotency identity (fields 32, 41, 11, 7); `None` if one of 32, 11, 7 is missing or
-/// not numeric, in which case the request is answered 30 and never remembered.
-pub fn identity(message: &Message<'_>) -> Option<RequestIdentity> {
+/// Field 41, space-padded to 8 bytes.
+fn terminal(message: &Message<'_>) -> [u8; 8] {
     let mut terminal = [b' '; 8];
     if let Some(value) = message.get(41) {
         let n = value.len().min(8);
         terminal[..n].copy_from_slice(&value[..n]);
     }
+    terminal
+}
+
+/// The idempotency identity (fields 32, 41, 11, 7); `None` if one of 32, 11, 7 is missing or
+/// not numeric, in which case the request is answered 30 and never remembered.
+pub fn identity(message: &Message<'_>) -> Option<RequestIdentity> {
     Some(RequestIdentity {
         acquirer: message.get(32).and_then(digits_u64)?,
-        terminal,
+        terminal: terminal(message),
         stan: u32::try_from(message.get(11).and_then(digits_u64)?).ok()?,
         transmission: message.get(7).and_then(digits_u64)?,
     })
@@ -120,12 +118,14 @@ fn expiry(value: &[u8], transmission: YearMonth) -> Option<YearMonth> {
     Some(YearMonth { year, month })
 }
 
-/// Field 90: original MTI 4, STAN 6, transmission 10, acquirer 11, forwarding institution 11.
-fn original(value: &[u8]) -> Option<TxnKey> {
+/// Field 90: original MTI 4, STAN 6, transmission 10, acquirer 11, forwarding institution 11;
+/// the terminal is that of the message carrying it.
+fn original(value: &[u8], terminal: [u8; 8]) -> Option<TxnKey> {
     if value.len() != 42 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
     Some(TxnKey {
+        terminal,
         stan: u32::try_from(digits_u64(&value[4..10])?).ok()?,
         transmission: digits_u64(&value[10..20])?,
         acquirer: digits_u64(&value[20..31])?,
@@ -174,18 +174,19 @@ pub fn parse_request(message: &Message<'_>, today: YearMonth) -> Result<Request,
                 .ok_or(FormatError)
         })
         .transpose()?;
-    let key = TxnKey {
-        acquirer: field_u64(message, 32)?,
-        stan: u32::try_from(field_u64(message, 11)?).map_err(|_| FormatError)?,
-        transmission: field_u64(message, 7)?,
-    };
+    let key = identity(message).ok_or(FormatError)?;
     let transmission_month = transmission_month(key.transmission, today).ok_or(FormatError)?;
     let expiry = message
         .get(14)
         .map(|v| expiry(v, transmission_month).ok_or(FormatError))
         .transpose()?;
     let original = if kind.refers_to_original() {
-        Some(message.get(90).and_then(original).ok_or(FormatError)?)
+        Some(
+            message
+                .get(90)
+                .and_then(|v| original(v, key.terminal))
+                .ok_or(FormatError)?,
+        )
     } else {
         None
     };
@@ -336,6 +337,7 @@ mod tests {
                 request.key,
                 TxnKey {
                     acquirer: 123_456,
+                    terminal: *b"TERM0001",
                     stan: 123,
                     transmission: 1_126_143_015
                 }
@@ -358,6 +360,7 @@ mod tests {
             reversal.original,
             Some(TxnKey {
                 acquirer: 123_456,
+                terminal: *b"TERM0001",
                 stan: 123,
                 transmission: 1_126_143_015
             })

@@ -69,6 +69,7 @@ mod tests {
             account_type: *b"00",
             key: TxnKey {
                 acquirer: 1,
+                terminal: *b"TERM0001",
                 stan: 1,
                 transmission: 1_126_000_000,
             },
@@ -118,6 +119,7 @@ mod tests {
         let reversal_of_big = Request {
             original: Some(TxnKey {
                 acquirer: 1,
+                terminal: *b"TERM0001",
                 stan: 1,
                 transmission: 1,
             }),

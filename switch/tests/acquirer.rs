@@ -355,3 +355,20 @@ fn configured_limits_and_rules_answer_96_and_57() {
         "inquiries still served"
     );
 }
+
+#[test]
+fn two_terminals_may_send_the_same_stan_in_the_same_second() {
+    let switch = Switch::start(&[]);
+    let mut link = switch.connect();
+    let first = request("0200", &demo_pan(70), "000000", 100);
+    let mut second = request("0200", &demo_pan(71), "000000", 100);
+    second.set(7, first.get(7).unwrap().to_vec());
+    second.set(11, first.get(11).unwrap().to_vec());
+    second.set(41, b"TERM0002".to_vec());
+    assert_eq!(code(&link.call(&first)), "00");
+    assert_eq!(code(&link.call(&second)), "00");
+    // Each reversal, from its own terminal, finds its own original.
+    assert_eq!(code(&link.call(&referring("0400", &second, 100))), "00");
+    assert_eq!(available(&mut link, &demo_pan(70)), 1_000_000 - 100);
+    assert_eq!(available(&mut link, &demo_pan(71)), 1_000_000);
+}

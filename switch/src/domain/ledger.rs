@@ -413,6 +413,7 @@ mod tests {
             account_type: *b"00",
             key: TxnKey {
                 acquirer: ACQUIRER,
+                terminal: *b"TERM0001",
                 stan,
                 transmission: 1_126_143_015,
             },
@@ -430,6 +431,7 @@ mod tests {
         let mut r = request(kind, card, amount, stan);
         r.original = Some(TxnKey {
             acquirer: ACQUIRER,
+            terminal: *b"TERM0001",
             stan: original_stan,
             transmission: 1_126_143_015,
         });
@@ -600,7 +602,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_account_and_key_reuse_from_another_terminal() {
+    fn unknown_account_and_a_key_reused_after_the_idempotency_window() {
         let mut shard = shard();
         assert_eq!(
             shard.apply(&request(Kind::Purchase, 7, 1, 1), 0).code,

@@ -57,27 +57,27 @@ impl Kind {
     }
 }
 
-/// Names one transaction for later completion or reversal: field 32, field 11 and field 7, as
-/// field 90 repeats them (original acquirer id, original STAN, original transmission time).
+/// Names one request: acquirer (32), terminal (41), STAN (11) and transmission date-time (7).
+///
+/// It is both the idempotency identity of DESIGN §2.4 and the key by which a completion or
+/// reversal finds its original: field 90 repeats the original's acquirer, STAN and field 7, and
+/// the completion or reversal comes from the original's terminal, so its own field 41 completes
+/// the key. The terminal is part of the key because POS terminals number their own STANs: two
+/// terminals may well send the same STAN in the same second.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TxnKey {
     pub acquirer: u64,
-    pub stan: u32,
-    pub transmission: u64,
-}
-
-/// Field 90 of a completion or reversal.
-pub type OriginalKey = TxnKey;
-
-/// The idempotency identity of a request (DESIGN §2.4): acquirer (32), terminal (41), STAN
-/// (11) and transmission date-time (7).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct RequestIdentity {
-    pub acquirer: u64,
+    /// Field 41, space-padded to 8 bytes (all spaces when absent).
     pub terminal: [u8; 8],
     pub stan: u32,
     pub transmission: u64,
 }
+
+/// Field 90 of a completion or reversal, with the terminal of the message that carries it.
+pub type OriginalKey = TxnKey;
+
+/// The idempotency identity of a request (DESIGN §2.4).
+pub type RequestIdentity = TxnKey;
 
 /// Card expiry (field 14) or a transmission month, as (year within century, month).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

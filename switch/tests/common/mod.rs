@@ -341,7 +341,7 @@ pub fn original_data(original: &Message<'_>) -> Vec<u8> {
     value
 }
 
-/// A completion or reversal of `original`.
+/// A completion or reversal of `original`, from the original's terminal.
 pub fn referring(mti: &str, original: &Message<'_>, amount_minor: u64) -> Message<'static> {
     let pan = original.get(2).unwrap();
     let mut m = request(
@@ -350,6 +350,7 @@ pub fn referring(mti: &str, original: &Message<'_>, amount_minor: u64) -> Messag
         std::str::from_utf8(original.get(3).unwrap()).unwrap(),
         amount_minor,
     );
+    m.set(41, original.get(41).unwrap().to_vec());
     m.set(90, original_data(original));
     m
 }
