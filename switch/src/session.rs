@@ -250,7 +250,7 @@ impl Reader<'_> {
         let mut shutdown = context.shutdown.clone();
         let idle = Duration::from_secs(context.limits.idle_timeout_seconds);
         loop {
-            // Every complete frame already buffered, before reading more.
+            // Every complete frame already buffered, before reading more (or stopping).
             loop {
                 let bounds = match context.framing.parse(&buffer, context.max_frame_bytes) {
                     Err(error) => return Close::Framing(error),
@@ -261,12 +261,10 @@ impl Reader<'_> {
                 if bounds.is_keep_alive() {
                     continue;
                 }
-                let slot = tokio::select! {
-                    slot = self.slots.clone().acquire_owned() => match slot {
-                        Ok(slot) => slot,
-                        Err(_) => return Close::Shutdown,
-                    },
-                    _ = shutdown.changed() => return Close::Shutdown,
+                // Not interrupted by shutdown: a frame taken off the socket is answered. Slots
+                // come back as the pipeline answers; the server's drain limit bounds the wait.
+                let Ok(slot) = self.slots.clone().acquire_owned().await else {
+                    return Close::Shutdown;
                 };
                 if let Err(close) = self.handle_frame(frame.slice(bounds.header_len..), slot) {
                     return close;
