@@ -132,10 +132,10 @@ impl RoutingActor {
     }
 }
 
-/// The shard that owns `pan`'s account, of `shards`.
-pub fn shard_of(pan: &crate::domain::Pan, shards: usize) -> usize {
+/// The shard that owns `card`'s account, of `shards`.
+pub fn shard_of(card: &crate::domain::CardToken, shards: usize) -> usize {
     // The remainder is below `shards`, so it fits a usize.
-    usize::try_from(pan.shard_hash() % shards as u64).unwrap_or(0)
+    usize::try_from(card.shard_hash() % shards as u64).unwrap_or(0)
 }
 
 impl Actor for RoutingActor {
@@ -150,7 +150,7 @@ impl Handler<Route> for RoutingActor {
     fn handle(&mut self, Route(transaction): Route, _: &mut Self::Context) {
         match self.table.route(&transaction.request.pan) {
             Some(Destination::OnUs) => {
-                let shard = &self.shards[shard_of(&transaction.request.pan, self.shards.len())];
+                let shard = &self.shards[shard_of(&transaction.request.card, self.shards.len())];
                 if let Err(error) = shard.try_send(Post(transaction)) {
                     let (SendError::Full(Post(transaction)) | SendError::Closed(Post(transaction))) =
                         error;

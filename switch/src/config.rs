@@ -116,6 +116,7 @@ impl Default for LimitsFile {
 #[serde(deny_unknown_fields, default)]
 struct LedgerFile {
     shards: usize,
+    token_key: String,
     transactions_per_shard_max: usize,
     hold_expiry_seconds: u64,
     reversal_window_seconds: u64,
@@ -125,6 +126,7 @@ impl Default for LedgerFile {
     fn default() -> Self {
         LedgerFile {
             shards: 0,
+            token_key: String::new(),
             transactions_per_shard_max: 4_000_000,
             hold_expiry_seconds: 7 * 24 * 3600,
             reversal_window_seconds: 24 * 3600,
@@ -259,6 +261,8 @@ pub struct Settings {
     pub limits: Limits,
     pub shards: usize,
     pub shard_limits: ShardLimits,
+    /// Key of the keyed hash that stands for PANs in the ledger, the WAL and snapshots.
+    pub token_key: [u8; 16],
     pub risk: RiskRules,
     pub acquirers: HashMap<u64, Acquirer>,
     pub routes: RoutingTable,
@@ -373,6 +377,23 @@ impl Checker<'_> {
             .map_err(|_| self.invalid(key, format!("{text:?} is out of range")))
     }
 
+    fn token_key(&self, key: &str, text: &str) -> Result<[u8; 16], ConfigError> {
+        let problem = || {
+            self.invalid(
+                key,
+                "must be 32 hex digits: the 128-bit secret that turns PANs into tokens at rest",
+            )
+        };
+        if text.len() != 32 {
+            return Err(problem());
+        }
+        let mut out = [0u8; 16];
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| problem())?;
+        }
+        Ok(out)
+    }
+
     fn settings(&self, raw: File) -> Result<Settings, ConfigError> {
         let dialect = DialectName::from_str(&raw.acquirer_link.dialect)
             .map_err(|problem| self.invalid("acquirer_link.dialect", problem))?;
@@ -449,6 +470,7 @@ impl Checker<'_> {
                 366 * 86_400,
             )?,
         };
+        let token_key = self.token_key("ledger.token_key", &raw.ledger.token_key)?;
         let risk = RiskRules {
             amount_max: self.amount(
                 "risk.amount_max",
@@ -530,6 +552,7 @@ impl Checker<'_> {
             limits,
             shards,
             shard_limits,
+            token_key,
             risk,
             acquirers,
             routes,
@@ -687,6 +710,16 @@ mod tests {
                 "inflight_per_connection = 512",
                 "inflight_per_connection = 0",
                 "test.toml: limits.inflight_per_connection: 0 is below the minimum 1",
+            ),
+            (
+                "token_key = \"",
+                "token_key = \"zz",
+                "test.toml: ledger.token_key: must be 32 hex digits",
+            ),
+            (
+                "token_key = \"5ee0d1e2c3b4a5968778695a4b3c2d1e\"",
+                "token_key = \"5ee0d1e2c3b4a5968778695a4b3c2dxx\"",
+                "test.toml: ledger.token_key: must be 32 hex digits",
             ),
         ];
         for (from, to, expected) in cases {

@@ -6,7 +6,9 @@ use adapters::{Message, Mti};
 
 use crate::domain::pan::PanError;
 use crate::domain::request::YearMonth;
-use crate::domain::{Balances, Kind, Outcome, Pan, Request, RequestIdentity, ResponseCode, TxnKey};
+use crate::domain::{
+    Balances, Kind, Outcome, Pan, Request, RequestIdentity, ResponseCode, Tokenizer, TxnKey,
+};
 
 /// Fields a response repeats from its request (DESIGN §2.1), plus 70 for network management.
 pub const ECHOED_FIELDS: [u8; 13] = [2, 3, 4, 7, 11, 12, 13, 32, 37, 41, 42, 49, 70];
@@ -133,7 +135,11 @@ fn original(value: &[u8], terminal: [u8; 8]) -> Option<TxnKey> {
 }
 
 /// Reads a financial request into the domain. The error is the response code to answer with.
-pub fn parse_request(message: &Message<'_>, today: YearMonth) -> Result<Request, ResponseCode> {
+pub fn parse_request(
+    message: &Message<'_>,
+    today: YearMonth,
+    tokenizer: &Tokenizer,
+) -> Result<Request, ResponseCode> {
     use ResponseCode::*;
     let processing = message.get(3);
     if processing.is_some_and(|p| p.len() != 6 || !p.iter().all(u8::is_ascii_digit)) {
@@ -200,6 +206,7 @@ pub fn parse_request(message: &Message<'_>, today: YearMonth) -> Result<Request,
         .transpose()?;
     Ok(Request {
         kind,
+        card: tokenizer.token(&pan),
         pan,
         amount,
         currency,
@@ -300,6 +307,8 @@ mod tests {
     use super::*;
     use adapters::DialectName;
 
+    static TOKENIZER: std::sync::LazyLock<Tokenizer> =
+        std::sync::LazyLock::new(|| Tokenizer::new([3; 16]));
     const NOV_2026: YearMonth = YearMonth {
         year: 2026,
         month: 11,
@@ -331,7 +340,7 @@ mod tests {
             ("reversal_advice_repeat_0421", Kind::ReversalAdvice, 1_000),
         ];
         for (name, kind, amount) in cases {
-            let request = parse_request(&vector(name), NOV_2026).unwrap();
+            let request = parse_request(&vector(name), NOV_2026, &TOKENIZER).unwrap();
             assert_eq!((request.kind, request.amount), (kind, amount), "{name}");
             assert_eq!(
                 request.key,
@@ -355,7 +364,7 @@ mod tests {
                 "{name}"
             );
         }
-        let reversal = parse_request(&vector("reversal_0400"), NOV_2026).unwrap();
+        let reversal = parse_request(&vector("reversal_0400"), NOV_2026, &TOKENIZER).unwrap();
         assert_eq!(
             reversal.original,
             Some(TxnKey {
@@ -409,7 +418,7 @@ mod tests {
         ];
         for (i, (message, code)) in cases.into_iter().enumerate() {
             assert_eq!(
-                parse_request(&message, NOV_2026).map(|_| ()),
+                parse_request(&message, NOV_2026, &TOKENIZER).map(|_| ()),
                 Err(code),
                 "case {i}"
             );

@@ -64,6 +64,8 @@ mod tests {
         Request {
             kind,
             pan: Pan::parse(b"4000000000000002").unwrap(),
+            card: crate::domain::Tokenizer::new([0; 16])
+                .token(&Pan::parse(b"4000000000000002").unwrap()),
             amount,
             currency: Some(840),
             account_type: *b"00",

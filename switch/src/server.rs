@@ -16,8 +16,11 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::actors::{LedgerActor, RiskActor, RoutingActor, ShardTotal, shard_of};
 use crate::config::Settings;
-use crate::domain::Pan;
+use std::collections::HashMap;
+
+use crate::config::AccountOverride;
 use crate::domain::ledger::{Account, LedgerShard};
+use crate::domain::{CardToken, Tokenizer};
 use crate::http::Health;
 use crate::idempotency::IdempotencyStore;
 use crate::risk::RiskEngine;
@@ -26,9 +29,12 @@ use crate::session::{self, SessionContext};
 /// How often answered idempotency entries past their retention are dropped.
 const IDEMPOTENCY_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The accounts each shard starts with.
-fn initial_accounts(settings: &Settings) -> anyhow::Result<Vec<Vec<(Pan, Account)>>> {
-    let mut shards: Vec<Vec<(Pan, Account)>> = vec![Vec::new(); settings.shards];
+/// The accounts each shard starts with, keyed by card token.
+fn initial_accounts(
+    settings: &Settings,
+    tokenizer: &Tokenizer,
+) -> anyhow::Result<Vec<Vec<(CardToken, Account)>>> {
+    let mut shards: Vec<Vec<(CardToken, Account)>> = vec![Vec::new(); settings.shards];
     let Some(demo) = &settings.demo else {
         return Ok(shards);
     };
@@ -36,25 +42,23 @@ fn initial_accounts(settings: &Settings) -> anyhow::Result<Vec<Vec<(Pan, Account
     for shard in &mut shards {
         shard.reserve(per_shard + per_shard / 8);
     }
+    let overrides: HashMap<u64, &AccountOverride> =
+        demo.overrides.iter().map(|o| (o.index, o)).collect();
     let balance = i64::try_from(demo.balance).context("demo.balance is too large")?;
     for index in 0..demo.count {
         let pan = demo
             .pan(index)
             .with_context(|| format!("demo account {index} has no valid PAN"))?;
-        shards[shard_of(&pan, settings.shards)].push((pan, Account::new(balance, demo.currency)));
-    }
-    for o in &demo.overrides {
-        let pan = demo
-            .pan(o.index)
-            .with_context(|| format!("demo account {} has no valid PAN", o.index))?;
-        let accounts = &mut shards[shard_of(&pan, settings.shards)];
-        if let Some((_, account)) = accounts.iter_mut().find(|(p, _)| *p == pan) {
+        let mut account = Account::new(balance, demo.currency);
+        if let Some(o) = overrides.get(&index) {
             if let Some(b) = o.balance {
                 account.ledger = i64::try_from(b).context("demo override balance is too large")?;
             }
             account.blocked = o.blocked;
             account.limit_per_transaction = o.limit_per_transaction;
         }
+        let card = tokenizer.token(&pan);
+        shards[shard_of(&card, settings.shards)].push((card, account));
     }
     Ok(shards)
 }
@@ -95,7 +99,8 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
     tracing::info!("HTTP (healthz, readyz) on {http_addr}");
 
     let started = std::time::Instant::now();
-    let accounts = initial_accounts(&settings)?;
+    let tokenizer = Tokenizer::new(settings.token_key);
+    let accounts = initial_accounts(&settings, &tokenizer)?;
     let account_count: usize = accounts.iter().map(Vec::len).sum();
     let mut threads = Threads {
         arbiters: Vec::new(),
@@ -111,8 +116,8 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
             move |_| {
                 let mut shard = LedgerShard::new(index, limits);
                 shard.reserve_accounts(accounts.len());
-                for (pan, account) in accounts {
-                    shard.open_account(pan, account);
+                for (card, account) in accounts {
+                    shard.open_account(card, account);
                 }
                 LedgerActor::new(shard, capacity)
             },
@@ -162,6 +167,7 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
             limits: settings.limits,
             acquirers: acquirers.clone(),
             idempotency: idempotency.clone(),
+            tokenizer: tokenizer.clone(),
             risk,
             shutdown: shutdown_rx.clone(),
         };

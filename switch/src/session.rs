@@ -27,7 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::actors::{Reply, RiskActor, Screen, Transaction, unix_seconds};
 use crate::config::{Acquirer, Limits};
-use crate::domain::{Outcome, ResponseCode};
+use crate::domain::{Outcome, ResponseCode, Tokenizer};
 use crate::idempotency::{Begin, IdempotencyStore};
 use crate::iso::{self, Class};
 
@@ -45,6 +45,7 @@ pub struct SessionContext {
     pub limits: Limits,
     pub acquirers: Arc<HashMap<u64, Acquirer>>,
     pub idempotency: Arc<IdempotencyStore>,
+    pub tokenizer: Tokenizer,
     pub risk: Addr<RiskActor>,
     pub shutdown: watch::Receiver<bool>,
 }
@@ -377,7 +378,7 @@ impl Reader<'_> {
             Begin::InFlight => {
                 tracing::debug!(peer = %self.peer, "retransmission of a request still in flight");
             }
-            Begin::New => match iso::parse_request(message, iso::today_utc()) {
+            Begin::New => match iso::parse_request(message, iso::today_utc(), &context.tokenizer) {
                 Err(code) => {
                     let outcome = Outcome::decline(code);
                     context.idempotency.finish(&identity, outcome);

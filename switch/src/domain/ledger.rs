@@ -9,7 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::request::{Kind, Request, TxnKey};
-use super::{Minor, Pan, ResponseCode};
+use super::{CardToken, Minor, ResponseCode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Account {
@@ -79,7 +79,7 @@ enum State {
 
 #[derive(Clone, Copy, Debug)]
 struct Record {
-    pan: Pan,
+    card: CardToken,
     kind: Kind,
     amount: Minor,
     state: State,
@@ -98,7 +98,7 @@ pub struct ShardLimits {
 #[derive(Debug)]
 pub struct LedgerShard {
     index: u32,
-    accounts: HashMap<Pan, Account>,
+    accounts: HashMap<CardToken, Account>,
     transactions: HashMap<TxnKey, Record>,
     /// Creation order of holds and of other transactions, for expiry without a scan.
     holds_by_age: VecDeque<(u64, TxnKey)>,
@@ -127,12 +127,12 @@ impl LedgerShard {
         self.accounts.reserve(count);
     }
 
-    pub fn open_account(&mut self, pan: Pan, account: Account) {
-        self.accounts.insert(pan, account);
+    pub fn open_account(&mut self, card: CardToken, account: Account) {
+        self.accounts.insert(card, account);
     }
 
-    pub fn account(&self, pan: &Pan) -> Option<&Account> {
-        self.accounts.get(pan)
+    pub fn account(&self, card: &CardToken) -> Option<&Account> {
+        self.accounts.get(card)
     }
 
     pub fn account_count(&self) -> usize {
@@ -157,7 +157,7 @@ impl LedgerShard {
 
     /// Applies one request that routing sent to this shard. `now_seconds` orders expiry.
     pub fn apply(&mut self, request: &Request, now_seconds: u64) -> Outcome {
-        let Some(account) = self.accounts.get(&request.pan) else {
+        let Some(account) = self.accounts.get(&request.card) else {
             return Outcome::decline(ResponseCode::InvalidCardNumber);
         };
         if request.kind.refers_to_original() {
@@ -170,7 +170,7 @@ impl LedgerShard {
             return Outcome::decline(ResponseCode::InvalidTransaction);
         }
         if request.kind == Kind::BalanceInquiry {
-            return self.approve_with_balances(request.pan, false);
+            return self.approve_with_balances(request.card, false);
         }
         if request.kind.is_debit() {
             if account
@@ -185,7 +185,7 @@ impl LedgerShard {
         }
         // An account verification (0100 of zero) holds nothing and is not remembered.
         if request.kind == Kind::Authorization && request.amount == 0 {
-            return self.approve_with_balances(request.pan, false);
+            return self.approve_with_balances(request.card, false);
         }
         if self.transactions.contains_key(&request.key) {
             // Same acquirer, STAN and time from another terminal: not a retransmission.
@@ -202,15 +202,15 @@ impl LedgerShard {
             Kind::Authorization | Kind::AuthorizationAdvice
         );
         match request.kind {
-            Kind::Authorization | Kind::AuthorizationAdvice => self.hold(request.pan, amount),
-            Kind::Purchase | Kind::CashWithdrawal => self.transfer(request.pan, acquirer, -amount),
-            Kind::Refund | Kind::Deposit => self.transfer(request.pan, acquirer, amount),
+            Kind::Authorization | Kind::AuthorizationAdvice => self.hold(request.card, amount),
+            Kind::Purchase | Kind::CashWithdrawal => self.transfer(request.card, acquirer, -amount),
+            Kind::Refund | Kind::Deposit => self.transfer(request.card, acquirer, amount),
             Kind::BalanceInquiry | Kind::Completion | Kind::Reversal | Kind::ReversalAdvice => {
                 unreachable!("handled above")
             }
         }
         let record = Record {
-            pan: request.pan,
+            card: request.card,
             kind: request.kind,
             amount: request.amount,
             state: State::Open,
@@ -223,7 +223,7 @@ impl LedgerShard {
         };
         queue.push_back((now_seconds, request.key));
         // An advice reports a decision taken elsewhere, under that party's authorization code.
-        self.approve_with_balances(request.pan, request.kind != Kind::AuthorizationAdvice)
+        self.approve_with_balances(request.card, request.kind != Kind::AuthorizationAdvice)
     }
 
     fn apply_to_original(&mut self, request: &Request) -> Outcome {
@@ -233,7 +233,7 @@ impl LedgerShard {
         let Some(record) = self.transactions.get(&original).copied() else {
             return Outcome::decline(ResponseCode::OriginalNotFound);
         };
-        if record.pan != request.pan {
+        if record.card != request.card {
             return Outcome::decline(ResponseCode::OriginalNotFound);
         }
         let acquirer = original.acquirer;
@@ -248,9 +248,9 @@ impl LedgerShard {
                 if capture == 0 || capture > record.amount {
                     return Outcome::decline(ResponseCode::InvalidAmount);
                 }
-                self.release(record.pan, amount);
+                self.release(record.card, amount);
                 self.transfer(
-                    record.pan,
+                    record.card,
                     acquirer,
                     -i64::try_from(capture).unwrap_or(i64::MAX),
                 );
@@ -263,12 +263,12 @@ impl LedgerShard {
             }
             (_, State::Closed) => State::Closed,
             (_, State::Open) if is_hold => {
-                self.release(record.pan, amount);
+                self.release(record.card, amount);
                 State::Closed
             }
             (_, State::Captured(captured)) => {
                 self.transfer(
-                    record.pan,
+                    record.card,
                     acquirer,
                     i64::try_from(captured).unwrap_or(i64::MAX),
                 );
@@ -280,40 +280,40 @@ impl LedgerShard {
                     Kind::Refund | Kind::Deposit => -amount,
                     _ => amount,
                 };
-                self.transfer(record.pan, acquirer, undo);
+                self.transfer(record.card, acquirer, undo);
                 State::Closed
             }
         };
         if let Some(stored) = self.transactions.get_mut(&original) {
             stored.state = new_state;
         }
-        self.approve_with_balances(record.pan, false)
+        self.approve_with_balances(record.card, false)
     }
 
-    fn hold(&mut self, pan: Pan, amount: i64) {
-        if let Some(account) = self.accounts.get_mut(&pan) {
+    fn hold(&mut self, card: CardToken, amount: i64) {
+        if let Some(account) = self.accounts.get_mut(&card) {
             account.held += amount;
         }
     }
 
-    fn release(&mut self, pan: Pan, amount: i64) {
-        if let Some(account) = self.accounts.get_mut(&pan) {
+    fn release(&mut self, card: CardToken, amount: i64) {
+        if let Some(account) = self.accounts.get_mut(&card) {
             account.held -= amount;
-            assert!(account.held >= 0, "held balance of {pan} went negative");
+            assert!(account.held >= 0, "held balance of {card} went negative");
         }
     }
 
     /// Moves `card_delta` into the card account and its opposite into the acquirer's
     /// settlement position: the double entry.
-    fn transfer(&mut self, pan: Pan, acquirer: u64, card_delta: i64) {
-        if let Some(account) = self.accounts.get_mut(&pan) {
+    fn transfer(&mut self, card: CardToken, acquirer: u64, card_delta: i64) {
+        if let Some(account) = self.accounts.get_mut(&card) {
             account.ledger += card_delta;
             *self.settlement.entry(acquirer).or_insert(0) -= card_delta;
         }
     }
 
-    fn approve_with_balances(&mut self, pan: Pan, with_auth_id: bool) -> Outcome {
-        let balances = self.accounts.get(&pan).map(|a| Balances {
+    fn approve_with_balances(&mut self, card: CardToken, with_auth_id: bool) -> Outcome {
+        let balances = self.accounts.get(&card).map(|a| Balances {
             ledger: a.ledger,
             available: a.available(),
             currency: a.currency,
@@ -351,7 +351,10 @@ impl LedgerShard {
             if let Some(record) = self.transactions.remove(&key)
                 && record.state == State::Open
             {
-                self.release(record.pan, i64::try_from(record.amount).unwrap_or(i64::MAX));
+                self.release(
+                    record.card,
+                    i64::try_from(record.amount).unwrap_or(i64::MAX),
+                );
                 released += 1;
             }
         }
@@ -370,6 +373,7 @@ impl LedgerShard {
 mod tests {
     use super::*;
     use crate::domain::request::YearMonth;
+    use crate::domain::{Pan, Tokenizer};
     use proptest::prelude::*;
 
     const ACQUIRER: u64 = 123_456;
@@ -379,23 +383,27 @@ mod tests {
         reversal_window_seconds: 50,
     };
 
+    fn token(index: u64) -> CardToken {
+        Tokenizer::new([7; 16]).token(&pan(index))
+    }
+
     fn pan(index: u64) -> Pan {
         Pan::from_scheme("400000", index, 9).unwrap()
     }
 
     fn shard() -> LedgerShard {
         let mut shard = LedgerShard::new(0, LIMITS);
-        shard.open_account(pan(0), Account::new(10_000, 840));
-        shard.open_account(pan(1), Account::new(0, 840));
+        shard.open_account(token(0), Account::new(10_000, 840));
+        shard.open_account(token(1), Account::new(0, 840));
         shard.open_account(
-            pan(2),
+            token(2),
             Account {
                 blocked: true,
                 ..Account::new(1_000_000, 840)
             },
         );
         shard.open_account(
-            pan(4),
+            token(4),
             Account {
                 limit_per_transaction: Some(5_000),
                 ..Account::new(1_000_000, 840)
@@ -408,6 +416,7 @@ mod tests {
         Request {
             kind,
             pan: pan(card),
+            card: token(card),
             amount,
             currency: Some(840),
             account_type: *b"00",
@@ -444,7 +453,7 @@ mod tests {
         let total = shard.total();
         for (i, (request, code, available, ledger)) in steps.iter().enumerate() {
             let outcome = shard.apply(request, 0);
-            let account = shard.account(&request.pan).unwrap();
+            let account = shard.account(&request.card).unwrap();
             assert_eq!(
                 (outcome.code, account.available(), account.ledger),
                 (*code, *available, *ledger),
@@ -623,7 +632,7 @@ mod tests {
         let mut shard = shard();
         let outcome = shard.apply(&request(Kind::AuthorizationAdvice, 1, 700, 1), 0);
         assert_eq!(outcome.code, ResponseCode::Approved);
-        assert_eq!(shard.account(&pan(1)).unwrap().available(), -700);
+        assert_eq!(shard.account(&token(1)).unwrap().available(), -700);
     }
 
     #[test]
@@ -640,7 +649,7 @@ mod tests {
             "posting forgotten after the window"
         );
         assert_eq!(shard.expire(110), 1);
-        assert_eq!(shard.account(&pan(0)).unwrap().available(), 9_000);
+        assert_eq!(shard.account(&token(0)).unwrap().available(), 9_000);
         assert_eq!(
             shard
                 .apply(&referring(Kind::Reversal, 0, 0, 3, 1), 111)
@@ -658,7 +667,7 @@ mod tests {
                 ..LIMITS
             },
         );
-        shard.open_account(pan(0), Account::new(10_000, 840));
+        shard.open_account(token(0), Account::new(10_000, 840));
         assert!(
             shard
                 .apply(&request(Kind::Purchase, 0, 1, 1), 0)
@@ -694,7 +703,7 @@ mod tests {
         #[test]
         fn random_operation_sequences_conserve_money(steps in proptest::collection::vec(any_step(), 1..200)) {
             let mut shard = shard();
-            shard.open_account(pan(3), Account::new(50_000, 840));
+            shard.open_account(token(3), Account::new(50_000, 840));
             let total = shard.total();
             for (i, (op, card, amount, stan)) in steps.into_iter().enumerate() {
                 let kinds = [Kind::Authorization, Kind::AuthorizationAdvice, Kind::Purchase, Kind::CashWithdrawal,
@@ -710,7 +719,7 @@ mod tests {
                 shard.expire(u64::try_from(i).unwrap());
                 prop_assert_eq!(shard.total(), total);
                 for index in 0..5 {
-                    let account = shard.account(&pan(index)).unwrap();
+                    let account = shard.account(&token(index)).unwrap();
                     prop_assert!(account.held >= 0);
                 }
             }

@@ -9,7 +9,7 @@ pub mod request;
 pub mod response;
 
 pub use ledger::{Balances, LedgerShard, Outcome};
-pub use pan::Pan;
+pub use pan::{CardToken, Pan, Tokenizer};
 pub use request::{Kind, OriginalKey, Request, RequestIdentity, TxnKey};
 pub use response::ResponseCode;
 

@@ -1,6 +1,6 @@
 //! A financial request as the domain sees it, after the wire fields were checked.
 
-use super::{Minor, Pan};
+use super::{CardToken, Minor, Pan};
 
 /// What a request asks for (DESIGN §2.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -89,7 +89,9 @@ pub struct YearMonth {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
     pub kind: Kind,
+    /// For risk and routing; the ledger sees only `card`.
     pub pan: Pan,
+    pub card: CardToken,
     pub amount: Minor,
     /// Field 49, when present.
     pub currency: Option<u16>,
