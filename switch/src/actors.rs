@@ -198,8 +198,8 @@ impl Actor for LedgerActor {
         ctx.set_mailbox_capacity(self.mailbox_capacity);
         ctx.run_interval(EXPIRY_INTERVAL, |actor, _| {
             let released = actor.shard.expire(unix_seconds());
-            if released > 0 {
-                tracing::info!(released, "released expired holds");
+            if !released.is_empty() {
+                tracing::info!(released = released.len(), "released expired holds");
             }
         });
     }
@@ -208,7 +208,9 @@ impl Actor for LedgerActor {
 impl Handler<Post> for LedgerActor {
     type Result = ();
     fn handle(&mut self, Post(transaction): Post, _: &mut Self::Context) {
-        let outcome = self.shard.apply(&transaction.request, unix_seconds());
+        let outcome = self
+            .shard
+            .apply(&transaction.request.posting(), unix_seconds());
         reply(transaction, outcome, false);
     }
 }

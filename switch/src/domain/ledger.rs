@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::request::{Kind, Request, TxnKey};
+use super::request::{Kind, Posting, TxnKey};
 use super::{CardToken, Minor, ResponseCode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,7 +156,7 @@ impl LedgerShard {
     }
 
     /// Applies one request that routing sent to this shard. `now_seconds` orders expiry.
-    pub fn apply(&mut self, request: &Request, now_seconds: u64) -> Outcome {
+    pub fn apply(&mut self, request: &Posting, now_seconds: u64) -> Outcome {
         let Some(account) = self.accounts.get(&request.card) else {
             return Outcome::decline(ResponseCode::InvalidCardNumber);
         };
@@ -226,7 +226,7 @@ impl LedgerShard {
         self.approve_with_balances(request.card, request.kind != Kind::AuthorizationAdvice)
     }
 
-    fn apply_to_original(&mut self, request: &Request) -> Outcome {
+    fn apply_to_original(&mut self, request: &Posting) -> Outcome {
         let Some(original) = request.original else {
             return Outcome::decline(ResponseCode::FormatError);
         };
@@ -340,9 +340,9 @@ impl LedgerShard {
     }
 
     /// Releases holds older than the expiry and forgets transactions past the reversal window.
-    /// Returns how many holds were released.
-    pub fn expire(&mut self, now_seconds: u64) -> usize {
-        let mut released = 0;
+    /// Returns the holds released, which the WAL records.
+    pub fn expire(&mut self, now_seconds: u64) -> Vec<(CardToken, TxnKey)> {
+        let mut released = Vec::new();
         while let Some(&(created, key)) = self.holds_by_age.front() {
             if now_seconds.saturating_sub(created) < self.limits.hold_expiry_seconds {
                 break;
@@ -355,7 +355,7 @@ impl LedgerShard {
                     record.card,
                     i64::try_from(record.amount).unwrap_or(i64::MAX),
                 );
-                released += 1;
+                released.push((record.card, key));
             }
         }
         while let Some(&(created, key)) = self.postings_by_age.front() {
@@ -367,12 +367,30 @@ impl LedgerShard {
         }
         released
     }
+
+    /// Replays the release of one hold that [`LedgerShard::expire`] released before a restart.
+    /// False if there is no such open hold (which replay reports as a mismatch).
+    pub fn release_expired(&mut self, key: &TxnKey) -> bool {
+        match self.transactions.get(key).copied() {
+            Some(record)
+                if record.state == State::Open
+                    && matches!(record.kind, Kind::Authorization | Kind::AuthorizationAdvice) =>
+            {
+                self.transactions.remove(key);
+                self.release(
+                    record.card,
+                    i64::try_from(record.amount).unwrap_or(i64::MAX),
+                );
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::request::YearMonth;
     use crate::domain::{Pan, Tokenizer};
     use proptest::prelude::*;
 
@@ -412,14 +430,12 @@ mod tests {
         shard
     }
 
-    fn request(kind: Kind, card: u64, amount: Minor, stan: u32) -> Request {
-        Request {
+    fn request(kind: Kind, card: u64, amount: Minor, stan: u32) -> Posting {
+        Posting {
             kind,
-            pan: pan(card),
             card: token(card),
             amount,
             currency: Some(840),
-            account_type: *b"00",
             key: TxnKey {
                 acquirer: ACQUIRER,
                 terminal: *b"TERM0001",
@@ -427,16 +443,10 @@ mod tests {
                 transmission: 1_126_143_015,
             },
             original: None,
-            expiry: None,
-            transmission_month: YearMonth {
-                year: 2026,
-                month: 11,
-            },
-            merchant_category: None,
         }
     }
 
-    fn referring(kind: Kind, card: u64, amount: Minor, stan: u32, original_stan: u32) -> Request {
+    fn referring(kind: Kind, card: u64, amount: Minor, stan: u32, original_stan: u32) -> Posting {
         let mut r = request(kind, card, amount, stan);
         r.original = Some(TxnKey {
             acquirer: ACQUIRER,
@@ -448,7 +458,7 @@ mod tests {
     }
 
     /// Applies each step and checks (code, available, ledger) after it, and conservation.
-    fn check(steps: &[(Request, ResponseCode, i64, i64)]) {
+    fn check(steps: &[(Posting, ResponseCode, i64, i64)]) {
         let mut shard = shard();
         let total = shard.total();
         for (i, (request, code, available, ledger)) in steps.iter().enumerate() {
@@ -640,15 +650,18 @@ mod tests {
         let mut shard = shard();
         shard.apply(&request(Kind::Authorization, 0, 1_000, 1), 10);
         shard.apply(&request(Kind::Purchase, 0, 1_000, 2), 10);
-        assert_eq!(shard.expire(59), 0);
+        assert!(shard.expire(59).is_empty());
         assert_eq!(shard.transaction_count(), 2);
-        assert_eq!(shard.expire(60), 0);
+        assert!(shard.expire(60).is_empty());
         assert_eq!(
             shard.transaction_count(),
             1,
             "posting forgotten after the window"
         );
-        assert_eq!(shard.expire(110), 1);
+        assert_eq!(
+            shard.expire(110),
+            vec![(token(0), request(Kind::Authorization, 0, 0, 1).key)]
+        );
         assert_eq!(shard.account(&token(0)).unwrap().available(), 9_000);
         assert_eq!(
             shard
@@ -656,6 +669,20 @@ mod tests {
                 .code,
             ResponseCode::OriginalNotFound
         );
+    }
+
+    #[test]
+    fn an_expiry_replays_exactly() {
+        let mut live = shard();
+        let mut replayed = shard();
+        let hold = request(Kind::Authorization, 0, 1_000, 1);
+        live.apply(&hold, 10);
+        replayed.apply(&hold, 10);
+        let released = live.expire(500);
+        assert_eq!(released.len(), 1);
+        assert!(replayed.release_expired(&released[0].1));
+        assert!(!replayed.release_expired(&released[0].1), "released once");
+        assert_eq!(replayed.account(&token(0)), live.account(&token(0)));
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub mod response;
 
 pub use ledger::{Balances, LedgerShard, Outcome};
 pub use pan::{CardToken, Pan, Tokenizer};
-pub use request::{Kind, OriginalKey, Request, RequestIdentity, TxnKey};
+pub use request::{Kind, OriginalKey, Posting, Request, RequestIdentity, TxnKey};
 pub use response::ResponseCode;
 
 /// An amount in minor units of its currency (cents for USD). Never a float.

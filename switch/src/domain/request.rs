@@ -106,3 +106,28 @@ pub struct Request {
     /// Field 18, when present.
     pub merchant_category: Option<u16>,
 }
+
+/// What the ledger reads of a request: the card as a token, never the PAN. This is also what
+/// the WAL records, so that replay can apply it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Posting {
+    pub kind: Kind,
+    pub card: CardToken,
+    pub amount: Minor,
+    pub currency: Option<u16>,
+    pub key: TxnKey,
+    pub original: Option<OriginalKey>,
+}
+
+impl Request {
+    pub fn posting(&self) -> Posting {
+        Posting {
+            kind: self.kind,
+            card: self.card,
+            amount: self.amount,
+            currency: self.currency,
+            key: self.key,
+            original: self.original,
+        }
+    }
+}
