@@ -11,3 +11,4 @@ pub mod risk;
 pub mod routing;
 pub mod server;
 pub mod session;
+pub mod wal;

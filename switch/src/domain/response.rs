@@ -52,6 +52,39 @@ impl ResponseCode {
         }
     }
 
+    /// Every code, for parsing stored ones back.
+    pub const ALL: [ResponseCode; 20] = {
+        use ResponseCode::*;
+        [
+            Approved,
+            DoNotHonor,
+            InvalidTransaction,
+            InvalidAmount,
+            InvalidCardNumber,
+            NoSuchIssuer,
+            OriginalNotFound,
+            FormatError,
+            InsufficientFunds,
+            ExpiredCard,
+            NotPermittedToCard,
+            NotPermittedToTerminal,
+            SuspectedFraud,
+            ExceedsAmountLimit,
+            RestrictedCard,
+            SecurityViolation,
+            ExceedsFrequencyLimit,
+            IssuerUnavailable,
+            DuplicateTransmission,
+            SystemMalfunction,
+        ]
+    };
+
+    pub fn from_bytes(bytes: [u8; 2]) -> Option<ResponseCode> {
+        ResponseCode::ALL
+            .into_iter()
+            .find(|c| *c.as_bytes() == bytes)
+    }
+
     pub fn as_str(self) -> &'static str {
         // Two ASCII digits.
         std::str::from_utf8(self.as_bytes()).unwrap_or("96")

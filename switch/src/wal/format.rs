@@ -1,0 +1,518 @@
+//! Every byte the switch writes to its log is defined here, and nowhere else.
+//!
+//! # Segment files
+//! A log is a directory of segment files named by a zero-padded sequence number,
+//! `00000000000000000000.wal`, `00000000000000000001.wal`, …, each starting with a header:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `SWITCHWL` |
+//! | 8 | 4 | format version, u32 little-endian (1) |
+//! | 12 | 8 | segment sequence, u64 LE (equals the file name's number) |
+//! | 20 | 8 | LSN of the segment's first record, u64 LE |
+//! | 28 | 4 | CRC-32C of bytes 0..28, u32 LE |
+//!
+//! # Records
+//! After the header, records follow back to back:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | body length `n` (LSN + payload), u32 LE, 9..=[`RECORD_BODY_MAX`] |
+//! | 4 | 4 | CRC-32C of the length bytes and the body, u32 LE |
+//! | 8 | 8 | LSN, u64 LE: one more than the record before it, across segments |
+//! | 16 | n − 8 | payload: an [`Entry`] in bincode 2 (standard configuration) |
+//!
+//! The checksum covers the length, so a damaged length is caught like damaged data.
+//!
+//! # Entries
+//! `Applied`: one request the ledger decided (posting with the card as a token, decision time,
+//! request fingerprint, and the outcome that was sent). `Expired`: holds released by expiry.
+//! Replay applies each entry again and checks it gives the recorded outcome.
+
+use bincode::{Decode, Encode};
+
+use crate::domain::{Balances, CardToken, Kind, Outcome, Posting, ResponseCode, TxnKey};
+
+pub const SEGMENT_MAGIC: [u8; 8] = *b"SWITCHWL";
+pub const FORMAT_VERSION: u32 = 1;
+pub const SEGMENT_HEADER_LEN: usize = 32;
+/// Length and checksum before each record body.
+pub const RECORD_PREFIX_LEN: usize = 8;
+/// The largest record body; anything longer is damage, not data.
+pub const RECORD_BODY_MAX: usize = 64 * 1024;
+const LSN_LEN: usize = 8;
+
+const _: () = assert!(
+    RECORD_BODY_MAX <= u32::MAX as usize,
+    "record length must fit its u32 field"
+);
+
+pub fn segment_file_name(sequence: u64) -> String {
+    format!("{sequence:020}.wal")
+}
+
+/// The sequence number of a segment file name, if it is one.
+pub fn segment_sequence(file_name: &str) -> Option<u64> {
+    let digits = file_name.strip_suffix(".wal")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())?
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub sequence: u64,
+    pub first_lsn: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    #[error("header is {0} bytes, needs {SEGMENT_HEADER_LEN}")]
+    Short(usize),
+    #[error("bad magic (not a switch WAL segment)")]
+    Magic,
+    #[error("format version {0} is not supported (this build reads version {FORMAT_VERSION})")]
+    Version(u32),
+    #[error("header checksum mismatch")]
+    Checksum,
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(word)
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+impl SegmentHeader {
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        let mut out = [0u8; SEGMENT_HEADER_LEN];
+        out[0..8].copy_from_slice(&SEGMENT_MAGIC);
+        out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[12..20].copy_from_slice(&self.sequence.to_le_bytes());
+        out[20..28].copy_from_slice(&self.first_lsn.to_le_bytes());
+        let crc = crc32c::crc32c(&out[0..28]);
+        out[28..32].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> {
+        if bytes.len() < SEGMENT_HEADER_LEN {
+            return Err(HeaderError::Short(bytes.len()));
+        }
+        if bytes[0..8] != SEGMENT_MAGIC {
+            return Err(HeaderError::Magic);
+        }
+        if crc32c::crc32c(&bytes[0..28]) != u32_at(bytes, 28) {
+            return Err(HeaderError::Checksum);
+        }
+        let version = u32_at(bytes, 8);
+        if version != FORMAT_VERSION {
+            return Err(HeaderError::Version(version));
+        }
+        Ok(SegmentHeader {
+            sequence: u64_at(bytes, 12),
+            first_lsn: u64_at(bytes, 20),
+        })
+    }
+}
+
+/// Appends one framed record to `out`.
+pub fn append_record(out: &mut Vec<u8>, lsn: u64, payload: &[u8]) {
+    let body_len = LSN_LEN + payload.len();
+    assert!(
+        body_len <= RECORD_BODY_MAX,
+        "record body of {body_len} bytes exceeds RECORD_BODY_MAX"
+    );
+    let length = u32::try_from(body_len).unwrap_or(u32::MAX).to_le_bytes();
+    let lsn_bytes = lsn.to_le_bytes();
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c_append(crc32c::crc32c(&length), &lsn_bytes),
+        payload,
+    );
+    out.extend_from_slice(&length);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&lsn_bytes);
+    out.extend_from_slice(payload);
+}
+
+/// What lies at the start of a byte slice.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RecordRead<'a> {
+    /// A whole, intact record of `len` bytes in all.
+    Record {
+        lsn: u64,
+        payload: &'a [u8],
+        len: usize,
+    },
+    /// Not enough bytes for the record its length announces (or for a length).
+    Incomplete,
+    /// The length is out of range or the checksum does not match.
+    Damaged(&'static str),
+}
+
+pub fn read_record(bytes: &[u8]) -> RecordRead<'_> {
+    if bytes.len() < RECORD_PREFIX_LEN {
+        return RecordRead::Incomplete;
+    }
+    let body_len = u32_at(bytes, 0) as usize;
+    if !(LSN_LEN + 1..=RECORD_BODY_MAX).contains(&body_len) {
+        return RecordRead::Damaged("record length out of range");
+    }
+    let Some(body) = bytes.get(RECORD_PREFIX_LEN..RECORD_PREFIX_LEN + body_len) else {
+        return RecordRead::Incomplete;
+    };
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&bytes[0..4]), body);
+    if crc != u32_at(bytes, 4) {
+        return RecordRead::Damaged("record checksum mismatch");
+    }
+    RecordRead::Record {
+        lsn: u64_at(body, 0),
+        payload: &body[LSN_LEN..],
+        len: RECORD_PREFIX_LEN + body_len,
+    }
+}
+
+/// A log entry, as the rest of the switch sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Applied {
+        posting: Posting,
+        at_seconds: u64,
+        fingerprint: u64,
+        outcome: Outcome,
+    },
+    Expired {
+        at_seconds: u64,
+        holds: Vec<(CardToken, TxnKey)>,
+    },
+}
+
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("undecodable entry: {0}")]
+pub struct EntryError(String);
+
+// The stored shapes: plain fields, so that the domain types stay free of encoding concerns and
+// a change to them cannot silently change the format.
+
+#[derive(Encode, Decode)]
+struct KeyRecord {
+    acquirer: u64,
+    terminal: [u8; 8],
+    stan: u32,
+    transmission: u64,
+}
+
+#[derive(Encode, Decode)]
+struct CardRecord {
+    hash: u128,
+    last_four: u16,
+}
+
+#[derive(Encode, Decode)]
+struct AppliedRecord {
+    at_seconds: u64,
+    fingerprint: u64,
+    kind: u8,
+    card: CardRecord,
+    amount: u64,
+    currency: Option<u16>,
+    key: KeyRecord,
+    original: Option<KeyRecord>,
+    code: [u8; 2],
+    auth_id: Option<[u8; 6]>,
+    /// Ledger balance, available balance, currency.
+    balances: Option<(i64, i64, u16)>,
+}
+
+#[derive(Encode, Decode)]
+struct ExpiredRecord {
+    at_seconds: u64,
+    holds: Vec<(CardRecord, KeyRecord)>,
+}
+
+#[derive(Encode, Decode)]
+enum EntryRecord {
+    Applied(AppliedRecord),
+    Expired(ExpiredRecord),
+}
+
+const KINDS: [Kind; 10] = [
+    Kind::Authorization,
+    Kind::AuthorizationAdvice,
+    Kind::Purchase,
+    Kind::CashWithdrawal,
+    Kind::Refund,
+    Kind::Deposit,
+    Kind::BalanceInquiry,
+    Kind::Completion,
+    Kind::Reversal,
+    Kind::ReversalAdvice,
+];
+
+fn kind_code(kind: Kind) -> u8 {
+    // The position in KINDS is the stored code; KINDS lists every kind.
+    KINDS
+        .iter()
+        .position(|k| *k == kind)
+        .and_then(|i| u8::try_from(i).ok())
+        .unwrap_or(u8::MAX)
+}
+
+fn key_record(key: &TxnKey) -> KeyRecord {
+    KeyRecord {
+        acquirer: key.acquirer,
+        terminal: key.terminal,
+        stan: key.stan,
+        transmission: key.transmission,
+    }
+}
+
+fn key_from(record: KeyRecord) -> TxnKey {
+    TxnKey {
+        acquirer: record.acquirer,
+        terminal: record.terminal,
+        stan: record.stan,
+        transmission: record.transmission,
+    }
+}
+
+fn card_record(card: &CardToken) -> CardRecord {
+    CardRecord {
+        hash: card.hash,
+        last_four: card.last_four,
+    }
+}
+
+fn card_from(record: CardRecord) -> CardToken {
+    CardToken {
+        hash: record.hash,
+        last_four: record.last_four,
+    }
+}
+
+const CONFIG: bincode::config::Configuration = bincode::config::standard();
+
+/// Appends the bincode payload of `entry` to `out`.
+pub fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
+    let record = match entry {
+        Entry::Applied {
+            posting,
+            at_seconds,
+            fingerprint,
+            outcome,
+        } => EntryRecord::Applied(AppliedRecord {
+            at_seconds: *at_seconds,
+            fingerprint: *fingerprint,
+            kind: kind_code(posting.kind),
+            card: card_record(&posting.card),
+            amount: posting.amount,
+            currency: posting.currency,
+            key: key_record(&posting.key),
+            original: posting.original.as_ref().map(key_record),
+            code: *outcome.code.as_bytes(),
+            auth_id: outcome.auth_id,
+            balances: outcome
+                .balances
+                .map(|b| (b.ledger, b.available, b.currency)),
+        }),
+        Entry::Expired { at_seconds, holds } => EntryRecord::Expired(ExpiredRecord {
+            at_seconds: *at_seconds,
+            holds: holds
+                .iter()
+                .map(|(card, key)| (card_record(card), key_record(key)))
+                .collect(),
+        }),
+    };
+    // Writing into a Vec cannot fail.
+    let _ = bincode::encode_into_std_write(record, out, CONFIG);
+}
+
+pub fn decode_entry(payload: &[u8]) -> Result<Entry, EntryError> {
+    let (record, read): (EntryRecord, usize) =
+        bincode::decode_from_slice(payload, CONFIG).map_err(|e| EntryError(e.to_string()))?;
+    if read != payload.len() {
+        return Err(EntryError(format!(
+            "{} bytes after the entry",
+            payload.len() - read
+        )));
+    }
+    Ok(match record {
+        EntryRecord::Applied(r) => {
+            let kind = *KINDS
+                .get(usize::from(r.kind))
+                .ok_or_else(|| EntryError(format!("unknown kind {}", r.kind)))?;
+            let code = ResponseCode::from_bytes(r.code)
+                .ok_or_else(|| EntryError(format!("unknown response code {:?}", r.code)))?;
+            Entry::Applied {
+                posting: Posting {
+                    kind,
+                    card: card_from(r.card),
+                    amount: r.amount,
+                    currency: r.currency,
+                    key: key_from(r.key),
+                    original: r.original.map(key_from),
+                },
+                at_seconds: r.at_seconds,
+                fingerprint: r.fingerprint,
+                outcome: Outcome {
+                    code,
+                    auth_id: r.auth_id,
+                    balances: r.balances.map(|(ledger, available, currency)| Balances {
+                        ledger,
+                        available,
+                        currency,
+                    }),
+                },
+            }
+        }
+        EntryRecord::Expired(r) => Entry::Expired {
+            at_seconds: r.at_seconds,
+            holds: r
+                .holds
+                .into_iter()
+                .map(|(card, key)| (card_from(card), key_from(key)))
+                .collect(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample_applied(stan: u32) -> Entry {
+        Entry::Applied {
+            posting: Posting {
+                kind: Kind::Refund,
+                card: CardToken {
+                    hash: 0x0123_4567_89AB_CDEF_0011_2233_4455_6677,
+                    last_four: 2,
+                },
+                amount: 3_000,
+                currency: Some(840),
+                key: TxnKey {
+                    acquirer: 123_456,
+                    terminal: *b"TERM0001",
+                    stan,
+                    transmission: 1_126_143_015,
+                },
+                original: Some(TxnKey {
+                    acquirer: 1,
+                    terminal: *b"TERM0001",
+                    stan: 9,
+                    transmission: 2,
+                }),
+            },
+            at_seconds: 1_795_000_000,
+            fingerprint: 42,
+            outcome: Outcome {
+                code: ResponseCode::Approved,
+                auth_id: Some(*b"000123"),
+                balances: Some(Balances {
+                    ledger: -5,
+                    available: 7_000,
+                    currency: 840,
+                }),
+            },
+        }
+    }
+
+    #[test]
+    fn entries_round_trip() {
+        let expired = Entry::Expired {
+            at_seconds: 7,
+            holds: vec![(
+                CardToken {
+                    hash: 1,
+                    last_four: 44,
+                },
+                TxnKey {
+                    acquirer: 1,
+                    terminal: [b' '; 8],
+                    stan: 2,
+                    transmission: 3,
+                },
+            )],
+        };
+        for entry in [sample_applied(1), expired] {
+            let mut payload = Vec::new();
+            encode_entry(&entry, &mut payload);
+            assert_eq!(decode_entry(&payload).unwrap(), entry);
+            assert!(
+                decode_entry(&payload[..payload.len() - 1]).is_err(),
+                "truncated entry must not decode"
+            );
+        }
+    }
+
+    #[test]
+    fn every_kind_and_code_has_a_stored_form() {
+        for kind in KINDS {
+            assert_eq!(KINDS[usize::from(kind_code(kind))], kind);
+        }
+        for code in ResponseCode::ALL {
+            assert_eq!(ResponseCode::from_bytes(*code.as_bytes()), Some(code));
+        }
+    }
+
+    #[test]
+    fn header_round_trips_and_rejects_damage() {
+        let header = SegmentHeader {
+            sequence: 7,
+            first_lsn: 1_000,
+        };
+        let bytes = header.encode();
+        assert_eq!(SegmentHeader::decode(&bytes), Ok(header));
+        assert_eq!(
+            SegmentHeader::decode(&bytes[..31]),
+            Err(HeaderError::Short(31))
+        );
+        let mut damaged = bytes;
+        damaged[21] ^= 1;
+        assert_eq!(SegmentHeader::decode(&damaged), Err(HeaderError::Checksum));
+        damaged = bytes;
+        damaged[0] = b'X';
+        assert_eq!(SegmentHeader::decode(&damaged), Err(HeaderError::Magic));
+    }
+
+    #[test]
+    fn records_frame_and_detect_damage() {
+        let mut log = Vec::new();
+        append_record(&mut log, 5, b"hello");
+        append_record(&mut log, 6, b"world!");
+        let RecordRead::Record { lsn, payload, len } = read_record(&log) else {
+            panic!("first record")
+        };
+        assert_eq!((lsn, payload, len), (5, &b"hello"[..], 8 + 8 + 5));
+        let RecordRead::Record { lsn, payload, .. } = read_record(&log[len..]) else {
+            panic!("second record")
+        };
+        assert_eq!((lsn, payload), (6, &b"world!"[..]));
+        assert_eq!(read_record(&log[..len - 1]), RecordRead::Incomplete);
+        assert_eq!(read_record(&log[..3]), RecordRead::Incomplete);
+        for flip in [0, 4, 9, 17] {
+            let mut damaged = log.clone();
+            damaged[flip] ^= 0x40;
+            assert!(
+                matches!(
+                    read_record(&damaged),
+                    RecordRead::Damaged(_) | RecordRead::Incomplete
+                ),
+                "flip at {flip}"
+            );
+        }
+    }
+
+    #[test]
+    fn segment_names() {
+        assert_eq!(segment_file_name(42), "00000000000000000042.wal");
+        assert_eq!(segment_sequence("00000000000000000042.wal"), Some(42));
+        assert_eq!(segment_sequence("42.wal"), None);
+        assert_eq!(segment_sequence("00000000000000000042.tmp"), None);
+    }
+}

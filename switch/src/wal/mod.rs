@@ -1,0 +1,10 @@
+//! The write-ahead log: every decision of the ledger is on stable storage before its answer is
+//! sent (DESIGN §3.3).
+//!
+//! - [`format`]: the on-disk format, byte by byte.
+//! - [`scan`]: reading a log back: verification, torn tails, corruption.
+//! - [`writer`]: the writer thread with group commit.
+
+pub mod format;
+pub mod scan;
+pub mod writer;

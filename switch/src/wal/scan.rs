@@ -1,0 +1,453 @@
+//! Reading a log back, for recovery and for `switch wal verify`.
+//!
+//! The decision at the first record that does not read whole and intact, at offset X of a
+//! segment (each case is a test below):
+//!
+//! | where | a valid later record exists | verdict |
+//! |---|---|---|
+//! | X is the end of the file | — | clean end |
+//! | last segment | no | torn tail: truncate at X (recovery) and log it |
+//! | last segment | yes | corruption: refuse, naming file and offset X |
+//! | earlier segment | either | corruption |
+//!
+//! "A valid later record" is one anywhere after X in the segment whose checksum holds and whose
+//! LSN is not below the expected one; the search costs nothing on a clean log, and keeps a
+//! damaged length field in the middle of the log from passing for a torn tail, which would
+//! drop acknowledged records. A last segment whose header is incomplete and holds nothing else
+//! was cut while being created: it is removed. Records must carry consecutive LSNs throughout.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::format::{self, RecordRead, SEGMENT_HEADER_LEN, SegmentHeader};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Truncate a torn tail (and remove a segment cut while being created).
+    Recover,
+    /// Change nothing; report.
+    Verify,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    pub file: PathBuf,
+    pub offset: u64,
+    pub bytes: u64,
+}
+
+/// Where appending resumes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tail {
+    pub sequence: u64,
+    pub path: PathBuf,
+    pub valid_len: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanReport {
+    pub segments: usize,
+    pub records: u64,
+    pub first_lsn: Option<u64>,
+    /// The LSN the next record gets.
+    pub next_lsn: u64,
+    pub torn_tail: Option<TornTail>,
+    /// The last segment, if any, to append to.
+    pub tail: Option<Tail>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("{}: {source}", file.display())]
+    Io { file: PathBuf, source: io::Error },
+    #[error("{}: corrupt at offset {offset}: {problem}", file.display())]
+    Corrupt {
+        file: PathBuf,
+        offset: u64,
+        problem: String,
+    },
+    #[error("{}: entry at LSN {lsn}: {problem}", file.display())]
+    Entry {
+        file: PathBuf,
+        lsn: u64,
+        problem: String,
+    },
+}
+
+fn io_error(file: &Path) -> impl FnOnce(io::Error) -> ScanError + '_ {
+    move |source| ScanError::Io {
+        file: file.to_owned(),
+        source,
+    }
+}
+
+/// The segment files of `dir`, by sequence; an error if the sequence has a gap.
+pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, ScanError> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        if let Some(sequence) = entry
+            .file_name()
+            .to_str()
+            .and_then(format::segment_sequence)
+        {
+            found.push((sequence, entry.path()));
+        }
+    }
+    found.sort();
+    for pair in found.windows(2) {
+        if pair[1].0 != pair[0].0 + 1 {
+            return Err(ScanError::Corrupt {
+                file: pair[1].1.clone(),
+                offset: 0,
+                problem: format!("segment {} is missing before it", pair[0].0 + 1),
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// Whether an intact record with LSN at least `min_lsn` starts anywhere in `bytes[from..]`.
+fn valid_record_after(bytes: &[u8], from: usize, min_lsn: u64) -> bool {
+    (from..bytes.len()).any(|at| matches!(format::read_record(&bytes[at..]), RecordRead::Record { lsn, .. } if lsn >= min_lsn))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), ScanError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
+}
+
+/// Reads every record of the log in `dir` in LSN order, calling `visit(lsn, payload)`.
+pub fn scan(
+    dir: &Path,
+    mode: Mode,
+    mut visit: impl FnMut(u64, &[u8]) -> Result<(), String>,
+) -> Result<ScanReport, ScanError> {
+    let segments = segments(dir)?;
+    let mut report = ScanReport {
+        segments: segments.len(),
+        ..ScanReport::default()
+    };
+    let mut expected: Option<u64> = None;
+    for (index, (sequence, path)) in segments.iter().enumerate() {
+        let last = index + 1 == segments.len();
+        let bytes = fs::read(path).map_err(io_error(path))?;
+        let header = match SegmentHeader::decode(&bytes) {
+            Ok(header) => header,
+            Err(_) if last && bytes.len() <= SEGMENT_HEADER_LEN => {
+                // Cut while being created: nothing in it was ever acknowledged.
+                report.torn_tail = Some(TornTail {
+                    file: path.clone(),
+                    offset: 0,
+                    bytes: bytes.len() as u64,
+                });
+                report.segments -= 1;
+                if mode == Mode::Recover {
+                    fs::remove_file(path).map_err(io_error(path))?;
+                    sync_dir(dir)?;
+                }
+                break;
+            }
+            Err(problem) => {
+                return Err(ScanError::Corrupt {
+                    file: path.clone(),
+                    offset: 0,
+                    problem: problem.to_string(),
+                });
+            }
+        };
+        if header.sequence != *sequence {
+            return Err(ScanError::Corrupt {
+                file: path.clone(),
+                offset: 12,
+                problem: format!(
+                    "header says segment {}, the name says {sequence}",
+                    header.sequence
+                ),
+            });
+        }
+        let mut next = *expected.get_or_insert(header.first_lsn);
+        if header.first_lsn != next {
+            return Err(ScanError::Corrupt {
+                file: path.clone(),
+                offset: 20,
+                problem: format!(
+                    "segment starts at LSN {}, expected {next}",
+                    header.first_lsn
+                ),
+            });
+        }
+        report.first_lsn.get_or_insert(header.first_lsn);
+        let mut offset = SEGMENT_HEADER_LEN;
+        while offset < bytes.len() {
+            match format::read_record(&bytes[offset..]) {
+                RecordRead::Record { lsn, payload, len } if lsn == next => {
+                    visit(lsn, payload).map_err(|problem| ScanError::Entry {
+                        file: path.clone(),
+                        lsn,
+                        problem,
+                    })?;
+                    report.records += 1;
+                    next += 1;
+                    offset += len;
+                }
+                RecordRead::Record { lsn, .. } => {
+                    return Err(ScanError::Corrupt {
+                        file: path.clone(),
+                        offset: offset as u64,
+                        problem: format!("record has LSN {lsn}, expected {next}"),
+                    });
+                }
+                bad => {
+                    let problem = match bad {
+                        RecordRead::Damaged(problem) => problem,
+                        _ => "record cut short",
+                    };
+                    if !last || valid_record_after(&bytes, offset + 1, next) {
+                        return Err(ScanError::Corrupt {
+                            file: path.clone(),
+                            offset: offset as u64,
+                            problem: format!("{problem}, and intact records follow"),
+                        });
+                    }
+                    report.torn_tail = Some(TornTail {
+                        file: path.clone(),
+                        offset: offset as u64,
+                        bytes: (bytes.len() - offset) as u64,
+                    });
+                    if mode == Mode::Recover {
+                        let file = fs::OpenOptions::new()
+                            .write(true)
+                            .open(path)
+                            .map_err(io_error(path))?;
+                        file.set_len(offset as u64)
+                            .and_then(|()| file.sync_all())
+                            .map_err(io_error(path))?;
+                    }
+                    break;
+                }
+            }
+        }
+        expected = Some(next);
+        report.tail = Some(Tail {
+            sequence: *sequence,
+            path: path.clone(),
+            valid_len: offset as u64,
+        });
+    }
+    report.next_lsn = expected.unwrap_or(0);
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::format::{SegmentHeader, append_record, segment_file_name};
+
+    /// Writes segments of `records` records each; returns the directory.
+    fn log(name: &str, segments: &[u64]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("switch-scan-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let mut lsn = 0;
+        for (sequence, &records) in segments.iter().enumerate() {
+            let mut bytes = SegmentHeader {
+                sequence: sequence as u64,
+                first_lsn: lsn,
+            }
+            .encode()
+            .to_vec();
+            for _ in 0..records {
+                append_record(&mut bytes, lsn, format!("payload {lsn}").as_bytes());
+                lsn += 1;
+            }
+            fs::write(dir.join(segment_file_name(sequence as u64)), bytes).unwrap();
+        }
+        dir
+    }
+
+    fn segment(dir: &Path, sequence: u64) -> PathBuf {
+        dir.join(segment_file_name(sequence))
+    }
+
+    fn edit(path: &Path, change: impl FnOnce(&mut Vec<u8>)) {
+        let mut bytes = fs::read(path).unwrap();
+        change(&mut bytes);
+        fs::write(path, bytes).unwrap();
+    }
+
+    fn run(dir: &Path, mode: Mode) -> Result<(ScanReport, Vec<u64>), ScanError> {
+        let mut seen = Vec::new();
+        let report = scan(dir, mode, |lsn, payload| {
+            assert_eq!(payload, format!("payload {lsn}").as_bytes());
+            seen.push(lsn);
+            Ok(())
+        })?;
+        Ok((report, seen))
+    }
+
+    /// Offset of record `index` (0-based) within a segment written by `log`.
+    fn record_offset(path: &Path, index: usize) -> usize {
+        let bytes = fs::read(path).unwrap();
+        let mut offset = SEGMENT_HEADER_LEN;
+        for _ in 0..index {
+            let RecordRead::Record { len, .. } = format::read_record(&bytes[offset..]) else {
+                panic!()
+            };
+            offset += len;
+        }
+        offset
+    }
+
+    #[test]
+    fn clean_log_reads_every_record_in_order() {
+        let dir = log("clean", &[3, 2, 0]);
+        let (report, seen) = run(&dir, Mode::Verify).unwrap();
+        assert_eq!(seen, [0, 1, 2, 3, 4]);
+        assert_eq!(
+            (
+                report.segments,
+                report.records,
+                report.next_lsn,
+                report.torn_tail
+            ),
+            (3, 5, 5, None)
+        );
+        assert_eq!(report.tail.unwrap().valid_len, SEGMENT_HEADER_LEN as u64);
+    }
+
+    #[test]
+    fn empty_directory_starts_at_lsn_zero() {
+        let dir = log("empty", &[]);
+        let (report, seen) = run(&dir, Mode::Recover).unwrap();
+        assert!(seen.is_empty());
+        assert_eq!(
+            (report.segments, report.next_lsn, report.tail),
+            (0, 0, None)
+        );
+    }
+
+    #[test]
+    fn a_record_cut_short_at_the_end_is_a_torn_tail() {
+        let dir = log("torn", &[2, 3]);
+        let path = segment(&dir, 1);
+        let len = fs::metadata(&path).unwrap().len();
+        edit(&path, |b| b.truncate(b.len() - 5));
+        let (report, seen) = run(&dir, Mode::Verify).unwrap();
+        assert_eq!(seen, [0, 1, 2, 3]);
+        let torn = report.torn_tail.clone().unwrap();
+        assert_eq!(torn.offset, record_offset(&path, 2) as u64);
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            len - 5,
+            "verify changes nothing"
+        );
+        let (report, _) = run(&dir, Mode::Recover).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            torn.offset,
+            "recover truncates"
+        );
+        assert_eq!(report.next_lsn, 4);
+        let (again, _) = run(&dir, Mode::Verify).unwrap();
+        assert_eq!(again.torn_tail, None, "clean after truncation");
+    }
+
+    #[test]
+    fn garbage_after_the_last_record_is_a_torn_tail() {
+        let dir = log("garbage", &[2]);
+        edit(&segment(&dir, 0), |b| b.extend_from_slice(&[0xAB; 40]));
+        let (report, seen) = run(&dir, Mode::Recover).unwrap();
+        assert_eq!(seen, [0, 1]);
+        assert_eq!(report.torn_tail.unwrap().bytes, 40);
+    }
+
+    #[test]
+    fn a_flipped_byte_before_the_tail_is_corruption() {
+        let dir = log("flip", &[5]);
+        let path = segment(&dir, 0);
+        let at = record_offset(&path, 2) + 12;
+        edit(&path, |b| b[at] ^= 0x01);
+        match run(&dir, Mode::Verify) {
+            Err(ScanError::Corrupt { file, offset, .. }) => {
+                assert_eq!(
+                    (file, offset),
+                    (path.clone(), record_offset(&path, 2) as u64)
+                );
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        let message = run(&dir, Mode::Recover).unwrap_err().to_string();
+        assert!(
+            message.contains("00000000000000000000.wal: corrupt at offset")
+                && message.contains("intact records follow"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_damaged_length_before_the_tail_is_corruption_not_a_torn_tail() {
+        let dir = log("length", &[5]);
+        let path = segment(&dir, 0);
+        let at = record_offset(&path, 1);
+        edit(&path, |b| b[at + 2] = 0x7F);
+        assert!(matches!(
+            run(&dir, Mode::Recover),
+            Err(ScanError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn damage_in_an_earlier_segment_is_corruption_even_at_its_end() {
+        let dir = log("earlier", &[3, 1]);
+        edit(&segment(&dir, 0), |b| b.truncate(b.len() - 1));
+        assert!(matches!(
+            run(&dir, Mode::Recover),
+            Err(ScanError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn a_segment_cut_while_being_created_is_removed() {
+        let dir = log("boundary", &[3]);
+        let header = SegmentHeader {
+            sequence: 1,
+            first_lsn: 3,
+        }
+        .encode();
+        fs::write(segment(&dir, 1), &header[..10]).unwrap();
+        let (report, seen) = run(&dir, Mode::Recover).unwrap();
+        assert_eq!((seen.len(), report.segments, report.next_lsn), (3, 1, 3));
+        assert!(!segment(&dir, 1).exists());
+        assert_eq!(report.tail.unwrap().sequence, 0);
+    }
+
+    #[test]
+    fn missing_segments_and_lsn_gaps_are_corruption() {
+        let dir = log("gap", &[1, 1, 1]);
+        fs::remove_file(segment(&dir, 1)).unwrap();
+        assert!(
+            run(&dir, Mode::Verify)
+                .unwrap_err()
+                .to_string()
+                .contains("segment 1 is missing")
+        );
+        let dir = log("lsn", &[2, 2]);
+        edit(&segment(&dir, 1), |b| {
+            let header = SegmentHeader {
+                sequence: 1,
+                first_lsn: 9,
+            }
+            .encode();
+            b[..SEGMENT_HEADER_LEN].copy_from_slice(&header);
+        });
+        assert!(
+            run(&dir, Mode::Verify)
+                .unwrap_err()
+                .to_string()
+                .contains("expected 2")
+        );
+    }
+}

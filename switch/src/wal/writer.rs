@@ -1,0 +1,642 @@
+//! The WAL writer: one thread, group commit, answers released only once durable.
+//!
+//! Shards reserve a place, apply a request, and submit its entry with the reply that waits on
+//! it. The writer takes whatever is queued (up to `group_records_max` records or
+//! `group_bytes_max` bytes, waiting at most `group_wait` for more), appends the group to the
+//! segment in one write, makes it durable with one `fdatasync`, and only then releases the
+//! group's replies. While one group syncs the next one queues up, so the group grows with the
+//! load and the fsync cost is shared.
+//!
+//! A failed write or sync is not retried: after a failed `fdatasync` the page cache no longer
+//! says what is on disk. The writer releases every waiting and later reply as failed (the
+//! switch answers 96), reports the failure once, and writes nothing more; a restart recovers
+//! from what the log holds, and a partial group at its end is a torn tail.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+
+use super::format::{self, SegmentHeader};
+use super::scan::Tail;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMode {
+    /// `fdatasync` every group before releasing it.
+    Group,
+    /// Never sync: answers may be lost on a machine crash. For tests and benchmarks only.
+    None,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriterConfig {
+    pub dir: PathBuf,
+    pub sync: SyncMode,
+    pub group_records_max: usize,
+    pub group_bytes_max: usize,
+    pub group_wait: Duration,
+    pub segment_bytes: u64,
+    /// Submissions queued or being written at most; beyond it `try_reserve` fails.
+    pub queue_records_max: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    Durable,
+    /// Not written, or not known to be on disk: the answer must not report success.
+    Failed,
+}
+
+/// One record to write (or none: a decision that changed nothing still waits its turn, so no
+/// answer overtakes the records before it), and what to release once durable.
+#[derive(Debug)]
+pub struct Submission<C> {
+    pub payload: Option<Vec<u8>>,
+    pub completion: C,
+}
+
+/// The file layer, so tests can make writes and syncs fail.
+pub trait SegmentFile: Send {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+    fn sync(&mut self) -> io::Result<()>;
+}
+
+pub trait Storage: Send {
+    /// Creates a new segment file, fails if it exists.
+    fn create(&mut self, path: &Path) -> io::Result<Box<dyn SegmentFile>>;
+    /// Opens a segment to append after its first `len` bytes.
+    fn open_append(&mut self, path: &Path, len: u64) -> io::Result<Box<dyn SegmentFile>>;
+    fn sync_dir(&mut self, dir: &Path) -> io::Result<()>;
+}
+
+/// The real file system.
+#[derive(Debug, Default)]
+pub struct Disk;
+
+#[derive(Debug)]
+struct DiskFile(fs::File);
+
+impl SegmentFile for DiskFile {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.0.write_all(bytes)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+impl Storage for Disk {
+    fn create(&mut self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
+        Ok(Box::new(DiskFile(
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)?,
+        )))
+    }
+    fn open_append(&mut self, path: &Path, len: u64) -> io::Result<Box<dyn SegmentFile>> {
+        let file = fs::OpenOptions::new().write(true).open(path)?;
+        file.set_len(len)?;
+        let mut file = DiskFile(file);
+        std::io::Seek::seek(&mut file.0, io::SeekFrom::Start(len))?;
+        Ok(Box::new(file))
+    }
+    fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
+        fs::File::open(dir)?.sync_all()
+    }
+}
+
+/// The shards' handle on the log.
+#[derive(Debug)]
+pub struct Wal<C> {
+    sender: Sender<Submission<C>>,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+    failed: Arc<AtomicBool>,
+}
+
+impl<C> Clone for Wal<C> {
+    fn clone(&self) -> Self {
+        Wal {
+            sender: self.sender.clone(),
+            queued: self.queued.clone(),
+            capacity: self.capacity,
+            failed: self.failed.clone(),
+        }
+    }
+}
+
+impl<C> Wal<C> {
+    /// Reserves a place for one submission. Call before changing state: a shard that cannot
+    /// log must not apply.
+    pub fn try_reserve(&self) -> bool {
+        if self.failed.load(Ordering::Acquire) {
+            return false;
+        }
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Submits after a successful [`Wal::try_reserve`]. Gives the submission back if the
+    /// writer has stopped.
+    pub fn submit(&self, submission: Submission<C>) -> Result<(), Submission<C>> {
+        self.sender.send(submission).map_err(|e| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            e.into_inner()
+        })
+    }
+
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+}
+
+struct Writer<C, R> {
+    config: WriterConfig,
+    storage: Box<dyn Storage>,
+    file: Box<dyn SegmentFile>,
+    segment_sequence: u64,
+    segment_len: u64,
+    next_lsn: u64,
+    receiver: Receiver<Submission<C>>,
+    queued: Arc<AtomicUsize>,
+    failed: Arc<AtomicBool>,
+    release: R,
+    on_failure: Option<Box<dyn FnOnce(String) + Send>>,
+}
+
+/// Statistics of one writer's life, for the log line at exit and for benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    pub groups: u64,
+    pub records: u64,
+    pub next_lsn: u64,
+}
+
+/// Starts the writer thread, appending after `tail` (from a scan in recovery mode) or creating
+/// the first segment. `release` is called on the writer thread for each submission, in order.
+pub fn start<C, R>(
+    config: WriterConfig,
+    mut storage: Box<dyn Storage>,
+    tail: Option<Tail>,
+    next_lsn: u64,
+    release: R,
+    on_failure: impl FnOnce(String) + Send + 'static,
+) -> io::Result<(Wal<C>, JoinHandle<WriterStats>)>
+where
+    C: Send + 'static,
+    R: Fn(C, Durability) + Send + 'static,
+{
+    let (file, segment_sequence, segment_len) = match tail {
+        Some(tail) => (
+            storage.open_append(&tail.path, tail.valid_len)?,
+            tail.sequence,
+            tail.valid_len,
+        ),
+        None => {
+            let (file, len) = create_segment(storage.as_mut(), &config.dir, 0, next_lsn)?;
+            (file, 0, len)
+        }
+    };
+    let (sender, receiver) = crossbeam_channel::unbounded();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicBool::new(false));
+    let wal = Wal {
+        sender,
+        queued: queued.clone(),
+        capacity: config.queue_records_max,
+        failed: failed.clone(),
+    };
+    let writer = Writer {
+        config,
+        storage,
+        file,
+        segment_sequence,
+        segment_len,
+        next_lsn,
+        receiver,
+        queued,
+        failed,
+        release,
+        on_failure: Some(Box::new(on_failure)),
+    };
+    let handle = std::thread::Builder::new()
+        .name("wal-writer".into())
+        .spawn(move || writer.run())?;
+    Ok((wal, handle))
+}
+
+fn create_segment(
+    storage: &mut dyn Storage,
+    dir: &Path,
+    sequence: u64,
+    first_lsn: u64,
+) -> io::Result<(Box<dyn SegmentFile>, u64)> {
+    let mut file = storage.create(&dir.join(format::segment_file_name(sequence)))?;
+    let header = SegmentHeader {
+        sequence,
+        first_lsn,
+    }
+    .encode();
+    file.append(&header)?;
+    file.sync()?;
+    storage.sync_dir(dir)?;
+    Ok((file, header.len() as u64))
+}
+
+impl<C, R: Fn(C, Durability)> Writer<C, R> {
+    fn run(mut self) -> WriterStats {
+        let mut stats = WriterStats::default();
+        let mut buffer = Vec::with_capacity(self.config.group_bytes_max + format::RECORD_BODY_MAX);
+        let mut completions = Vec::with_capacity(self.config.group_records_max);
+        while let Ok(first) = self.receiver.recv() {
+            self.take(first, &mut buffer, &mut completions);
+            let deadline = Instant::now() + self.config.group_wait;
+            while completions.len() < self.config.group_records_max
+                && buffer.len() < self.config.group_bytes_max
+            {
+                let next = match self.receiver.try_recv() {
+                    Ok(next) => next,
+                    Err(TryRecvError::Disconnected) => break,
+                    Err(TryRecvError::Empty) if self.config.group_wait.is_zero() => break,
+                    Err(TryRecvError::Empty) => match self.receiver.recv_deadline(deadline) {
+                        Ok(next) => next,
+                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                    },
+                };
+                self.take(next, &mut buffer, &mut completions);
+            }
+            let result = if self.failed.load(Ordering::Acquire) {
+                Err(None)
+            } else {
+                self.commit(&buffer).map_err(Some)
+            };
+            buffer.clear();
+            stats.groups += 1;
+            stats.records += completions.len() as u64;
+            match result {
+                Ok(()) => {
+                    for completion in completions.drain(..) {
+                        (self.release)(completion, Durability::Durable);
+                    }
+                }
+                Err(error) => {
+                    for completion in completions.drain(..) {
+                        (self.release)(completion, Durability::Failed);
+                    }
+                    if let (Some(error), Some(report)) = (error, self.on_failure.take()) {
+                        report(error);
+                    }
+                }
+            }
+        }
+        stats.next_lsn = self.next_lsn;
+        stats
+    }
+
+    fn take(&mut self, submission: Submission<C>, buffer: &mut Vec<u8>, completions: &mut Vec<C>) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        if let Some(payload) = &submission.payload {
+            format::append_record(buffer, self.next_lsn, payload);
+            self.next_lsn += 1;
+        }
+        completions.push(submission.completion);
+    }
+
+    /// Writes and syncs one group; on error marks the log failed for good.
+    fn commit(&mut self, group: &[u8]) -> Result<(), String> {
+        let result = (|| -> io::Result<()> {
+            if group.is_empty() {
+                return Ok(());
+            }
+            if self.segment_len >= self.config.segment_bytes {
+                self.segment_sequence += 1;
+                let first_lsn = self.next_lsn_of_group(group);
+                let (file, len) = create_segment(
+                    self.storage.as_mut(),
+                    &self.config.dir,
+                    self.segment_sequence,
+                    first_lsn,
+                )?;
+                self.file = file;
+                self.segment_len = len;
+            }
+            self.file.append(group)?;
+            self.segment_len += group.len() as u64;
+            if self.config.sync == SyncMode::Group {
+                self.file.sync()?;
+            }
+            Ok(())
+        })();
+        result.map_err(|error| {
+            self.failed.store(true, Ordering::Release);
+            let segment = self
+                .config
+                .dir
+                .join(format::segment_file_name(self.segment_sequence));
+            format!(
+                "WAL write or sync failed on {}: {error}; no further request can be made durable",
+                segment.display()
+            )
+        })
+    }
+
+    /// The LSN of the first record of `group` (already counted in `next_lsn`).
+    fn next_lsn_of_group(&self, group: &[u8]) -> u64 {
+        match format::read_record(group) {
+            format::RecordRead::Record { lsn, .. } => lsn,
+            _ => self.next_lsn,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::scan::{self, Mode};
+    use std::sync::Mutex;
+
+    fn dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("switch-writer-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn config(dir: &Path) -> WriterConfig {
+        WriterConfig {
+            dir: dir.to_owned(),
+            sync: SyncMode::Group,
+            group_records_max: 64,
+            group_bytes_max: 1 << 20,
+            group_wait: Duration::ZERO,
+            segment_bytes: 1 << 20,
+            queue_records_max: 1_000,
+        }
+    }
+
+    type Released = Arc<Mutex<Vec<(u32, Durability)>>>;
+    type Failure = Arc<Mutex<Option<String>>>;
+
+    fn start_writer(
+        config: WriterConfig,
+        storage: Box<dyn Storage>,
+    ) -> (Wal<u32>, JoinHandle<WriterStats>, Released, Failure) {
+        let (report, tail) = {
+            let report = scan::scan(&config.dir, Mode::Recover, |_, _| Ok(())).unwrap();
+            let tail = report.tail.clone();
+            (report, tail)
+        };
+        let released: Released = Arc::default();
+        let failure: Failure = Arc::default();
+        let (r, f) = (released.clone(), failure.clone());
+        let (wal, handle) = start(
+            config,
+            storage,
+            tail,
+            report.next_lsn,
+            move |id, durability| r.lock().unwrap().push((id, durability)),
+            move |error| *f.lock().unwrap() = Some(error),
+        )
+        .unwrap();
+        (wal, handle, released, failure)
+    }
+
+    fn submit(wal: &Wal<u32>, id: u32, payload: Option<&[u8]>) {
+        assert!(wal.try_reserve());
+        wal.submit(Submission {
+            payload: payload.map(<[u8]>::to_vec),
+            completion: id,
+        })
+        .unwrap();
+    }
+
+    fn read_back(dir: &Path) -> Vec<(u64, Vec<u8>)> {
+        let mut records = Vec::new();
+        scan::scan(dir, Mode::Verify, |lsn, payload| {
+            records.push((lsn, payload.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        records
+    }
+
+    #[test]
+    fn records_are_released_in_order_once_durable_and_read_back() {
+        let dir = dir("order");
+        let (wal, handle, released, failure) = start_writer(config(&dir), Box::new(Disk));
+        for id in 0..500u32 {
+            let payload = id.to_le_bytes();
+            submit(&wal, id, if id % 10 == 9 { None } else { Some(&payload) });
+        }
+        drop(wal);
+        let stats = handle.join().unwrap();
+        let released = released.lock().unwrap();
+        assert_eq!(
+            released.iter().map(|r| r.0).collect::<Vec<_>>(),
+            (0..500).collect::<Vec<_>>()
+        );
+        assert!(released.iter().all(|r| r.1 == Durability::Durable));
+        assert!(failure.lock().unwrap().is_none());
+        assert_eq!(stats.next_lsn, 450);
+        let records = read_back(&dir);
+        assert_eq!(records.len(), 450);
+        assert!(
+            records
+                .iter()
+                .enumerate()
+                .all(|(i, (lsn, _))| *lsn == i as u64)
+        );
+    }
+
+    #[test]
+    fn appending_resumes_after_a_restart_and_segments_rotate() {
+        let dir = dir("resume");
+        let small = WriterConfig {
+            segment_bytes: 200,
+            group_records_max: 1,
+            ..config(&dir)
+        };
+        for round in 0..3u32 {
+            let (wal, handle, _, _) = start_writer(small.clone(), Box::new(Disk));
+            for id in 0..20 {
+                submit(&wal, id, Some(&(round * 100 + id).to_le_bytes()));
+            }
+            drop(wal);
+            handle.join().unwrap();
+        }
+        let records = read_back(&dir);
+        assert_eq!(records.len(), 60);
+        assert_eq!(records[59].1, 219u32.to_le_bytes());
+        assert!(scan::segments(&dir).unwrap().len() > 3, "rotated by size");
+    }
+
+    #[test]
+    fn the_reservation_bounds_the_queue() {
+        let dir = dir("bound");
+        let (wal, handle, _, _) = start_writer(
+            WriterConfig {
+                queue_records_max: 2,
+                ..config(&dir)
+            },
+            Box::new(Disk),
+        );
+        // The writer may take one at once; without a consumer the third reservation must fail.
+        let held: Vec<bool> = (0..50).map(|_| wal.try_reserve()).collect();
+        assert!(held.iter().filter(|r| **r).count() < 50);
+        drop(wal);
+        // Reservations without submissions leave nothing to write.
+        handle.join().unwrap();
+    }
+
+    /// A file layer that fails the `fail_at`-th sync, or tears the `tear_at`-th append after
+    /// `tear_bytes` bytes with ENOSPC.
+    #[derive(Clone)]
+    struct Faulty {
+        syncs: Arc<AtomicUsize>,
+        appends: Arc<AtomicUsize>,
+        fail_sync_at: usize,
+        tear_append_at: usize,
+        tear_bytes: usize,
+    }
+
+    struct FaultyFile {
+        inner: DiskFile,
+        faults: Faulty,
+    }
+
+    impl SegmentFile for FaultyFile {
+        fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+            let n = self.faults.appends.fetch_add(1, Ordering::SeqCst) + 1;
+            if n == self.faults.tear_append_at {
+                self.inner
+                    .append(&bytes[..self.faults.tear_bytes.min(bytes.len())])?;
+                return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            self.inner.append(bytes)
+        }
+        fn sync(&mut self) -> io::Result<()> {
+            let n = self.faults.syncs.fetch_add(1, Ordering::SeqCst) + 1;
+            if n == self.faults.fail_sync_at {
+                return Err(io::Error::other("injected fdatasync failure"));
+            }
+            self.inner.sync()
+        }
+    }
+
+    impl Storage for Faulty {
+        fn create(&mut self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)?;
+            Ok(Box::new(FaultyFile {
+                inner: DiskFile(file),
+                faults: self.clone(),
+            }))
+        }
+        fn open_append(&mut self, path: &Path, len: u64) -> io::Result<Box<dyn SegmentFile>> {
+            let mut disk = Disk;
+            let file = disk.open_append(path, len)?;
+            drop(file);
+            let mut file = fs::OpenOptions::new().append(true).open(path)?;
+            file.flush()?;
+            Ok(Box::new(FaultyFile {
+                inner: DiskFile(file),
+                faults: self.clone(),
+            }))
+        }
+        fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
+            Disk.sync_dir(dir)
+        }
+    }
+
+    fn faulty(fail_sync_at: usize, tear_append_at: usize, tear_bytes: usize) -> Faulty {
+        Faulty {
+            syncs: Arc::default(),
+            appends: Arc::default(),
+            fail_sync_at,
+            tear_append_at,
+            tear_bytes,
+        }
+    }
+
+    /// Submits one record at a time, waiting for each release, until the writer fails.
+    fn write_until_failure(
+        dir: &Path,
+        storage: Faulty,
+    ) -> (Vec<(u32, Durability)>, Option<String>) {
+        let (wal, handle, released, failure) = start_writer(config(dir), Box::new(storage));
+        for id in 0..20u32 {
+            if !wal.try_reserve() {
+                break;
+            }
+            wal.submit(Submission {
+                payload: Some(vec![7u8; 100 + id as usize]),
+                completion: id,
+            })
+            .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while released.lock().unwrap().len() <= id as usize && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        drop(wal);
+        handle.join().unwrap();
+        let released = released.lock().unwrap().clone();
+        let failure = failure.lock().unwrap().clone();
+        (released, failure)
+    }
+
+    #[test]
+    fn a_failed_sync_fails_its_group_and_everything_after_and_is_not_retried() {
+        // Sync 1 is the segment header; sync 5 is the group of record 3.
+        let dir = dir("sync-fail");
+        let (released, failure) = write_until_failure(&dir, faulty(5, 0, 0));
+        let durable: Vec<u32> = released
+            .iter()
+            .filter(|r| r.1 == Durability::Durable)
+            .map(|r| r.0)
+            .collect();
+        assert_eq!(durable, [0, 1, 2]);
+        assert!(released.iter().skip(3).all(|r| r.1 == Durability::Failed));
+        assert!(failure.unwrap().contains("injected fdatasync failure"));
+        // Recovery finds every durable record; the failed one may or may not be there.
+        let records = read_back(&dir);
+        assert!(
+            records.len() >= 3 && records.len() <= 4,
+            "{}",
+            records.len()
+        );
+    }
+
+    #[test]
+    fn disk_full_mid_write_leaves_a_torn_tail_and_keeps_every_durable_record() {
+        let dir = dir("enospc");
+        // Append 1 is the header; append 4 is record 2's group, torn after 20 bytes.
+        let (released, failure) = write_until_failure(&dir, faulty(0, 4, 20));
+        let durable = released
+            .iter()
+            .filter(|r| r.1 == Durability::Durable)
+            .count();
+        assert_eq!(durable, 2);
+        let failure = failure.unwrap();
+        assert!(failure.contains("No space left on device"), "{failure}");
+        let report = scan::scan(&dir, Mode::Verify, |_, _| Ok(())).unwrap();
+        assert_eq!(report.records, 2);
+        assert_eq!(report.torn_tail.unwrap().bytes, 20);
+        let report = scan::scan(&dir, Mode::Recover, |_, _| Ok(())).unwrap();
+        assert_eq!(
+            report.next_lsn, 2,
+            "the torn record's LSN is reused after recovery"
+        );
+    }
+}
