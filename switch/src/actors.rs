@@ -15,6 +15,8 @@ use crate::domain::ledger::LedgerShard;
 use crate::domain::{Outcome, Request, RequestIdentity, ResponseCode};
 use crate::risk::RiskEngine;
 use crate::routing::{Destination, RoutingTable};
+use crate::wal::format::{self, Entry};
+use crate::wal::writer::{Durability, Submission, Wal};
 
 /// One request on its way through the pipeline, with everything needed to answer it.
 #[derive(Debug)]
@@ -24,6 +26,8 @@ pub struct Transaction {
     /// Shared with the read buffer, not copied; decoded again, borrowing, to answer.
     pub frame: bytes::Bytes,
     pub identity: RequestIdentity,
+    /// Digest of the request, logged with the outcome for retransmissions after a restart.
+    pub fingerprint: u64,
     pub reply_to: Recipient<Reply>,
     /// The session's in-flight slot; released once the response is written.
     pub permit: OwnedSemaphorePermit,
@@ -171,18 +175,66 @@ impl Handler<Route> for RoutingActor {
 /// How often a shard releases expired holds.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
 
+/// What waits for a WAL record to be durable.
+// `Nothing` is rare (one per expiry tick that released holds); boxing `Answer` to shrink it
+// would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Waiting {
+    /// The answer to send once the record is on disk.
+    Answer(Reply),
+    /// A record with no answer waiting (released holds).
+    Nothing,
+}
+
+/// Called by the WAL writer thread, in log order, once a group is durable or has failed. A
+/// failed record's answer becomes 96: the decision is not known to be on disk, and a
+/// retransmission after the restart is decided anew.
+pub fn release(waiting: Waiting, durability: Durability) {
+    if let Waiting::Answer(mut reply) = waiting {
+        if durability == Durability::Failed {
+            reply.outcome = Outcome::decline(ResponseCode::SystemMalfunction);
+            reply.shed = true;
+        }
+        let reply_to = reply.transaction.reply_to.clone();
+        reply_to.do_send(reply);
+    }
+}
+
 #[derive(Debug)]
 pub struct LedgerActor {
     shard: LedgerShard,
+    wal: Wal<Waiting>,
     mailbox_capacity: usize,
 }
 
 impl LedgerActor {
-    pub fn new(shard: LedgerShard, mailbox_capacity: usize) -> LedgerActor {
+    pub fn new(shard: LedgerShard, wal: Wal<Waiting>, mailbox_capacity: usize) -> LedgerActor {
         LedgerActor {
             shard,
+            wal,
             mailbox_capacity,
         }
+    }
+
+    fn expire(&mut self) {
+        // Reserve first: a release that cannot be logged must not happen yet.
+        if !self.wal.try_reserve() {
+            return;
+        }
+        let at_seconds = unix_seconds();
+        let holds = self.shard.expire(at_seconds);
+        let payload = (!holds.is_empty()).then(|| {
+            tracing::info!(released = holds.len(), "released expired holds");
+            let mut payload = Vec::with_capacity(64 * holds.len());
+            format::encode_entry(&Entry::Expired { at_seconds, holds }, &mut payload);
+            payload
+        });
+        // With no payload this only returns the reservation, in order.
+        let _ = self.wal.submit(Submission {
+            payload,
+            completion: Waiting::Nothing,
+        });
     }
 }
 
@@ -196,22 +248,45 @@ impl Actor for LedgerActor {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.mailbox_capacity);
-        ctx.run_interval(EXPIRY_INTERVAL, |actor, _| {
-            let released = actor.shard.expire(unix_seconds());
-            if !released.is_empty() {
-                tracing::info!(released = released.len(), "released expired holds");
-            }
-        });
+        ctx.run_interval(EXPIRY_INTERVAL, |actor, _| actor.expire());
     }
 }
 
 impl Handler<Post> for LedgerActor {
     type Result = ();
     fn handle(&mut self, Post(transaction): Post, _: &mut Self::Context) {
-        let outcome = self
-            .shard
-            .apply(&transaction.request.posting(), unix_seconds());
-        reply(transaction, outcome, false);
+        if !self.wal.try_reserve() {
+            // Nothing applied: a full log queue sheds (91); a failed log answers 96 until the
+            // process restarts.
+            let code = if self.wal.has_failed() {
+                ResponseCode::SystemMalfunction
+            } else {
+                ResponseCode::IssuerUnavailable
+            };
+            return reply(transaction, Outcome::decline(code), true);
+        }
+        let at_seconds = unix_seconds();
+        let posting = transaction.request.posting();
+        let outcome = self.shard.apply(&posting, at_seconds);
+        let mut payload = Vec::with_capacity(128);
+        let entry = Entry::Applied {
+            posting,
+            at_seconds,
+            fingerprint: transaction.fingerprint,
+            outcome,
+        };
+        format::encode_entry(&entry, &mut payload);
+        let waiting = Waiting::Answer(Reply {
+            transaction,
+            outcome,
+            shed: false,
+        });
+        if let Err(submission) = self.wal.submit(Submission {
+            payload: Some(payload),
+            completion: waiting,
+        }) {
+            release(submission.completion, Durability::Failed);
+        }
     }
 }
 

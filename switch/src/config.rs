@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use adapters::{DialectName, FrameHeader};
@@ -15,6 +15,7 @@ use serde::Deserialize;
 use crate::domain::ledger::ShardLimits;
 use crate::domain::{Minor, Pan};
 use crate::routing::{Destination, RoutingTable};
+use crate::wal::writer::{SyncMode, WriterConfig};
 
 /// The default configuration, compiled in: the same file as `config/switch.toml`.
 pub const EMBEDDED: &str = include_str!("../../config/switch.toml");
@@ -50,6 +51,8 @@ struct File {
     limits: LimitsFile,
     #[serde(default)]
     ledger: LedgerFile,
+    #[serde(default)]
+    wal: WalFile,
     #[serde(default)]
     risk: RiskFile,
     #[serde(default)]
@@ -130,6 +133,32 @@ impl Default for LedgerFile {
             transactions_per_shard_max: 4_000_000,
             hold_expiry_seconds: 7 * 24 * 3600,
             reversal_window_seconds: 24 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct WalFile {
+    dir: String,
+    sync: String,
+    group_records_max: usize,
+    group_bytes_max: usize,
+    group_wait_micros: u64,
+    segment_bytes: u64,
+    queue_records_max: usize,
+}
+
+impl Default for WalFile {
+    fn default() -> Self {
+        WalFile {
+            dir: "var/wal".into(),
+            sync: "group".into(),
+            group_records_max: 4096,
+            group_bytes_max: 1 << 20,
+            group_wait_micros: 0,
+            segment_bytes: 64 << 20,
+            queue_records_max: 65_536,
         }
     }
 }
@@ -263,6 +292,7 @@ pub struct Settings {
     pub shard_limits: ShardLimits,
     /// Key of the keyed hash that stands for PANs in the ledger, the WAL and snapshots.
     pub token_key: [u8; 16],
+    pub wal: WriterConfig,
     pub risk: RiskRules,
     pub acquirers: HashMap<u64, Acquirer>,
     pub routes: RoutingTable,
@@ -471,6 +501,48 @@ impl Checker<'_> {
             )?,
         };
         let token_key = self.token_key("ledger.token_key", &raw.ledger.token_key)?;
+        let w = raw.wal;
+        if w.dir.is_empty() {
+            return Err(self.invalid("wal.dir", "must name a directory"));
+        }
+        let wal = WriterConfig {
+            dir: PathBuf::from(&w.dir),
+            sync: match w.sync.as_str() {
+                "group" => SyncMode::Group,
+                "none" => SyncMode::None,
+                other => {
+                    return Err(self.invalid(
+                        "wal.sync",
+                        format!("{other:?} is neither \"group\" nor \"none\""),
+                    ));
+                }
+            },
+            group_records_max: self.range(
+                "wal.group_records_max",
+                w.group_records_max,
+                1,
+                1_000_000,
+            )?,
+            group_bytes_max: self.range(
+                "wal.group_bytes_max",
+                w.group_bytes_max,
+                4096,
+                256 << 20,
+            )?,
+            group_wait: std::time::Duration::from_micros(self.range(
+                "wal.group_wait_micros",
+                w.group_wait_micros,
+                0,
+                100_000,
+            )?),
+            segment_bytes: self.range("wal.segment_bytes", w.segment_bytes, 4096, 16 << 30)?,
+            queue_records_max: self.range(
+                "wal.queue_records_max",
+                w.queue_records_max,
+                1,
+                10_000_000,
+            )?,
+        };
         let risk = RiskRules {
             amount_max: self.amount(
                 "risk.amount_max",
@@ -553,6 +625,7 @@ impl Checker<'_> {
             shards,
             shard_limits,
             token_key,
+            wal,
             risk,
             acquirers,
             routes,

@@ -93,6 +93,29 @@ impl IdempotencyStore {
         }
     }
 
+    /// Puts back an answered request found in the log at start-up. False when the store is
+    /// full (the request then counts as new if retransmitted).
+    pub fn restore(
+        &self,
+        identity: RequestIdentity,
+        fingerprint: u64,
+        outcome: Outcome,
+        seen_seconds: u64,
+    ) -> bool {
+        if self.count.load(Ordering::Relaxed) >= self.entries_max {
+            return false;
+        }
+        let entry = Entry {
+            fingerprint,
+            outcome: Some(outcome),
+            seen_seconds,
+        };
+        if self.entries.insert(identity, entry).is_none() {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    }
+
     /// Drops answered entries older than the retention; returns how many.
     pub fn sweep(&self, now_seconds: u64) -> usize {
         let before = self.entries.len();

@@ -7,6 +7,7 @@ pub mod domain;
 pub mod http;
 pub mod idempotency;
 pub mod iso;
+pub mod recovery;
 pub mod risk;
 pub mod routing;
 pub mod server;

@@ -1,8 +1,13 @@
-//! Starting and stopping the switch: ledger shards, worker pipelines, the acquirer listener.
+//! Starting and stopping the switch: recovery, the WAL writer, ledger shards, worker pipelines,
+//! the acquirer listener.
 //!
-//! Threads: one arbiter per ledger shard (the single owner of its accounts), and one worker
-//! arbiter per core running risk, routing and the sessions assigned to it, so a request's hops
-//! before the ledger stay on one thread. The main arbiter only accepts connections.
+//! Threads: one arbiter per ledger shard (the single owner of its accounts); one worker arbiter
+//! per core running risk, routing and the sessions assigned to it, so a request's hops before
+//! the ledger stay on one thread; the WAL writer's own thread; the main arbiter accepts.
+//!
+//! Start-up order: listeners bound (a port in use fails fast), WAL directory locked, genesis
+//! plus log replayed, writer started after the log's tail, shards started with the recovered
+//! state, and only then acquirers accepted and `/readyz` ready.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,58 +15,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use anyhow::Context as _;
+use anyhow::{Context as _, anyhow};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::actors::{LedgerActor, RiskActor, RoutingActor, ShardTotal, shard_of};
+use crate::actors::{LedgerActor, RiskActor, RoutingActor, ShardTotal, release, unix_seconds};
 use crate::config::Settings;
-use std::collections::HashMap;
-
-use crate::config::AccountOverride;
-use crate::domain::ledger::{Account, LedgerShard};
-use crate::domain::{CardToken, Tokenizer};
+use crate::domain::Tokenizer;
 use crate::http::Health;
 use crate::idempotency::IdempotencyStore;
+use crate::recovery;
 use crate::risk::RiskEngine;
 use crate::session::{self, SessionContext};
+use crate::wal::writer::{self, Disk, SyncMode};
 
 /// How often answered idempotency entries past their retention are dropped.
 const IDEMPOTENCY_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
-
-/// The accounts each shard starts with, keyed by card token.
-fn initial_accounts(
-    settings: &Settings,
-    tokenizer: &Tokenizer,
-) -> anyhow::Result<Vec<Vec<(CardToken, Account)>>> {
-    let mut shards: Vec<Vec<(CardToken, Account)>> = vec![Vec::new(); settings.shards];
-    let Some(demo) = &settings.demo else {
-        return Ok(shards);
-    };
-    let per_shard = usize::try_from(demo.count).unwrap_or(0) / settings.shards + 1;
-    for shard in &mut shards {
-        shard.reserve(per_shard + per_shard / 8);
-    }
-    let overrides: HashMap<u64, &AccountOverride> =
-        demo.overrides.iter().map(|o| (o.index, o)).collect();
-    let balance = i64::try_from(demo.balance).context("demo.balance is too large")?;
-    for index in 0..demo.count {
-        let pan = demo
-            .pan(index)
-            .with_context(|| format!("demo account {index} has no valid PAN"))?;
-        let mut account = Account::new(balance, demo.currency);
-        if let Some(o) = overrides.get(&index) {
-            if let Some(b) = o.balance {
-                account.ledger = i64::try_from(b).context("demo override balance is too large")?;
-            }
-            account.blocked = o.blocked;
-            account.limit_per_transaction = o.limit_per_transaction;
-        }
-        let card = tokenizer.token(&pan);
-        shards[shard_of(&card, settings.shards)].push((card, account));
-    }
-    Ok(shards)
-}
 
 /// The running switch's threads, to stop them at the end.
 #[derive(Debug)]
@@ -80,8 +49,8 @@ impl Threads {
     }
 }
 
-/// Runs the switch until `stop` resolves, then drains and returns. Must run inside an actix
-/// `System`.
+/// Runs the switch until `stop` resolves (or the WAL fails), then drains and returns. Must run
+/// inside an actix `System`. An error return means the process should exit non-zero.
 pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     let listener = TcpListener::bind(settings.acquirer_listen)
         .await
@@ -97,54 +66,73 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
     let health = Arc::new(Health::default());
     let (http, http_addr) = crate::http::start(settings.http_listen, health.clone())?;
     tracing::info!("HTTP (healthz, readyz) on {http_addr}");
+    if settings.wal.sync == SyncMode::None {
+        tracing::warn!(
+            "wal.sync = \"none\": answers are sent before the log reaches the disk; a crash can lose approvals"
+        );
+    }
 
-    let started = std::time::Instant::now();
+    let _lock = recovery::lock_directory(&settings.wal.dir)?;
     let tokenizer = Tokenizer::new(settings.token_key);
-    let accounts = initial_accounts(&settings, &tokenizer)?;
-    let account_count: usize = accounts.iter().map(Vec::len).sum();
-    let mut threads = Threads {
-        arbiters: Vec::new(),
-    };
-    let mut shards = Vec::with_capacity(settings.shards);
-    for (index, accounts) in accounts.into_iter().enumerate() {
-        let arbiter = Arbiter::new();
-        let limits = settings.shard_limits;
-        let capacity = settings.limits.mailbox_capacity;
-        let index = u32::try_from(index).unwrap_or(u32::MAX);
-        shards.push(LedgerActor::start_in_arbiter(
-            &arbiter.handle(),
-            move |_| {
-                let mut shard = LedgerShard::new(index, limits);
-                shard.reserve_accounts(accounts.len());
-                for (card, account) in accounts {
-                    shard.open_account(card, account);
-                }
-                LedgerActor::new(shard, capacity)
-            },
-        ));
-        threads.arbiters.push(arbiter);
-    }
-    let shards: Arc<[Addr<LedgerActor>]> = shards.into();
-    let mut total: i128 = 0;
-    for shard in shards.iter() {
-        total += shard
-            .send(ShardTotal)
-            .await
-            .context("a ledger shard stopped while starting")?;
-    }
-    tracing::info!(
-        accounts = account_count,
-        shards = settings.shards,
-        total_minor = %total,
-        elapsed = ?started.elapsed(),
-        "ledger ready"
-    );
-
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let idempotency = Arc::new(IdempotencyStore::new(
         settings.limits.idempotency_entries_max,
         settings.limits.idempotency_retention_seconds,
     ));
+    let recovered = recovery::recover(&settings, &tokenizer, &idempotency, unix_seconds())?;
+    let total: i128 = recovered.shards.iter().map(|s| s.total()).sum();
+    let accounts: usize = recovered.shards.iter().map(|s| s.account_count()).sum();
+    let records_per_second =
+        u128::from(recovered.report.records) * 1_000_000 / recovered.elapsed.as_micros().max(1);
+    tracing::info!(
+        accounts,
+        shards = settings.shards,
+        wal = %settings.wal.dir.display(),
+        segments = recovered.report.segments,
+        records = recovered.report.records,
+        records_per_second = %records_per_second,
+        idempotency_restored = recovered.idempotency_restored,
+        total_minor = %total,
+        elapsed = ?recovered.elapsed,
+        "ledger recovered"
+    );
+
+    let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel::<String>();
+    let (wal, wal_thread) = writer::start(
+        settings.wal.clone(),
+        Box::new(Disk),
+        recovered.report.tail.clone(),
+        recovered.report.next_lsn,
+        release,
+        move |error| {
+            tracing::error!("{error}");
+            let _ = fatal_tx.send(error);
+        },
+    )
+    .with_context(|| {
+        format!(
+            "cannot open the WAL in {} for writing",
+            settings.wal.dir.display()
+        )
+    })?;
+
+    let mut threads = Threads {
+        arbiters: Vec::new(),
+    };
+    let mut shards = Vec::with_capacity(settings.shards);
+    for shard in recovered.shards {
+        let arbiter = Arbiter::new();
+        let capacity = settings.limits.mailbox_capacity;
+        let wal = wal.clone();
+        shards.push(LedgerActor::start_in_arbiter(
+            &arbiter.handle(),
+            move |_| LedgerActor::new(shard, wal, capacity),
+        ));
+        threads.arbiters.push(arbiter);
+    }
+    drop(wal);
+    let shards: Arc<[Addr<LedgerActor>]> = shards.into();
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let routes = Arc::new(settings.routes.clone());
     let acquirers = Arc::new(settings.acquirers.clone());
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -181,7 +169,7 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
             let mut tick = tokio::time::interval(IDEMPOTENCY_SWEEP_INTERVAL);
             loop {
                 tick.tick().await;
-                idempotency.sweep(crate::actors::unix_seconds());
+                idempotency.sweep(unix_seconds());
             }
         })
     };
@@ -195,6 +183,7 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
     );
     let connections = Arc::new(Semaphore::new(settings.limits.connections_max));
     let mut next_worker = 0usize;
+    let mut failure = None;
     tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
@@ -208,6 +197,10 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
                 }
             },
             () = &mut stop => break,
+            Some(error) = fatal_rx.recv() => {
+                failure = Some(error);
+                break;
+            }
         };
         let Ok(slot) = connections.clone().try_acquire_owned() else {
             tracing::warn!(%peer, limit = settings.limits.connections_max, "connection refused: limits.connections_max reached");
@@ -220,7 +213,12 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
         }
     }
 
-    tracing::info!("shutting down: no new connections; draining in-flight requests");
+    match &failure {
+        None => tracing::info!("shutting down: no new connections; draining in-flight requests"),
+        Some(_) => tracing::error!(
+            "stopping: the WAL failed; answering 96 to what is in flight, then exiting for a restart"
+        ),
+    }
     health.set_ready(false);
     drop(listener);
     let _ = shutdown_tx.send(true);
@@ -240,10 +238,28 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
     http.stop(true).await;
     drop(pipelines);
     drop(shards);
-    // Joining arbiter threads blocks: do it off the async runtime.
-    let _ = tokio::task::spawn_blocking(move || threads.stop()).await;
-    tracing::info!(total_minor = %total_after, conserved = total_after == total, "shutdown complete");
-    Ok(())
+    // Stopping the shard arbiters drops the last handles on the log; the writer then syncs
+    // what it has and ends. Joining threads blocks: do it off the async runtime.
+    let stats = tokio::task::spawn_blocking(move || {
+        threads.stop();
+        wal_thread.join()
+    })
+    .await;
+    let stats = match stats {
+        Ok(Ok(stats)) => stats,
+        _ => return Err(anyhow!("the WAL writer thread panicked")),
+    };
+    tracing::info!(
+        total_minor = %total_after,
+        conserved = total_after == total,
+        wal_next_lsn = stats.next_lsn,
+        wal_groups = stats.groups,
+        "shutdown complete"
+    );
+    match failure {
+        None => Ok(()),
+        Some(error) => Err(anyhow!(error)),
+    }
 }
 
 /// Moves an accepted socket onto a worker arbiter and starts its session there.

@@ -360,9 +360,10 @@ impl Reader<'_> {
                 slot,
             );
         }
+        let fingerprint = iso::fingerprint(message);
         match context
             .idempotency
-            .begin(identity, iso::fingerprint(message), unix_seconds())
+            .begin(identity, fingerprint, unix_seconds())
         {
             Begin::Replay(outcome) => self.respond(message, outcome, slot),
             Begin::Conflict => self.respond(
@@ -389,6 +390,7 @@ impl Reader<'_> {
                         request,
                         frame: body.clone(),
                         identity,
+                        fingerprint,
                         reply_to: self.session.clone(),
                         permit: slot,
                         received: Instant::now(),

@@ -41,12 +41,31 @@ pub fn default_config_with(edits: &[(&str, &str)]) -> String {
     text
 }
 
+static WAL_DIRS: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh, empty directory for one switch's log.
+pub fn fresh_wal_dir() -> PathBuf {
+    let n = WAL_DIRS.fetch_add(1, Ordering::Relaxed);
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("wal-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 impl Switch {
-    /// Starts `switch run` with `args` plus listeners on port 0, and waits until it listens.
+    /// Starts `switch run` with `args` plus listeners on port 0 and a fresh WAL directory, and
+    /// waits until it listens.
     pub fn start(args: &[&str]) -> Switch {
+        Switch::start_with_wal(&fresh_wal_dir(), args)
+    }
+
+    /// Like [`Switch::start`], on the log in `wal_dir` (kept as it is).
+    pub fn start_with_wal(wal_dir: &std::path::Path, args: &[&str]) -> Switch {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switch"))
             .arg("run")
             .args(args)
+            .arg("--wal-dir")
+            .arg(wal_dir)
             .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -149,6 +168,15 @@ impl Switch {
         );
     }
 
+    /// Sends SIGKILL: the process dies at once, mid-write or not.
+    pub fn kill(mut self) -> Vec<String> {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        self.output()
+    }
+
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(mut self) -> (ExitStatus, Vec<String>) {
         let mut child = self.child.take().unwrap();
@@ -248,6 +276,22 @@ impl Link {
                 Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
                 Err(e) => panic!("read failed: {e}"),
+            }
+        }
+    }
+
+    /// Like [`Link::try_receive`], but any read error (a reset, a killed peer) is `None` too.
+    pub fn try_receive_or_error(&mut self) -> Option<Message<'static>> {
+        loop {
+            if let Some(bounds) = self.framing.parse(&self.buffer, 65_535).ok()? {
+                let body = self.buffer[bounds.header_len..bounds.total_len()].to_vec();
+                self.buffer.drain(..bounds.total_len());
+                return Some(self.dialect.decode(&body).ok()?.into_owned());
+            }
+            let mut chunk = [0u8; 65_536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
             }
         }
     }
