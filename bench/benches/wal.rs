@@ -92,7 +92,7 @@ fn group_commit(records: u64) -> Duration {
         Box::new(Disk),
         None,
         0,
-        move |(), _| {
+        move |(), _, _| {
             counter.fetch_add(1, Ordering::Relaxed);
         },
         |error| panic!("{error}"),
@@ -171,7 +171,7 @@ fn wal_benches(c: &mut Criterion) {
         Box::new(Disk),
         None,
         0,
-        |(), _| {},
+        |(), _, _| {},
         |e| panic!("{e}"),
     )
     .expect("writer");

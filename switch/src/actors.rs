@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::domain::ledger::LedgerShard;
+use crate::domain::ledger::{LedgerShard, ShardImage};
 use crate::domain::{Outcome, Request, RequestIdentity, ResponseCode};
 use crate::risk::RiskEngine;
 use crate::routing::{Destination, RoutingTable};
@@ -136,11 +136,7 @@ impl RoutingActor {
     }
 }
 
-/// The shard that owns `card`'s account, of `shards`.
-pub fn shard_of(card: &crate::domain::CardToken, shards: usize) -> usize {
-    // The remainder is below `shards`, so it fits a usize.
-    usize::try_from(card.shard_hash() % shards as u64).unwrap_or(0)
-}
+pub use crate::domain::ledger::shard_of;
 
 impl Actor for RoutingActor {
     type Context = Context<Self>;
@@ -185,19 +181,57 @@ pub enum Waiting {
     Answer(Reply),
     /// A record with no answer waiting (released holds).
     Nothing,
+    /// A shard's image for snapshot `generation`, taken between its records before the marker
+    /// LSN and those after.
+    Snapshot {
+        generation: u64,
+        shard: usize,
+        image: Box<ShardImage>,
+    },
+}
+
+/// A shard image with its marker LSN, on its way to the snapshotter.
+#[derive(Debug)]
+pub struct Taken {
+    pub generation: u64,
+    pub shard: usize,
+    pub marker_lsn: u64,
+    pub image: Box<ShardImage>,
 }
 
 /// Called by the WAL writer thread, in log order, once a group is durable or has failed. A
 /// failed record's answer becomes 96: the decision is not known to be on disk, and a
 /// retransmission after the restart is decided anew.
-pub fn release(waiting: Waiting, durability: Durability) {
-    if let Waiting::Answer(mut reply) = waiting {
-        if durability == Durability::Failed {
-            reply.outcome = Outcome::decline(ResponseCode::SystemMalfunction);
-            reply.shed = true;
+pub fn release(
+    waiting: Waiting,
+    durability: Durability,
+    lsn: u64,
+    snapshots: Option<&crossbeam_channel::Sender<Taken>>,
+) {
+    match waiting {
+        Waiting::Answer(mut reply) => {
+            if durability == Durability::Failed {
+                reply.outcome = Outcome::decline(ResponseCode::SystemMalfunction);
+                reply.shed = true;
+            }
+            let reply_to = reply.transaction.reply_to.clone();
+            reply_to.do_send(reply);
         }
-        let reply_to = reply.transaction.reply_to.clone();
-        reply_to.do_send(reply);
+        Waiting::Snapshot {
+            generation,
+            shard,
+            image,
+        } if durability == Durability::Durable => {
+            if let Some(snapshots) = snapshots {
+                let _ = snapshots.send(Taken {
+                    generation,
+                    shard,
+                    marker_lsn: lsn,
+                    image,
+                });
+            }
+        }
+        Waiting::Snapshot { .. } | Waiting::Nothing => {}
     }
 }
 
@@ -252,6 +286,28 @@ impl Actor for LedgerActor {
     }
 }
 
+/// Asks a shard for its part of snapshot `generation`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct TakeSnapshot {
+    pub generation: u64,
+}
+
+impl Handler<TakeSnapshot> for LedgerActor {
+    type Result = ();
+    fn handle(&mut self, message: TakeSnapshot, _: &mut Self::Context) {
+        // Copying the state stalls this shard for a moment (tens of milliseconds per million
+        // accounts); encoding and writing happen on the snapshotter's thread.
+        let image = Box::new(self.shard.image());
+        let shard = usize::try_from(self.shard.index()).unwrap_or(usize::MAX);
+        let _ = self.wal.submit_marker(Waiting::Snapshot {
+            generation: message.generation,
+            shard,
+            image,
+        });
+    }
+}
+
 impl Handler<Post> for LedgerActor {
     type Result = ();
     fn handle(&mut self, Post(transaction): Post, _: &mut Self::Context) {
@@ -285,7 +341,7 @@ impl Handler<Post> for LedgerActor {
             payload: Some(payload),
             completion: waiting,
         }) {
-            release(submission.completion, Durability::Failed);
+            release(submission.completion, Durability::Failed, 0, None);
         }
     }
 }

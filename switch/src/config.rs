@@ -147,6 +147,7 @@ struct WalFile {
     group_wait_micros: u64,
     segment_bytes: u64,
     queue_records_max: usize,
+    snapshot_interval_seconds: u64,
 }
 
 impl Default for WalFile {
@@ -159,6 +160,7 @@ impl Default for WalFile {
             group_wait_micros: 0,
             segment_bytes: 64 << 20,
             queue_records_max: 65_536,
+            snapshot_interval_seconds: 300,
         }
     }
 }
@@ -293,6 +295,8 @@ pub struct Settings {
     /// Key of the keyed hash that stands for PANs in the ledger, the WAL and snapshots.
     pub token_key: [u8; 16],
     pub wal: WriterConfig,
+    /// How often every shard is snapshotted; `None`: never.
+    pub snapshot_interval: Option<std::time::Duration>,
     pub risk: RiskRules,
     pub acquirers: HashMap<u64, Acquirer>,
     pub routes: RoutingTable,
@@ -543,6 +547,15 @@ impl Checker<'_> {
                 10_000_000,
             )?,
         };
+        let snapshot_interval = match self.range(
+            "wal.snapshot_interval_seconds",
+            w.snapshot_interval_seconds,
+            0,
+            7 * 86_400,
+        )? {
+            0 => None,
+            seconds => Some(std::time::Duration::from_secs(seconds)),
+        };
         let risk = RiskRules {
             amount_max: self.amount(
                 "risk.amount_max",
@@ -626,6 +639,7 @@ impl Checker<'_> {
             shard_limits,
             token_key,
             wal,
+            snapshot_interval,
             risk,
             acquirers,
             routes,

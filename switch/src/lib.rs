@@ -12,4 +12,5 @@ pub mod risk;
 pub mod routing;
 pub mod server;
 pub mod session;
+pub mod snapshotter;
 pub mod wal;

@@ -1,5 +1,7 @@
-//! Start-up state: the genesis accounts from configuration, then every entry of the log
-//! applied again on top, each checked against the outcome the log says was sent.
+//! Start-up state: the newest valid snapshot (or, without one, the genesis accounts from
+//! configuration), then the log applied again on top, each entry checked against the outcome
+//! the log says was sent. A shard's entries before its snapshot marker are already in the
+//! snapshot: for them only the answers are put back, for retransmissions.
 //!
 //! The switch is not ready (no listener accepts) until this is done. A torn tail is truncated
 //! and logged; corruption before the tail, or a replayed outcome that differs from the logged
@@ -8,18 +10,19 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
 use crate::actors::shard_of;
 use crate::config::{AccountOverride, Settings};
-use crate::domain::ledger::{Account, LedgerShard};
+use crate::domain::ledger::{Account, LedgerShard, ShardImage, reshard};
 use crate::domain::{CardToken, Tokenizer};
 use crate::idempotency::IdempotencyStore;
 use crate::wal::format::{self, Entry};
 use crate::wal::scan::{self, Mode, ScanReport};
+use crate::wal::snapshot;
 
 /// How often replay logs its progress.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
@@ -107,12 +110,16 @@ pub fn lock_directory(dir: &Path) -> anyhow::Result<DirectoryLock> {
 pub struct Recovered {
     pub shards: Vec<LedgerShard>,
     pub report: ScanReport,
+    /// The snapshot recovery started from, if any.
+    pub snapshot: Option<PathBuf>,
+    /// Entries applied on top of the snapshot (or genesis).
+    pub replayed: u64,
     pub idempotency_restored: u64,
     pub elapsed: Duration,
 }
 
-/// Genesis plus the log in `settings.wal.dir`, replayed; fills `idempotency` with the answers
-/// still within their retention at `now_seconds`.
+/// Snapshot (or genesis) plus the log in `settings.wal.dir`, replayed; fills `idempotency` with
+/// the answers still within their retention at `now_seconds`.
 pub fn recover(
     settings: &Settings,
     tokenizer: &Tokenizer,
@@ -120,24 +127,81 @@ pub fn recover(
     now_seconds: u64,
 ) -> anyhow::Result<Recovered> {
     let started = Instant::now();
-    let mut shards = genesis(settings, tokenizer)?;
+    let dir = &settings.wal.dir;
+    let found = snapshot::latest(dir)
+        .with_context(|| format!("cannot read snapshots in {}", dir.display()))?;
+    for (path, problem) in &found.invalid {
+        tracing::warn!(file = %path.display(), problem, "snapshot unusable; trying an older one");
+    }
+    let (mut shards, markers, snapshot_path) = match found.snapshot {
+        Some((path, sections)) => {
+            let markers: Vec<u64> = sections.iter().map(|s| s.marker_lsn).collect();
+            let mut images: Vec<ShardImage> = sections.into_iter().map(|s| s.image).collect();
+            if images.len() != settings.shards {
+                tracing::info!(
+                    from = images.len(),
+                    to = settings.shards,
+                    "ledger.shards changed since the snapshot: resharding"
+                );
+                images = reshard(images, settings.shards);
+            }
+            let shards = images
+                .into_iter()
+                .enumerate()
+                .map(|(i, image)| {
+                    LedgerShard::from_image(
+                        u32::try_from(i).unwrap_or(u32::MAX),
+                        settings.shard_limits,
+                        image,
+                    )
+                })
+                .collect();
+            (shards, markers, Some(path))
+        }
+        None => (
+            genesis(settings, tokenizer)?,
+            vec![0; settings.shards],
+            None,
+        ),
+    };
+    let first_needed = markers.iter().copied().min().unwrap_or(0);
+    let last_marker = markers.iter().copied().max().unwrap_or(0);
+    // A log pruned behind a snapshot cannot be replayed from anything older than it.
+    let segments =
+        scan::segments(dir).with_context(|| format!("cannot read the WAL in {}", dir.display()))?;
+    if let Some(first_lsn) = segments
+        .first()
+        .and_then(|(_, path)| scan::first_lsn_of(path))
+        && first_lsn > first_needed
+    {
+        bail!(
+            "cannot recover from the WAL in {}: the log starts at LSN {first_lsn}, and no valid snapshot covers what came before it",
+            dir.display()
+        );
+    }
     let retention = settings.limits.idempotency_retention_seconds;
     let mut restored = 0u64;
+    let mut replayed = 0u64;
     let mut last_progress = Instant::now();
-    let report = scan::scan(&settings.wal.dir, Mode::Recover, |lsn, payload| {
+    // The shard whose marker decides whether an entry is already in the snapshot.
+    let covered = |card: &CardToken, lsn: u64| lsn < markers[shard_of(card, markers.len())];
+    let report = scan::scan(dir, Mode::Recover, |lsn, payload| {
         match format::decode_entry(payload).map_err(|e| e.to_string())? {
             Entry::Applied { posting, at_seconds, fingerprint, outcome } => {
-                let shard = &mut shards[shard_of(&posting.card, settings.shards)];
-                let replayed = shard.apply(&posting, at_seconds);
-                if (replayed.code, replayed.balances) != (outcome.code, outcome.balances) {
-                    return Err(format!(
-                        "replay gave {} {:?} where the log says {} {:?}: the log was written on another genesis \
-                         (demo data, ledger.token_key or ledger limits changed?)",
-                        replayed.code.as_str(),
-                        replayed.balances,
-                        outcome.code.as_str(),
-                        outcome.balances
-                    ));
+                if !covered(&posting.card, lsn) {
+                    let shard = &mut shards[shard_of(&posting.card, settings.shards)];
+                    let again = shard.apply(&posting, at_seconds);
+                    if (again.code, again.balances) != (outcome.code, outcome.balances) {
+                        return Err(format!(
+                            "replay gave {} {:?} where the log says {} {:?}: the log was written on another genesis \
+                             (demo data, ledger.token_key or ledger limits changed?)",
+                            again.code.as_str(),
+                            again.balances,
+                            outcome.code.as_str(),
+                            outcome.balances
+                        ));
+                    }
+                    replayed += 1;
                 }
                 if now_seconds.saturating_sub(at_seconds) < retention
                     && idempotency.restore(posting.key, fingerprint, outcome, at_seconds)
@@ -147,7 +211,7 @@ pub fn recover(
             }
             Entry::Expired { holds, .. } => {
                 for (card, key) in holds {
-                    if !shards[shard_of(&card, settings.shards)].release_expired(&key) {
+                    if !covered(&card, lsn) && !shards[shard_of(&card, settings.shards)].release_expired(&key) {
                         return Err(format!("the log releases a hold of {card} that replay does not have open"));
                     }
                 }
@@ -159,7 +223,14 @@ pub fn recover(
         }
         Ok(())
     })
-    .with_context(|| format!("cannot recover from the WAL in {}", settings.wal.dir.display()))?;
+    .with_context(|| format!("cannot recover from the WAL in {}", dir.display()))?;
+    if report.next_lsn < last_marker {
+        bail!(
+            "cannot recover from the WAL in {}: the snapshot covers records up to LSN {last_marker}, the log ends at {}",
+            dir.display(),
+            report.next_lsn
+        );
+    }
     if let Some(torn) = &report.torn_tail {
         tracing::warn!(
             file = %torn.file.display(),
@@ -171,7 +242,277 @@ pub fn recover(
     Ok(Recovered {
         shards,
         report,
+        snapshot: snapshot_path,
+        replayed,
         idempotency_restored: restored,
         elapsed: started.elapsed(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ledger::Account;
+    use crate::domain::{Kind, Posting, TxnKey};
+    use crate::wal::format::{SegmentHeader, SnapshotSection, encode_entry, segment_file_name};
+    use crate::wal::writer::{self, Disk, Submission, SyncMode, WriterConfig};
+    use std::collections::BTreeMap;
+
+    #[derive(Clone, Copy, Debug)]
+    enum Snapshot {
+        Absent,
+        Valid,
+        /// A newer snapshot file that does not read back; recovery must fall back.
+        Corrupt,
+    }
+
+    fn settings(dir: &Path) -> Settings {
+        let text = crate::config::EMBEDDED
+            .replacen("shards = 0 ", "shards = 2 ", 1)
+            .replacen("accounts = 100000 ", "accounts = 40 ", 1)
+            .replacen("segment_bytes = 67108864", "segment_bytes = 4096", 1)
+            .replacen("group_records_max = 4096", "group_records_max = 4", 1);
+        let mut settings = Settings::parse(&text, "test").unwrap();
+        settings.wal.dir = dir.to_owned();
+        settings
+    }
+
+    fn accounts(shards: &[LedgerShard]) -> BTreeMap<u128, Account> {
+        shards
+            .iter()
+            .flat_map(|s| s.image().accounts)
+            .map(|(card, account)| (card.hash, account))
+            .collect()
+    }
+
+    /// Writes `records` postings through the real writer, snapshots after the first half as
+    /// `snapshot` says, and returns what every account must be after recovery, with and without
+    /// the last record.
+    fn build(
+        dir: &Path,
+        snapshot: Snapshot,
+        records: u32,
+    ) -> (BTreeMap<u128, Account>, BTreeMap<u128, Account>) {
+        let settings = settings(dir);
+        let tokenizer = Tokenizer::new(settings.token_key);
+        let mut shards = genesis(&settings, &tokenizer).unwrap();
+        let demo = settings.demo.clone().unwrap();
+        let (wal, thread) = writer::start(
+            WriterConfig {
+                sync: SyncMode::None,
+                ..settings.wal.clone()
+            },
+            Box::new(Disk),
+            None,
+            0,
+            |(), _, _| {},
+            |e| panic!("{e}"),
+        )
+        .unwrap();
+        let mut before_last = BTreeMap::new();
+        for n in 0..records {
+            if n == records / 2 && !matches!(snapshot, Snapshot::Absent) {
+                let sections: Vec<SnapshotSection> = shards
+                    .iter()
+                    .map(|s| SnapshotSection {
+                        marker_lsn: u64::from(n),
+                        image: s.image(),
+                    })
+                    .collect();
+                crate::wal::snapshot::write(dir, &sections, 0).unwrap();
+            }
+            if n + 1 == records {
+                before_last = accounts(&shards);
+            }
+            let card = tokenizer.token(&demo.pan(u64::from(n % 40)).unwrap());
+            let posting = Posting {
+                kind: if n % 3 == 0 {
+                    Kind::Authorization
+                } else {
+                    Kind::Purchase
+                },
+                card,
+                amount: u64::from(1 + n % 50),
+                currency: Some(840),
+                key: TxnKey {
+                    acquirer: 123_456,
+                    terminal: *b"TERM0001",
+                    stan: n,
+                    transmission: 1_126_000_000,
+                },
+                original: None,
+            };
+            let outcome = shards[shard_of(&card, 2)].apply(&posting, 1_000);
+            let mut payload = Vec::new();
+            encode_entry(
+                &Entry::Applied {
+                    posting,
+                    at_seconds: 1_000,
+                    fingerprint: u64::from(n),
+                    outcome,
+                },
+                &mut payload,
+            );
+            assert!(wal.try_reserve());
+            wal.submit(Submission {
+                payload: Some(payload),
+                completion: (),
+            })
+            .unwrap();
+        }
+        drop(wal);
+        thread.join().unwrap();
+        if let Snapshot::Corrupt = snapshot {
+            // A newer snapshot, damaged: it must be passed over for the valid one or genesis.
+            let newest = dir.join(format::snapshot_file_name(u64::from(records)));
+            let mut bytes = fs::read(snapshot::list(dir).unwrap()[0].1.clone()).unwrap();
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0xFF;
+            fs::write(newest, bytes).unwrap();
+        }
+        (accounts(&shards), before_last)
+    }
+
+    #[test]
+    fn recovery_case_table() {
+        let mut checked = 0;
+        for snapshot in [Snapshot::Absent, Snapshot::Valid, Snapshot::Corrupt] {
+            for torn in [false, true] {
+                for boundary in [false, true] {
+                    let name = format!("{snapshot:?}-{torn}-{boundary}");
+                    let dir = std::env::temp_dir()
+                        .join(format!("switch-recovery-{name}-{}", std::process::id()));
+                    let _ = fs::remove_dir_all(&dir);
+                    fs::create_dir_all(&dir).unwrap();
+                    let (all, before_last) = build(&dir, snapshot, 120);
+                    let segments = scan::segments(&dir).unwrap();
+                    assert!(segments.len() > 2, "{name}: the log spans several segments");
+                    let (last_sequence, last_path) = segments.last().unwrap().clone();
+                    let next_lsn = 120u64;
+                    match (torn, boundary) {
+                        (false, false) => {}
+                        // The last record cut short: it was never answered.
+                        (true, false) => {
+                            let len = fs::metadata(&last_path).unwrap().len();
+                            fs::OpenOptions::new()
+                                .write(true)
+                                .open(&last_path)
+                                .unwrap()
+                                .set_len(len - 3)
+                                .unwrap();
+                        }
+                        // A crash just after a new segment was created.
+                        (false, true) => {
+                            let header = SegmentHeader {
+                                sequence: last_sequence + 1,
+                                first_lsn: next_lsn,
+                            }
+                            .encode();
+                            fs::write(dir.join(segment_file_name(last_sequence + 1)), header)
+                                .unwrap();
+                        }
+                        // A crash while creating it.
+                        (true, true) => {
+                            let header = SegmentHeader {
+                                sequence: last_sequence + 1,
+                                first_lsn: next_lsn,
+                            }
+                            .encode();
+                            fs::write(
+                                dir.join(segment_file_name(last_sequence + 1)),
+                                &header[..10],
+                            )
+                            .unwrap();
+                        }
+                    }
+                    let settings = settings(&dir);
+                    let idempotency = IdempotencyStore::new(10_000, 1_000_000);
+                    let recovered = recover(
+                        &settings,
+                        &Tokenizer::new(settings.token_key),
+                        &idempotency,
+                        1_000,
+                    )
+                    .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+                    let expected = if torn && !boundary {
+                        &before_last
+                    } else {
+                        &all
+                    };
+                    assert_eq!(&accounts(&recovered.shards), expected, "{name}: balances");
+                    assert_eq!(
+                        recovered.report.torn_tail.is_some(),
+                        torn,
+                        "{name}: torn tail reported"
+                    );
+                    assert_eq!(
+                        recovered.snapshot.is_some(),
+                        !matches!(snapshot, Snapshot::Absent),
+                        "{name}: snapshot used"
+                    );
+                    let replayed_expected = match snapshot {
+                        Snapshot::Absent => 120,
+                        Snapshot::Valid | Snapshot::Corrupt => 60,
+                    } - u64::from(torn && !boundary);
+                    assert_eq!(
+                        recovered.replayed, replayed_expected,
+                        "{name}: entries replayed on top of the start state"
+                    );
+                    assert_eq!(
+                        idempotency.len() as u64,
+                        120 - u64::from(torn && !boundary),
+                        "{name}: answers restored"
+                    );
+                    checked += 1;
+                    let _ = fs::remove_dir_all(&dir);
+                }
+            }
+        }
+        assert_eq!(checked, 12);
+    }
+
+    #[test]
+    fn a_log_pruned_behind_a_snapshot_needs_that_snapshot() {
+        let dir =
+            std::env::temp_dir().join(format!("switch-recovery-pruned-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        build(&dir, Snapshot::Valid, 120);
+        let (_, snapshot_path) = snapshot::list(&dir).unwrap()[0].clone();
+        let pruned = snapshot::prune(
+            &dir,
+            &snapshot_path,
+            60,
+            Duration::ZERO,
+            std::time::SystemTime::now() + Duration::from_secs(1),
+        )
+        .unwrap();
+        assert!(
+            pruned.segments > 0,
+            "segments wholly before the snapshot are deleted"
+        );
+        let settings = settings(&dir);
+        let idempotency = IdempotencyStore::new(10_000, 1_000_000);
+        let recovered = recover(
+            &settings,
+            &Tokenizer::new(settings.token_key),
+            &idempotency,
+            1_000,
+        )
+        .unwrap();
+        assert_eq!(recovered.replayed, 60);
+        // Without the snapshot, the pruned log cannot be replayed from genesis: refuse.
+        fs::remove_file(&snapshot_path).unwrap();
+        let error = recover(
+            &settings,
+            &Tokenizer::new(settings.token_key),
+            &idempotency,
+            1_000,
+        )
+        .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("no valid snapshot covers what came before it"),
+            "{error:#}"
+        );
+    }
 }

@@ -19,7 +19,9 @@ use anyhow::{Context as _, anyhow};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::actors::{LedgerActor, RiskActor, RoutingActor, ShardTotal, release, unix_seconds};
+use crate::actors::{
+    LedgerActor, RiskActor, RoutingActor, ShardTotal, TakeSnapshot, release, unix_seconds,
+};
 use crate::config::Settings;
 use crate::domain::Tokenizer;
 use crate::http::Health;
@@ -27,6 +29,7 @@ use crate::idempotency::IdempotencyStore;
 use crate::recovery;
 use crate::risk::RiskEngine;
 use crate::session::{self, SessionContext};
+use crate::snapshotter;
 use crate::wal::writer::{self, Disk, SyncMode};
 
 /// How often answered idempotency entries past their retention are dropped.
@@ -89,6 +92,8 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
         wal = %settings.wal.dir.display(),
         segments = recovered.report.segments,
         records = recovered.report.records,
+        replayed = recovered.replayed,
+        snapshot = %recovered.snapshot.as_ref().map_or("none".to_owned(), |p| p.display().to_string()),
         records_per_second = %records_per_second,
         idempotency_restored = recovered.idempotency_restored,
         total_minor = %total,
@@ -97,12 +102,21 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
     );
 
     let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel::<String>();
+    let (snapshot_tx, snapshot_rx) = crossbeam_channel::unbounded();
+    let retention = Duration::from_secs(settings.limits.idempotency_retention_seconds);
+    let snapshotter = snapshotter::start(
+        settings.wal.dir.clone(),
+        settings.shards,
+        retention,
+        snapshot_rx,
+    )
+    .context("cannot start the snapshotter thread")?;
     let (wal, wal_thread) = writer::start(
         settings.wal.clone(),
         Box::new(Disk),
         recovered.report.tail.clone(),
         recovered.report.next_lsn,
-        release,
+        move |waiting, durability, lsn| release(waiting, durability, lsn, Some(&snapshot_tx)),
         move |error| {
             tracing::error!("{error}");
             let _ = fatal_tx.send(error);
@@ -162,6 +176,20 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
         pipelines.push((arbiter.handle(), context));
         threads.arbiters.push(arbiter);
     }
+
+    let snapshots = settings.snapshot_interval.map(|interval| {
+        let shards = shards.clone();
+        actix::spawn(async move {
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            for generation in 1u64.. {
+                tick.tick().await;
+                for shard in shards.iter() {
+                    shard.do_send(TakeSnapshot { generation });
+                }
+            }
+        })
+    });
 
     let sweeper = {
         let idempotency = idempotency.clone();
@@ -235,14 +263,20 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
         total_after += shard.send(ShardTotal).await.unwrap_or(0);
     }
     sweeper.abort();
+    if let Some(snapshots) = snapshots {
+        snapshots.abort();
+    }
     http.stop(true).await;
     drop(pipelines);
     drop(shards);
     // Stopping the shard arbiters drops the last handles on the log; the writer then syncs
     // what it has and ends. Joining threads blocks: do it off the async runtime.
+    // The writer owns the snapshotter's only sender: the snapshotter ends after it.
     let stats = tokio::task::spawn_blocking(move || {
         threads.stop();
-        wal_thread.join()
+        let stats = wal_thread.join();
+        let _ = snapshotter.join();
+        stats
     })
     .await;
     let stats = match stats {

@@ -157,3 +157,13 @@ fn http_port_in_use_exits_nonzero_naming_the_address() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_pan_detector_of_the_harness_finds_pans_and_only_pans() {
+    assert!(has_pan_like_run("card 4000000000000002 approved"));
+    assert!(!has_pan_like_run("card 4000000000000003 (not Luhn)"));
+    assert!(!has_pan_like_run(
+        "file=/var/wal/00000000000000000000.wal offset=32"
+    ));
+    assert!(!has_pan_like_run("card …0002 #1a2b3c4d at=1795000000"));
+}

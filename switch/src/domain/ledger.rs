@@ -69,7 +69,7 @@ impl Outcome {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
+pub enum State {
     Open,
     /// A hold captured for this amount.
     Captured(Minor),
@@ -77,12 +77,74 @@ enum State {
     Closed,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Record {
-    card: CardToken,
-    kind: Kind,
-    amount: Minor,
-    state: State,
+/// A transaction kept for completion or reversal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub card: CardToken,
+    pub kind: Kind,
+    pub amount: Minor,
+    pub state: State,
+}
+
+/// A shard's whole state as plain data: what a snapshot stores.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardImage {
+    pub accounts: Vec<(CardToken, Account)>,
+    pub transactions: Vec<(TxnKey, Record)>,
+    pub holds_by_age: Vec<(u64, TxnKey)>,
+    pub postings_by_age: Vec<(u64, TxnKey)>,
+    pub settlement: Vec<(u64, i64)>,
+    pub auth_counter: u32,
+}
+
+/// The shard of `shards` that owns `card`'s account.
+pub fn shard_of(card: &CardToken, shards: usize) -> usize {
+    // The remainder is below `shards`, so it fits a usize.
+    usize::try_from(card.shard_hash() % shards as u64).unwrap_or(0)
+}
+
+/// Redistributes the state of some shards over `shards` shards (when the configured count
+/// changed since the snapshot). Settlement positions only matter summed, so they are summed
+/// into the first shard.
+pub fn reshard(images: Vec<ShardImage>, shards: usize) -> Vec<ShardImage> {
+    let mut out: Vec<ShardImage> = vec![ShardImage::default(); shards];
+    let mut owner: HashMap<TxnKey, usize> = HashMap::new();
+    let mut holds = Vec::new();
+    let mut postings = Vec::new();
+    let mut settlement: HashMap<u64, i64> = HashMap::new();
+    for image in images {
+        for (card, account) in image.accounts {
+            out[shard_of(&card, shards)].accounts.push((card, account));
+        }
+        for (key, record) in image.transactions {
+            let shard = shard_of(&record.card, shards);
+            owner.insert(key, shard);
+            out[shard].transactions.push((key, record));
+        }
+        holds.extend(image.holds_by_age);
+        postings.extend(image.postings_by_age);
+        for (acquirer, position) in image.settlement {
+            *settlement.entry(acquirer).or_default() += position;
+        }
+        for shard in &mut out {
+            shard.auth_counter = shard.auth_counter.max(image.auth_counter);
+        }
+    }
+    // Stable sorts keep each shard's queue in creation order.
+    holds.sort_by_key(|(at, _)| *at);
+    postings.sort_by_key(|(at, _)| *at);
+    for (at, key) in holds {
+        if let Some(&shard) = owner.get(&key) {
+            out[shard].holds_by_age.push((at, key));
+        }
+    }
+    for (at, key) in postings {
+        if let Some(&shard) = owner.get(&key) {
+            out[shard].postings_by_age.push((at, key));
+        }
+    }
+    out[0].settlement = settlement.into_iter().collect();
+    out
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +181,35 @@ impl LedgerShard {
             postings_by_age: VecDeque::new(),
             settlement: HashMap::new(),
             auth_counter: 0,
+            limits,
+        }
+    }
+
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The state as plain data, for a snapshot.
+    pub fn image(&self) -> ShardImage {
+        ShardImage {
+            accounts: self.accounts.iter().map(|(c, a)| (*c, *a)).collect(),
+            transactions: self.transactions.iter().map(|(k, r)| (*k, *r)).collect(),
+            holds_by_age: self.holds_by_age.iter().copied().collect(),
+            postings_by_age: self.postings_by_age.iter().copied().collect(),
+            settlement: self.settlement.iter().map(|(a, p)| (*a, *p)).collect(),
+            auth_counter: self.auth_counter,
+        }
+    }
+
+    pub fn from_image(index: u32, limits: ShardLimits, image: ShardImage) -> LedgerShard {
+        LedgerShard {
+            index,
+            accounts: image.accounts.into_iter().collect(),
+            transactions: image.transactions.into_iter().collect(),
+            holds_by_age: image.holds_by_age.into(),
+            postings_by_age: image.postings_by_age.into(),
+            settlement: image.settlement.into_iter().collect(),
+            auth_counter: image.auth_counter,
             limits,
         }
     }
@@ -683,6 +774,32 @@ mod tests {
         assert!(replayed.release_expired(&released[0].1));
         assert!(!replayed.release_expired(&released[0].1), "released once");
         assert_eq!(replayed.account(&token(0)), live.account(&token(0)));
+    }
+
+    #[test]
+    fn an_image_restores_the_same_state_and_resharding_keeps_every_account_and_the_total() {
+        let mut original = shard();
+        original.apply(&request(Kind::Authorization, 0, 1_000, 1), 5);
+        original.apply(&request(Kind::Purchase, 4, 2_000, 2), 6);
+        let image = original.image();
+        let mut restored = LedgerShard::from_image(0, LIMITS, image.clone());
+        assert_eq!(restored.total(), original.total());
+        for step in [
+            request(Kind::Purchase, 0, 100, 3),
+            referring(Kind::Reversal, 0, 0, 4, 1),
+        ] {
+            assert_eq!(restored.apply(&step, 7), original.apply(&step, 7));
+        }
+        assert_eq!(restored.expire(1_000), original.expire(1_000));
+        let split = reshard(vec![image.clone()], 3);
+        let accounts: usize = split.iter().map(|i| i.accounts.len()).sum();
+        assert_eq!(accounts, image.accounts.len());
+        let total: i128 = split
+            .into_iter()
+            .enumerate()
+            .map(|(i, img)| LedgerShard::from_image(u32::try_from(i).unwrap(), LIMITS, img).total())
+            .sum();
+        assert_eq!(total, LedgerShard::from_image(0, LIMITS, image).total());
     }
 
     #[test]

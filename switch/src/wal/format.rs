@@ -24,6 +24,22 @@
 //!
 //! The checksum covers the length, so a damaged length is caught like damaged data.
 //!
+//! # Snapshot files
+//! `NNNNNNNNNNNNNNNNNNNN.snap`, named by the lowest LSN a replay must start from, written as
+//! `.snap.tmp`, fsynced, renamed and the directory fsynced. A header, then one section per shard:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `SWITCHSN` |
+//! | 8 | 4 | format version, u32 LE (1) |
+//! | 12 | 4 | shard count, u32 LE |
+//! | 16 | 8 | creation time, Unix seconds, u64 LE |
+//! | 24 | 4 | CRC-32C of bytes 0..24, u32 LE |
+//!
+//! Each section: body length u64 LE, CRC-32C (u32 LE) of the length bytes and the body, then
+//! the body: the shard's marker LSN (u64 LE; the shard's records from this LSN on are not in
+//! the image) and its image in bincode 2.
+//!
 //! # Entries
 //! `Applied`: one request the ledger decided (posting with the card as a token, decision time,
 //! request fingerprint, and the outcome that was sent). `Expired`: holds released by expiry.
@@ -31,6 +47,7 @@
 
 use bincode::{Decode, Encode};
 
+use crate::domain::ledger::{Account, Record, ShardImage, State};
 use crate::domain::{Balances, CardToken, Kind, Outcome, Posting, ResponseCode, TxnKey};
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SWITCHWL";
@@ -381,6 +398,242 @@ pub fn decode_entry(payload: &[u8]) -> Result<Entry, EntryError> {
     })
 }
 
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"SWITCHSN";
+pub const SNAPSHOT_HEADER_LEN: usize = 28;
+
+pub fn snapshot_file_name(first_lsn: u64) -> String {
+    format!("{first_lsn:020}.snap")
+}
+
+/// The LSN of a snapshot file name, if it is one.
+pub fn snapshot_lsn(file_name: &str) -> Option<u64> {
+    let digits = file_name.strip_suffix(".snap")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())?
+}
+
+#[derive(Encode, Decode)]
+struct AccountRecord {
+    ledger: i64,
+    held: i64,
+    currency: u16,
+    blocked: bool,
+    limit_per_transaction: Option<u64>,
+}
+
+#[derive(Encode, Decode)]
+struct TransactionRecord {
+    card: CardRecord,
+    kind: u8,
+    amount: u64,
+    /// 0 open, 1 captured (with the amount), 2 closed.
+    state: u8,
+    captured: u64,
+}
+
+#[derive(Encode, Decode)]
+struct ImageRecord {
+    accounts: Vec<(CardRecord, AccountRecord)>,
+    transactions: Vec<(KeyRecord, TransactionRecord)>,
+    holds_by_age: Vec<(u64, KeyRecord)>,
+    postings_by_age: Vec<(u64, KeyRecord)>,
+    settlement: Vec<(u64, i64)>,
+    auth_counter: u32,
+}
+
+/// One shard's section of a snapshot: its marker LSN and its image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotSection {
+    pub marker_lsn: u64,
+    pub image: ShardImage,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot header: {0}")]
+    Header(&'static str),
+    #[error("snapshot section {0}: {1}")]
+    Section(usize, String),
+}
+
+/// The whole snapshot file for `sections`, in order of shard.
+pub fn encode_snapshot(sections: &[SnapshotSection], created_seconds: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        SNAPSHOT_HEADER_LEN
+            + sections
+                .iter()
+                .map(|s| 64 * s.image.accounts.len() + 64)
+                .sum::<usize>(),
+    );
+    out.extend_from_slice(&SNAPSHOT_MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(
+        &u32::try_from(sections.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
+    out.extend_from_slice(&created_seconds.to_le_bytes());
+    let crc = crc32c::crc32c(&out[0..24]);
+    out.extend_from_slice(&crc.to_le_bytes());
+    for section in sections {
+        let image = &section.image;
+        let record = ImageRecord {
+            accounts: image
+                .accounts
+                .iter()
+                .map(|(card, a)| {
+                    let account = AccountRecord {
+                        ledger: a.ledger,
+                        held: a.held,
+                        currency: a.currency,
+                        blocked: a.blocked,
+                        limit_per_transaction: a.limit_per_transaction,
+                    };
+                    (card_record(card), account)
+                })
+                .collect(),
+            transactions: image
+                .transactions
+                .iter()
+                .map(|(key, r)| {
+                    let (state, captured) = match r.state {
+                        State::Open => (0, 0),
+                        State::Captured(amount) => (1, amount),
+                        State::Closed => (2, 0),
+                    };
+                    let record = TransactionRecord {
+                        card: card_record(&r.card),
+                        kind: kind_code(r.kind),
+                        amount: r.amount,
+                        state,
+                        captured,
+                    };
+                    (key_record(key), record)
+                })
+                .collect(),
+            holds_by_age: image
+                .holds_by_age
+                .iter()
+                .map(|(at, k)| (*at, key_record(k)))
+                .collect(),
+            postings_by_age: image
+                .postings_by_age
+                .iter()
+                .map(|(at, k)| (*at, key_record(k)))
+                .collect(),
+            settlement: image.settlement.clone(),
+            auth_counter: image.auth_counter,
+        };
+        let mut body = section.marker_lsn.to_le_bytes().to_vec();
+        let _ = bincode::encode_into_std_write(record, &mut body, CONFIG);
+        let length = (body.len() as u64).to_le_bytes();
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&length), &body);
+        out.extend_from_slice(&length);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(&body);
+    }
+    out
+}
+
+pub fn decode_snapshot(bytes: &[u8]) -> Result<Vec<SnapshotSection>, SnapshotError> {
+    if bytes.len() < SNAPSHOT_HEADER_LEN {
+        return Err(SnapshotError::Header("file shorter than its header"));
+    }
+    if bytes[0..8] != SNAPSHOT_MAGIC {
+        return Err(SnapshotError::Header("bad magic (not a switch snapshot)"));
+    }
+    if crc32c::crc32c(&bytes[0..24]) != u32_at(bytes, 24) {
+        return Err(SnapshotError::Header("checksum mismatch"));
+    }
+    if u32_at(bytes, 8) != FORMAT_VERSION {
+        return Err(SnapshotError::Header("unsupported format version"));
+    }
+    let count = u32_at(bytes, 12) as usize;
+    let mut sections = Vec::with_capacity(count.min(1024));
+    let mut at = SNAPSHOT_HEADER_LEN;
+    for index in 0..count {
+        let fail = |problem: &str| SnapshotError::Section(index, problem.to_owned());
+        let prefix = bytes.get(at..at + 12).ok_or_else(|| fail("cut short"))?;
+        let length = usize::try_from(u64_at(prefix, 0)).map_err(|_| fail("length out of range"))?;
+        let body = bytes
+            .get(at + 12..)
+            .and_then(|rest| rest.get(..length))
+            .ok_or_else(|| fail("cut short"))?;
+        if length < 8
+            || crc32c::crc32c_append(crc32c::crc32c(&prefix[0..8]), body) != u32_at(prefix, 8)
+        {
+            return Err(fail("checksum mismatch"));
+        }
+        let (record, read): (ImageRecord, usize) =
+            bincode::decode_from_slice(&body[8..], CONFIG).map_err(|e| fail(&e.to_string()))?;
+        if read != length - 8 {
+            return Err(fail("bytes after the image"));
+        }
+        let transactions = record
+            .transactions
+            .into_iter()
+            .map(|(key, r)| {
+                let kind = *KINDS
+                    .get(usize::from(r.kind))
+                    .ok_or_else(|| fail("unknown transaction kind"))?;
+                let state = match r.state {
+                    0 => State::Open,
+                    1 => State::Captured(r.captured),
+                    2 => State::Closed,
+                    _ => return Err(fail("unknown transaction state")),
+                };
+                Ok((
+                    key_from(key),
+                    Record {
+                        card: card_from(r.card),
+                        kind,
+                        amount: r.amount,
+                        state,
+                    },
+                ))
+            })
+            .collect::<Result<_, _>>()?;
+        let image = ShardImage {
+            accounts: record
+                .accounts
+                .into_iter()
+                .map(|(card, a)| {
+                    let account = Account {
+                        ledger: a.ledger,
+                        held: a.held,
+                        currency: a.currency,
+                        blocked: a.blocked,
+                        limit_per_transaction: a.limit_per_transaction,
+                    };
+                    (card_from(card), account)
+                })
+                .collect(),
+            transactions,
+            holds_by_age: record
+                .holds_by_age
+                .into_iter()
+                .map(|(at, k)| (at, key_from(k)))
+                .collect(),
+            postings_by_age: record
+                .postings_by_age
+                .into_iter()
+                .map(|(at, k)| (at, key_from(k)))
+                .collect(),
+            settlement: record.settlement,
+            auth_counter: record.auth_counter,
+        };
+        sections.push(SnapshotSection {
+            marker_lsn: u64_at(body, 0),
+            image,
+        });
+        at += 12 + length;
+    }
+    if at != bytes.len() {
+        return Err(SnapshotError::Header("bytes after the last section"));
+    }
+    Ok(sections)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,6 +759,64 @@ mod tests {
                 "flip at {flip}"
             );
         }
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_reject_damage() {
+        let card = CardToken {
+            hash: 77,
+            last_four: 1,
+        };
+        let key = TxnKey {
+            acquirer: 1,
+            terminal: *b"T1      ",
+            stan: 3,
+            transmission: 4,
+        };
+        let image = ShardImage {
+            accounts: vec![(
+                card,
+                Account {
+                    ledger: -3,
+                    held: 9,
+                    currency: 840,
+                    blocked: true,
+                    limit_per_transaction: Some(5),
+                },
+            )],
+            transactions: vec![(
+                key,
+                Record {
+                    card,
+                    kind: Kind::Authorization,
+                    amount: 9,
+                    state: State::Captured(4),
+                },
+            )],
+            holds_by_age: vec![(11, key)],
+            postings_by_age: vec![],
+            settlement: vec![(123_456, 3)],
+            auth_counter: 17,
+        };
+        let sections = vec![
+            SnapshotSection {
+                marker_lsn: 40,
+                image: image.clone(),
+            },
+            SnapshotSection {
+                marker_lsn: 38,
+                image: ShardImage::default(),
+            },
+        ];
+        let bytes = encode_snapshot(&sections, 99);
+        assert_eq!(decode_snapshot(&bytes), Ok(sections));
+        for at in [3, 20, SNAPSHOT_HEADER_LEN + 5, bytes.len() - 3] {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0x10;
+            assert!(decode_snapshot(&damaged).is_err(), "flip at {at}");
+        }
+        assert!(decode_snapshot(&bytes[..bytes.len() - 1]).is_err());
+        assert_eq!(snapshot_lsn(&snapshot_file_name(38)), Some(38));
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //!
 //! - [`format`]: the on-disk format, byte by byte.
 //! - [`scan`]: reading a log back: verification, torn tails, corruption.
+//! - [`snapshot`]: snapshot files, and pruning the log behind them.
 //! - [`writer`]: the writer thread with group commit.
 
 pub mod format;
 pub mod scan;
+pub mod snapshot;
 pub mod writer;

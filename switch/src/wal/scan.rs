@@ -108,6 +108,13 @@ pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, ScanError> {
     Ok(found)
 }
 
+/// The first LSN of a segment, from its header; `None` if the header does not read.
+pub fn first_lsn_of(segment: &Path) -> Option<u64> {
+    let mut header = [0u8; SEGMENT_HEADER_LEN];
+    io::Read::read_exact(&mut fs::File::open(segment).ok()?, &mut header).ok()?;
+    SegmentHeader::decode(&header).ok().map(|h| h.first_lsn)
+}
+
 /// Whether an intact record with LSN at least `min_lsn` starts anywhere in `bytes[from..]`.
 fn valid_record_after(bytes: &[u8], from: usize, min_lsn: u64) -> bool {
     (from..bytes.len()).any(|at| matches!(format::read_record(&bytes[at..]), RecordRead::Record { lsn, .. } if lsn >= min_lsn))

@@ -154,6 +154,18 @@ impl<C> Wal<C> {
         })
     }
 
+    /// Queues a submission without a record and without a reservation: a snapshot marker, at
+    /// most one per shard per snapshot. Its completion is released with the LSN the next record
+    /// gets, which splits the shard's records into those before it and those after.
+    pub fn submit_marker(&self, completion: C) -> Result<(), C> {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.submit(Submission {
+            payload: None,
+            completion,
+        })
+        .map_err(|s| s.completion)
+    }
+
     pub fn has_failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
     }
@@ -182,7 +194,9 @@ pub struct WriterStats {
 }
 
 /// Starts the writer thread, appending after `tail` (from a scan in recovery mode) or creating
-/// the first segment. `release` is called on the writer thread for each submission, in order.
+/// the first segment. `release(completion, durability, lsn)` is called on the writer thread for
+/// each submission, in order; `lsn` is the record's, or for a submission without a record the
+/// LSN the next record gets.
 pub fn start<C, R>(
     config: WriterConfig,
     mut storage: Box<dyn Storage>,
@@ -193,7 +207,7 @@ pub fn start<C, R>(
 ) -> io::Result<(Wal<C>, JoinHandle<WriterStats>)>
 where
     C: Send + 'static,
-    R: Fn(C, Durability) + Send + 'static,
+    R: Fn(C, Durability, u64) + Send + 'static,
 {
     let (file, segment_sequence, segment_len) = match tail {
         Some(tail) => (
@@ -252,7 +266,7 @@ fn create_segment(
     Ok((file, header.len() as u64))
 }
 
-impl<C, R: Fn(C, Durability)> Writer<C, R> {
+impl<C, R: Fn(C, Durability, u64)> Writer<C, R> {
     fn run(mut self) -> WriterStats {
         let mut stats = WriterStats::default();
         let mut buffer = Vec::with_capacity(self.config.group_bytes_max + format::RECORD_BODY_MAX);
@@ -284,13 +298,13 @@ impl<C, R: Fn(C, Durability)> Writer<C, R> {
             stats.records += completions.len() as u64;
             match result {
                 Ok(()) => {
-                    for completion in completions.drain(..) {
-                        (self.release)(completion, Durability::Durable);
+                    for (completion, lsn) in completions.drain(..) {
+                        (self.release)(completion, Durability::Durable, lsn);
                     }
                 }
                 Err(error) => {
-                    for completion in completions.drain(..) {
-                        (self.release)(completion, Durability::Failed);
+                    for (completion, lsn) in completions.drain(..) {
+                        (self.release)(completion, Durability::Failed, lsn);
                     }
                     if let (Some(error), Some(report)) = (error, self.on_failure.take()) {
                         report(error);
@@ -302,13 +316,19 @@ impl<C, R: Fn(C, Durability)> Writer<C, R> {
         stats
     }
 
-    fn take(&mut self, submission: Submission<C>, buffer: &mut Vec<u8>, completions: &mut Vec<C>) {
+    fn take(
+        &mut self,
+        submission: Submission<C>,
+        buffer: &mut Vec<u8>,
+        completions: &mut Vec<(C, u64)>,
+    ) {
         self.queued.fetch_sub(1, Ordering::AcqRel);
+        let lsn = self.next_lsn;
         if let Some(payload) = &submission.payload {
-            format::append_record(buffer, self.next_lsn, payload);
+            format::append_record(buffer, lsn, payload);
             self.next_lsn += 1;
         }
-        completions.push(submission.completion);
+        completions.push((submission.completion, lsn));
     }
 
     /// Writes and syncs one group; on error marks the log failed for good.
@@ -403,7 +423,7 @@ mod tests {
             storage,
             tail,
             report.next_lsn,
-            move |id, durability| r.lock().unwrap().push((id, durability)),
+            move |id, durability, _| r.lock().unwrap().push((id, durability)),
             move |error| *f.lock().unwrap() = Some(error),
         )
         .unwrap();
@@ -477,6 +497,33 @@ mod tests {
         assert_eq!(records.len(), 60);
         assert_eq!(records[59].1, 219u32.to_le_bytes());
         assert!(scan::segments(&dir).unwrap().len() > 3, "rotated by size");
+    }
+
+    #[test]
+    fn a_marker_is_released_with_the_lsn_of_the_next_record() {
+        let dir = dir("marker");
+        let released = Arc::new(Mutex::new(Vec::new()));
+        let r = released.clone();
+        let (wal, handle) = start(
+            config(&dir),
+            Box::new(Disk),
+            None,
+            0,
+            move |id: u32, _, lsn| r.lock().unwrap().push((id, lsn)),
+            |_| {},
+        )
+        .unwrap();
+        for id in 0..3 {
+            submit(&wal, id, Some(b"x"));
+        }
+        wal.submit_marker(100).unwrap();
+        submit(&wal, 3, Some(b"y"));
+        drop(wal);
+        handle.join().unwrap();
+        assert_eq!(
+            *released.lock().unwrap(),
+            [(0, 0), (1, 1), (2, 2), (100, 3), (3, 3)]
+        );
     }
 
     #[test]

@@ -1,0 +1,60 @@
+//! The snapshotter thread: gathers one image per shard for a snapshot generation, writes the
+//! snapshot file and prunes the log behind it. Its work (encoding, writing, fsync) never runs
+//! on an actor thread.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::Receiver;
+
+use crate::actors::{Taken, unix_seconds};
+use crate::wal::format::SnapshotSection;
+use crate::wal::snapshot;
+
+/// Starts the thread; it ends when every sender of `taken` is gone.
+pub fn start(
+    dir: PathBuf,
+    shards: usize,
+    retention: Duration,
+    taken: Receiver<Taken>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name("snapshotter".into()).spawn(move || {
+        let mut pending: BTreeMap<u64, Vec<Option<Taken>>> = BTreeMap::new();
+        for part in taken {
+            let generation = part.generation;
+            let parts = pending.entry(generation).or_insert_with(|| (0..shards).map(|_| None).collect());
+            let shard = part.shard;
+            if let Some(slot) = parts.get_mut(shard) {
+                *slot = Some(part);
+            }
+            if !parts.iter().all(Option::is_some) {
+                continue;
+            }
+            let Some(parts) = pending.remove(&generation) else { continue };
+            // An older generation still incomplete can no longer complete usefully.
+            pending.retain(|g, _| *g > generation);
+            let sections: Vec<SnapshotSection> =
+                parts.into_iter().flatten().map(|t| SnapshotSection { marker_lsn: t.marker_lsn, image: *t.image }).collect();
+            let first_needed = sections.iter().map(|s| s.marker_lsn).min().unwrap_or(0);
+            let started = std::time::Instant::now();
+            match snapshot::write(&dir, &sections, unix_seconds()) {
+                Ok(path) => {
+                    let pruned = snapshot::prune(&dir, &path, first_needed, retention, SystemTime::now());
+                    tracing::info!(
+                        file = %path.display(),
+                        first_needed_lsn = first_needed,
+                        elapsed = ?started.elapsed(),
+                        segments_deleted = pruned.as_ref().map_or(0, |p| p.segments),
+                        "snapshot written"
+                    );
+                    if let Err(error) = pruned {
+                        tracing::warn!(%error, "pruning the log after a snapshot failed; it will be tried after the next one");
+                    }
+                }
+                Err(error) => tracing::error!(%error, dir = %dir.display(), "writing a snapshot failed; the log is kept whole"),
+            }
+        }
+    })
+}

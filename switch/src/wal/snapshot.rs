@@ -1,0 +1,120 @@
+//! Snapshot files: written atomically, read back newest-valid-first, and the log pruned behind
+//! them.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::format::{self, SnapshotSection};
+use super::scan;
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Writes a snapshot of `sections` as `<lowest marker>.snap`: temporary file, fsync, rename,
+/// directory fsync, so a crash leaves either no snapshot or a whole one.
+pub fn write(
+    dir: &Path,
+    sections: &[SnapshotSection],
+    created_seconds: u64,
+) -> io::Result<PathBuf> {
+    let first_lsn = sections.iter().map(|s| s.marker_lsn).min().unwrap_or(0);
+    let path = dir.join(format::snapshot_file_name(first_lsn));
+    let temporary = path.with_extension("snap.tmp");
+    let bytes = format::encode_snapshot(sections, created_seconds);
+    {
+        let mut file = fs::File::create(&temporary)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+    }
+    fs::rename(&temporary, &path)?;
+    sync_dir(dir)?;
+    Ok(path)
+}
+
+/// The snapshot files of `dir`, newest (highest LSN) first.
+pub fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if let Some(lsn) = entry.file_name().to_str().and_then(format::snapshot_lsn) {
+            found.push((lsn, entry.path()));
+        }
+    }
+    found.sort_by(|a, b| b.cmp(a));
+    Ok(found)
+}
+
+/// What [`latest`] found.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub snapshot: Option<(PathBuf, Vec<SnapshotSection>)>,
+    /// Newer snapshot files that did not read back, with the reason.
+    pub invalid: Vec<(PathBuf, String)>,
+}
+
+/// The newest snapshot that reads back whole.
+pub fn latest(dir: &Path) -> io::Result<Found> {
+    let mut found = Found::default();
+    for (_, path) in list(dir)? {
+        let bytes = fs::read(&path)?;
+        match format::decode_snapshot(&bytes) {
+            Ok(sections) => {
+                found.snapshot = Some((path, sections));
+                break;
+            }
+            Err(error) => found.invalid.push((path, error.to_string())),
+        }
+    }
+    Ok(found)
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub segments: usize,
+    pub snapshots: usize,
+}
+
+/// Deletes snapshots older than `keep`, and segments wholly before `first_needed_lsn` (the next
+/// segment starts at or before it) that were last written more than `retention` ago: segments
+/// are kept that long so that retransmissions after a restart still find their answers. The
+/// last segment is never deleted.
+pub fn prune(
+    dir: &Path,
+    keep: &Path,
+    first_needed_lsn: u64,
+    retention: Duration,
+    now: SystemTime,
+) -> io::Result<Pruned> {
+    let mut pruned = Pruned::default();
+    for (_, path) in list(dir)? {
+        if path != keep {
+            fs::remove_file(&path)?;
+            pruned.snapshots += 1;
+        }
+    }
+    let segments = scan::segments(dir).map_err(|e| io::Error::other(e.to_string()))?;
+    for pair in segments.windows(2) {
+        let (_, path) = &pair[0];
+        let (_, next) = &pair[1];
+        let Some(next_first) = scan::first_lsn_of(next) else {
+            break;
+        };
+        let old_enough = fs::metadata(path)?
+            .modified()?
+            .checked_add(retention)
+            .is_some_and(|t| t <= now);
+        if next_first > first_needed_lsn || !old_enough {
+            // Segments are in order: the first one still needed ends the pruning.
+            break;
+        }
+        fs::remove_file(path)?;
+        pruned.segments += 1;
+    }
+    if pruned.segments + pruned.snapshots > 0 {
+        sync_dir(dir)?;
+    }
+    Ok(pruned)
+}
