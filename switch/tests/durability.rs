@@ -406,3 +406,86 @@ fn snapshots_prune_the_log_and_a_restart_after_sigkill_starts_from_one() {
         );
     }
 }
+
+/// A tmpfs of a fixed size, unmounted on drop.
+struct TinyFilesystem(std::path::PathBuf);
+
+impl TinyFilesystem {
+    /// `None` when mounting is not permitted (not root): the caller says it skipped.
+    fn mount(size: &str) -> Option<TinyFilesystem> {
+        let dir = fresh_wal_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status();
+        mounted
+            .is_ok_and(|s| s.success())
+            .then_some(TinyFilesystem(dir))
+    }
+
+    fn grow(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for TinyFilesystem {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_answers_96_exits_1_and_a_restart_keeps_exactly_the_approvals_seen() {
+    let Some(disk) = TinyFilesystem::mount("128k") else {
+        eprintln!("SKIPPED: mounting a tmpfs needs root (CI runs as root and runs this test)");
+        return;
+    };
+    let config = small_config();
+    let args = ["--config", config.to_str().unwrap()];
+    let switch = Switch::start_with_wal(&disk.0, &args);
+    let mut link = switch.connect();
+    let mut approved: HashMap<u64, i64> = HashMap::new();
+    let mut last = String::new();
+    for n in 0..20_000u64 {
+        let card = 400 + n % 30;
+        link.send(&request("0200", &demo_pan(card), "000000", 1 + n % 5));
+        let Some(response) = link.try_receive_or_error() else {
+            break;
+        };
+        last = code(&response);
+        match last.as_str() {
+            "00" => *approved.entry(card).or_default() += (1 + n % 5) as i64,
+            "96" => break,
+            other => panic!("unexpected answer {other}"),
+        }
+    }
+    assert_eq!(last, "96", "the disk filled and the switch answered 96");
+    let (status, output) = switch.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "exit status");
+    let text = output.join("\n");
+    assert!(
+        text.contains("No space left on device") && text.contains("cut off the log"),
+        "{text}"
+    );
+
+    disk.grow("4m");
+    let switch = Switch::start_with_wal(&disk.0, &args);
+    let mut link = switch.connect();
+    assert!(!approved.is_empty());
+    for (card, amount) in &approved {
+        assert_eq!(
+            1_000_000 - available(&mut link, &demo_pan(*card)),
+            *amount,
+            "card {card}: exactly the approvals seen"
+        );
+    }
+    drop(link);
+    let (status, _) = switch.terminate();
+    assert!(status.success());
+}

@@ -8,9 +8,11 @@
 //! load and the fsync cost is shared.
 //!
 //! A failed write or sync is not retried: after a failed `fdatasync` the page cache no longer
-//! says what is on disk. The writer releases every waiting and later reply as failed (the
-//! switch answers 96), reports the failure once, and writes nothing more; a restart recovers
-//! from what the log holds, and a partial group at its end is a torn tail.
+//! says what is on disk. The writer cuts the segment back to the end of the last durable group
+//! (so that whole records of the failed group cannot come back at recovery and move money whose
+//! request was answered 96), releases every waiting and later reply as failed (the switch
+//! answers 96), reports the failure once, and writes nothing more. If even the cut fails, the
+//! report says so: some requests answered 96 may then be in the log, to be reconciled.
 
 use std::fs;
 use std::io::{self, Write};
@@ -64,6 +66,8 @@ pub struct Submission<C> {
 pub trait SegmentFile: Send {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
     fn sync(&mut self) -> io::Result<()>;
+    /// Cuts the file back to `len` bytes and syncs that.
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
 }
 
 pub trait Storage: Send {
@@ -86,6 +90,10 @@ impl SegmentFile for DiskFile {
         self.0.write_all(bytes)
     }
     fn sync(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)?;
         self.0.sync_data()
     }
 }
@@ -333,6 +341,8 @@ impl<C, R: Fn(C, Durability, u64)> Writer<C, R> {
 
     /// Writes and syncs one group; on error marks the log failed for good.
     fn commit(&mut self, group: &[u8]) -> Result<(), String> {
+        let durable_len = self.segment_len;
+        let mut appended = false;
         let result = (|| -> io::Result<()> {
             if group.is_empty() {
                 return Ok(());
@@ -349,6 +359,7 @@ impl<C, R: Fn(C, Durability, u64)> Writer<C, R> {
                 self.file = file;
                 self.segment_len = len;
             }
+            appended = true;
             self.file.append(group)?;
             self.segment_len += group.len() as u64;
             if self.config.sync == SyncMode::Group {
@@ -358,14 +369,17 @@ impl<C, R: Fn(C, Durability, u64)> Writer<C, R> {
         })();
         result.map_err(|error| {
             self.failed.store(true, Ordering::Release);
-            let segment = self
-                .config
-                .dir
-                .join(format::segment_file_name(self.segment_sequence));
-            format!(
-                "WAL write or sync failed on {}: {error}; no further request can be made durable",
-                segment.display()
-            )
+            let segment = self.config.dir.join(format::segment_file_name(self.segment_sequence));
+            // A rotation that failed appended nothing to the new segment.
+            let cut = if appended { self.file.truncate(durable_len.min(self.segment_len)) } else { Ok(()) };
+            let cut = match cut {
+                Ok(()) => "the failed group was cut off the log".to_owned(),
+                Err(cut_error) => format!(
+                    "cutting the failed group off the log also failed ({cut_error}): requests just answered 96 may be in \
+                     the log and must be reconciled after recovery"
+                ),
+            };
+            format!("WAL write or sync failed on {}: {error}; {cut}; no further request can be made durable", segment.display())
         })
     }
 
@@ -577,6 +591,9 @@ mod tests {
             }
             self.inner.sync()
         }
+        fn truncate(&mut self, len: u64) -> io::Result<()> {
+            self.inner.truncate(len)
+        }
     }
 
     impl Storage for Faulty {
@@ -655,18 +672,17 @@ mod tests {
             .collect();
         assert_eq!(durable, [0, 1, 2]);
         assert!(released.iter().skip(3).all(|r| r.1 == Durability::Failed));
-        assert!(failure.unwrap().contains("injected fdatasync failure"));
-        // Recovery finds every durable record; the failed one may or may not be there.
-        let records = read_back(&dir);
+        let failure = failure.unwrap();
         assert!(
-            records.len() >= 3 && records.len() <= 4,
-            "{}",
-            records.len()
+            failure.contains("injected fdatasync failure") && failure.contains("cut off the log"),
+            "{failure}"
         );
+        // Every durable record is there, and the failed one is not: its answer was 96.
+        assert_eq!(read_back(&dir).len(), 3);
     }
 
     #[test]
-    fn disk_full_mid_write_leaves_a_torn_tail_and_keeps_every_durable_record() {
+    fn disk_full_mid_write_cuts_the_partial_group_and_keeps_every_durable_record() {
         let dir = dir("enospc");
         // Append 1 is the header; append 4 is record 2's group, torn after 20 bytes.
         let (released, failure) = write_until_failure(&dir, faulty(0, 4, 20));
@@ -678,12 +694,14 @@ mod tests {
         let failure = failure.unwrap();
         assert!(failure.contains("No space left on device"), "{failure}");
         let report = scan::scan(&dir, Mode::Verify, |_, _| Ok(())).unwrap();
-        assert_eq!(report.records, 2);
-        assert_eq!(report.torn_tail.unwrap().bytes, 20);
-        let report = scan::scan(&dir, Mode::Recover, |_, _| Ok(())).unwrap();
+        assert_eq!(
+            (report.records, report.torn_tail),
+            (2, None),
+            "the 20 bytes written were cut off"
+        );
         assert_eq!(
             report.next_lsn, 2,
-            "the torn record's LSN is reused after recovery"
+            "the failed record's LSN is reused after recovery"
         );
     }
 }

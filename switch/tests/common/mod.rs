@@ -168,6 +168,26 @@ impl Switch {
         );
     }
 
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(mut self, timeout: Duration) -> (ExitStatus, Vec<String>) {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100));
+                return (status, self.output());
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!(
+                    "switch did not exit within {timeout:?}; output:\n{}",
+                    self.output().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGKILL: the process dies at once, mid-write or not.
     pub fn kill(mut self) -> Vec<String> {
         let mut child = self.child.take().unwrap();
