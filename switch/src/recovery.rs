@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -18,7 +19,7 @@ use anyhow::{Context as _, bail};
 use crate::actors::shard_of;
 use crate::config::{AccountOverride, Settings};
 use crate::domain::ledger::{Account, LedgerShard, ShardImage, reshard};
-use crate::domain::{CardToken, Tokenizer};
+use crate::domain::{CardToken, Outcome, Posting, Tokenizer, TxnKey};
 use crate::idempotency::IdempotencyStore;
 use crate::wal::format::{self, Entry};
 use crate::wal::scan::{self, Mode, ScanReport};
@@ -26,6 +27,191 @@ use crate::wal::snapshot;
 
 /// How often replay logs its progress.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
+/// Entries handed to a shard's replay thread at a time.
+const REPLAY_BATCH: usize = 4096;
+/// Batches queued for one shard's replay thread at most.
+const REPLAY_BATCHES_QUEUED: usize = 16;
+/// A typical Applied record on disk, to size the transaction tables before replay.
+const APPROXIMATE_RECORD_BYTES: u64 = 90;
+
+/// One entry's work for the shard that owns its card.
+enum Work {
+    Apply {
+        lsn: u64,
+        posting: Posting,
+        at_seconds: u64,
+        outcome: Outcome,
+    },
+    Release {
+        lsn: u64,
+        card: CardToken,
+        key: TxnKey,
+    },
+}
+
+struct Replay {
+    shards: Vec<LedgerShard>,
+    report: ScanReport,
+    replayed: u64,
+    restored: u64,
+}
+
+/// Applies one shard's entries, checking each outcome against the logged one.
+fn replay_shard(
+    mut shard: LedgerShard,
+    batches: crossbeam_channel::Receiver<Vec<Work>>,
+    failed: &AtomicBool,
+) -> Result<(LedgerShard, u64), String> {
+    let mut replayed = 0;
+    for batch in batches {
+        for work in batch {
+            let problem = match work {
+                Work::Apply { lsn, posting, at_seconds, outcome } => {
+                    let again = shard.apply(&posting, at_seconds);
+                    replayed += 1;
+                    ((again.code, again.balances) != (outcome.code, outcome.balances)).then(|| {
+                        format!(
+                            "entry at LSN {lsn}: replay gave {} {:?} where the log says {} {:?}: the log was written on \
+                             another genesis (demo data, ledger.token_key or ledger limits changed?)",
+                            again.code.as_str(),
+                            again.balances,
+                            outcome.code.as_str(),
+                            outcome.balances
+                        )
+                    })
+                }
+                Work::Release { lsn, card, key } => (!shard.release_expired(&key))
+                    .then(|| format!("entry at LSN {lsn} releases a hold of {card} that replay does not have open")),
+            };
+            if let Some(problem) = problem {
+                failed.store(true, Ordering::Relaxed);
+                return Err(problem);
+            }
+        }
+    }
+    Ok((shard, replayed))
+}
+
+/// Replays the log on `shards`, one thread per shard: the scanning thread checks and decodes
+/// records and hands each shard its entries in batches, in log order.
+fn replay(
+    settings: &Settings,
+    shards: Vec<LedgerShard>,
+    markers: &[u64],
+    idempotency: &IdempotencyStore,
+    now_seconds: u64,
+) -> anyhow::Result<Replay> {
+    let dir = &settings.wal.dir;
+    let count = shards.len();
+    let retention = settings.limits.idempotency_retention_seconds;
+    // The shard whose marker decides whether an entry is already in the snapshot.
+    let covered = |card: &CardToken, lsn: u64| lsn < markers[shard_of(card, markers.len())];
+    let failed = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let mut senders = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count);
+        for shard in shards {
+            let (sender, receiver) = crossbeam_channel::bounded(REPLAY_BATCHES_QUEUED);
+            let failed = &failed;
+            threads.push(scope.spawn(move || replay_shard(shard, receiver, failed)));
+            senders.push(sender);
+        }
+        let mut batches: Vec<Vec<Work>> = (0..count)
+            .map(|_| Vec::with_capacity(REPLAY_BATCH))
+            .collect();
+        let push = |batches: &mut Vec<Vec<Work>>, shard: usize, work: Work| {
+            batches[shard].push(work);
+            if batches[shard].len() >= REPLAY_BATCH {
+                let full = std::mem::replace(&mut batches[shard], Vec::with_capacity(REPLAY_BATCH));
+                // A shard thread that stopped has set `failed`; the scan stops next record.
+                let _ = senders[shard].send(full);
+            }
+        };
+        let mut restored = 0u64;
+        let mut last_progress = Instant::now();
+        let scanned = scan::scan(dir, Mode::Recover, |lsn, payload| {
+            if failed.load(Ordering::Relaxed) {
+                return Err("replay stopped".to_owned());
+            }
+            match format::decode_entry(payload).map_err(|e| e.to_string())? {
+                Entry::Applied {
+                    posting,
+                    at_seconds,
+                    fingerprint,
+                    outcome,
+                } => {
+                    if !covered(&posting.card, lsn) {
+                        push(
+                            &mut batches,
+                            shard_of(&posting.card, count),
+                            Work::Apply {
+                                lsn,
+                                posting,
+                                at_seconds,
+                                outcome,
+                            },
+                        );
+                    }
+                    if now_seconds.saturating_sub(at_seconds) < retention
+                        && idempotency.restore(posting.key, fingerprint, outcome, at_seconds)
+                    {
+                        restored += 1;
+                    }
+                }
+                Entry::Expired { holds, .. } => {
+                    for (card, key) in holds {
+                        if !covered(&card, lsn) {
+                            push(
+                                &mut batches,
+                                shard_of(&card, count),
+                                Work::Release { lsn, card, key },
+                            );
+                        }
+                    }
+                }
+            }
+            if last_progress.elapsed() >= PROGRESS_INTERVAL {
+                last_progress = Instant::now();
+                tracing::info!(lsn, "recovery in progress");
+            }
+            Ok(())
+        });
+        for (sender, batch) in senders.iter().zip(batches) {
+            if !batch.is_empty() {
+                let _ = sender.send(batch);
+            }
+        }
+        drop(senders);
+        let mut shards = Vec::with_capacity(count);
+        let mut replayed = 0;
+        let mut problem = None;
+        for thread in threads {
+            match thread.join() {
+                Ok(Ok((shard, n))) => {
+                    shards.push(shard);
+                    replayed += n;
+                }
+                Ok(Err(error)) => problem = Some(error),
+                Err(_) => problem = Some("a replay thread panicked".to_owned()),
+            }
+        }
+        // A shard's own error says more than the scan's "replay stopped".
+        if let Some(problem) = problem {
+            bail!(
+                "cannot recover from the WAL in {}: {problem}",
+                dir.display()
+            );
+        }
+        let report =
+            scanned.with_context(|| format!("cannot recover from the WAL in {}", dir.display()))?;
+        Ok(Replay {
+            shards,
+            report,
+            replayed,
+            restored,
+        })
+    })
+}
 
 /// The genesis accounts of each shard, keyed by card token.
 pub fn genesis(settings: &Settings, tokenizer: &Tokenizer) -> anyhow::Result<Vec<LedgerShard>> {
@@ -179,51 +365,20 @@ pub fn recover(
             dir.display()
         );
     }
-    let retention = settings.limits.idempotency_retention_seconds;
-    let mut restored = 0u64;
-    let mut replayed = 0u64;
-    let mut last_progress = Instant::now();
-    // The shard whose marker decides whether an entry is already in the snapshot.
-    let covered = |card: &CardToken, lsn: u64| lsn < markers[shard_of(card, markers.len())];
-    let report = scan::scan(dir, Mode::Recover, |lsn, payload| {
-        match format::decode_entry(payload).map_err(|e| e.to_string())? {
-            Entry::Applied { posting, at_seconds, fingerprint, outcome } => {
-                if !covered(&posting.card, lsn) {
-                    let shard = &mut shards[shard_of(&posting.card, settings.shards)];
-                    let again = shard.apply(&posting, at_seconds);
-                    if (again.code, again.balances) != (outcome.code, outcome.balances) {
-                        return Err(format!(
-                            "replay gave {} {:?} where the log says {} {:?}: the log was written on another genesis \
-                             (demo data, ledger.token_key or ledger limits changed?)",
-                            again.code.as_str(),
-                            again.balances,
-                            outcome.code.as_str(),
-                            outcome.balances
-                        ));
-                    }
-                    replayed += 1;
-                }
-                if now_seconds.saturating_sub(at_seconds) < retention
-                    && idempotency.restore(posting.key, fingerprint, outcome, at_seconds)
-                {
-                    restored += 1;
-                }
-            }
-            Entry::Expired { holds, .. } => {
-                for (card, key) in holds {
-                    if !covered(&card, lsn) && !shards[shard_of(&card, settings.shards)].release_expired(&key) {
-                        return Err(format!("the log releases a hold of {card} that replay does not have open"));
-                    }
-                }
-            }
-        }
-        if last_progress.elapsed() >= PROGRESS_INTERVAL {
-            last_progress = Instant::now();
-            tracing::info!(lsn, "recovery in progress");
-        }
-        Ok(())
-    })
-    .with_context(|| format!("cannot recover from the WAL in {}", dir.display()))?;
+    // Every record of the log may hold a transaction: size the tables once instead of
+    // rehashing them as replay grows them.
+    let log_bytes: u64 = segments
+        .iter()
+        .filter_map(|(_, path)| fs::metadata(path).ok())
+        .map(|m| m.len())
+        .sum();
+    let per_shard = usize::try_from(log_bytes / APPROXIMATE_RECORD_BYTES).unwrap_or(usize::MAX)
+        / settings.shards.max(1);
+    for shard in &mut shards {
+        shard.reserve_transactions(per_shard.min(settings.shard_limits.transactions_max));
+    }
+    let replay = replay(settings, shards, &markers, idempotency, now_seconds)?;
+    let (shards, report) = (replay.shards, replay.report);
     if report.next_lsn < last_marker {
         bail!(
             "cannot recover from the WAL in {}: the snapshot covers records up to LSN {last_marker}, the log ends at {}",
@@ -243,8 +398,8 @@ pub fn recover(
         shards,
         report,
         snapshot: snapshot_path,
-        replayed,
-        idempotency_restored: restored,
+        replayed: replay.replayed,
+        idempotency_restored: replay.restored,
         elapsed: started.elapsed(),
     })
 }

@@ -214,6 +214,10 @@ impl LedgerShard {
         }
     }
 
+    pub fn reserve_transactions(&mut self, count: usize) {
+        self.transactions.reserve(count);
+    }
+
     pub fn reserve_accounts(&mut self, count: usize) {
         self.accounts.reserve(count);
     }
