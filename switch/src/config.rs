@@ -108,8 +108,8 @@ impl Default for LimitsFile {
             inflight_per_connection: 512,
             idle_timeout_seconds: 300,
             mailbox_capacity: 4096,
-            idempotency_entries_max: 2_000_000,
-            idempotency_retention_seconds: 900,
+            idempotency_entries_max: 16_000_000,
+            idempotency_retention_seconds: 300,
             shutdown_drain_seconds: 10,
         }
     }

@@ -3,10 +3,16 @@
 //! Shared by every session, because a retransmission may arrive on another connection and a
 //! conflicting request under the same identity may name another card (so another shard): the
 //! check has to happen before routing. A `DashMap` keeps the lock per map shard and short.
-//! Bounded in count (new requests get 96 when full) and in time (entries older than the
-//! retention are swept).
+//!
+//! Two generations bound it in time and count with O(1) eviction: new entries go into the
+//! current generation, lookups check both, and [`IdempotencyStore::sweep`] drops the older
+//! generation and starts a new one every `retention` seconds, so an entry lives between one and
+//! two retentions. When the current generation fills to three quarters of its share before
+//! that, the sweep rotates early and reports how short the window became: under a load the
+//! limit was not sized for, the duplicate window shrinks instead of the switch refusing
+//! traffic. Only if a generation fills completely between two sweeps do new requests get 96.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
@@ -18,7 +24,6 @@ struct Entry {
     fingerprint: u64,
     /// `None` while the request is still in the pipeline.
     outcome: Option<Outcome>,
-    seen_seconds: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,47 +37,89 @@ pub enum Begin {
     Conflict,
     /// An identical request is still being processed; its answer will follow.
     InFlight,
-    /// The store is at its limit: answer 96 and remember nothing.
+    /// The current generation is full: answer 96 and remember nothing.
     Full,
+}
+
+#[derive(Debug, Default)]
+struct Generation {
+    entries: DashMap<RequestIdentity, Entry>,
+    count: AtomicUsize,
+}
+
+/// What a sweep did, for the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sweep {
+    Nothing,
+    /// The older generation was dropped on schedule.
+    Rotated {
+        dropped: usize,
+    },
+    /// Dropped early under load: retransmissions are now recognised for only `window_seconds`.
+    RotatedEarly {
+        dropped: usize,
+        window_seconds: u64,
+    },
 }
 
 #[derive(Debug)]
 pub struct IdempotencyStore {
-    entries: DashMap<RequestIdentity, Entry>,
-    count: AtomicUsize,
-    entries_max: usize,
+    generations: [Generation; 2],
+    /// Index of the generation new entries go into.
+    current: AtomicUsize,
+    /// When the current generation started.
+    current_since_seconds: AtomicU64,
+    generation_max: usize,
     retention_seconds: u64,
+}
+
+fn classify(entry: &Entry, fingerprint: u64) -> Begin {
+    match (entry.fingerprint == fingerprint, entry.outcome) {
+        (false, _) => Begin::Conflict,
+        (true, Some(outcome)) => Begin::Replay(outcome),
+        (true, None) => Begin::InFlight,
+    }
 }
 
 impl IdempotencyStore {
     pub fn new(entries_max: usize, retention_seconds: u64) -> IdempotencyStore {
+        IdempotencyStore::starting_at(entries_max, retention_seconds, 0)
+    }
+
+    pub fn starting_at(
+        entries_max: usize,
+        retention_seconds: u64,
+        now_seconds: u64,
+    ) -> IdempotencyStore {
         IdempotencyStore {
-            entries: DashMap::new(),
-            count: AtomicUsize::new(0),
-            entries_max,
+            generations: [Generation::default(), Generation::default()],
+            current: AtomicUsize::new(0),
+            current_since_seconds: AtomicU64::new(now_seconds),
+            generation_max: (entries_max / 2).max(1),
             retention_seconds,
         }
     }
 
-    pub fn begin(&self, identity: RequestIdentity, fingerprint: u64, now_seconds: u64) -> Begin {
-        match self.entries.entry(identity) {
-            MapEntry::Occupied(entry) => {
-                let seen = entry.get();
-                match (seen.fingerprint == fingerprint, seen.outcome) {
-                    (false, _) => Begin::Conflict,
-                    (true, Some(outcome)) => Begin::Replay(outcome),
-                    (true, None) => Begin::InFlight,
-                }
-            }
+    fn current(&self) -> (&Generation, &Generation) {
+        let current = self.current.load(Ordering::Acquire) & 1;
+        (&self.generations[current], &self.generations[current ^ 1])
+    }
+
+    pub fn begin(&self, identity: RequestIdentity, fingerprint: u64) -> Begin {
+        let (current, previous) = self.current();
+        if let Some(entry) = previous.entries.get(&identity) {
+            return classify(&entry, fingerprint);
+        }
+        match current.entries.entry(identity) {
+            MapEntry::Occupied(entry) => classify(entry.get(), fingerprint),
             MapEntry::Vacant(entry) => {
-                if self.count.load(Ordering::Relaxed) >= self.entries_max {
+                if current.count.load(Ordering::Relaxed) >= self.generation_max {
                     return Begin::Full;
                 }
-                self.count.fetch_add(1, Ordering::Relaxed);
+                current.count.fetch_add(1, Ordering::Relaxed);
                 entry.insert(Entry {
                     fingerprint,
                     outcome: None,
-                    seen_seconds: now_seconds,
                 });
                 Begin::New
             }
@@ -81,58 +128,77 @@ impl IdempotencyStore {
 
     /// Records the outcome that was sent, for retransmissions.
     pub fn finish(&self, identity: &RequestIdentity, outcome: Outcome) {
-        if let Some(mut entry) = self.entries.get_mut(identity) {
-            entry.outcome = Some(outcome);
+        for generation in &self.generations {
+            if let Some(mut entry) = generation.entries.get_mut(identity) {
+                entry.outcome = Some(outcome);
+                return;
+            }
         }
     }
 
     /// Forgets a request that was shed before any decision, so a retransmission is tried anew.
     pub fn abandon(&self, identity: &RequestIdentity) {
-        if self.entries.remove(identity).is_some() {
-            self.count.fetch_sub(1, Ordering::Relaxed);
+        for generation in &self.generations {
+            if generation.entries.remove(identity).is_some() {
+                generation.count.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
         }
     }
 
-    /// Puts back an answered request found in the log at start-up. False when the store is
-    /// full (the request then counts as new if retransmitted).
-    pub fn restore(
-        &self,
-        identity: RequestIdentity,
-        fingerprint: u64,
-        outcome: Outcome,
-        seen_seconds: u64,
-    ) -> bool {
-        if self.count.load(Ordering::Relaxed) >= self.entries_max {
+    /// Puts back an answered request found in the log at start-up. False when the current
+    /// generation is full (the request then counts as new if retransmitted).
+    pub fn restore(&self, identity: RequestIdentity, fingerprint: u64, outcome: Outcome) -> bool {
+        let (current, _) = self.current();
+        if current.count.load(Ordering::Relaxed) >= self.generation_max {
             return false;
         }
-        let entry = Entry {
-            fingerprint,
-            outcome: Some(outcome),
-            seen_seconds,
-        };
-        if self.entries.insert(identity, entry).is_none() {
-            self.count.fetch_add(1, Ordering::Relaxed);
+        if current
+            .entries
+            .insert(
+                identity,
+                Entry {
+                    fingerprint,
+                    outcome: Some(outcome),
+                },
+            )
+            .is_none()
+        {
+            current.count.fetch_add(1, Ordering::Relaxed);
         }
         true
     }
 
-    /// Drops answered entries older than the retention; returns how many.
-    pub fn sweep(&self, now_seconds: u64) -> usize {
-        let before = self.entries.len();
-        self.entries.retain(|_, entry| {
-            entry.outcome.is_none()
-                || now_seconds.saturating_sub(entry.seen_seconds) < self.retention_seconds
-        });
-        let removed = before.saturating_sub(self.entries.len());
-        self.count.fetch_sub(
-            removed.min(self.count.load(Ordering::Relaxed)),
-            Ordering::Relaxed,
-        );
-        removed
+    /// Drops the older generation when the current one has lived `retention` seconds, or
+    /// earlier when it is three quarters full. Call about once a second.
+    pub fn sweep(&self, now_seconds: u64) -> Sweep {
+        let (current, _) = self.current();
+        let age = now_seconds.saturating_sub(self.current_since_seconds.load(Ordering::Acquire));
+        let pressed = current.count.load(Ordering::Relaxed) >= self.generation_max / 4 * 3;
+        if age < self.retention_seconds && !pressed {
+            return Sweep::Nothing;
+        }
+        let next = (self.current.load(Ordering::Acquire) & 1) ^ 1;
+        let dropped = self.generations[next].count.swap(0, Ordering::Relaxed);
+        self.generations[next].entries.clear();
+        self.current.store(next, Ordering::Release);
+        self.current_since_seconds
+            .store(now_seconds, Ordering::Release);
+        if age < self.retention_seconds {
+            Sweep::RotatedEarly {
+                dropped,
+                window_seconds: age,
+            }
+        } else {
+            Sweep::Rotated { dropped }
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
+        self.generations
+            .iter()
+            .map(|g| g.count.load(Ordering::Relaxed))
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -154,32 +220,87 @@ mod tests {
         }
     }
 
+    const APPROVED: Outcome = Outcome {
+        code: ResponseCode::Approved,
+        auth_id: Some(*b"000001"),
+        balances: None,
+    };
+
     #[test]
     fn lifecycle() {
-        let store = IdempotencyStore::new(2, 10);
-        let approved = Outcome {
-            code: ResponseCode::Approved,
-            auth_id: Some(*b"000001"),
-            balances: None,
-        };
-        assert_eq!(store.begin(id(1), 7, 0), Begin::New);
-        assert_eq!(store.begin(id(1), 7, 0), Begin::InFlight);
-        assert_eq!(store.begin(id(1), 8, 0), Begin::Conflict);
-        store.finish(&id(1), approved);
-        assert_eq!(store.begin(id(1), 7, 1), Begin::Replay(approved));
-        assert_eq!(store.begin(id(1), 8, 1), Begin::Conflict);
-        assert_eq!(store.begin(id(2), 7, 1), Begin::New);
-        assert_eq!(store.begin(id(3), 7, 1), Begin::Full);
+        let store = IdempotencyStore::new(4, 10);
+        assert_eq!(store.begin(id(1), 7), Begin::New);
+        assert_eq!(store.begin(id(1), 7), Begin::InFlight);
+        assert_eq!(store.begin(id(1), 8), Begin::Conflict);
+        store.finish(&id(1), APPROVED);
+        assert_eq!(store.begin(id(1), 7), Begin::Replay(APPROVED));
+        assert_eq!(store.begin(id(1), 8), Begin::Conflict);
+        assert_eq!(store.begin(id(2), 7), Begin::New);
+        assert_eq!(
+            store.begin(id(3), 7),
+            Begin::Full,
+            "a generation holds half the limit"
+        );
         store.abandon(&id(2));
         assert_eq!(store.len(), 1);
-        assert_eq!(store.begin(id(3), 7, 1), Begin::New);
-        // id(3) is unanswered: kept by the sweep whatever its age.
-        assert_eq!(store.sweep(10), 1);
-        assert_eq!(store.len(), 1);
+        assert_eq!(store.begin(id(3), 7), Begin::New);
+    }
+
+    #[test]
+    fn entries_live_one_to_two_retentions() {
+        let store = IdempotencyStore::starting_at(1_000, 10, 0);
+        assert_eq!(store.begin(id(1), 7), Begin::New);
+        store.finish(&id(1), APPROVED);
+        assert_eq!(store.sweep(9), Sweep::Nothing);
+        assert_eq!(store.sweep(10), Sweep::Rotated { dropped: 0 });
         assert_eq!(
-            store.begin(id(1), 7, 11),
-            Begin::New,
-            "forgotten after the retention"
+            store.begin(id(1), 7),
+            Begin::Replay(APPROVED),
+            "still found in the older generation"
         );
+        store.finish(&id(1), APPROVED);
+        assert_eq!(store.sweep(20), Sweep::Rotated { dropped: 1 });
+        assert_eq!(
+            store.begin(id(1), 7),
+            Begin::New,
+            "gone after two retentions"
+        );
+    }
+
+    #[test]
+    fn pressure_rotates_early_instead_of_refusing() {
+        let store = IdempotencyStore::starting_at(8, 100, 0);
+        for stan in 0..3 {
+            assert_eq!(store.begin(id(stan), 1), Begin::New);
+        }
+        assert_eq!(
+            store.sweep(5),
+            Sweep::RotatedEarly {
+                dropped: 0,
+                window_seconds: 5
+            }
+        );
+        for stan in 3..7 {
+            assert_eq!(
+                store.begin(id(stan), 1),
+                Begin::New,
+                "room again after the early rotation"
+            );
+        }
+        assert_eq!(
+            store.begin(id(0), 1),
+            Begin::InFlight,
+            "the older generation is still consulted"
+        );
+        assert_eq!(store.len(), 7);
+    }
+
+    #[test]
+    fn restore_fills_the_current_generation() {
+        let store = IdempotencyStore::new(4, 10);
+        assert!(store.restore(id(1), 3, APPROVED));
+        assert!(store.restore(id(2), 3, APPROVED));
+        assert!(!store.restore(id(3), 3, APPROVED));
+        assert_eq!(store.begin(id(2), 3), Begin::Replay(APPROVED));
     }
 }

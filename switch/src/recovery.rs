@@ -153,7 +153,7 @@ fn replay(
                         );
                     }
                     if now_seconds.saturating_sub(at_seconds) < retention
-                        && idempotency.restore(posting.key, fingerprint, outcome, at_seconds)
+                        && idempotency.restore(posting.key, fingerprint, outcome)
                     {
                         restored += 1;
                     }

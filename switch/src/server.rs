@@ -25,15 +25,15 @@ use crate::actors::{
 use crate::config::Settings;
 use crate::domain::Tokenizer;
 use crate::http::Health;
-use crate::idempotency::IdempotencyStore;
+use crate::idempotency::{IdempotencyStore, Sweep};
 use crate::recovery;
 use crate::risk::RiskEngine;
 use crate::session::{self, SessionContext};
 use crate::snapshotter;
 use crate::wal::writer::{self, Disk, SyncMode};
 
-/// How often answered idempotency entries past their retention are dropped.
-const IDEMPOTENCY_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the idempotency table may drop its older generation.
+const IDEMPOTENCY_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The running switch's threads, to stop them at the end.
 #[derive(Debug)]
@@ -77,9 +77,10 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
 
     let _lock = recovery::lock_directory(&settings.wal.dir)?;
     let tokenizer = Tokenizer::new(settings.token_key);
-    let idempotency = Arc::new(IdempotencyStore::new(
+    let idempotency = Arc::new(IdempotencyStore::starting_at(
         settings.limits.idempotency_entries_max,
         settings.limits.idempotency_retention_seconds,
+        unix_seconds(),
     ));
     let recovered = recovery::recover(&settings, &tokenizer, &idempotency, unix_seconds())?;
     let total: i128 = recovered.shards.iter().map(|s| s.total()).sum();
@@ -197,7 +198,18 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
             let mut tick = tokio::time::interval(IDEMPOTENCY_SWEEP_INTERVAL);
             loop {
                 tick.tick().await;
-                idempotency.sweep(unix_seconds());
+                if let Sweep::RotatedEarly {
+                    dropped,
+                    window_seconds,
+                } = idempotency.sweep(unix_seconds())
+                {
+                    tracing::warn!(
+                        dropped,
+                        window_seconds,
+                        "idempotency table full: retransmissions are recognised for {window_seconds} s only; \
+                         raise limits.idempotency_entries_max for this load"
+                    );
+                }
             }
         })
     };

@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
-use crate::actors::{Reply, RiskActor, Screen, Transaction, unix_seconds};
+use crate::actors::{Reply, RiskActor, Screen, Transaction};
 use crate::config::{Acquirer, Limits};
 use crate::domain::{Outcome, ResponseCode, Tokenizer};
 use crate::idempotency::{Begin, IdempotencyStore};
@@ -361,10 +361,7 @@ impl Reader<'_> {
             );
         }
         let fingerprint = iso::fingerprint(message);
-        match context
-            .idempotency
-            .begin(identity, fingerprint, unix_seconds())
-        {
+        match context.idempotency.begin(identity, fingerprint) {
             Begin::Replay(outcome) => self.respond(message, outcome, slot),
             Begin::Conflict => self.respond(
                 message,

@@ -348,7 +348,7 @@ fn snapshots_prune_the_log_and_a_restart_after_sigkill_starts_from_one() {
             ),
             ("segment_bytes = 67108864", "segment_bytes = 4096"),
             (
-                "idempotency_retention_seconds = 900",
+                "idempotency_retention_seconds = 300",
                 "idempotency_retention_seconds = 1",
             ),
         ]),
