@@ -137,6 +137,28 @@ fn wal_verify(dir: &std::path::Path) -> anyhow::Result<()> {
         report.segments,
         report.records
     );
+    // Every snapshot, not only the newest: a damaged one is corruption even if an older one
+    // would do.
+    let mut corrupt = Vec::new();
+    for (_, path) in switch::wal::snapshot::list(dir)? {
+        match std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| format::decode_snapshot(&b).map_err(|e| e.to_string()))
+        {
+            Ok(sections) => {
+                let accounts: usize = sections.iter().map(|s| s.image.accounts.len()).sum();
+                let from = sections.iter().map(|s| s.marker_lsn).min().unwrap_or(0);
+                println!(
+                    "snapshot {}: ok ({} shards, {accounts} accounts, replay from LSN {from})",
+                    path.display(),
+                    sections.len()
+                );
+            }
+            Err(problem) => {
+                corrupt.push(format!("snapshot {}: corrupt: {problem}", path.display()))
+            }
+        }
+    }
     if let Some(first) = report.first_lsn {
         println!("LSN {first} to {}", report.next_lsn.saturating_sub(1));
     }
@@ -149,6 +171,7 @@ fn wal_verify(dir: &std::path::Path) -> anyhow::Result<()> {
         ),
         None => println!("no torn tail"),
     }
+    anyhow::ensure!(corrupt.is_empty(), "{}", corrupt.join("; "));
     println!("ok");
     Ok(())
 }

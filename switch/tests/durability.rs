@@ -405,6 +405,29 @@ fn snapshots_prune_the_log_and_a_restart_after_sigkill_starts_from_one() {
             "card {card}"
         );
     }
+    drop(link);
+    let (status, _) = switch.terminate();
+    assert!(status.success());
+    let (status, stdout, stderr) = run_switch(&["wal", "verify", "--dir", wal.to_str().unwrap()]);
+    assert_eq!(status, 0, "{stderr}");
+    assert!(
+        stdout.contains(".snap: ok (2 shards, 2000 accounts"),
+        "{stdout}"
+    );
+    // A damaged snapshot fails verification, though recovery could still use an older one.
+    let (_, newest) = switch::wal::snapshot::list(&wal).unwrap()[0].clone();
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    let damaged = wal.join("09999999999999999999.snap");
+    std::fs::write(&damaged, bytes).unwrap();
+    let (status, _, stderr) = run_switch(&["wal", "verify", "--dir", wal.to_str().unwrap()]);
+    assert_eq!(status, 1);
+    assert!(
+        stderr.contains("09999999999999999999.snap: corrupt"),
+        "{stderr}"
+    );
+    std::fs::remove_file(damaged).unwrap();
 }
 
 /// A tmpfs of a fixed size, unmounted on drop.
