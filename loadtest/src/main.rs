@@ -1,10 +1,12 @@
 //! `loadtest`: drives the switch (a black box over TCP) and serves as the reference echo server.
 //!
 //! - `loadtest run --target 127.0.0.1:8583 --connections 64 --in-flight 1 --duration 10s`:
-//!   closed loop of 0100 authorizations over the demo PAN scheme; latency in HDR histograms,
-//!   one progress line a second, a table at the end, and `--json FILE` for the report.
-//! - `loadtest echo --listen 127.0.0.1:0`: answers every frame with itself, with the same
-//!   framing, to measure the loopback ceiling of the same workload.
+//!   closed loop; `--rate R` for open loop (latency from each request's due time); `--mix`,
+//!   `--accounts`, `--zipf`; `--ceiling` runs the same workload against an in-process echo
+//!   server first. A line a second while running, a table at the end, `--json FILE`, and a
+//!   money check (balances before and after against the approvals seen). Exit status 1 when
+//!   anything was unmatched, unexpected (any code but 00), lost, or the money does not add up.
+//! - `loadtest echo --listen 127.0.0.1:0`: the reference echo server on its own.
 //!
 //! Only loopback targets are accepted, and every run ends by itself (duration and count).
 
@@ -12,7 +14,10 @@
 // in a report, never amounts.
 #![allow(clippy::float_arithmetic)]
 
-mod load;
+mod echo;
+mod report;
+mod run;
+mod workload;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -34,8 +39,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Closed-loop load: each connection keeps `--in-flight` requests outstanding.
-    Run(load::RunOptions),
+    /// Load a target: closed loop, or open loop with --rate.
+    Run(run::RunOptions),
     /// Reference echo server: returns every frame unchanged.
     Echo {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -69,6 +74,17 @@ pub fn parse_dialect(text: &str) -> Result<DialectName, String> {
     text.parse()
 }
 
+async fn echo(
+    listen: SocketAddr,
+    framing: FrameHeader,
+    duration: Duration,
+) -> anyhow::Result<bool> {
+    let (addr, serve) = echo::bind(listen, framing, duration).await?;
+    eprintln!("loadtest: echo listening on {addr}");
+    serve.await;
+    Ok(true)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -83,18 +99,36 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Run(options) => runtime.block_on(load::run(options)),
+        Command::Run(options) => runtime.block_on(run::run(options)),
         Command::Echo {
             listen,
             framing,
             duration,
-        } => runtime.block_on(load::echo(listen, framing, duration)),
+        } => runtime.block_on(echo(listen, framing, duration)),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("loadtest: the run was not clean (see the report)");
+            ExitCode::FAILURE
+        }
         Err(error) => {
             eprintln!("loadtest: error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5h").is_err());
     }
 }
