@@ -1,0 +1,228 @@
+//! The hot-path stages one at a time, and all of them in one in-process chain without actors,
+//! threads or sockets: what a request costs in CPU before any hop or syscall.
+//! Run: `cargo bench -p bench --bench pipeline`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use adapters::{DialectName, Message, Mti};
+use criterion::{Criterion, criterion_group, criterion_main};
+use switch::config::Settings;
+use switch::domain::ledger::{Account, LedgerShard, ShardLimits, shard_of};
+use switch::domain::{Kind, Outcome, Posting, Tokenizer, TxnKey};
+use switch::idempotency::{Begin, IdempotencyStore};
+use switch::iso;
+use switch::risk::RiskEngine;
+use switch::wal::format::{self, Entry};
+
+const ACCOUNTS: u64 = 10_000;
+
+fn settings() -> Settings {
+    Settings::embedded().expect("the embedded configuration is valid")
+}
+
+fn authorization(index: u64, stan: u32) -> Vec<u8> {
+    let mut m = Message::new(Mti(*b"0100"));
+    let pan =
+        switch::domain::Pan::from_scheme("400000", 1_000 + index % ACCOUNTS, 9).expect("demo PAN");
+    let (digits, len) = pan.digits();
+    m.set(2, digits[..len].to_vec());
+    m.set(3, &b"000000"[..]);
+    m.set(4, &b"000000000001"[..]);
+    m.set(7, &b"1126143015"[..]);
+    m.set(11, format!("{:06}", stan % 1_000_000).into_bytes());
+    m.set(14, &b"3012"[..]);
+    m.set(32, &b"123456"[..]);
+    m.set(41, format!("B{:07}", stan / 1_000_000).into_bytes());
+    m.set(42, &b"MERCHANT0000001"[..]);
+    m.set(49, &b"840"[..]);
+    let mut wire = Vec::new();
+    DialectName::Default
+        .dialect()
+        .encode(&m, &mut wire)
+        .expect("valid");
+    wire
+}
+
+fn shard(settings: &Settings, tokenizer: &Tokenizer) -> LedgerShard {
+    let limits = ShardLimits {
+        transactions_max: 100_000_000,
+        ..settings.shard_limits
+    };
+    let mut shard = LedgerShard::new(0, limits);
+    for index in 0..ACCOUNTS {
+        let pan = switch::domain::Pan::from_scheme("400000", 1_000 + index, 9).expect("demo PAN");
+        shard.open_account(tokenizer.token(&pan), Account::new(1_000_000_000, 840));
+    }
+    shard
+}
+
+fn stages(c: &mut Criterion) {
+    let settings = settings();
+    let tokenizer = Tokenizer::new(settings.token_key);
+    let dialect = DialectName::Default.dialect();
+    let wire = authorization(7, 1);
+    let message = dialect.decode(&wire).expect("valid");
+    let request =
+        iso::parse_request(&message, iso::today_utc(), &tokenizer).expect("valid request");
+
+    c.bench_function(
+        "parse 0100 into a request (incl. tokenising the PAN)",
+        |b| b.iter(|| iso::parse_request(black_box(&message), iso::today_utc(), &tokenizer)),
+    );
+    let risk = RiskEngine::new(settings.risk.clone());
+    c.bench_function("risk evaluation", |b| {
+        b.iter(|| risk.evaluate(black_box(&request)))
+    });
+    let mut routes = settings.routes.clone();
+    for prefix in 0..1_000u32 {
+        routes.insert(
+            format!("5{prefix:05}").as_bytes(),
+            switch::routing::Destination::OnUs,
+        );
+    }
+    c.bench_function("routing lookup (1,002 prefixes)", |b| {
+        b.iter(|| routes.route(black_box(&request.pan)))
+    });
+
+    c.bench_function("ledger apply: authorization", |b| {
+        b.iter_custom(|iters| {
+            let mut shard = shard(&settings, &tokenizer);
+            shard.reserve_transactions(usize::try_from(iters).unwrap_or(0));
+            let cards: Vec<_> = (0..ACCOUNTS)
+                .map(|i| {
+                    tokenizer.token(
+                        &switch::domain::Pan::from_scheme("400000", 1_000 + i, 9).expect("PAN"),
+                    )
+                })
+                .collect();
+            let start = Instant::now();
+            for n in 0..iters {
+                let posting = Posting {
+                    kind: Kind::Authorization,
+                    card: cards[(n % ACCOUNTS) as usize],
+                    amount: 1,
+                    currency: Some(840),
+                    key: TxnKey {
+                        acquirer: 123_456,
+                        terminal: *b"TERM0001",
+                        stan: (n % 1_000_000) as u32,
+                        transmission: n / 1_000_000,
+                    },
+                    original: None,
+                };
+                black_box(shard.apply(&posting, 1_795_000_000));
+            }
+            start.elapsed()
+        })
+    });
+
+    let entry = Entry::Applied {
+        posting: request.posting(),
+        at_seconds: 1_795_000_000,
+        fingerprint: 1,
+        outcome: Outcome {
+            code: switch::domain::ResponseCode::Approved,
+            auth_id: Some(*b"000001"),
+            balances: None,
+        },
+    };
+    let mut payload = Vec::with_capacity(128);
+    let mut group = Vec::with_capacity(1 << 20);
+    c.bench_function(
+        "WAL append: encode an entry and frame it into the group buffer",
+        |b| {
+            b.iter(|| {
+                payload.clear();
+                format::encode_entry(black_box(&entry), &mut payload);
+                if group.len() > (1 << 20) {
+                    group.clear();
+                }
+                format::append_record(&mut group, 1, &payload);
+            })
+        },
+    );
+}
+
+/// Everything a request goes through, in one thread: decode, identity and fingerprint,
+/// idempotency, parse, risk, routing, ledger, WAL record, idempotency again, response.
+fn chain(c: &mut Criterion) {
+    let settings = settings();
+    let tokenizer = Tokenizer::new(settings.token_key);
+    let dialect = DialectName::Default.dialect();
+    let risk = RiskEngine::new(settings.risk.clone());
+    let frames: Vec<Vec<u8>> = (0..4_096u32)
+        .map(|n| authorization(u64::from(n) * 7, n))
+        .collect();
+    c.bench_function(
+        "in-process pipeline: 0100 in, WAL record and 0110 out",
+        |b| {
+            b.iter_custom(|iters| {
+                let mut shard = shard(&settings, &tokenizer);
+                shard.reserve_transactions(usize::try_from(iters).unwrap_or(0));
+                let idempotency = IdempotencyStore::new(64_000_000, 300);
+                let mut payload = Vec::with_capacity(128);
+                let mut group = Vec::with_capacity(1 << 20);
+                let mut out = Vec::with_capacity(512);
+                let start = Instant::now();
+                for n in 0..iters {
+                    let mut frame = frames[(n % 4_096) as usize].clone();
+                    // A unique STAN and terminal per request, as the load tool sends.
+                    let stan = format!("{:06}", n % 1_000_000);
+                    let at = frame
+                        .windows(12)
+                        .position(|w| w == b"000000000001")
+                        .unwrap_or(0)
+                        + 12
+                        + 10;
+                    frame[at..at + 6].copy_from_slice(stan.as_bytes());
+                    let message = dialect.decode(&frame).expect("valid");
+                    let identity = iso::identity(&message).expect("identity");
+                    let identity = switch::domain::RequestIdentity {
+                        transmission: n / 1_000_000,
+                        ..identity
+                    };
+                    let fingerprint = iso::fingerprint(&message);
+                    assert_eq!(idempotency.begin(identity, fingerprint), Begin::New);
+                    let request = iso::parse_request(&message, iso::today_utc(), &tokenizer)
+                        .expect("request");
+                    risk.evaluate(&request).expect("passes risk");
+                    let _ = settings.routes.route(&request.pan);
+                    let _ = shard_of(&request.card, 1);
+                    let posting = Posting {
+                        key: identity,
+                        ..request.posting()
+                    };
+                    let outcome = shard.apply(&posting, 1_795_000_000);
+                    payload.clear();
+                    format::encode_entry(
+                        &Entry::Applied {
+                            posting,
+                            at_seconds: 1_795_000_000,
+                            fingerprint,
+                            outcome,
+                        },
+                        &mut payload,
+                    );
+                    if group.len() > (1 << 20) {
+                        group.clear();
+                    }
+                    format::append_record(&mut group, n, &payload);
+                    idempotency.finish(&identity, outcome);
+                    let response = iso::response(&message, &outcome).expect("0110");
+                    out.clear();
+                    dialect.encode(&response, &mut out).expect("encodes");
+                    black_box(&out);
+                }
+                start.elapsed()
+            })
+        },
+    );
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(5));
+    targets = stages, chain
+}
+criterion_main!(benches);
