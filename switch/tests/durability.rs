@@ -20,18 +20,6 @@ fn small_config() -> std::path::PathBuf {
     )
 }
 
-fn run_switch(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_switch"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 /// The `total_minor` of the "ledger recovered" line.
 fn recovered_total(switch: &Switch) -> i128 {
     let line = switch.wait_for_output("ledger recovered");

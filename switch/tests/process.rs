@@ -4,21 +4,7 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
-
-fn run_switch(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_switch"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn sigterm_answers_every_request_read_and_exits_zero() {

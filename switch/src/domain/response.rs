@@ -102,30 +102,8 @@ mod tests {
     #[test]
     fn codes_are_two_distinct_digits() {
         use ResponseCode::*;
-        let all = [
-            Approved,
-            DoNotHonor,
-            InvalidTransaction,
-            InvalidAmount,
-            InvalidCardNumber,
-            NoSuchIssuer,
-            OriginalNotFound,
-            FormatError,
-            InsufficientFunds,
-            ExpiredCard,
-            NotPermittedToCard,
-            NotPermittedToTerminal,
-            SuspectedFraud,
-            ExceedsAmountLimit,
-            RestrictedCard,
-            SecurityViolation,
-            ExceedsFrequencyLimit,
-            IssuerUnavailable,
-            DuplicateTransmission,
-            SystemMalfunction,
-        ];
         let mut seen = std::collections::HashSet::new();
-        for code in all {
+        for code in ResponseCode::ALL {
             assert!(code.as_bytes().iter().all(u8::is_ascii_digit));
             assert!(seen.insert(code.as_bytes()), "{code:?} repeats a code");
         }

@@ -23,6 +23,19 @@ pub struct Switch {
     output: Arc<Mutex<Vec<String>>>,
 }
 
+/// Runs the switch binary to completion: (exit code, stdout, stderr).
+pub fn run_switch(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_switch"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// A config file under the target directory, unique per test.
 pub fn config_file(name: &str, text: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
