@@ -72,7 +72,8 @@ fn replay_shard(
                     ((again.code, again.balances) != (outcome.code, outcome.balances)).then(|| {
                         format!(
                             "entry at LSN {lsn}: replay gave {} {:?} where the log says {} {:?}: the log was written on \
-                             another genesis (demo data, ledger.token_key or ledger limits changed?)",
+                             another genesis (demo data, ledger.token_key or ledger limits changed?); to start afresh \
+                             from the new configuration, move the WAL directory aside",
                             again.code.as_str(),
                             again.balances,
                             outcome.code.as_str(),

@@ -500,3 +500,41 @@ fn a_full_disk_answers_96_exits_1_and_a_restart_keeps_exactly_the_approvals_seen
     let (status, _) = switch.terminate();
     assert!(status.success());
 }
+
+#[test]
+fn a_log_written_on_other_demo_data_is_refused_not_replayed_onto_it() {
+    let wal = fresh_wal_dir();
+    let config = small_config();
+    let switch = Switch::start_with_wal(&wal, &["--config", config.to_str().unwrap()]);
+    let mut link = switch.connect();
+    assert_eq!(
+        code(&link.call(&request("0200", &demo_pan(30), "000000", 100))),
+        "00"
+    );
+    drop(link);
+    switch.terminate();
+    let richer = config_file(
+        "richer",
+        &default_config_with(&[
+            ("accounts = 100000 ", "accounts = 2000 "),
+            ("balance = \"10000.00\"", "balance = \"20000.00\""),
+        ]),
+    );
+    let (status, _, stderr) = run_switch(&[
+        "run",
+        "--config",
+        richer.to_str().unwrap(),
+        "--wal-dir",
+        wal.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(status, 1, "{stderr}");
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.contains("another genesis") && last.contains("move the WAL directory aside"),
+        "{stderr}"
+    );
+}
