@@ -20,6 +20,21 @@ fn small_config() -> std::path::PathBuf {
     )
 }
 
+/// `switch run` with `config` on the log in `wal`, for runs expected to exit by themselves.
+fn run_switch_to_exit(config: &str, wal: &str) -> (i32, String, String) {
+    run_switch(&[
+        "run",
+        "--config",
+        config,
+        "--wal-dir",
+        wal,
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+    ])
+}
+
 /// The `total_minor` of the "ledger recovered" line.
 fn recovered_total(switch: &Switch) -> i128 {
     let line = switch.wait_for_output("ledger recovered");
@@ -235,17 +250,7 @@ fn a_flipped_byte_is_found_by_verify_and_refused_at_start() {
         "{stderr}"
     );
 
-    let (start, _, stderr) = run_switch(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--wal-dir",
-        wal_str,
-        "--listen",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-    ]);
+    let (start, _, stderr) = run_switch_to_exit(config.to_str().unwrap(), wal_str);
     assert_eq!(start, 1, "{stderr}");
     let last = stderr.lines().last().unwrap();
     assert!(
@@ -293,17 +298,7 @@ fn a_second_switch_cannot_take_the_same_wal() {
     let wal = fresh_wal_dir();
     let config = small_config();
     let _first = Switch::start_with_wal(&wal, &["--config", config.to_str().unwrap()]);
-    let (status, _, stderr) = run_switch(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--wal-dir",
-        wal.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-    ]);
+    let (status, _, stderr) = run_switch_to_exit(config.to_str().unwrap(), wal.to_str().unwrap());
     assert_eq!(status, 1);
     assert!(
         stderr.contains("is in use by another switch process"),
@@ -520,17 +515,7 @@ fn a_log_written_on_other_demo_data_is_refused_not_replayed_onto_it() {
             ("balance = \"10000.00\"", "balance = \"20000.00\""),
         ]),
     );
-    let (status, _, stderr) = run_switch(&[
-        "run",
-        "--config",
-        richer.to_str().unwrap(),
-        "--wal-dir",
-        wal.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-    ]);
+    let (status, _, stderr) = run_switch_to_exit(richer.to_str().unwrap(), wal.to_str().unwrap());
     assert_eq!(status, 1, "{stderr}");
     let last = stderr.lines().last().unwrap();
     assert!(
