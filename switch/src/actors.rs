@@ -258,15 +258,15 @@ impl LedgerActor {
         }
         let at_seconds = unix_seconds();
         let holds = self.shard.expire(at_seconds);
-        let payload = (!holds.is_empty()).then(|| {
-            tracing::info!(released = holds.len(), "released expired holds");
-            let mut payload = Vec::with_capacity(64 * holds.len());
-            format::encode_entry(&Entry::Expired { at_seconds, holds }, &mut payload);
-            payload
-        });
-        // With no payload this only returns the reservation, in order.
+        if holds.is_empty() {
+            self.wal.unreserve();
+            return;
+        }
+        tracing::info!(released = holds.len(), "released expired holds");
+        let mut payload = Vec::with_capacity(64 * holds.len());
+        format::encode_entry(&Entry::Expired { at_seconds, holds }, &mut payload);
         let _ = self.wal.submit(Submission {
-            payload,
+            payload: Some(payload),
             completion: Waiting::Nothing,
         });
     }

@@ -523,3 +523,44 @@ fn a_log_written_on_other_demo_data_is_refused_not_replayed_onto_it() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_expired_hold_is_released_and_stays_released_after_a_restart() {
+    let wal = fresh_wal_dir();
+    let config = config_file(
+        "expiry",
+        &default_config_with(&[
+            ("accounts = 100000 ", "accounts = 2000 "),
+            ("hold_expiry_seconds = 604800", "hold_expiry_seconds = 1"),
+        ]),
+    );
+    let args = ["--config", config.to_str().unwrap()];
+    let switch = Switch::start_with_wal(&wal, &args);
+    let mut link = switch.connect();
+    assert_eq!(
+        code(&link.call(&request("0100", &demo_pan(77), "000000", 4_000))),
+        "00"
+    );
+    assert_eq!(available(&mut link, &demo_pan(77)), 1_000_000 - 4_000);
+    switch.wait_for_output("released expired holds");
+    assert_eq!(
+        available(&mut link, &demo_pan(77)),
+        1_000_000,
+        "the hold expired"
+    );
+    drop(link);
+    switch.kill();
+    let (status, dump, _) = run_switch(&["wal", "dump", "--dir", wal.to_str().unwrap()]);
+    assert_eq!(status, 0);
+    assert!(
+        dump.lines().any(|l| l.contains("expired holds: card …")),
+        "the release is in the log:\n{dump}"
+    );
+    let switch = Switch::start_with_wal(&wal, &args);
+    let mut link = switch.connect();
+    assert_eq!(
+        available(&mut link, &demo_pan(77)),
+        1_000_000,
+        "the release was replayed"
+    );
+}

@@ -153,6 +153,11 @@ impl<C> Wal<C> {
         true
     }
 
+    /// Gives back a reservation that will not be used.
+    pub fn unreserve(&self) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+
     /// Submits after a successful [`Wal::try_reserve`]. Gives the submission back if the
     /// writer has stopped.
     pub fn submit(&self, submission: Submission<C>) -> Result<(), Submission<C>> {
