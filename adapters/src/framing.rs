@@ -104,8 +104,10 @@ impl FrameHeader {
         Ok((buffer.len() >= bounds.total_len()).then_some(bounds))
     }
 
-    /// Appends the header for a body of `body_len` bytes.
-    pub fn write(self, body_len: usize, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    /// Writes the header for a body of `body_len` bytes into the first
+    /// [`header_len`](Self::header_len) bytes of `header`: the placeholder a caller reserved at
+    /// the front of a frame before encoding its body, so framing a message allocates nothing.
+    pub fn fill(self, body_len: usize, header: &mut [u8]) -> Result<(), FrameError> {
         if body_len > self.body_len_limit() {
             return Err(FrameError::Unrepresentable {
                 length: body_len,
@@ -113,17 +115,22 @@ impl FrameHeader {
                 limit: self.body_len_limit(),
             });
         }
+        let header = &mut header[..self.header_len()];
         match self {
             FrameHeader::Binary2 => {
                 let length = u16::try_from(body_len).unwrap_or(u16::MAX);
-                out.extend_from_slice(&length.to_be_bytes());
+                header.copy_from_slice(&length.to_be_bytes());
             }
-            FrameHeader::Ascii4 => {
-                let mut digits = [b'0'; 4];
-                crate::codec::write_digits(body_len, &mut digits);
-                out.extend_from_slice(&digits);
-            }
+            FrameHeader::Ascii4 => crate::codec::write_digits(body_len, header),
         }
+        Ok(())
+    }
+
+    /// Appends the header for a body of `body_len` bytes.
+    pub fn write(self, body_len: usize, out: &mut Vec<u8>) -> Result<(), FrameError> {
+        let mut header = [0u8; 4];
+        self.fill(body_len, &mut header)?;
+        out.extend_from_slice(&header[..self.header_len()]);
         Ok(())
     }
 

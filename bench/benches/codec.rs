@@ -62,6 +62,18 @@ fn codec(c: &mut Criterion) {
         })
     });
 
+    let framing = adapters::FrameHeader::Binary2;
+    c.bench_function("frame 0110: encode and fill the header in place", |b| {
+        b.iter(|| {
+            let mut frame = vec![0u8; 2];
+            dialect
+                .encode(black_box(&response), &mut frame)
+                .expect("encodes");
+            framing.fill(frame.len() - 2, &mut frame).expect("fits");
+            frame
+        })
+    });
+
     // What the session does per request: decode the 0100, build and encode the 0110.
     c.bench_function("decode 0100 + build and encode 0110", |b| {
         b.iter(|| {

@@ -334,11 +334,12 @@ impl Generator {
         self.dialect
             .encode(&message, out)
             .map_err(|e| e.to_string())?;
-        let mut header = Vec::with_capacity(4);
         self.framing
-            .write(out.len() - start - self.framing.header_len(), &mut header)
+            .fill(
+                out.len() - start - self.framing.header_len(),
+                &mut out[start..],
+            )
             .map_err(|e| e.to_string())?;
-        out[start..start + header.len()].copy_from_slice(&header);
         Ok((stan, sent))
     }
 }

@@ -93,12 +93,10 @@ impl Responder {
             tracing::debug!(peer = %self.peer, %error, "response not encodable");
             return None;
         }
-        let mut header = Vec::with_capacity(header_len);
-        if let Err(error) = self.framing.write(frame.len() - header_len, &mut header) {
+        if let Err(error) = self.framing.fill(frame.len() - header_len, &mut frame) {
             tracing::warn!(peer = %self.peer, %error, "response too large for the frame header");
             return None;
         }
-        frame[..header_len].copy_from_slice(&header);
         Some(frame)
     }
 }
