@@ -110,6 +110,7 @@ fn stages(c: &mut Criterion) {
                         transmission: n / 1_000_000,
                     },
                     original: None,
+                    replacement: None,
                 };
                 black_box(shard.apply(&posting, 1_795_000_000));
             }
@@ -182,8 +183,11 @@ fn chain(c: &mut Criterion) {
                         transmission: n / 1_000_000,
                         ..identity
                     };
-                    let fingerprint = iso::fingerprint(&message);
-                    assert_eq!(idempotency.begin(identity, fingerprint), Begin::New);
+                    let fingerprint = iso::fingerprint(&message, &settings.token_key);
+                    assert!(matches!(
+                        idempotency.begin(identity, fingerprint),
+                        Begin::New
+                    ));
                     let request = iso::parse_request(&message, iso::today_utc(), &tokenizer)
                         .expect("request");
                     risk.evaluate(&request).expect("passes risk");

@@ -50,6 +50,7 @@ fn entry(n: u64, card: CardToken) -> Vec<u8> {
             transmission: 1_126_000_000 + n / 1_000_000,
         },
         original: None,
+        replacement: None,
     };
     let outcome = Outcome {
         code: ResponseCode::Approved,

@@ -99,6 +99,9 @@ struct LimitsFile {
     idempotency_entries_max: usize,
     idempotency_retention_seconds: u64,
     shutdown_drain_seconds: u64,
+    write_timeout_seconds: u64,
+    retransmission_wait_seconds: u64,
+    retransmission_waiters_max: usize,
 }
 
 impl Default for LimitsFile {
@@ -111,6 +114,9 @@ impl Default for LimitsFile {
             idempotency_entries_max: 16_000_000,
             idempotency_retention_seconds: 300,
             shutdown_drain_seconds: 10,
+            write_timeout_seconds: 10,
+            retransmission_wait_seconds: 30,
+            retransmission_waiters_max: 8,
         }
     }
 }
@@ -190,6 +196,7 @@ impl Default for RiskFile {
 struct AcquirerFile {
     id: String,
     name: String,
+    connections_max: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,6 +243,12 @@ pub struct Limits {
     pub idempotency_entries_max: usize,
     pub idempotency_retention_seconds: u64,
     pub shutdown_drain_seconds: u64,
+    /// A connection whose peer takes longer than this to accept a write is closed.
+    pub write_timeout_seconds: u64,
+    /// How long a retransmission waits for its original's decision before it is answered 91.
+    pub retransmission_wait_seconds: u64,
+    /// Retransmissions that may wait for one undecided request; more are answered 91.
+    pub retransmission_waiters_max: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -251,6 +264,9 @@ pub struct RiskRules {
 pub struct Acquirer {
     pub id: u64,
     pub name: String,
+    /// Connections this acquirer may hold at once; a connection is counted from its first
+    /// financial request naming the acquirer.
+    pub connections_max: usize,
 }
 
 /// Demo accounts: `bin` + 9-digit index + Luhn digit, each with `balance`, but the overrides.
@@ -478,6 +494,24 @@ impl Checker<'_> {
                 0,
                 600,
             )?,
+            write_timeout_seconds: self.range(
+                "limits.write_timeout_seconds",
+                l.write_timeout_seconds,
+                1,
+                3_600,
+            )?,
+            retransmission_wait_seconds: self.range(
+                "limits.retransmission_wait_seconds",
+                l.retransmission_wait_seconds,
+                1,
+                3_600,
+            )?,
+            retransmission_waiters_max: self.range(
+                "limits.retransmission_waiters_max",
+                l.retransmission_waiters_max,
+                1,
+                1_024,
+            )?,
         };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let shards = match raw.ledger.shards {
@@ -578,10 +612,21 @@ impl Checker<'_> {
         let mut acquirers = HashMap::new();
         for (i, a) in raw.acquirers.into_iter().enumerate() {
             let id = self.digits(&format!("acquirers[{i}].id"), &a.id, 11)?;
-            if acquirers
-                .insert(id, Acquirer { id, name: a.name })
-                .is_some()
-            {
+            let connections_max = match a.connections_max {
+                None => limits.connections_max,
+                Some(n) => self.range(
+                    &format!("acquirers[{i}].connections_max"),
+                    n,
+                    1,
+                    limits.connections_max,
+                )?,
+            };
+            let acquirer = Acquirer {
+                id,
+                name: a.name,
+                connections_max,
+            };
+            if acquirers.insert(id, acquirer).is_some() {
                 return Err(self.invalid(
                     format!("acquirers[{i}].id"),
                     format!("{:?} is configured twice", a.id),

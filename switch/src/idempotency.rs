@@ -11,22 +11,50 @@
 //! that, the sweep rotates early and reports how short the window became: under a load the
 //! limit was not sized for, the duplicate window shrinks instead of the switch refusing
 //! traffic. Only if a generation fills completely between two sweeps do new requests get 96.
+//!
+//! An identical retransmission that arrives while its original is still being decided, on any
+//! connection, waits for that decision: [`Begin::InFlight`] hands it a receiver that
+//! [`IdempotencyStore::finish`] (or [`IdempotencyStore::abandon`]) fills with the original's
+//! outcome. At most `waiters_max` wait per identity; the session bounds the wait in time.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
+use tokio::sync::oneshot;
 
 use crate::domain::{Outcome, RequestIdentity};
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 struct Entry {
     fingerprint: u64,
     /// `None` while the request is still in the pipeline.
     outcome: Option<Outcome>,
+    /// Identical retransmissions waiting for the outcome; `None` nearly always. Boxed so that
+    /// every entry pays one pointer for it, not a vector's three (16 M entries by default).
+    #[allow(clippy::box_collection)]
+    waiters: Option<Box<Vec<oneshot::Sender<Outcome>>>>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+impl Entry {
+    fn answered(fingerprint: u64, outcome: Outcome) -> Entry {
+        Entry {
+            fingerprint,
+            outcome: Some(outcome),
+            waiters: None,
+        }
+    }
+
+    /// Hands the outcome to everything waiting for it.
+    fn wake(&mut self, outcome: Outcome) {
+        for waiter in self.waiters.take().into_iter().flat_map(|w| *w) {
+            // A waiter that gave up (timed out, connection gone) has dropped its receiver.
+            let _ = waiter.send(outcome);
+        }
+    }
+}
+
+#[derive(Debug)]
 pub enum Begin {
     /// First sight: process it, then call [`IdempotencyStore::finish`] or
     /// [`IdempotencyStore::abandon`].
@@ -35,8 +63,12 @@ pub enum Begin {
     Replay(Outcome),
     /// Another request under the same identity: answer 94.
     Conflict,
-    /// An identical request is still being processed; its answer will follow.
-    InFlight,
+    /// An identical request is still being processed: its outcome arrives on this receiver
+    /// (an error if the table forgot the identity before it was decided).
+    InFlight(oneshot::Receiver<Outcome>),
+    /// An identical request is still being processed and `waiters_max` retransmissions already
+    /// wait for it: answer 91 (try again later).
+    TooManyWaiting,
     /// The current generation is full: answer 96 and remember nothing.
     Full,
 }
@@ -71,15 +103,31 @@ pub struct IdempotencyStore {
     current_since_seconds: AtomicU64,
     generation_max: usize,
     retention_seconds: u64,
+    waiters_max: usize,
 }
 
-fn classify(entry: &Entry, fingerprint: u64) -> Begin {
+fn classify(entry: &mut Entry, fingerprint: u64, waiters_max: usize) -> Begin {
     match (entry.fingerprint == fingerprint, entry.outcome) {
         (false, _) => Begin::Conflict,
         (true, Some(outcome)) => Begin::Replay(outcome),
-        (true, None) => Begin::InFlight,
+        (true, None)
+            if entry
+                .waiters
+                .as_ref()
+                .is_some_and(|w| w.len() >= waiters_max) =>
+        {
+            Begin::TooManyWaiting
+        }
+        (true, None) => {
+            let (sender, receiver) = oneshot::channel();
+            entry.waiters.get_or_insert_default().push(sender);
+            Begin::InFlight(receiver)
+        }
     }
 }
+
+/// Retransmissions that may wait for one identity's decision unless configured otherwise.
+pub const WAITERS_PER_IDENTITY_DEFAULT: usize = 8;
 
 impl IdempotencyStore {
     pub fn new(entries_max: usize, retention_seconds: u64) -> IdempotencyStore {
@@ -97,7 +145,14 @@ impl IdempotencyStore {
             current_since_seconds: AtomicU64::new(now_seconds),
             generation_max: (entries_max / 2).max(1),
             retention_seconds,
+            waiters_max: WAITERS_PER_IDENTITY_DEFAULT,
         }
+    }
+
+    /// Sets how many identical retransmissions may wait for one undecided request.
+    pub fn with_waiters_max(mut self, waiters_max: usize) -> IdempotencyStore {
+        self.waiters_max = waiters_max;
+        self
     }
 
     fn current(&self) -> (&Generation, &Generation) {
@@ -107,11 +162,13 @@ impl IdempotencyStore {
 
     pub fn begin(&self, identity: RequestIdentity, fingerprint: u64) -> Begin {
         let (current, previous) = self.current();
-        if let Some(entry) = previous.entries.get(&identity) {
-            return classify(&entry, fingerprint);
+        if let Some(mut entry) = previous.entries.get_mut(&identity) {
+            return classify(&mut entry, fingerprint, self.waiters_max);
         }
         match current.entries.entry(identity) {
-            MapEntry::Occupied(entry) => classify(entry.get(), fingerprint),
+            MapEntry::Occupied(mut entry) => {
+                classify(entry.get_mut(), fingerprint, self.waiters_max)
+            }
             MapEntry::Vacant(entry) => {
                 if current.count.load(Ordering::Relaxed) >= self.generation_max {
                     return Begin::Full;
@@ -120,27 +177,31 @@ impl IdempotencyStore {
                 entry.insert(Entry {
                     fingerprint,
                     outcome: None,
+                    waiters: None,
                 });
                 Begin::New
             }
         }
     }
 
-    /// Records the outcome that was sent, for retransmissions.
+    /// Records the outcome that was sent, for retransmissions, and hands it to those waiting.
     pub fn finish(&self, identity: &RequestIdentity, outcome: Outcome) {
         for generation in &self.generations {
             if let Some(mut entry) = generation.entries.get_mut(identity) {
                 entry.outcome = Some(outcome);
+                entry.wake(outcome);
                 return;
             }
         }
     }
 
-    /// Forgets a request that was shed before any decision, so a retransmission is tried anew.
-    pub fn abandon(&self, identity: &RequestIdentity) {
+    /// Forgets a request that was shed before any decision (`outcome`, a 91 or 96), so that a
+    /// later retransmission is tried anew; those already waiting get the same `outcome`.
+    pub fn abandon(&self, identity: &RequestIdentity, outcome: Outcome) {
         for generation in &self.generations {
-            if generation.entries.remove(identity).is_some() {
+            if let Some((_, mut entry)) = generation.entries.remove(identity) {
                 generation.count.fetch_sub(1, Ordering::Relaxed);
+                entry.wake(outcome);
                 return;
             }
         }
@@ -155,13 +216,7 @@ impl IdempotencyStore {
         }
         if current
             .entries
-            .insert(
-                identity,
-                Entry {
-                    fingerprint,
-                    outcome: Some(outcome),
-                },
-            )
+            .insert(identity, Entry::answered(fingerprint, outcome))
             .is_none()
         {
             current.count.fetch_add(1, Ordering::Relaxed);
@@ -220,6 +275,28 @@ mod tests {
         }
     }
 
+    /// What [`IdempotencyStore::begin`] said, comparable.
+    #[derive(Debug, PartialEq)]
+    enum Seen {
+        New,
+        Replay(Outcome),
+        Conflict,
+        InFlight,
+        TooManyWaiting,
+        Full,
+    }
+
+    fn begin(store: &IdempotencyStore, identity: RequestIdentity, fingerprint: u64) -> Seen {
+        match store.begin(identity, fingerprint) {
+            Begin::New => Seen::New,
+            Begin::Replay(outcome) => Seen::Replay(outcome),
+            Begin::Conflict => Seen::Conflict,
+            Begin::InFlight(_) => Seen::InFlight,
+            Begin::TooManyWaiting => Seen::TooManyWaiting,
+            Begin::Full => Seen::Full,
+        }
+    }
+
     const APPROVED: Outcome = Outcome {
         code: ResponseCode::Approved,
         auth_id: Some(*b"000001"),
@@ -227,42 +304,52 @@ mod tests {
     };
 
     #[test]
+    fn an_entry_stays_small() {
+        // 16 M of them by default: the waiters must not widen the common entry.
+        assert!(
+            std::mem::size_of::<Entry>() <= 56,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
+    }
+
+    #[test]
     fn lifecycle() {
         let store = IdempotencyStore::new(4, 10);
-        assert_eq!(store.begin(id(1), 7), Begin::New);
-        assert_eq!(store.begin(id(1), 7), Begin::InFlight);
-        assert_eq!(store.begin(id(1), 8), Begin::Conflict);
+        assert_eq!(begin(&store, id(1), 7), Seen::New);
+        assert_eq!(begin(&store, id(1), 7), Seen::InFlight);
+        assert_eq!(begin(&store, id(1), 8), Seen::Conflict);
         store.finish(&id(1), APPROVED);
-        assert_eq!(store.begin(id(1), 7), Begin::Replay(APPROVED));
-        assert_eq!(store.begin(id(1), 8), Begin::Conflict);
-        assert_eq!(store.begin(id(2), 7), Begin::New);
+        assert_eq!(begin(&store, id(1), 7), Seen::Replay(APPROVED));
+        assert_eq!(begin(&store, id(1), 8), Seen::Conflict);
+        assert_eq!(begin(&store, id(2), 7), Seen::New);
         assert_eq!(
-            store.begin(id(3), 7),
-            Begin::Full,
+            begin(&store, id(3), 7),
+            Seen::Full,
             "a generation holds half the limit"
         );
-        store.abandon(&id(2));
+        store.abandon(&id(2), Outcome::decline(ResponseCode::IssuerUnavailable));
         assert_eq!(store.len(), 1);
-        assert_eq!(store.begin(id(3), 7), Begin::New);
+        assert_eq!(begin(&store, id(3), 7), Seen::New);
     }
 
     #[test]
     fn entries_live_one_to_two_retentions() {
         let store = IdempotencyStore::starting_at(1_000, 10, 0);
-        assert_eq!(store.begin(id(1), 7), Begin::New);
+        assert_eq!(begin(&store, id(1), 7), Seen::New);
         store.finish(&id(1), APPROVED);
         assert_eq!(store.sweep(9), Sweep::Nothing);
         assert_eq!(store.sweep(10), Sweep::Rotated { dropped: 0 });
         assert_eq!(
-            store.begin(id(1), 7),
-            Begin::Replay(APPROVED),
+            begin(&store, id(1), 7),
+            Seen::Replay(APPROVED),
             "still found in the older generation"
         );
         store.finish(&id(1), APPROVED);
         assert_eq!(store.sweep(20), Sweep::Rotated { dropped: 1 });
         assert_eq!(
-            store.begin(id(1), 7),
-            Begin::New,
+            begin(&store, id(1), 7),
+            Seen::New,
             "gone after two retentions"
         );
     }
@@ -271,7 +358,7 @@ mod tests {
     fn pressure_rotates_early_instead_of_refusing() {
         let store = IdempotencyStore::starting_at(8, 100, 0);
         for stan in 0..3 {
-            assert_eq!(store.begin(id(stan), 1), Begin::New);
+            assert_eq!(begin(&store, id(stan), 1), Seen::New);
         }
         assert_eq!(
             store.sweep(5),
@@ -282,17 +369,59 @@ mod tests {
         );
         for stan in 3..7 {
             assert_eq!(
-                store.begin(id(stan), 1),
-                Begin::New,
+                begin(&store, id(stan), 1),
+                Seen::New,
                 "room again after the early rotation"
             );
         }
         assert_eq!(
-            store.begin(id(0), 1),
-            Begin::InFlight,
+            begin(&store, id(0), 1),
+            Seen::InFlight,
             "the older generation is still consulted"
         );
         assert_eq!(store.len(), 7);
+    }
+
+    #[test]
+    fn retransmissions_in_flight_wait_for_the_original_outcome() {
+        let store = IdempotencyStore::new(100, 10).with_waiters_max(2);
+        assert_eq!(begin(&store, id(1), 7), Seen::New);
+        let Begin::InFlight(mut first) = store.begin(id(1), 7) else {
+            panic!("in flight")
+        };
+        let Begin::InFlight(mut second) = store.begin(id(1), 7) else {
+            panic!("in flight")
+        };
+        assert_eq!(begin(&store, id(1), 7), Seen::TooManyWaiting);
+        assert_eq!(begin(&store, id(1), 8), Seen::Conflict, "not a waiter");
+        assert!(first.try_recv().is_err(), "nothing decided yet");
+        store.finish(&id(1), APPROVED);
+        assert_eq!(first.try_recv(), Ok(APPROVED));
+        assert_eq!(second.try_recv(), Ok(APPROVED));
+        assert_eq!(begin(&store, id(1), 7), Seen::Replay(APPROVED));
+
+        // A request shed before its decision gives its waiters the same answer.
+        let shed = Outcome::decline(ResponseCode::IssuerUnavailable);
+        assert_eq!(begin(&store, id(2), 7), Seen::New);
+        let Begin::InFlight(mut waiting) = store.begin(id(2), 7) else {
+            panic!("in flight")
+        };
+        store.abandon(&id(2), shed);
+        assert_eq!(waiting.try_recv(), Ok(shed));
+        assert_eq!(begin(&store, id(2), 7), Seen::New, "tried anew");
+
+        // Forgotten by a rotation while undecided: the waiter learns it at once.
+        let store = IdempotencyStore::starting_at(100, 10, 0);
+        assert_eq!(begin(&store, id(3), 7), Seen::New);
+        let Begin::InFlight(mut waiting) = store.begin(id(3), 7) else {
+            panic!("in flight")
+        };
+        store.sweep(10);
+        store.sweep(20);
+        assert!(matches!(
+            waiting.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        ));
     }
 
     #[test]
@@ -301,6 +430,6 @@ mod tests {
         assert!(store.restore(id(1), 3, APPROVED));
         assert!(store.restore(id(2), 3, APPROVED));
         assert!(!store.restore(id(3), 3, APPROVED));
-        assert_eq!(store.begin(id(2), 3), Begin::Replay(APPROVED));
+        assert_eq!(begin(&store, id(2), 3), Seen::Replay(APPROVED));
     }
 }

@@ -1,8 +1,9 @@
 //! Between wire messages and the domain: which fields a request needs, what a response echoes.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::Hasher;
 
 use adapters::{Message, Mti};
+use siphasher::sip::SipHasher24;
 
 use crate::domain::pan::PanError;
 use crate::domain::request::YearMonth;
@@ -67,19 +68,30 @@ pub fn identity(message: &Message<'_>) -> Option<RequestIdentity> {
     })
 }
 
+/// Domain separation for [`fingerprint`]: the same key also makes card tokens.
+const FINGERPRINT_DOMAIN: &[u8] = b"switch request fingerprint v1\0";
+
 /// A digest of everything in the request, so that a retransmission (same bytes, or a repeat
 /// MTI 0401/0421 of the same reversal) can be told from a different request under the same
-/// identity.
-pub fn fingerprint(message: &Message<'_>) -> u64 {
-    let mut hasher = DefaultHasher::new();
+/// identity. It is logged with the outcome, so it must never change for the same request:
+/// SipHash-2-4 keyed with `key` (the secret `ledger.token_key`, so that a logged fingerprint
+/// cannot be searched for a PAN) over [`FINGERPRINT_DOMAIN`], the MTI with a repeat's last
+/// digit set to 0, then for each field present in order: its number (1 byte), the length of
+/// its value (u32 little-endian) and the value.
+pub fn fingerprint(message: &Message<'_>, key: &[u8; 16]) -> u64 {
+    let mut hasher = SipHasher24::new_with_key(key);
+    hasher.write(FINGERPRINT_DOMAIN);
     let mut mti = message.mti.0;
     if mti[3] == b'1' && matches!(mti[2], b'0' | b'2') {
         mti[3] = b'0';
     }
-    mti.hash(&mut hasher);
+    hasher.write(&mti);
     for (field, value) in message.fields() {
-        field.hash(&mut hasher);
-        value.hash(&mut hasher);
+        // One write for the field's number and length: small writes cost SipHash the most.
+        let mut header = [field, 0, 0, 0, 0];
+        header[1..].copy_from_slice(&u32::try_from(value.len()).unwrap_or(u32::MAX).to_le_bytes());
+        hasher.write(&header);
+        hasher.write(value);
     }
     hasher.finish()
 }
@@ -132,6 +144,21 @@ fn original(value: &[u8], terminal: [u8; 8]) -> Option<TxnKey> {
         transmission: digits_u64(&value[10..20])?,
         acquirer: digits_u64(&value[20..31])?,
     })
+}
+
+/// Field 95 (n 42): actual transaction amount 12, actual settlement amount 12, then two fee
+/// amounts of a sign (C or D) and 8 digits. The switch uses the first: what the original
+/// really amounted to. Zero stands for a full reversal, as many acquirers send it.
+fn replacement_amount(value: &[u8]) -> Option<u64> {
+    if value.len() != 42
+        || !value[..24].iter().all(u8::is_ascii_digit)
+        || !value[24..].chunks(9).all(|fee| {
+            matches!(fee[0], b'C' | b'D' | b'0') && fee[1..].iter().all(u8::is_ascii_digit)
+        })
+    {
+        return None;
+    }
+    digits_u64(&value[..12])
 }
 
 /// Reads a financial request into the domain. The error is the response code to answer with.
@@ -196,6 +223,20 @@ pub fn parse_request(
     } else {
         None
     };
+    if let Some(original) = &original
+        && original.acquirer != key.acquirer
+    {
+        // Nobody completes or reverses another acquirer's transaction.
+        return Err(NotPermittedToTerminal);
+    }
+    let replacement = if kind.is_reversal() {
+        message
+            .get(95)
+            .map(|v| replacement_amount(v).ok_or(FormatError))
+            .transpose()?
+    } else {
+        None
+    };
     let merchant_category = message
         .get(18)
         .map(|v| {
@@ -213,6 +254,7 @@ pub fn parse_request(
         account_type,
         key,
         original,
+        replacement,
         expiry,
         transmission_month,
         merchant_category,
@@ -502,13 +544,72 @@ mod tests {
 
     #[test]
     fn fingerprint_tells_repeats_from_changes() {
+        let key = [9; 16];
         let advice = vector("reversal_advice_0420");
         let repeat = vector("reversal_advice_repeat_0421");
-        assert_eq!(fingerprint(&advice), fingerprint(&repeat));
+        assert_eq!(fingerprint(&advice, &key), fingerprint(&repeat, &key));
         let changed = with("reversal_advice_0420", 4, Some(b"000000002000"));
-        assert_ne!(fingerprint(&advice), fingerprint(&changed));
+        assert_ne!(fingerprint(&advice, &key), fingerprint(&changed, &key));
+        assert_ne!(
+            fingerprint(&advice, &key),
+            fingerprint(&advice, &[8; 16]),
+            "keyed"
+        );
         assert_eq!(identity(&advice), identity(&changed));
         assert_eq!(identity(&with("reversal_advice_0420", 11, None)), None);
+    }
+
+    /// The fingerprint is stored in the WAL: the same request must give the same value on every
+    /// build and toolchain, or retransmissions after an upgrade would get 94.
+    #[test]
+    fn fingerprint_is_pinned() {
+        let mut message = Message::new(Mti(*b"0401"));
+        message.set(2, &b"4000000000000002"[..]);
+        message.set(4, &b"000000001000"[..]);
+        message.set(11, &b"000123"[..]);
+        let key: [u8; 16] = std::array::from_fn(|i| u8::try_from(i).unwrap());
+        assert_eq!(fingerprint(&message, &key), FINGERPRINT_VECTOR);
+        // Field boundaries count: moving a byte from one field to the next changes it.
+        let mut shifted = message.clone();
+        shifted.set(4, &b"00000000100"[..]);
+        shifted.set(11, &b"0000123"[..]);
+        assert_ne!(fingerprint(&shifted, &key), FINGERPRINT_VECTOR);
+    }
+
+    /// Computed by an independent SipHash-2-4 written from the paper (which reproduces the
+    /// paper's own vector, 0xa129ca6149be45e5 for key 00..0f and message 00..0e) over the
+    /// documented byte layout.
+    const FINGERPRINT_VECTOR: u64 = 18_265_126_015_421_409_897;
+
+    #[test]
+    fn field_95_makes_a_partial_reversal_and_field_90_must_name_the_sender() {
+        let partial = with(
+            "reversal_advice_0420",
+            95,
+            Some(b"000000000700000000000700C00000000D00000000"),
+        );
+        assert_eq!(
+            parse_request(&partial, NOV_2026, &TOKENIZER)
+                .unwrap()
+                .replacement,
+            Some(700)
+        );
+        let none = parse_request(&vector("reversal_advice_0420"), NOV_2026, &TOKENIZER).unwrap();
+        assert_eq!(none.replacement, None);
+        let bad = with("reversal_advice_0420", 95, Some(&[b'X'; 42]));
+        assert_eq!(
+            parse_request(&bad, NOV_2026, &TOKENIZER).map(|_| ()),
+            Err(ResponseCode::FormatError)
+        );
+        let other_acquirer = with(
+            "reversal_advice_0420",
+            90,
+            Some(b"010000012311261430150000065432100000000000"),
+        );
+        assert_eq!(
+            parse_request(&other_acquirer, NOV_2026, &TOKENIZER).map(|_| ()),
+            Err(ResponseCode::NotPermittedToTerminal)
+        );
     }
 
     #[test]

@@ -497,6 +497,7 @@ mod tests {
                     transmission: 1_126_000_000,
                 },
                 original: None,
+                replacement: None,
             };
             let outcome = shards[shard_of(&card, 2)].apply(&posting, 1_000);
             let mut payload = Vec::new();

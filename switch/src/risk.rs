@@ -20,6 +20,15 @@ impl RiskEngine {
             // Completions and reversals settle what was already approved: never declined here.
             return Ok(());
         }
+        if request.kind == Kind::AuthorizationAdvice {
+            // An advice reports a decision taken elsewhere (stand-in): the rules that decline
+            // requests cannot undo it. An advice of nothing has nothing to record.
+            return if request.amount == 0 {
+                Err(ResponseCode::InvalidAmount)
+            } else {
+                Ok(())
+            };
+        }
         if request
             .expiry
             .is_some_and(|expiry| expiry < request.transmission_month)
@@ -76,6 +85,7 @@ mod tests {
                 transmission: 1_126_000_000,
             },
             original: None,
+            replacement: None,
             expiry: Some(YearMonth {
                 year: 2028,
                 month: 12,
@@ -149,6 +159,21 @@ mod tests {
                 &engine,
                 request(Kind::Purchase, 100),
                 Err(ResponseCode::RestrictedCard),
+            ),
+            // Advices were decided elsewhere: no rule declines them, but one of nothing.
+            (&engine, request(Kind::AuthorizationAdvice, 100_001), Ok(())),
+            (
+                &open,
+                Request {
+                    merchant_category: Some(7995),
+                    ..request(Kind::AuthorizationAdvice, 100)
+                },
+                Ok(()),
+            ),
+            (
+                &open,
+                request(Kind::AuthorizationAdvice, 0),
+                Err(ResponseCode::InvalidAmount),
             ),
         ];
         for (i, (engine, request, expected)) in cases.into_iter().enumerate() {

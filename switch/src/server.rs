@@ -77,11 +77,14 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
 
     let _lock = recovery::lock_directory(&settings.wal.dir)?;
     let tokenizer = Tokenizer::new(settings.token_key);
-    let idempotency = Arc::new(IdempotencyStore::starting_at(
-        settings.limits.idempotency_entries_max,
-        settings.limits.idempotency_retention_seconds,
-        unix_seconds(),
-    ));
+    let idempotency = Arc::new(
+        IdempotencyStore::starting_at(
+            settings.limits.idempotency_entries_max,
+            settings.limits.idempotency_retention_seconds,
+            unix_seconds(),
+        )
+        .with_waiters_max(settings.limits.retransmission_waiters_max),
+    );
     let recovered = recovery::recover(&settings, &tokenizer, &idempotency, unix_seconds())?;
     let total: i128 = recovered.shards.iter().map(|s| s.total()).sum();
     let accounts: usize = recovered.shards.iter().map(|s| s.account_count()).sum();
@@ -150,6 +153,13 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let routes = Arc::new(settings.routes.clone());
     let acquirers = Arc::new(settings.acquirers.clone());
+    let acquirer_connections: Arc<std::collections::HashMap<u64, Arc<Semaphore>>> = Arc::new(
+        settings
+            .acquirers
+            .values()
+            .map(|a| (a.id, Arc::new(Semaphore::new(a.connections_max))))
+            .collect(),
+    );
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut pipelines = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -169,8 +179,10 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
             max_frame_bytes: settings.max_frame_bytes,
             limits: settings.limits,
             acquirers: acquirers.clone(),
+            acquirer_connections: acquirer_connections.clone(),
             idempotency: idempotency.clone(),
             tokenizer: tokenizer.clone(),
+            fingerprint_key: settings.token_key,
             risk,
             shutdown: shutdown_rx.clone(),
         };

@@ -44,8 +44,12 @@ pub struct SessionContext {
     pub max_frame_bytes: usize,
     pub limits: Limits,
     pub acquirers: Arc<HashMap<u64, Acquirer>>,
+    /// Per acquirer, a permit for each connection it may hold (`acquirers.connections_max`).
+    pub acquirer_connections: Arc<HashMap<u64, Arc<Semaphore>>>,
     pub idempotency: Arc<IdempotencyStore>,
     pub tokenizer: Tokenizer,
+    /// Key of the request fingerprint (`ledger.token_key`).
+    pub fingerprint_key: [u8; 16],
     pub risk: Addr<RiskActor>,
     pub shutdown: watch::Receiver<bool>,
 }
@@ -121,7 +125,7 @@ impl Handler<Reply> for Session {
             shed,
         } = reply;
         if shed {
-            self.idempotency.abandon(&transaction.identity);
+            self.idempotency.abandon(&transaction.identity, outcome);
         } else {
             self.idempotency.finish(&transaction.identity, outcome);
         }
@@ -151,6 +155,12 @@ enum Close {
     Idle(Duration),
     #[error("switch shutting down")]
     Shutdown,
+    #[error("the acquirer read no response for {0:?}")]
+    WriteTimeout(Duration),
+    #[error(
+        "acquirer {acquirer} already holds its {limit} connections (acquirers.connections_max)"
+    )]
+    AcquirerConnections { acquirer: u64, limit: usize },
     #[error("{0}")]
     Framing(FrameError),
     #[error("unreadable message: {0}")]
@@ -165,7 +175,8 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, context: SessionContext) {
     let (read_half, write_half) = stream.into_split();
     let inflight = context.limits.inflight_per_connection;
     let (writer_tx, writer_rx) = mpsc::channel(inflight);
-    let writer_task = actix::spawn(write_loop(write_half, writer_rx, peer));
+    let write_timeout = Duration::from_secs(context.limits.write_timeout_seconds);
+    let writer_task = actix::spawn(write_loop(write_half, writer_rx, peer, write_timeout));
     let responder = Responder {
         dialect: context.dialect,
         framing: context.framing,
@@ -185,6 +196,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, context: SessionContext) {
         session: session.clone().recipient(),
         slots: slots.clone(),
         peer,
+        bound: std::sync::Mutex::new(None),
     };
     let close = reader.read_loop(read_half).await;
     drop(reader);
@@ -204,10 +216,14 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, context: SessionContext) {
     }
 }
 
+/// Writes responses as they come. A peer that accepts no bytes for `timeout` (it stopped
+/// reading) ends the loop: the queue is dropped, which frees its slots and tells the reader to
+/// close the connection.
 async fn write_loop(
     mut socket: OwnedWriteHalf,
     mut queue: mpsc::Receiver<Outgoing>,
     peer: SocketAddr,
+    timeout: Duration,
 ) {
     let mut batch = Vec::with_capacity(WRITE_BATCH_BYTES);
     let mut slots = Vec::new();
@@ -223,9 +239,16 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
-        if let Err(error) = socket.write_all(&batch).await {
-            tracing::debug!(%peer, %error, "write failed");
-            return;
+        match tokio::time::timeout(timeout, socket.write_all(&batch)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "write failed");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, ?timeout, "the acquirer reads no responses: closing (limits.write_timeout_seconds)");
+                return;
+            }
         }
         batch.clear();
         // Frees the slots of the responses just written.
@@ -240,6 +263,16 @@ struct Reader<'a> {
     session: Recipient<Reply>,
     slots: Arc<Semaphore>,
     peer: SocketAddr,
+    /// The acquirer this connection speaks for, from its first financial request, with the
+    /// connection permit it holds against `acquirers.connections_max`.
+    bound: std::sync::Mutex<Option<(u64, OwnedSemaphorePermit)>>,
+}
+
+/// What binding a request's acquirer to the connection found.
+enum Binding {
+    Same,
+    Other(u64),
+    Full(usize),
 }
 
 impl Reader<'_> {
@@ -260,6 +293,9 @@ impl Reader<'_> {
                 if bounds.is_keep_alive() {
                     continue;
                 }
+                if self.responder.writer.is_closed() {
+                    return Close::WriteTimeout(self.write_timeout());
+                }
                 // Not interrupted by shutdown: a frame taken off the socket is answered. Slots
                 // come back as the pipeline answers; the server's drain limit bounds the wait.
                 let Ok(slot) = self.slots.clone().acquire_owned().await else {
@@ -276,6 +312,7 @@ impl Reader<'_> {
             let read = tokio::select! {
                 read = tokio::time::timeout(idle, socket.read_buf(&mut buffer)) => read,
                 _ = shutdown.changed() => return Close::Shutdown,
+                () = self.responder.writer.closed() => return Close::WriteTimeout(self.write_timeout()),
             };
             match read {
                 Err(_) => return Close::Idle(idle),
@@ -287,12 +324,13 @@ impl Reader<'_> {
         }
     }
 
+    fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.context.limits.write_timeout_seconds)
+    }
+
     fn handle_frame(&self, body: Bytes, slot: OwnedSemaphorePermit) -> Result<(), Close> {
         match self.context.dialect.decode_partial(&body) {
-            PartialDecode::Complete(message) => {
-                self.handle_message(&message, &body, slot);
-                Ok(())
-            }
+            PartialDecode::Complete(message) => self.handle_message(&message, &body, slot),
             PartialDecode::Malformed { message, error } => {
                 tracing::warn!(peer = %self.peer, mti = %message.mti, %error, "malformed request");
                 if message.has(11)
@@ -314,7 +352,12 @@ impl Reader<'_> {
         }
     }
 
-    fn handle_message(&self, message: &Message<'_>, body: &Bytes, slot: OwnedSemaphorePermit) {
+    fn handle_message(
+        &self,
+        message: &Message<'_>,
+        body: &Bytes,
+        slot: OwnedSemaphorePermit,
+    ) -> Result<(), Close> {
         match iso::classify(message.mti) {
             Class::NetworkManagement => {
                 let code = self.network_management(message);
@@ -328,8 +371,73 @@ impl Reader<'_> {
             Class::NotARequest => {
                 tracing::warn!(peer = %self.peer, mti = %message.mti, "ignored a message that is not a request");
             }
-            Class::Financial => self.financial(message, body, slot),
+            Class::Financial => return self.financial(message, body, slot),
         }
+        Ok(())
+    }
+
+    /// Binds the connection to `acquirer` on its first financial request, taking one of the
+    /// acquirer's connection permits.
+    fn bind(&self, acquirer: u64) -> Binding {
+        // Only this connection's reader takes the lock: never contended.
+        let mut bound = self
+            .bound
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*bound {
+            Some((id, _)) if *id == acquirer => Binding::Same,
+            Some((id, _)) => Binding::Other(*id),
+            None => {
+                let Some(permits) = self.context.acquirer_connections.get(&acquirer) else {
+                    return Binding::Same;
+                };
+                match permits.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        *bound = Some((acquirer, permit));
+                        Binding::Same
+                    }
+                    Err(_) => Binding::Full(
+                        self.context
+                            .acquirers
+                            .get(&acquirer)
+                            .map_or(0, |a| a.connections_max),
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Answers an identical retransmission of a request still being decided once that decision
+    /// arrives (or with 91 after `limits.retransmission_wait_seconds`).
+    fn answer_when_decided(
+        &self,
+        body: &Bytes,
+        decided: tokio::sync::oneshot::Receiver<Outcome>,
+        slot: OwnedSemaphorePermit,
+    ) {
+        let responder = self.responder.clone();
+        let frame = body.clone();
+        let wait = Duration::from_secs(self.context.limits.retransmission_wait_seconds);
+        let peer = self.peer;
+        actix::spawn(async move {
+            let outcome = match tokio::time::timeout(wait, decided).await {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_)) | Err(_) => {
+                    tracing::warn!(%peer, ?wait, "a retransmission's original was not decided in time: answered 91");
+                    Outcome::decline(ResponseCode::IssuerUnavailable)
+                }
+            };
+            match responder.dialect.decode(&frame) {
+                Ok(request) => {
+                    if let Some(response) = iso::response(&request, &outcome) {
+                        responder.send(&response, slot);
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "a request that decoded once no longer decodes")
+                }
+            }
+        });
     }
 
     fn network_management(&self, message: &Message<'_>) -> ResponseCode {
@@ -345,20 +453,50 @@ impl Reader<'_> {
         ResponseCode::Approved
     }
 
-    fn financial(&self, message: &Message<'_>, body: &Bytes, slot: OwnedSemaphorePermit) {
+    fn financial(
+        &self,
+        message: &Message<'_>,
+        body: &Bytes,
+        slot: OwnedSemaphorePermit,
+    ) -> Result<(), Close> {
         let context = self.context;
         let Some(identity) = iso::identity(message) else {
-            return self.respond(message, Outcome::decline(ResponseCode::FormatError), slot);
+            self.respond(message, Outcome::decline(ResponseCode::FormatError), slot);
+            return Ok(());
         };
         if !context.acquirers.contains_key(&identity.acquirer) {
             tracing::warn!(peer = %self.peer, acquirer = identity.acquirer, "request from an unknown acquirer");
-            return self.respond(
+            self.respond(
                 message,
                 Outcome::decline(ResponseCode::NotPermittedToTerminal),
                 slot,
             );
+            return Ok(());
         }
-        let fingerprint = iso::fingerprint(message);
+        match self.bind(identity.acquirer) {
+            Binding::Same => {}
+            Binding::Other(bound) => {
+                tracing::warn!(peer = %self.peer, bound, named = identity.acquirer, "request naming another acquirer than the connection's: 58");
+                self.respond(
+                    message,
+                    Outcome::decline(ResponseCode::NotPermittedToTerminal),
+                    slot,
+                );
+                return Ok(());
+            }
+            Binding::Full(limit) => {
+                self.respond(
+                    message,
+                    Outcome::decline(ResponseCode::IssuerUnavailable),
+                    slot,
+                );
+                return Err(Close::AcquirerConnections {
+                    acquirer: identity.acquirer,
+                    limit,
+                });
+            }
+        }
+        let fingerprint = iso::fingerprint(message, &context.fingerprint_key);
         match context.idempotency.begin(identity, fingerprint) {
             Begin::Replay(outcome) => self.respond(message, outcome, slot),
             Begin::Conflict => self.respond(
@@ -371,8 +509,14 @@ impl Reader<'_> {
                 Outcome::decline(ResponseCode::SystemMalfunction),
                 slot,
             ),
-            Begin::InFlight => {
-                tracing::debug!(peer = %self.peer, "retransmission of a request still in flight");
+            Begin::TooManyWaiting => self.respond(
+                message,
+                Outcome::decline(ResponseCode::IssuerUnavailable),
+                slot,
+            ),
+            Begin::InFlight(decided) => {
+                tracing::debug!(peer = %self.peer, "retransmission of a request still in flight: waits for its answer");
+                self.answer_when_decided(body, decided, slot);
             }
             Begin::New => match iso::parse_request(message, iso::today_utc(), &context.tokenizer) {
                 Err(code) => {
@@ -393,15 +537,13 @@ impl Reader<'_> {
                     if let Err(error) = context.risk.try_send(Screen(transaction)) {
                         let (SendError::Full(Screen(transaction))
                         | SendError::Closed(Screen(transaction))) = error;
-                        context.idempotency.abandon(&identity);
-                        self.respond(
-                            message,
-                            Outcome::decline(ResponseCode::IssuerUnavailable),
-                            transaction.permit,
-                        );
+                        let outcome = Outcome::decline(ResponseCode::IssuerUnavailable);
+                        context.idempotency.abandon(&identity, outcome);
+                        self.respond(message, outcome, transaction.permit);
                     }
                 }
             },
         }
+        Ok(())
     }
 }

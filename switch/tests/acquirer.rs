@@ -82,8 +82,21 @@ fn every_response_code_of_the_demo_configuration() {
             "15",
         ),
         (
-            "reversal of an unknown original",
+            "reversal of an original not seen yet (remembered)",
             referring("0400", &request("0100", &pan, "000000", 100), 100),
+            "00",
+        ),
+        (
+            "reversal of an original too old to arrive",
+            referring(
+                "0400",
+                &with(
+                    request("0100", &pan, "000000", 100),
+                    7,
+                    Some(&transmission_ago(2 * 86_400)),
+                ),
+                100,
+            ),
             "25",
         ),
         (
@@ -157,7 +170,8 @@ fn every_response_code_of_the_demo_configuration() {
                 code(&response)
             ));
         }
-        if code(&response) == "00" && message.mti != Mti(*b"0120") {
+        let creates_transaction = !matches!(&message.mti.0, b"0120" | b"0220" | b"0400" | b"0420");
+        if code(&response) == "00" && creates_transaction {
             assert!(response.has(38), "{name}: approval without field 38");
         } else {
             assert!(!response.has(38), "{name}: decline with field 38");

@@ -74,7 +74,7 @@ fn pyiso8583_acquirer_walks_the_demo_scenario() {
         output.status.success(),
         "pyiso8583 acquirer failed:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("29 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("64 passed, 0 failed"), "{stdout}");
     let (status, log) = switch.terminate();
     assert!(status.success());
     assert!(

@@ -89,6 +89,7 @@ fn main() -> anyhow::Result<()> {
                 transmission: 1_126_000_000,
             },
             original: None,
+            replacement: None,
         };
         let outcome = shards[shard_of(&card, settings.shards)].apply(&posting, at_seconds);
         let mut payload = Vec::with_capacity(96);

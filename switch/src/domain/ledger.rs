@@ -5,10 +5,27 @@
 //! position in the same shard, so **the shard's total (card balances plus settlement positions)
 //! never changes** through ISO 8583 traffic. Holds move no money: they only lower the available
 //! balance until captured, reversed or expired.
+//!
+//! **An approval moves exactly the money it states, and no approval moves none** (DESIGN §2.2).
+//! The rules for the messages that name an original (field 90), which [`LedgerShard::apply`]
+//! follows and the property test in `switch/tests/money_properties.rs` checks against a model:
+//! - A completion (0220) captures its amount from what remains authorized (the hold's amount
+//!   less what earlier completions captured) and releases whatever is still held; further
+//!   completions of the same hold capture from the remainder even if the available balance no
+//!   longer covers it; beyond the remainder, 13. Each completion is a transaction of its own,
+//!   reversible by its own key.
+//! - A reversal sets what the named transaction amounts to: the field 95 amount when present
+//!   (a partial reversal), otherwise zero. It moves the difference from what the transaction
+//!   amounted to before, never more, so reversing twice returns the money once. A reversal of a
+//!   hold reduces the hold; it cannot reach below what completions captured (12: reverse those
+//!   completions instead), since their money moved under their own keys.
+//! - A reversal whose original is unknown but could still arrive (its field 7 lies within the
+//!   reversal window) is approved and remembered; the original, when it arrives, is answered 12
+//!   and moves no money.
 
 use std::collections::{HashMap, VecDeque};
 
-use super::request::{Kind, Posting, TxnKey};
+use super::request::{Kind, Posting, TxnKey, transmission_unix_seconds};
 use super::{CardToken, Minor, ResponseCode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,11 +87,11 @@ impl Outcome {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
-    Open,
-    /// A hold captured for this amount.
-    Captured(Minor),
-    /// Reversed or expired: nothing more may happen to it.
-    Closed,
+    /// Approved; in effect for `Record::effective`.
+    Live,
+    /// A reversal arrived before the transaction itself. The transaction, when it arrives, is
+    /// answered 12 and moves no money.
+    ReversedBeforeArrival,
 }
 
 /// A transaction kept for completion or reversal.
@@ -82,8 +99,60 @@ pub enum State {
 pub struct Record {
     pub card: CardToken,
     pub kind: Kind,
-    pub amount: Minor,
     pub state: State,
+    /// Field 4 as approved.
+    pub amount: Minor,
+    /// What the transaction amounts to now: `amount`, lowered by reversals (to the field 95
+    /// amount of a partial reversal, to zero by a full one). For a hold, the amount authorized.
+    pub effective: Minor,
+    pub part: Part,
+}
+
+/// What only some transactions keep. An enum rather than fields for all, because millions of
+/// records are kept: 80 bytes each instead of 112.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// An authorization (or its advice).
+    Hold {
+        /// What still lowers the available balance: the amount until the first completion,
+        /// which releases it all.
+        held: Minor,
+        /// What its completions captured, less what reversals of them returned.
+        captured: Minor,
+    },
+    /// A completion, and the hold it captured from: that hold's key is this completion's but
+    /// for the STAN and field 7 (the acquirer and terminal are the same).
+    Capture { stan: u32, transmission: u64 },
+    /// Any other transaction.
+    Other,
+}
+
+impl Record {
+    fn new(card: CardToken, kind: Kind, amount: Minor) -> Record {
+        Record {
+            card,
+            kind,
+            state: State::Live,
+            amount,
+            effective: amount,
+            part: if kind.is_hold() {
+                Part::Hold {
+                    held: amount,
+                    captured: 0,
+                }
+            } else {
+                Part::Other
+            },
+        }
+    }
+
+    /// What a hold still holds; zero for anything else.
+    pub fn held(&self) -> Minor {
+        match self.part {
+            Part::Hold { held, .. } => held,
+            Part::Capture { .. } | Part::Other => 0,
+        }
+    }
 }
 
 /// A shard's whole state as plain data: what a snapshot stores.
@@ -94,7 +163,7 @@ pub struct ShardImage {
     pub holds_by_age: Vec<(u64, TxnKey)>,
     pub postings_by_age: Vec<(u64, TxnKey)>,
     pub settlement: Vec<(u64, i64)>,
-    pub auth_counter: u32,
+    pub auth_counter: u64,
 }
 
 /// The shard of `shards` that owns `card`'s account.
@@ -157,6 +226,40 @@ pub struct ShardLimits {
     pub reversal_window_seconds: u64,
 }
 
+/// Authorization codes (field 38) are 6 characters of `0-9A-Z`: 36^6 of them.
+pub const AUTH_ID_SPACE: u64 = 2_176_782_336;
+/// Odd and not a multiple of 3, so coprime with 36^6: counter × this, modulo the space, visits
+/// every code once before any repeats, and consecutive approvals get codes far apart.
+const AUTH_ID_MULTIPLIER: u64 = 477_653_425;
+/// Shifts each shard's sequence, so that two shards rarely hand out the same code together.
+const AUTH_ID_SHARD_OFFSET: u64 = 1_000_003;
+
+const _: () = assert!(AUTH_ID_SPACE == 36u64.pow(6));
+const _: () =
+    assert!(!AUTH_ID_MULTIPLIER.is_multiple_of(2) && !AUTH_ID_MULTIPLIER.is_multiple_of(3));
+const _: () = assert!(AUTH_ID_MULTIPLIER < AUTH_ID_SPACE);
+
+/// The authorization code of a shard's `counter`-th approval: unique within the shard for
+/// [`AUTH_ID_SPACE`] consecutive approvals (see the README on why that is enough).
+pub fn auth_id(counter: u64, shard: u32) -> [u8; 6] {
+    const DIGITS: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let sequence = u128::from(counter % AUTH_ID_SPACE) * u128::from(AUTH_ID_MULTIPLIER)
+        + u128::from(shard) * u128::from(AUTH_ID_SHARD_OFFSET);
+    // The remainder is below 36^6, so it fits a u64.
+    let mut rest = u64::try_from(sequence % u128::from(AUTH_ID_SPACE)).unwrap_or(0);
+    let mut out = [b'0'; 6];
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[usize::try_from(rest % 36).unwrap_or(0)];
+        rest /= 36;
+    }
+    out
+}
+
+fn signed(amount: Minor) -> i64 {
+    // Amounts come from 12-digit fields, far below i64::MAX.
+    i64::try_from(amount).unwrap_or(i64::MAX)
+}
+
 #[derive(Debug)]
 pub struct LedgerShard {
     index: u32,
@@ -167,7 +270,7 @@ pub struct LedgerShard {
     postings_by_age: VecDeque<(u64, TxnKey)>,
     /// Acquirer id → this shard's settlement position with it (what the acquirer is owed).
     settlement: HashMap<u64, i64>,
-    auth_counter: u32,
+    auth_counter: u64,
     limits: ShardLimits,
 }
 
@@ -230,6 +333,11 @@ impl LedgerShard {
         self.accounts.get(card)
     }
 
+    /// A transaction kept for completion or reversal.
+    pub fn transaction(&self, key: &TxnKey) -> Option<&Record> {
+        self.transactions.get(key)
+    }
+
     pub fn account_count(&self) -> usize {
         self.accounts.len()
     }
@@ -250,19 +358,42 @@ impl LedgerShard {
         self.settlement.get(&acquirer).copied().unwrap_or(0)
     }
 
-    /// Applies one request that routing sent to this shard. `now_seconds` orders expiry.
+    /// Applies one request that routing sent to this shard. `now_seconds` is the decision's
+    /// time, which the WAL records with it: expiry and the reversal window are measured by it.
     pub fn apply(&mut self, request: &Posting, now_seconds: u64) -> Outcome {
-        let Some(account) = self.accounts.get(&request.card) else {
+        let Some(account) = self.accounts.get(&request.card).copied() else {
             return Outcome::decline(ResponseCode::InvalidCardNumber);
         };
-        if request.kind.refers_to_original() {
-            return self.apply_to_original(request);
+        if let Some(original) = request.original
+            && original.acquirer != request.key.acquirer
+        {
+            // Nobody completes or reverses another acquirer's transaction.
+            return Outcome::decline(ResponseCode::NotPermittedToTerminal);
         }
-        if account.blocked {
-            return Outcome::decline(ResponseCode::RestrictedCard);
+        if request.kind.is_reversal() {
+            return self.reverse(request, now_seconds);
+        }
+        if request.kind != Kind::BalanceInquiry
+            && let Some(existing) = self.transactions.get(&request.key)
+        {
+            if existing.state == State::ReversedBeforeArrival && existing.card == request.card {
+                // Its reversal came first: the acquirer already counts it as undone.
+                return Outcome::decline(ResponseCode::InvalidTransaction);
+            }
+            // Same acquirer, terminal, STAN and time: a key still held by another transaction
+            // (a retransmission would have been answered from the idempotency table).
+            return Outcome::decline(ResponseCode::DuplicateTransmission);
         }
         if request.currency.is_some_and(|c| c != account.currency) {
             return Outcome::decline(ResponseCode::InvalidTransaction);
+        }
+        if request.kind == Kind::Completion {
+            return self.complete(request, now_seconds);
+        }
+        // An advice reports a decision already taken elsewhere: it is recorded on a blocked
+        // card too, and beyond the balance and the card's limit.
+        if account.blocked && request.kind != Kind::AuthorizationAdvice {
+            return Outcome::decline(ResponseCode::RestrictedCard);
         }
         if request.kind == Kind::BalanceInquiry {
             return self.approve_with_balances(request.card, false);
@@ -282,20 +413,11 @@ impl LedgerShard {
         if request.kind == Kind::Authorization && request.amount == 0 {
             return self.approve_with_balances(request.card, false);
         }
-        if self.transactions.contains_key(&request.key) {
-            // Same acquirer, STAN and time from another terminal: not a retransmission.
-            return Outcome::decline(ResponseCode::DuplicateTransmission);
-        }
         if self.transactions.len() >= self.limits.transactions_max {
             return Outcome::decline(ResponseCode::SystemMalfunction);
         }
-        // Checked to fit: amounts are at most 12 digits.
-        let amount = i64::try_from(request.amount).unwrap_or(i64::MAX);
+        let amount = signed(request.amount);
         let acquirer = request.key.acquirer;
-        let is_hold = matches!(
-            request.kind,
-            Kind::Authorization | Kind::AuthorizationAdvice
-        );
         match request.kind {
             Kind::Authorization | Kind::AuthorizationAdvice => self.hold(request.card, amount),
             Kind::Purchase | Kind::CashWithdrawal => self.transfer(request.card, acquirer, -amount),
@@ -304,84 +426,154 @@ impl LedgerShard {
                 unreachable!("handled above")
             }
         }
-        let record = Record {
-            card: request.card,
-            kind: request.kind,
-            amount: request.amount,
-            state: State::Open,
-        };
-        self.transactions.insert(request.key, record);
-        let queue = if is_hold {
-            &mut self.holds_by_age
-        } else {
-            &mut self.postings_by_age
-        };
-        queue.push_back((now_seconds, request.key));
+        self.remember(
+            request.key,
+            Record::new(request.card, request.kind, request.amount),
+            now_seconds,
+        );
         // An advice reports a decision taken elsewhere, under that party's authorization code.
         self.approve_with_balances(request.card, request.kind != Kind::AuthorizationAdvice)
     }
 
-    fn apply_to_original(&mut self, request: &Posting) -> Outcome {
+    fn remember(&mut self, key: TxnKey, record: Record, now_seconds: u64) {
+        let queue = if record.kind.is_hold() {
+            &mut self.holds_by_age
+        } else {
+            &mut self.postings_by_age
+        };
+        queue.push_back((now_seconds, key));
+        self.transactions.insert(key, record);
+    }
+
+    /// A completion (0220): captures from what remains authorized on the hold it names.
+    fn complete(&mut self, request: &Posting, now_seconds: u64) -> Outcome {
         let Some(original) = request.original else {
             return Outcome::decline(ResponseCode::FormatError);
         };
-        let Some(record) = self.transactions.get(&original).copied() else {
+        let Some(hold) = self.transactions.get(&original).copied() else {
             return Outcome::decline(ResponseCode::OriginalNotFound);
+        };
+        if hold.card != request.card {
+            return Outcome::decline(ResponseCode::OriginalNotFound);
+        }
+        let Part::Hold { held, captured } = hold.part else {
+            return Outcome::decline(ResponseCode::InvalidTransaction);
+        };
+        if hold.state != State::Live || hold.effective == 0 {
+            // Its reversal came first, or it was reversed.
+            return Outcome::decline(ResponseCode::InvalidTransaction);
+        }
+        let remaining = hold.effective.saturating_sub(captured);
+        if request.amount == 0 || request.amount > remaining {
+            return Outcome::decline(ResponseCode::InvalidAmount);
+        }
+        if self.transactions.len() >= self.limits.transactions_max {
+            return Outcome::decline(ResponseCode::SystemMalfunction);
+        }
+        // The capture moves the money; whatever is still held is released with it.
+        self.release(request.card, signed(held));
+        self.transfer(request.card, original.acquirer, -signed(request.amount));
+        if let Some(stored) = self.transactions.get_mut(&original) {
+            stored.part = Part::Hold {
+                held: 0,
+                captured: captured + request.amount,
+            };
+        }
+        let mut record = Record::new(request.card, Kind::Completion, request.amount);
+        record.part = Part::Capture {
+            stan: original.stan,
+            transmission: original.transmission,
+        };
+        self.remember(request.key, record, now_seconds);
+        self.approve_with_balances(request.card, false)
+    }
+
+    /// Whether a transaction sent at `transmission` (field 7, MMDDhhmmss) may still arrive at
+    /// `now_seconds`: within the reversal window of it, allowing a day of clock skew ahead.
+    fn could_still_arrive(&self, transmission: u64, now_seconds: u64) -> bool {
+        transmission_unix_seconds(transmission, now_seconds).is_some_and(|sent| {
+            now_seconds.saturating_sub(sent) < self.limits.reversal_window_seconds
+        })
+    }
+
+    /// A reversal (0400/0401, 0420/0421): sets what the original amounts to.
+    fn reverse(&mut self, request: &Posting, now_seconds: u64) -> Outcome {
+        let Some(original) = request.original else {
+            return Outcome::decline(ResponseCode::FormatError);
+        };
+        let Some(mut record) = self.transactions.get(&original).copied() else {
+            // Overtaken by its own reversal (or never approved): acknowledged and remembered,
+            // so that the original, if it comes, moves no money.
+            if !self.could_still_arrive(original.transmission, now_seconds) {
+                return Outcome::decline(ResponseCode::OriginalNotFound);
+            }
+            if self.transactions.len() >= self.limits.transactions_max {
+                return Outcome::decline(ResponseCode::SystemMalfunction);
+            }
+            let mut tombstone = Record::new(request.card, request.kind, request.amount);
+            tombstone.effective = 0;
+            tombstone.part = Part::Other;
+            tombstone.state = State::ReversedBeforeArrival;
+            self.remember(original, tombstone, now_seconds);
+            return self.approve_with_balances(request.card, false);
         };
         if record.card != request.card {
             return Outcome::decline(ResponseCode::OriginalNotFound);
         }
-        let acquirer = original.acquirer;
-        let amount = i64::try_from(record.amount).unwrap_or(i64::MAX);
-        let is_hold = matches!(record.kind, Kind::Authorization | Kind::AuthorizationAdvice);
-        let new_state = match (request.kind, record.state) {
-            (Kind::Completion, _) if !is_hold => {
-                return Outcome::decline(ResponseCode::InvalidTransaction);
-            }
-            (Kind::Completion, State::Open) => {
-                let capture = request.amount;
-                if capture == 0 || capture > record.amount {
-                    return Outcome::decline(ResponseCode::InvalidAmount);
-                }
-                self.release(record.card, amount);
-                self.transfer(
-                    record.card,
-                    acquirer,
-                    -i64::try_from(capture).unwrap_or(i64::MAX),
-                );
-                State::Captured(capture)
-            }
-            // A second completion of the same hold changes nothing (idempotent by original).
-            (Kind::Completion, State::Captured(_)) => record.state,
-            (Kind::Completion, State::Closed) => {
-                return Outcome::decline(ResponseCode::InvalidTransaction);
-            }
-            (_, State::Closed) => State::Closed,
-            (_, State::Open) if is_hold => {
-                self.release(record.card, amount);
-                State::Closed
-            }
-            (_, State::Captured(captured)) => {
-                self.transfer(
-                    record.card,
-                    acquirer,
-                    i64::try_from(captured).unwrap_or(i64::MAX),
-                );
-                State::Closed
-            }
-            (_, State::Open) => {
-                // Undo a posting: a debit is credited back, a credit debited back.
-                let undo = match record.kind {
-                    Kind::Refund | Kind::Deposit => -amount,
-                    _ => amount,
-                };
-                self.transfer(record.card, acquirer, undo);
-                State::Closed
-            }
-        };
-        if let Some(stored) = self.transactions.get_mut(&original) {
-            stored.state = new_state;
+        if record.state == State::ReversedBeforeArrival {
+            // A further reversal of a transaction that never arrived: nothing to move.
+            return self.approve_with_balances(request.card, false);
         }
+        let replacement = request.replacement.unwrap_or(0);
+        if replacement > record.amount {
+            return Outcome::decline(ResponseCode::InvalidAmount);
+        }
+        // Reversals only ever lower a transaction: a second one returns nothing twice.
+        let target = replacement.min(record.effective);
+        let back = record.effective - target;
+        let acquirer = original.acquirer;
+        // (`back` is what returns; it never exceeds what the transaction still amounted to.)
+        match (record.part, record.kind) {
+            (Part::Hold { held, captured }, _) => {
+                if target < captured {
+                    // Captured money moved under the completions' own keys.
+                    return Outcome::decline(ResponseCode::InvalidTransaction);
+                }
+                let keep = held.min(target - captured);
+                self.release(record.card, signed(held - keep));
+                record.part = Part::Hold {
+                    held: keep,
+                    captured,
+                };
+            }
+            (Part::Capture { stan, transmission }, _) => {
+                self.transfer(record.card, acquirer, signed(back));
+                // The hold it captured from may capture that much again.
+                let hold = TxnKey {
+                    stan,
+                    transmission,
+                    ..original
+                };
+                if let Some(Record {
+                    part: Part::Hold { captured, .. },
+                    ..
+                }) = self.transactions.get_mut(&hold)
+                {
+                    *captured = captured.saturating_sub(back);
+                }
+            }
+            (Part::Other, Kind::Purchase | Kind::CashWithdrawal) => {
+                self.transfer(record.card, acquirer, signed(back));
+            }
+            (Part::Other, Kind::Refund | Kind::Deposit) => {
+                self.transfer(record.card, acquirer, -signed(back));
+            }
+            (Part::Other, _) => {
+                return Outcome::decline(ResponseCode::InvalidTransaction);
+            }
+        }
+        record.effective = target;
+        self.transactions.insert(original, record);
         self.approve_with_balances(record.card, false)
     }
 
@@ -421,17 +613,10 @@ impl LedgerShard {
         }
     }
 
-    /// Field 38 for an approval: 6 digits, unique per shard for a million approvals.
+    /// Field 38 for an approval: see [`auth_id`].
     pub fn next_auth_id(&mut self) -> [u8; 6] {
         self.auth_counter = self.auth_counter.wrapping_add(1);
-        let value = (u64::from(self.auth_counter) * 64 + u64::from(self.index % 64)) % 1_000_000;
-        let mut out = [b'0'; 6];
-        let mut rest = value;
-        for slot in out.iter_mut().rev() {
-            *slot = b"0123456789"[(rest % 10) as usize];
-            rest /= 10;
-        }
-        out
+        auth_id(self.auth_counter, self.index)
     }
 
     /// Releases holds older than the expiry and forgets transactions past the reversal window.
@@ -444,12 +629,9 @@ impl LedgerShard {
             }
             self.holds_by_age.pop_front();
             if let Some(record) = self.transactions.remove(&key)
-                && record.state == State::Open
+                && record.held() > 0
             {
-                self.release(
-                    record.card,
-                    i64::try_from(record.amount).unwrap_or(i64::MAX),
-                );
+                self.release(record.card, signed(record.held()));
                 released.push((record.card, key));
             }
         }
@@ -467,15 +649,9 @@ impl LedgerShard {
     /// False if there is no such open hold (which replay reports as a mismatch).
     pub fn release_expired(&mut self, key: &TxnKey) -> bool {
         match self.transactions.get(key).copied() {
-            Some(record)
-                if record.state == State::Open
-                    && matches!(record.kind, Kind::Authorization | Kind::AuthorizationAdvice) =>
-            {
+            Some(record) if record.held() > 0 => {
                 self.transactions.remove(key);
-                self.release(
-                    record.card,
-                    i64::try_from(record.amount).unwrap_or(i64::MAX),
-                );
+                self.release(record.card, signed(record.held()));
                 true
             }
             _ => false,
@@ -538,7 +714,21 @@ mod tests {
                 transmission: 1_126_143_015,
             },
             original: None,
+            replacement: None,
         }
+    }
+
+    /// A reversal of `original_stan` down to `replacement` (field 95).
+    fn partial(
+        kind: Kind,
+        card: u64,
+        stan: u32,
+        original_stan: u32,
+        replacement: Minor,
+    ) -> Posting {
+        let mut r = referring(kind, card, 0, stan, original_stan);
+        r.replacement = Some(replacement);
+        r
     }
 
     fn referring(kind: Kind, card: u64, amount: Minor, stan: u32, original_stan: u32) -> Posting {
@@ -552,12 +742,15 @@ mod tests {
         r
     }
 
+    /// 2026-11-26 14:30:15 UTC: the field 7 of every test request.
+    const NOW: u64 = 1_795_703_415;
+
     /// Applies each step and checks (code, available, ledger) after it, and conservation.
     fn check(steps: &[(Posting, ResponseCode, i64, i64)]) {
         let mut shard = shard();
         let total = shard.total();
         for (i, (request, code, available, ledger)) in steps.iter().enumerate() {
-            let outcome = shard.apply(request, 0);
+            let outcome = shard.apply(request, NOW);
             let account = shard.account(&request.card).unwrap();
             assert_eq!(
                 (outcome.code, account.available(), account.ledger),
@@ -576,6 +769,12 @@ mod tests {
             );
             assert_eq!(shard.total(), total, "step {i} broke conservation");
         }
+    }
+
+    #[test]
+    fn a_record_stays_small() {
+        // Millions are kept per shard: what only some transactions need is in `Part`.
+        assert!(std::mem::size_of::<Record>() <= 80);
     }
 
     #[test]
@@ -604,9 +803,16 @@ mod tests {
                 10_000,
                 10_000,
             ),
+            // A reversal before its original: acknowledged, and the original moves nothing.
             (
                 referring(ReversalAdvice, 0, 3_000, 6, 99),
-                OriginalNotFound,
+                Approved,
+                10_000,
+                10_000,
+            ),
+            (
+                request(Authorization, 0, 3_000, 99),
+                InvalidTransaction,
                 10_000,
                 10_000,
             ),
@@ -625,26 +831,163 @@ mod tests {
                 6_000,
                 10_000,
             ),
+            // Captures 3,500 and releases the rest of the hold.
             (
                 referring(Completion, 0, 3_500, 3, 1),
                 Approved,
                 6_500,
                 6_500,
             ),
+            // A split shipment: 500 remain authorized.
             (
-                referring(Completion, 0, 3_500, 4, 1),
-                Approved,
+                referring(Completion, 0, 501, 4, 1),
+                InvalidAmount,
                 6_500,
                 6_500,
             ),
-            (referring(Reversal, 0, 0, 5, 1), Approved, 10_000, 10_000),
+            (referring(Completion, 0, 500, 5, 1), Approved, 6_000, 6_000),
+            // The hold's captures moved under their own keys: reverse those.
             (
-                referring(Completion, 0, 3_500, 6, 1),
+                referring(Reversal, 0, 0, 6, 1),
+                InvalidTransaction,
+                6_000,
+                6_000,
+            ),
+            (referring(Reversal, 0, 0, 7, 3), Approved, 9_500, 9_500),
+            (referring(Reversal, 0, 0, 8, 3), Approved, 9_500, 9_500),
+            // What the undone capture took is authorized again.
+            (
+                referring(Completion, 0, 3_500, 9, 1),
+                Approved,
+                6_000,
+                6_000,
+            ),
+            (partial(Reversal, 0, 10, 9, 1_000), Approved, 8_500, 8_500),
+            (referring(Reversal, 0, 0, 11, 9), Approved, 9_500, 9_500),
+            (referring(Reversal, 0, 0, 12, 5), Approved, 10_000, 10_000),
+            // Nothing captured any more: the authorization itself may be reversed, and is then
+            // closed to completions.
+            (referring(Reversal, 0, 0, 13, 1), Approved, 10_000, 10_000),
+            (
+                referring(Completion, 0, 100, 14, 1),
                 InvalidTransaction,
                 10_000,
                 10_000,
             ),
         ]);
+    }
+
+    #[test]
+    fn partial_reversals_return_only_the_difference() {
+        use Kind::*;
+        use ResponseCode::*;
+        check(&[
+            // An ATM that dispensed 70.00 of 100.00.
+            (request(CashWithdrawal, 0, 10_000, 1), Approved, 0, 0),
+            (
+                partial(ReversalAdvice, 0, 2, 1, 7_000),
+                Approved,
+                3_000,
+                3_000,
+            ),
+            // The same reversal again, and one to a larger amount, return nothing more.
+            (
+                partial(ReversalAdvice, 0, 3, 1, 7_000),
+                Approved,
+                3_000,
+                3_000,
+            ),
+            (partial(Reversal, 0, 4, 1, 9_000), Approved, 3_000, 3_000),
+            (
+                partial(Reversal, 0, 5, 1, 10_001),
+                InvalidAmount,
+                3_000,
+                3_000,
+            ),
+            // Zero in field 95 is a full reversal.
+            (partial(Reversal, 0, 6, 1, 0), Approved, 10_000, 10_000),
+            // On a hold, a partial reversal lowers the hold and what may be captured.
+            (request(Authorization, 0, 8_000, 7), Approved, 2_000, 10_000),
+            (partial(Reversal, 0, 8, 7, 5_000), Approved, 5_000, 10_000),
+            (
+                referring(Completion, 0, 5_001, 9, 7),
+                InvalidAmount,
+                5_000,
+                10_000,
+            ),
+            (
+                referring(Completion, 0, 4_000, 10, 7),
+                Approved,
+                6_000,
+                6_000,
+            ),
+            // Down to what was captured: nothing was held any more, nothing moves.
+            (partial(Reversal, 0, 11, 7, 4_000), Approved, 6_000, 6_000),
+            (
+                partial(Reversal, 0, 12, 7, 3_999),
+                InvalidTransaction,
+                6_000,
+                6_000,
+            ),
+            // A deposit reversed in part takes back only what did not happen.
+            (request(Deposit, 0, 1_000, 13), Approved, 7_000, 7_000),
+            (partial(Reversal, 0, 14, 13, 400), Approved, 6_400, 6_400),
+        ]);
+    }
+
+    #[test]
+    fn a_reversal_before_its_original_is_remembered_for_the_window() {
+        use Kind::*;
+        use ResponseCode::*;
+        let mut shard = shard();
+        let reversal = referring(ReversalAdvice, 0, 2_500, 2, 1);
+        assert_eq!(shard.apply(&reversal, NOW).code, Approved);
+        assert_eq!(
+            shard.apply(&referring(Reversal, 0, 0, 3, 1), NOW).code,
+            Approved,
+            "a repeat of it"
+        );
+        let late = request(Purchase, 0, 2_500, 1);
+        assert_eq!(shard.apply(&late, NOW + 1).code, InvalidTransaction);
+        assert_eq!(shard.account(&token(0)).unwrap().ledger, 10_000);
+        assert_eq!(
+            shard.apply(&request(Purchase, 1, 2_500, 1), NOW + 1).code,
+            DuplicateTransmission,
+            "another card under that key is not the original"
+        );
+        // An original older than the reversal window can no longer arrive: 25.
+        let old = referring(Reversal, 0, 0, 4, 77);
+        assert_eq!(shard.apply(&old, NOW + 51).code, OriginalNotFound);
+        // Another card than the original's.
+        assert_eq!(
+            shard.apply(&request(Purchase, 0, 100, 5), NOW).code,
+            Approved
+        );
+        assert_eq!(
+            shard.apply(&referring(Reversal, 4, 0, 6, 5), NOW).code,
+            OriginalNotFound
+        );
+    }
+
+    #[test]
+    fn nobody_settles_another_acquirers_transaction() {
+        use Kind::*;
+        use ResponseCode::*;
+        let mut shard = shard();
+        assert_eq!(
+            shard.apply(&request(Authorization, 0, 1_000, 1), NOW).code,
+            Approved
+        );
+        for kind in [Completion, Reversal, ReversalAdvice] {
+            let mut foreign = referring(kind, 0, 1_000, 2, 1);
+            foreign.key.acquirer = 654_321;
+            assert_eq!(
+                shard.apply(&foreign, NOW).code,
+                NotPermittedToTerminal,
+                "{kind:?}"
+            );
+        }
+        assert_eq!(shard.account(&token(0)).unwrap().available(), 9_000);
     }
 
     #[test]
@@ -835,12 +1178,23 @@ mod tests {
     }
 
     #[test]
-    fn auth_ids_are_six_digits_and_distinct() {
+    fn auth_ids_are_six_characters_and_do_not_repeat_within_a_shard() {
         let mut shard = shard();
         let a = shard.next_auth_id();
         let b = shard.next_auth_id();
         assert_ne!(a, b);
-        assert!(a.iter().all(u8::is_ascii_digit));
+        assert!(
+            a.iter()
+                .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+        );
+        // A bijection on the counter: 2 million consecutive codes are all different, and the
+        // sequence repeats only after AUTH_ID_SPACE approvals.
+        let mut seen = std::collections::HashSet::new();
+        for counter in 0..2_000_000 {
+            assert!(seen.insert(auth_id(counter, 3)), "repeat at {counter}");
+        }
+        assert_eq!(auth_id(5, 3), auth_id(5 + AUTH_ID_SPACE, 3));
+        assert_ne!(auth_id(5, 3), auth_id(5, 4), "shards are offset");
     }
 
     fn any_step() -> impl Strategy<Value = (u8, u64, Minor, u32)> {
@@ -863,8 +1217,9 @@ mod tests {
                 } else {
                     request(kind, card, amount, stan)
                 };
-                shard.apply(&request, u64::try_from(i).unwrap());
-                shard.expire(u64::try_from(i).unwrap());
+                let now = NOW + u64::try_from(i).unwrap();
+                shard.apply(&request, now);
+                shard.expire(now);
                 prop_assert_eq!(shard.total(), total);
                 for index in 0..5 {
                     let account = shard.account(&token(index)).unwrap();

@@ -48,6 +48,16 @@ impl Kind {
         )
     }
 
+    /// Kinds that place a hold (lower the available balance until captured or released).
+    pub fn is_hold(self) -> bool {
+        matches!(self, Kind::Authorization | Kind::AuthorizationAdvice)
+    }
+
+    /// 0400/0401 and 0420/0421.
+    pub fn is_reversal(self) -> bool {
+        matches!(self, Kind::Reversal | Kind::ReversalAdvice)
+    }
+
     /// Kinds that refer to an original transaction through field 90.
     pub fn refers_to_original(self) -> bool {
         matches!(
@@ -99,6 +109,8 @@ pub struct Request {
     pub account_type: [u8; 2],
     pub key: TxnKey,
     pub original: Option<OriginalKey>,
+    /// A reversal's field 95: the amount that really happened (a partial reversal).
+    pub replacement: Option<Minor>,
     /// Field 14, when present, with a full year.
     pub expiry: Option<YearMonth>,
     /// The month of field 7 with the year it falls in.
@@ -117,6 +129,8 @@ pub struct Posting {
     pub currency: Option<u16>,
     pub key: TxnKey,
     pub original: Option<OriginalKey>,
+    /// A reversal's field 95 amount: what the original amounts to after it.
+    pub replacement: Option<Minor>,
 }
 
 impl Request {
@@ -128,6 +142,78 @@ impl Request {
             currency: self.currency,
             key: self.key,
             original: self.original,
+            replacement: self.replacement,
         }
+    }
+}
+
+/// Days from 1970-01-01 to a civil date (Howard Hinnant's algorithm), for any year from 1970.
+fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year / 400;
+    let year_of_era = year - era * 400;
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    (era * 146_097 + day_of_era).saturating_sub(719_468)
+}
+
+/// Unix seconds of field 7 (MMDDhhmmss, UTC, no year) seen at `now_seconds`: the year is the
+/// one that puts it nearest before now, allowing it up to a day ahead (clocks differ). `None`
+/// when it is not a date and time, or falls before 1970.
+pub fn transmission_unix_seconds(field7: u64, now_seconds: u64) -> Option<u64> {
+    let (month, day) = (field7 / 100_000_000, field7 / 1_000_000 % 100);
+    let (hour, minute, second) = (field7 / 10_000 % 100, field7 / 100 % 100, field7 % 100);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    const DAY: u64 = 86_400;
+    // The civil year of `now_seconds`: counting from a year's first day never overshoots.
+    let mut year = 1970 + now_seconds / (DAY * 366);
+    while days_from_civil(year + 1, 1, 1) * DAY <= now_seconds {
+        year += 1;
+    }
+    let at = |year: u64| {
+        (year >= 1970)
+            .then(|| days_from_civil(year, month, day) * DAY + hour * 3600 + minute * 60 + second)
+    };
+    match at(year) {
+        Some(sent) if sent <= now_seconds + DAY => Some(sent),
+        _ => at(year.checked_sub(1)?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transmission_times_take_the_nearest_year_before_now() {
+        // 2026-11-30 04:40:00 UTC.
+        let now = 1_796_013_600;
+        let cases: [(u64, Option<u64>); 6] = [
+            (1_130_044_000, Some(now)),
+            (1_130_034_000, Some(now - 3_600)),
+            // Tomorrow: a clock a little ahead.
+            (1_201_044_000, Some(now + 86_400)),
+            // Two days ahead can only be last year's.
+            (1_202_044_000, Some(now + 2 * 86_400 - 365 * 86_400)),
+            (1_332_044_000, None),
+            (1_130_246_000, None),
+        ];
+        for (field7, expected) in cases {
+            assert_eq!(transmission_unix_seconds(field7, now), expected, "{field7}");
+        }
+        // New Year: a December message read on the 1st of January.
+        let january_first = 1_798_761_600; // 2027-01-01 00:00:00
+        assert_eq!(
+            transmission_unix_seconds(1_231_235_959, january_first),
+            Some(january_first - 1)
+        );
     }
 }

@@ -31,7 +31,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `SWITCHSN` |
-//! | 8 | 4 | format version, u32 LE (1) |
+//! | 8 | 4 | format version, u32 LE (2; version 1 is still read) |
 //! | 12 | 4 | shard count, u32 LE |
 //! | 16 | 8 | creation time, Unix seconds, u64 LE |
 //! | 24 | 4 | CRC-32C of bytes 0..24, u32 LE |
@@ -43,15 +43,21 @@
 //! # Entries
 //! `Applied`: one request the ledger decided (posting with the card as a token, decision time,
 //! request fingerprint, and the outcome that was sent). `Expired`: holds released by expiry.
+//! Entries are a bincode enum: variant 0 is the first `Applied` shape (no field 95 amount),
+//! variant 1 `Expired`, variant 2 `Applied` with the field 95 amount. Variants are only ever
+//! added, so every log stays readable; this build writes variants 1 and 2.
 //! Replay applies each entry again and checks it gives the recorded outcome.
 
 use bincode::{Decode, Encode};
 
-use crate::domain::ledger::{Account, Record, ShardImage, State};
+use crate::domain::ledger::{Account, Part, Record, ShardImage, State};
 use crate::domain::{Balances, CardToken, Kind, Outcome, Posting, ResponseCode, TxnKey};
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SWITCHWL";
 pub const FORMAT_VERSION: u32 = 1;
+/// Snapshots: version 2 keeps each transaction's effective, held and captured amounts and the
+/// hold a completion captured; version 1 files are still read.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 pub const SEGMENT_HEADER_LEN: usize = 32;
 /// Length and checksum before each record body.
 pub const RECORD_PREFIX_LEN: usize = 8;
@@ -246,6 +252,13 @@ struct AppliedRecord {
     balances: Option<(i64, i64, u16)>,
 }
 
+/// [`AppliedRecord`] with the field 95 amount of a partial reversal.
+#[derive(Encode, Decode)]
+struct AppliedRecord2 {
+    applied: AppliedRecord,
+    replacement: Option<u64>,
+}
+
 #[derive(Encode, Decode)]
 struct ExpiredRecord {
     at_seconds: u64,
@@ -254,8 +267,10 @@ struct ExpiredRecord {
 
 #[derive(Encode, Decode)]
 enum EntryRecord {
+    /// Written before field 95 was kept; read as a posting without one.
     Applied(AppliedRecord),
     Expired(ExpiredRecord),
+    Applied2(AppliedRecord2),
 }
 
 const KINDS: [Kind; 10] = [
@@ -322,20 +337,23 @@ pub fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
             at_seconds,
             fingerprint,
             outcome,
-        } => EntryRecord::Applied(AppliedRecord {
-            at_seconds: *at_seconds,
-            fingerprint: *fingerprint,
-            kind: kind_code(posting.kind),
-            card: card_record(&posting.card),
-            amount: posting.amount,
-            currency: posting.currency,
-            key: key_record(&posting.key),
-            original: posting.original.as_ref().map(key_record),
-            code: *outcome.code.as_bytes(),
-            auth_id: outcome.auth_id,
-            balances: outcome
-                .balances
-                .map(|b| (b.ledger, b.available, b.currency)),
+        } => EntryRecord::Applied2(AppliedRecord2 {
+            replacement: posting.replacement,
+            applied: AppliedRecord {
+                at_seconds: *at_seconds,
+                fingerprint: *fingerprint,
+                kind: kind_code(posting.kind),
+                card: card_record(&posting.card),
+                amount: posting.amount,
+                currency: posting.currency,
+                key: key_record(&posting.key),
+                original: posting.original.as_ref().map(key_record),
+                code: *outcome.code.as_bytes(),
+                auth_id: outcome.auth_id,
+                balances: outcome
+                    .balances
+                    .map(|b| (b.ledger, b.available, b.currency)),
+            },
         }),
         Entry::Expired { at_seconds, holds } => EntryRecord::Expired(ExpiredRecord {
             at_seconds: *at_seconds,
@@ -349,6 +367,36 @@ pub fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
     let _ = bincode::encode_into_std_write(record, out, CONFIG);
 }
 
+fn applied_entry(r: AppliedRecord, replacement: Option<u64>) -> Result<Entry, EntryError> {
+    let kind = *KINDS
+        .get(usize::from(r.kind))
+        .ok_or_else(|| EntryError(format!("unknown kind {}", r.kind)))?;
+    let code = ResponseCode::from_bytes(r.code)
+        .ok_or_else(|| EntryError(format!("unknown response code {:?}", r.code)))?;
+    Ok(Entry::Applied {
+        posting: Posting {
+            kind,
+            card: card_from(r.card),
+            amount: r.amount,
+            currency: r.currency,
+            key: key_from(r.key),
+            original: r.original.map(key_from),
+            replacement,
+        },
+        at_seconds: r.at_seconds,
+        fingerprint: r.fingerprint,
+        outcome: Outcome {
+            code,
+            auth_id: r.auth_id,
+            balances: r.balances.map(|(ledger, available, currency)| Balances {
+                ledger,
+                available,
+                currency,
+            }),
+        },
+    })
+}
+
 pub fn decode_entry(payload: &[u8]) -> Result<Entry, EntryError> {
     let (record, read): (EntryRecord, usize) =
         bincode::decode_from_slice(payload, CONFIG).map_err(|e| EntryError(e.to_string()))?;
@@ -359,34 +407,8 @@ pub fn decode_entry(payload: &[u8]) -> Result<Entry, EntryError> {
         )));
     }
     Ok(match record {
-        EntryRecord::Applied(r) => {
-            let kind = *KINDS
-                .get(usize::from(r.kind))
-                .ok_or_else(|| EntryError(format!("unknown kind {}", r.kind)))?;
-            let code = ResponseCode::from_bytes(r.code)
-                .ok_or_else(|| EntryError(format!("unknown response code {:?}", r.code)))?;
-            Entry::Applied {
-                posting: Posting {
-                    kind,
-                    card: card_from(r.card),
-                    amount: r.amount,
-                    currency: r.currency,
-                    key: key_from(r.key),
-                    original: r.original.map(key_from),
-                },
-                at_seconds: r.at_seconds,
-                fingerprint: r.fingerprint,
-                outcome: Outcome {
-                    code,
-                    auth_id: r.auth_id,
-                    balances: r.balances.map(|(ledger, available, currency)| Balances {
-                        ledger,
-                        available,
-                        currency,
-                    }),
-                },
-            }
-        }
+        EntryRecord::Applied(r) => applied_entry(r, None)?,
+        EntryRecord::Applied2(r) => applied_entry(r.applied, r.replacement)?,
         EntryRecord::Expired(r) => Entry::Expired {
             at_seconds: r.at_seconds,
             holds: r
@@ -421,8 +443,9 @@ struct AccountRecord {
     limit_per_transaction: Option<u64>,
 }
 
+/// A kept transaction in a version 1 snapshot.
 #[derive(Encode, Decode)]
-struct TransactionRecord {
+struct TransactionRecordV1 {
     card: CardRecord,
     kind: u8,
     amount: u64,
@@ -432,13 +455,74 @@ struct TransactionRecord {
 }
 
 #[derive(Encode, Decode)]
+struct ImageRecordV1 {
+    accounts: Vec<(CardRecord, AccountRecord)>,
+    transactions: Vec<(KeyRecord, TransactionRecordV1)>,
+    holds_by_age: Vec<(u64, KeyRecord)>,
+    postings_by_age: Vec<(u64, KeyRecord)>,
+    settlement: Vec<(u64, i64)>,
+    auth_counter: u32,
+}
+
+#[derive(Encode, Decode)]
+struct TransactionRecord {
+    card: CardRecord,
+    kind: u8,
+    amount: u64,
+    effective: u64,
+    /// A hold: held and captured amounts.
+    hold: Option<(u64, u64)>,
+    /// A completion: STAN and field 7 of the hold it captured from.
+    capture_of: Option<(u32, u64)>,
+    reversed_before_arrival: bool,
+}
+
+#[derive(Encode, Decode)]
 struct ImageRecord {
     accounts: Vec<(CardRecord, AccountRecord)>,
     transactions: Vec<(KeyRecord, TransactionRecord)>,
     holds_by_age: Vec<(u64, KeyRecord)>,
     postings_by_age: Vec<(u64, KeyRecord)>,
     settlement: Vec<(u64, i64)>,
-    auth_counter: u32,
+    auth_counter: u64,
+}
+
+impl ImageRecordV1 {
+    /// The same state in today's shape: an open transaction in full effect, a captured hold
+    /// with nothing held, a closed one reversed to zero.
+    fn upgrade(self) -> Result<ImageRecord, &'static str> {
+        let transactions = self
+            .transactions
+            .into_iter()
+            .map(|(key, r)| {
+                let is_hold = matches!(KINDS.get(usize::from(r.kind)), Some(k) if k.is_hold());
+                let (effective, held, captured) = match r.state {
+                    0 => (r.amount, if is_hold { r.amount } else { 0 }, 0),
+                    1 => (r.amount, 0, r.captured),
+                    2 => (0, 0, 0),
+                    _ => return Err("unknown transaction state"),
+                };
+                let record = TransactionRecord {
+                    card: r.card,
+                    kind: r.kind,
+                    amount: r.amount,
+                    effective,
+                    hold: is_hold.then_some((held, captured)),
+                    capture_of: None,
+                    reversed_before_arrival: false,
+                };
+                Ok((key, record))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(ImageRecord {
+            accounts: self.accounts,
+            transactions,
+            holds_by_age: self.holds_by_age,
+            postings_by_age: self.postings_by_age,
+            settlement: self.settlement,
+            auth_counter: u64::from(self.auth_counter),
+        })
+    }
 }
 
 /// One shard's section of a snapshot: its marker LSN and its image.
@@ -466,7 +550,7 @@ pub fn encode_snapshot(sections: &[SnapshotSection], created_seconds: u64) -> Ve
                 .sum::<usize>(),
     );
     out.extend_from_slice(&SNAPSHOT_MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(
         &u32::try_from(sections.len())
             .unwrap_or(u32::MAX)
@@ -496,17 +580,19 @@ pub fn encode_snapshot(sections: &[SnapshotSection], created_seconds: u64) -> Ve
                 .transactions
                 .iter()
                 .map(|(key, r)| {
-                    let (state, captured) = match r.state {
-                        State::Open => (0, 0),
-                        State::Captured(amount) => (1, amount),
-                        State::Closed => (2, 0),
+                    let (hold, capture_of) = match r.part {
+                        Part::Hold { held, captured } => (Some((held, captured)), None),
+                        Part::Capture { stan, transmission } => (None, Some((stan, transmission))),
+                        Part::Other => (None, None),
                     };
                     let record = TransactionRecord {
                         card: card_record(&r.card),
                         kind: kind_code(r.kind),
                         amount: r.amount,
-                        state,
-                        captured,
+                        effective: r.effective,
+                        hold,
+                        capture_of,
+                        reversed_before_arrival: r.state == State::ReversedBeforeArrival,
                     };
                     (key_record(key), record)
                 })
@@ -545,7 +631,8 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Vec<SnapshotSection>, SnapshotErr
     if crc32c::crc32c(&bytes[0..24]) != u32_at(bytes, 24) {
         return Err(SnapshotError::Header("checksum mismatch"));
     }
-    if u32_at(bytes, 8) != FORMAT_VERSION {
+    let version = u32_at(bytes, 8);
+    if !(1..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
         return Err(SnapshotError::Header("unsupported format version"));
     }
     let count = u32_at(bytes, 12) as usize;
@@ -564,8 +651,13 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Vec<SnapshotSection>, SnapshotErr
         {
             return Err(fail("checksum mismatch"));
         }
-        let (record, read): (ImageRecord, usize) =
-            bincode::decode_from_slice(&body[8..], CONFIG).map_err(|e| fail(&e.to_string()))?;
+        let (record, read): (ImageRecord, usize) = if version == 1 {
+            let (old, read): (ImageRecordV1, usize) =
+                bincode::decode_from_slice(&body[8..], CONFIG).map_err(|e| fail(&e.to_string()))?;
+            (old.upgrade().map_err(fail)?, read)
+        } else {
+            bincode::decode_from_slice(&body[8..], CONFIG).map_err(|e| fail(&e.to_string()))?
+        };
         if read != length - 8 {
             return Err(fail("bytes after the image"));
         }
@@ -576,19 +668,26 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Vec<SnapshotSection>, SnapshotErr
                 let kind = *KINDS
                     .get(usize::from(r.kind))
                     .ok_or_else(|| fail("unknown transaction kind"))?;
-                let state = match r.state {
-                    0 => State::Open,
-                    1 => State::Captured(r.captured),
-                    2 => State::Closed,
-                    _ => return Err(fail("unknown transaction state")),
+                let state = if r.reversed_before_arrival {
+                    State::ReversedBeforeArrival
+                } else {
+                    State::Live
+                };
+                let part = match (r.hold, r.capture_of) {
+                    (Some((held, captured)), None) => Part::Hold { held, captured },
+                    (None, Some((stan, transmission))) => Part::Capture { stan, transmission },
+                    (None, None) => Part::Other,
+                    (Some(_), Some(_)) => return Err(fail("a hold that is also a capture")),
                 };
                 Ok((
                     key_from(key),
                     Record {
                         card: card_from(r.card),
                         kind,
-                        amount: r.amount,
                         state,
+                        amount: r.amount,
+                        effective: r.effective,
+                        part,
                     },
                 ))
             })
@@ -660,6 +759,7 @@ mod tests {
                     stan: 9,
                     transmission: 2,
                 }),
+                replacement: Some(700),
             },
             at_seconds: 1_795_000_000,
             fingerprint: 42,
@@ -701,6 +801,112 @@ mod tests {
                 "truncated entry must not decode"
             );
         }
+    }
+
+    /// Logs and snapshots written before field 95 and split captures existed still read.
+    #[test]
+    fn version_1_entries_and_snapshots_still_read() {
+        let Entry::Applied {
+            posting, outcome, ..
+        } = sample_applied(3)
+        else {
+            panic!("sample is an Applied entry")
+        };
+        let old = EntryRecord::Applied(AppliedRecord {
+            at_seconds: 9,
+            fingerprint: 8,
+            kind: kind_code(posting.kind),
+            card: card_record(&posting.card),
+            amount: posting.amount,
+            currency: posting.currency,
+            key: key_record(&posting.key),
+            original: None,
+            code: *outcome.code.as_bytes(),
+            auth_id: outcome.auth_id,
+            balances: None,
+        });
+        let mut payload = Vec::new();
+        bincode::encode_into_std_write(old, &mut payload, CONFIG).unwrap();
+        let Entry::Applied { posting: read, .. } = decode_entry(&payload).unwrap() else {
+            panic!("an Applied entry")
+        };
+        assert_eq!((read.amount, read.replacement), (posting.amount, None));
+
+        let card = CardRecord {
+            hash: 5,
+            last_four: 2,
+        };
+        let key = |stan| KeyRecord {
+            acquirer: 1,
+            terminal: *b"T1      ",
+            stan,
+            transmission: 4,
+        };
+        let old_transaction = |kind: Kind, state| TransactionRecordV1 {
+            card: CardRecord {
+                hash: 5,
+                last_four: 2,
+            },
+            kind: kind_code(kind),
+            amount: 100,
+            state,
+            captured: if state == 1 { 60 } else { 0 },
+        };
+        let image = ImageRecordV1 {
+            accounts: vec![(
+                card,
+                AccountRecord {
+                    ledger: 1_000,
+                    held: 100,
+                    currency: 840,
+                    blocked: false,
+                    limit_per_transaction: None,
+                },
+            )],
+            transactions: vec![
+                (key(1), old_transaction(Kind::Authorization, 0)),
+                (key(2), old_transaction(Kind::Authorization, 1)),
+                (key(3), old_transaction(Kind::Purchase, 2)),
+                (key(4), old_transaction(Kind::Purchase, 0)),
+            ],
+            holds_by_age: vec![(1, key(1)), (2, key(2))],
+            postings_by_age: vec![(3, key(3)), (4, key(4))],
+            settlement: vec![(1, 5)],
+            auth_counter: 12,
+        };
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&SNAPSHOT_MAGIC);
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&0u64.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[0..24]);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        let mut body = 77u64.to_le_bytes().to_vec();
+        bincode::encode_into_std_write(image, &mut body, CONFIG).unwrap();
+        let length = (body.len() as u64).to_le_bytes();
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&length), &body);
+        bytes.extend_from_slice(&length);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        bytes.extend_from_slice(&body);
+        let sections = decode_snapshot(&bytes).unwrap();
+        assert_eq!(sections[0].marker_lsn, 77);
+        assert_eq!(sections[0].image.auth_counter, 12);
+        let parts: Vec<(u32, u64, Part)> = sections[0]
+            .image
+            .transactions
+            .iter()
+            .map(|(k, r)| (k.stan, r.effective, r.part))
+            .collect();
+        let hold = |held, captured| Part::Hold { held, captured };
+        assert_eq!(
+            parts,
+            vec![
+                (1, 100, hold(100, 0)),
+                (2, 100, hold(0, 60)),
+                (3, 0, Part::Other),
+                (4, 100, Part::Other)
+            ]
+        );
     }
 
     #[test]
@@ -784,15 +990,47 @@ mod tests {
                     limit_per_transaction: Some(5),
                 },
             )],
-            transactions: vec![(
-                key,
-                Record {
-                    card,
-                    kind: Kind::Authorization,
-                    amount: 9,
-                    state: State::Captured(4),
-                },
-            )],
+            transactions: vec![
+                (
+                    key,
+                    Record {
+                        card,
+                        kind: Kind::Authorization,
+                        state: State::Live,
+                        amount: 9,
+                        effective: 8,
+                        part: Part::Hold {
+                            held: 0,
+                            captured: 4,
+                        },
+                    },
+                ),
+                (
+                    TxnKey { stan: 5, ..key },
+                    Record {
+                        card,
+                        kind: Kind::Completion,
+                        state: State::Live,
+                        amount: 4,
+                        effective: 4,
+                        part: Part::Capture {
+                            stan: key.stan,
+                            transmission: key.transmission,
+                        },
+                    },
+                ),
+                (
+                    TxnKey { stan: 6, ..key },
+                    Record {
+                        card,
+                        kind: Kind::ReversalAdvice,
+                        state: State::ReversedBeforeArrival,
+                        amount: 2,
+                        effective: 0,
+                        part: Part::Other,
+                    },
+                ),
+            ],
             holds_by_age: vec![(11, key)],
             postings_by_age: vec![],
             settlement: vec![(123_456, 3)],

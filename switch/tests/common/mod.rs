@@ -374,10 +374,16 @@ pub fn next_stan() -> Vec<u8> {
 
 /// Field 7 for now, in UTC (MMDDhhmmss).
 pub fn transmission_now() -> Vec<u8> {
+    transmission_ago(0)
+}
+
+/// Field 7 of `seconds_ago` seconds before now, in UTC (MMDDhhmmss).
+pub fn transmission_ago(seconds_ago: u64) -> Vec<u8> {
     let seconds = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_secs();
+        .as_secs()
+        - seconds_ago;
     let (_, month, day) = switch::iso::civil_date(seconds / 86_400);
     let time = seconds % 86_400;
     format!(

@@ -21,6 +21,18 @@ CARD_100 = "4000000000000002"     # index 0: 100.00
 CARD_BLOCKED = "4000000000000028"  # index 2: blocked (62)
 
 
+def demo_pan(index):
+    """The demo PAN of `index`: BIN 400000, 9-digit index, Luhn check digit."""
+    body = f"400000{index:09d}"
+    total = 0
+    for i, digit in enumerate(reversed(body)):
+        d = int(digit)
+        if i % 2 == 0:
+            d = d * 2 - 9 if d * 2 > 9 else d * 2
+        total += d
+    return body + str((10 - total % 10) % 10)
+
+
 class Link:
     def __init__(self, host, port):
         self.sock = socket.create_connection((host, port), timeout=10)
@@ -52,8 +64,9 @@ class Link:
 
 
 class Scenario:
-    def __init__(self, link):
+    def __init__(self, link, host, port):
         self.link = link
+        self.host, self.port = host, port
         self.stan = random.randint(1, 400000)
         now = datetime.datetime.now(datetime.timezone.utc)
         self.f7 = now.strftime("%m%d%H%M%S")
@@ -82,12 +95,90 @@ class Scenario:
         self.checks += 1
         print(f"ok {self.checks} - {what}")
 
-    def available(self, pan):
+    def balances(self, pan):
+        """(ledger, available) from field 54 of a balance inquiry."""
         response = self.link.call(self.request("0200", pan, 0, processing="310000"))
         self.expect(f"balance inquiry of {pan[:6]}...{pan[-4:]}", response, t="0210", f39="00", f54=...)
         blocks = [response["54"][i:i + 20] for i in range(0, len(response["54"]), 20)]
         by_type = {b[2:4]: (-1 if b[7] == "D" else 1) * int(b[8:]) for b in blocks}
-        return by_type["02"]
+        return by_type["01"], by_type["02"]
+
+    def available(self, pan):
+        return self.balances(pan)[1]
+
+    def names(self, original):
+        """Field 90 naming `original`."""
+        return original["t"] + original["11"] + original["7"] + ACQUIRER.rjust(11, "0") + "0" * 11
+
+    def referring(self, mti, original, amount_minor, **extra):
+        return self.request(mti, original["2"], amount_minor, processing=original["3"],
+                            **{"90": self.names(original)}, **extra)
+
+    def step(self, what, pan, doc, t, f39, before, after):
+        """Sends `doc`, expects (t, f39), and the card's (ledger, available) to go from `before`
+        to `after`; prints both."""
+        got_before = self.balances(pan)
+        if got_before != before:
+            raise AssertionError(f"{what}: balances before are {got_before}, expected {before}")
+        response = self.link.call(doc)
+        got_after = self.balances(pan)
+        self.expect(f"{what}: {doc['t']} -> {response.get('t')} {response.get('39')}, "
+                    f"(ledger, available) {got_before} -> {got_after}", response, t=t, f39=f39)
+        if got_after != after:
+            raise AssertionError(f"{what}: balances after are {got_after}, expected {after}")
+
+    def money(self, host, port):
+        """The rows of the money-semantics issue, with balances before and after each step."""
+        full = (1000000, 1000000)
+        pan = demo_pan(201)
+        hold = self.request("0100", pan, 10000)
+        self.step("hold 100.00", pan, hold, "0110", "00", full, (1000000, 990000))
+        self.step("completion 30.00", pan, self.referring("0220", hold, 3000), "0230", "00",
+                  (1000000, 990000), (997000, 997000))
+        self.step("second completion 50.00 (new STAN, same field 90)", pan,
+                  self.referring("0220", hold, 5000), "0230", "00", (997000, 997000), (992000, 992000))
+        self.step("third completion beyond the 20.00 left", pan,
+                  self.referring("0220", hold, 2001), "0230", "13", (992000, 992000), (992000, 992000))
+
+        pan = demo_pan(202)
+        withdrawal = self.request("0200", pan, 10000, processing="010000")
+        self.step("cash withdrawal 100.00", pan, withdrawal, "0210", "00", full, (990000, 990000))
+        partial = self.referring("0420", withdrawal, 10000, **{"95": "000000007000000000007000C00000000C00000000"})
+        self.step("0420 with field 95: 70.00 dispensed", pan, partial, "0430", "00",
+                  (990000, 990000), (993000, 993000))
+
+        pan = demo_pan(203)
+        late = self.request("0200", pan, 10000)
+        self.step("0420 before its original 0200", pan, self.referring("0420", late, 10000), "0430", "00",
+                  full, full)
+        self.step("the late original 0200 moves nothing", pan, late, "0210", "12", full, full)
+
+        pan = demo_pan(204)
+        hold = self.request("0100", pan, 10000)
+        self.step("hold 100.00", pan, hold, "0110", "00", full, (1000000, 990000))
+        completion = self.referring("0220", hold, 6000)
+        self.step("completion 60.00", pan, completion, "0230", "00", (1000000, 990000), (994000, 994000))
+        self.step("0420 naming the 0220 undoes the capture", pan, self.referring("0420", completion, 6000),
+                  "0430", "00", (994000, 994000), full)
+
+        # The link drops right after a 0100; the identical 0100 on a new link is answered.
+        pan = demo_pan(205)
+        for round in range(40):
+            hold = self.request("0100", pan, 100)
+            first = Link(host, port)
+            first.send(hold)
+            first.sock.close()
+            second = Link(host, port)
+            answer = second.call(hold)
+            if answer.get("39") != "00" or "38" not in answer:
+                raise AssertionError(f"retransmission round {round}: {answer}")
+            if second.call(hold) != answer:
+                raise AssertionError(f"retransmission round {round}: answered differently")
+            second.sock.close()
+        self.expect("40 retransmissions on a new link after a dropped one, each answered as its original",
+                    {"ok": "1"}, ok="1")
+        if self.balances(pan) != (1000000, 1000000 - 40 * 100):
+            raise AssertionError(f"40 holds of 1.00 expected, balances {self.balances(pan)}")
 
     def run(self):
         link = self.link
@@ -152,13 +243,15 @@ class Scenario:
                 raise AssertionError(f"unexpected response {response['t']} {response['39']} for STAN {stan}")
         self.expect("1,000 back-to-back requests all answered and matched by field 11", {"ok": "1"}, ok="1")
 
+        self.money(self.host, self.port)
+
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    scenario = Scenario(Link(args.host, args.port))
+    scenario = Scenario(Link(args.host, args.port), args.host, args.port)
     try:
         scenario.run()
     except AssertionError as failure:
