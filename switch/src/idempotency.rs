@@ -200,7 +200,12 @@ impl IdempotencyStore {
     pub fn abandon(&self, identity: &RequestIdentity, outcome: Outcome) {
         for generation in &self.generations {
             if let Some((_, mut entry)) = generation.entries.remove(identity) {
-                generation.count.fetch_sub(1, Ordering::Relaxed);
+                // Saturating: a sweep may have reset the count while this entry was removed.
+                let _ = generation
+                    .count
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                        Some(n.saturating_sub(1))
+                    });
                 entry.wake(outcome);
                 return;
             }
@@ -234,8 +239,15 @@ impl IdempotencyStore {
             return Sweep::Nothing;
         }
         let next = (self.current.load(Ordering::Acquire) & 1) ^ 1;
-        let dropped = self.generations[next].count.swap(0, Ordering::Relaxed);
-        self.generations[next].entries.clear();
+        let older = &self.generations[next];
+        // A request still undecided after a whole retention keeps its entry one more round, so
+        // that its decision is recorded and its waiting retransmissions get it.
+        older.entries.retain(|_, entry| entry.outcome.is_none());
+        let kept = older.entries.len();
+        let dropped = older
+            .count
+            .swap(kept, Ordering::Relaxed)
+            .saturating_sub(kept);
         self.current.store(next, Ordering::Release);
         self.current_since_seconds
             .store(now_seconds, Ordering::Release);
@@ -410,18 +422,25 @@ mod tests {
         assert_eq!(waiting.try_recv(), Ok(shed));
         assert_eq!(begin(&store, id(2), 7), Seen::New, "tried anew");
 
-        // Forgotten by a rotation while undecided: the waiter learns it at once.
+        // Undecided through two rotations: still there to record its decision and wake its
+        // waiter; decided entries go as before.
         let store = IdempotencyStore::starting_at(100, 10, 0);
         assert_eq!(begin(&store, id(3), 7), Seen::New);
+        assert_eq!(begin(&store, id(4), 7), Seen::New);
+        store.finish(&id(4), APPROVED);
         let Begin::InFlight(mut waiting) = store.begin(id(3), 7) else {
             panic!("in flight")
         };
         store.sweep(10);
-        store.sweep(20);
-        assert!(matches!(
-            waiting.try_recv(),
-            Err(oneshot::error::TryRecvError::Closed)
-        ));
+        assert_eq!(store.sweep(20), Sweep::Rotated { dropped: 1 });
+        store.finish(&id(3), APPROVED);
+        assert_eq!(waiting.try_recv(), Ok(APPROVED));
+        assert_eq!(begin(&store, id(3), 7), Seen::Replay(APPROVED));
+        assert_eq!(
+            begin(&store, id(4), 7),
+            Seen::New,
+            "decided and past two retentions"
+        );
     }
 
     #[test]

@@ -41,6 +41,8 @@ enum Work {
         posting: Posting,
         at_seconds: u64,
         outcome: Outcome,
+        /// Written under the money rules before issue 8 (see `format::written_under_earlier_rules`).
+        earlier_rules: bool,
     },
     Release {
         lsn: u64,
@@ -66,14 +68,21 @@ fn replay_shard(
     for batch in batches {
         for work in batch {
             let problem = match work {
-                Work::Apply { lsn, posting, at_seconds, outcome } => {
+                Work::Apply { lsn, posting, at_seconds, outcome, earlier_rules } => {
                     let again = shard.apply(&posting, at_seconds);
                     replayed += 1;
                     ((again.code, again.balances) != (outcome.code, outcome.balances)).then(|| {
+                        let cause = if earlier_rules {
+                            "the entry was written by an earlier release, whose rules for completions and reversals \
+                             differ: start that release once more, let it write a snapshot (wal.snapshot_interval_seconds) \
+                             and stop it, so that no entry of its after the snapshot needs replaying"
+                        } else {
+                            "the log was written on another genesis (demo data, ledger.token_key or ledger limits \
+                             changed?): start with the configuration it was written with. Moving the WAL directory \
+                             aside starts from the configured demo data and discards every balance in the log"
+                        };
                         format!(
-                            "entry at LSN {lsn}: replay gave {} {:?} where the log says {} {:?}: the log was written on \
-                             another genesis (demo data, ledger.token_key or ledger limits changed?); to start afresh \
-                             from the new configuration, move the WAL directory aside",
+                            "entry at LSN {lsn}: replay gave {} {:?} where the log says {} {:?}: {cause}",
                             again.code.as_str(),
                             again.balances,
                             outcome.code.as_str(),
@@ -150,6 +159,7 @@ fn replay(
                                 posting,
                                 at_seconds,
                                 outcome,
+                                earlier_rules: format::written_under_earlier_rules(payload),
                             },
                         );
                     }

@@ -20,15 +20,6 @@ impl RiskEngine {
             // Completions and reversals settle what was already approved: never declined here.
             return Ok(());
         }
-        if request.kind == Kind::AuthorizationAdvice {
-            // An advice reports a decision taken elsewhere (stand-in): the rules that decline
-            // requests cannot undo it. An advice of nothing has nothing to record.
-            return if request.amount == 0 {
-                Err(ResponseCode::InvalidAmount)
-            } else {
-                Ok(())
-            };
-        }
         if request
             .expiry
             .is_some_and(|expiry| expiry < request.transmission_month)
@@ -160,20 +151,12 @@ mod tests {
                 request(Kind::Purchase, 100),
                 Err(ResponseCode::RestrictedCard),
             ),
-            // Advices were decided elsewhere: no rule declines them, but one of nothing.
-            (&engine, request(Kind::AuthorizationAdvice, 100_001), Ok(())),
+            // An advice is an acquirer's word that a stand-in approved: the rules still apply,
+            // and a refusal hands it to the acquirer's exception handling.
             (
-                &open,
-                Request {
-                    merchant_category: Some(7995),
-                    ..request(Kind::AuthorizationAdvice, 100)
-                },
-                Ok(()),
-            ),
-            (
-                &open,
-                request(Kind::AuthorizationAdvice, 0),
-                Err(ResponseCode::InvalidAmount),
+                &engine,
+                request(Kind::AuthorizationAdvice, 100),
+                Err(ResponseCode::RestrictedCard),
             ),
         ];
         for (i, (engine, request, expected)) in cases.into_iter().enumerate() {

@@ -301,6 +301,11 @@ impl Reader<'_> {
                 let Ok(slot) = self.slots.clone().acquire_owned().await else {
                     return Close::Shutdown;
                 };
+                // Slots also come back when the writer gives up on the peer: then nothing more
+                // may enter the pipeline, since its answer could not be written.
+                if self.responder.writer.is_closed() {
+                    return Close::WriteTimeout(self.write_timeout());
+                }
                 if let Err(close) = self.handle_frame(frame.slice(bounds.header_len..), slot) {
                     return close;
                 }
@@ -515,7 +520,7 @@ impl Reader<'_> {
                 slot,
             ),
             Begin::InFlight(decided) => {
-                tracing::debug!(peer = %self.peer, "retransmission of a request still in flight: waits for its answer");
+                tracing::info!(peer = %self.peer, stan = identity.stan, "retransmission of a request still being decided: waits for its answer");
                 self.answer_when_decided(body, decided, slot);
             }
             Begin::New => match iso::parse_request(message, iso::today_utc(), &context.tokenizer) {

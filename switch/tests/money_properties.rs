@@ -15,11 +15,12 @@
 use std::collections::HashMap;
 
 use proptest::prelude::*;
-use switch::domain::ledger::{Account, LedgerShard, ShardLimits};
+use switch::domain::ledger::{Account, LedgerShard, ShardImage, ShardLimits};
 use switch::domain::{
     CardToken, Kind, Minor, Outcome, Pan, Posting, ResponseCode, Tokenizer, TxnKey,
 };
 use switch::idempotency::{Begin, IdempotencyStore};
+use switch::wal::format::{self, SnapshotSection};
 
 const ACQUIRER: u64 = 123_456;
 const OTHER_ACQUIRER: u64 = 654_321;
@@ -59,7 +60,8 @@ fn key(stan: u32) -> TxnKey {
 enum Step {
     /// A new request: kind, card, amount, the request it names (for completions and reversals:
     /// the `names`-th request sent before it, or when `names` ≤ 0 one `1 − names` steps ahead,
-    /// not sent yet), a field 95 amount, and whether field 90 names another acquirer.
+    /// not sent yet), a field 95 amount, whether field 90 names another acquirer, and whether
+    /// a reversal's field 4 repeats the amount of the request it names (as it should).
     Send {
         kind: Kind,
         card: usize,
@@ -67,6 +69,7 @@ enum Step {
         names: i64,
         replacement: Option<Minor>,
         foreign: bool,
+        repeats_amount: bool,
     },
     /// The request of an earlier step again, unchanged (a retransmission or a repeat 0401/0421).
     Retransmit(usize),
@@ -108,9 +111,11 @@ fn any_step() -> impl Strategy<Value = Step> {
         prop_oneof![8 => 1i64..6, 1 => -3i64..=0, 1 => 6i64..40],
         prop_oneof![3 => Just(None), 1 => Just(Some(0)), 2 => any_amount().prop_map(Some)],
         prop::bool::weighted(0.05),
+        prop::bool::weighted(0.9),
     )
         .prop_map(
-            |(kind, card, amount, names, replacement, foreign)| Step::Send {
+            |(kind, card, amount, names, replacement, foreign, repeats_amount)| Step::Send {
+                repeats_amount,
                 kind,
                 card,
                 amount,
@@ -187,8 +192,11 @@ impl Model {
         if matches!(kind, Kind::Reversal | Kind::ReversalAdvice) {
             let original = posting.original.unwrap();
             let Some(mut kept) = self.kept.get(&original).copied() else {
-                // The original may still come while its field 7 is within the window.
-                if now - START >= LIMITS.reversal_window_seconds {
+                // The original may still come while its field 7 is within the window; a partial
+                // reversal says part of it happened, so it cannot come first.
+                if now - START >= LIMITS.reversal_window_seconds
+                    || posting.replacement.is_some_and(|r| r > 0)
+                {
                     return (OriginalNotFound, nothing);
                 }
                 self.kept.insert(
@@ -213,8 +221,9 @@ impl Model {
             if kept.reversed_first {
                 return (Approved, nothing);
             }
+            // Field 4 must repeat the original's amount; field 95 says what really happened.
             let wanted = posting.replacement.unwrap_or(0);
-            if wanted > kept.amount {
+            if posting.amount != kept.amount || wanted > kept.amount {
                 return (InvalidAmount, nothing);
             }
             let target = wanted.min(kept.now);
@@ -276,7 +285,7 @@ impl Model {
             self.keep(posting, card, now, Some(original));
             return (Approved, movement);
         }
-        if card == BLOCKED_CARD && kind != Kind::AuthorizationAdvice {
+        if card == BLOCKED_CARD {
             return (RestrictedCard, nothing);
         }
         if kind == Kind::BalanceInquiry {
@@ -411,6 +420,7 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
     let mut switch = Switch::new();
     let total = switch.shard.total();
     let mut sent: Sent = Vec::new();
+    let mut events: Vec<Event> = Vec::new();
     let mut now = START;
     for (i, step) in steps.iter().enumerate() {
         let before = switch.balances();
@@ -420,6 +430,15 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
                 now += seconds;
                 switch.shard.expire(now);
                 model.expire(now);
+                events.push(Event::Expire(now));
+                // Through a snapshot and back, as a restart would.
+                let section = SnapshotSection {
+                    marker_lsn: 0,
+                    image: switch.shard.image(),
+                };
+                let bytes = format::encode_snapshot(&[section], now);
+                let image = format::decode_snapshot(&bytes).unwrap().remove(0).image;
+                switch.shard = LedgerShard::from_image(0, LIMITS, image);
                 let after = switch.balances();
                 for (card, (ledger, held)) in after.iter().enumerate() {
                     prop_assert_eq!(
@@ -439,6 +458,7 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
                 names,
                 replacement,
                 foreign,
+                repeats_amount,
             } => {
                 let refers = matches!(
                     kind,
@@ -455,10 +475,15 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
                     acquirer: if *foreign { OTHER_ACQUIRER } else { ACQUIRER },
                     ..named
                 });
+                let is_reversal = matches!(kind, Kind::Reversal | Kind::ReversalAdvice);
+                let amount = match sent.iter().find(|(p, ..)| p.key == named) {
+                    Some((original, ..)) if is_reversal && *repeats_amount => original.amount,
+                    _ => *amount,
+                };
                 let posting = Posting {
                     kind: *kind,
                     card: switch.cards[*card],
-                    amount: *amount,
+                    amount,
                     currency: Some(840),
                     key: key(stan),
                     original,
@@ -485,8 +510,22 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
         let outcome = match switch.idempotency.begin(posting.key, print) {
             Begin::New => {
                 prop_assert!(fresh, "step {}: a repeated identity counted as new", i);
+                // Every third request is retransmitted while it is being decided.
+                let waiting = (i % 3 == 0).then(|| switch.idempotency.begin(posting.key, print));
                 let outcome = switch.shard.apply(&posting, now);
+                events.push(Event::Apply(posting, now));
                 switch.idempotency.finish(&posting.key, outcome);
+                if let Some(waiting) = waiting {
+                    let Begin::InFlight(mut decided) = waiting else {
+                        return Err(TestCaseError::fail(format!("step {i}: {waiting:?}")));
+                    };
+                    prop_assert_eq!(
+                        decided.try_recv(),
+                        Ok(outcome),
+                        "step {}: the waiter's answer",
+                        i
+                    );
+                }
                 let (code, movement) = model.decide(&posting, card, now);
                 prop_assert_eq!(outcome.code, code, "step {}: {:?}", i, posting);
                 model.apply(card, movement);
@@ -558,7 +597,48 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
             prop_assert!(held >= 0);
         }
     }
+    // Replay: the same decisions at the same times give the same state, as recovery relies on.
+    let mut replayed = Switch::new().shard;
+    for event in &events {
+        match event {
+            Event::Apply(posting, at) => {
+                replayed.apply(posting, *at);
+            }
+            Event::Expire(at) => {
+                replayed.expire(*at);
+            }
+        }
+    }
+    prop_assert!(
+        same_state(&replayed.image(), &switch.shard.image()),
+        "replay differs"
+    );
     Ok(())
+}
+
+/// What the ledger was asked to do, in order, for the replay check.
+enum Event {
+    Apply(Posting, u64),
+    Expire(u64),
+}
+
+/// Two images hold the same state (their tables are in no particular order).
+fn same_state(a: &ShardImage, b: &ShardImage) -> bool {
+    let map = |image: &ShardImage| {
+        (
+            image.accounts.iter().copied().collect::<HashMap<_, _>>(),
+            image
+                .transactions
+                .iter()
+                .copied()
+                .collect::<HashMap<_, _>>(),
+            image.settlement.iter().copied().collect::<HashMap<_, _>>(),
+        )
+    };
+    map(a) == map(b)
+        && a.holds_by_age == b.holds_by_age
+        && a.postings_by_age == b.postings_by_age
+        && a.auth_counter == b.auth_counter
 }
 
 proptest! {
@@ -580,6 +660,7 @@ fn the_cases_that_used_to_approve_without_moving_money() {
         names,
         replacement,
         foreign: false,
+        repeats_amount: true,
     };
     let steps = [
         // Hold 100.00, capture 30.00, then 50.00 more under a new STAN.

@@ -229,6 +229,16 @@ fn a_retransmission_on_a_new_link_waits_for_its_original_and_gets_the_same_answe
         balances(&mut check, &pan),
         (1_000_000, 1_000_000 - 21 * 100)
     );
+    // The copies met their original undecided (not only answered from the table afterwards).
+    let waited = switch
+        .output()
+        .iter()
+        .filter(|l| l.contains("still being decided: waits for its answer"))
+        .count();
+    assert!(
+        waited >= 2,
+        "only {waited} retransmissions met their original in flight"
+    );
 }
 
 #[test]

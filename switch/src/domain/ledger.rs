@@ -271,8 +271,14 @@ pub struct LedgerShard {
     /// Acquirer id → this shard's settlement position with it (what the acquirer is owed).
     settlement: HashMap<u64, i64>,
     auth_counter: u64,
+    /// Reversals remembered before their original (counted against `REVERSED_FIRST_SHARE`).
+    reversed_first: usize,
     limits: ShardLimits,
 }
+
+/// At most 1/this of a shard's transaction table holds reversals that came before their
+/// original.
+pub const REVERSED_FIRST_SHARE: usize = 8;
 
 impl LedgerShard {
     pub fn new(index: u32, limits: ShardLimits) -> LedgerShard {
@@ -284,6 +290,7 @@ impl LedgerShard {
             postings_by_age: VecDeque::new(),
             settlement: HashMap::new(),
             auth_counter: 0,
+            reversed_first: 0,
             limits,
         }
     }
@@ -305,7 +312,13 @@ impl LedgerShard {
     }
 
     pub fn from_image(index: u32, limits: ShardLimits, image: ShardImage) -> LedgerShard {
+        let reversed_first = image
+            .transactions
+            .iter()
+            .filter(|(_, r)| r.state == State::ReversedBeforeArrival)
+            .count();
         LedgerShard {
+            reversed_first,
             index,
             accounts: image.accounts.into_iter().collect(),
             transactions: image.transactions.into_iter().collect(),
@@ -390,9 +403,10 @@ impl LedgerShard {
         if request.kind == Kind::Completion {
             return self.complete(request, now_seconds);
         }
-        // An advice reports a decision already taken elsewhere: it is recorded on a blocked
-        // card too, and beyond the balance and the card's limit.
-        if account.blocked && request.kind != Kind::AuthorizationAdvice {
+        // An advice reports a decision already taken elsewhere: it is recorded beyond the
+        // balance and the card's limit, but a blocked card takes nothing, advice or not (the
+        // stand-in should not have approved it: the acquirer's exception handling takes it).
+        if account.blocked {
             return Outcome::decline(ResponseCode::RestrictedCard);
         }
         if request.kind == Kind::BalanceInquiry {
@@ -417,6 +431,15 @@ impl LedgerShard {
             return Outcome::decline(ResponseCode::SystemMalfunction);
         }
         let amount = signed(request.amount);
+        let fits = match request.kind {
+            Kind::Authorization | Kind::AuthorizationAdvice => account.held.checked_add(amount),
+            _ => account.ledger.checked_add(amount),
+        };
+        if fits.is_none() {
+            // Beyond what an account can count: no amount of a 12-digit field gets here but
+            // after millions of the largest ones, yet it must not wrap.
+            return Outcome::decline(ResponseCode::InvalidAmount);
+        }
         let acquirer = request.key.acquirer;
         match request.kind {
             Kind::Authorization | Kind::AuthorizationAdvice => self.hold(request.card, amount),
@@ -436,12 +459,16 @@ impl LedgerShard {
     }
 
     fn remember(&mut self, key: TxnKey, record: Record, now_seconds: u64) {
-        let queue = if record.kind.is_hold() {
-            &mut self.holds_by_age
+        if record.kind.is_hold() {
+            self.holds_by_age.push_back((now_seconds, key));
         } else {
-            &mut self.postings_by_age
-        };
-        queue.push_back((now_seconds, key));
+            // Kept for the reversal window from the later of the decision and the key's field 7
+            // (at most a day ahead): a reversal is remembered as overtaking its original only
+            // while that field 7 is within the window, so a posting must not be forgotten
+            // sooner, or a reversal of it would be approved without returning anything.
+            let sent = transmission_unix_seconds(key.transmission, now_seconds).unwrap_or(0);
+            self.postings_by_age.push_back((now_seconds.max(sent), key));
+        }
         self.transactions.insert(key, record);
     }
 
@@ -503,17 +530,26 @@ impl LedgerShard {
         };
         let Some(mut record) = self.transactions.get(&original).copied() else {
             // Overtaken by its own reversal (or never approved): acknowledged and remembered,
-            // so that the original, if it comes, moves no money.
-            if !self.could_still_arrive(original.transmission, now_seconds) {
+            // so that the original, if it comes, moves no money. A partial reversal says some
+            // of the original happened, so it presupposes an approval the switch would know.
+            if request.replacement.is_some_and(|r| r > 0)
+                || !self.could_still_arrive(original.transmission, now_seconds)
+            {
                 return Outcome::decline(ResponseCode::OriginalNotFound);
             }
             if self.transactions.len() >= self.limits.transactions_max {
                 return Outcome::decline(ResponseCode::SystemMalfunction);
             }
+            if self.reversed_first >= self.limits.transactions_max / REVERSED_FIRST_SHARE {
+                // Remembered reversals take table space for a whole window and need no funds:
+                // bounded to a share of the table, so they cannot crowd out real transactions.
+                return Outcome::decline(ResponseCode::OriginalNotFound);
+            }
             let mut tombstone = Record::new(request.card, request.kind, request.amount);
             tombstone.effective = 0;
             tombstone.part = Part::Other;
             tombstone.state = State::ReversedBeforeArrival;
+            self.reversed_first += 1;
             self.remember(original, tombstone, now_seconds);
             return self.approve_with_balances(request.card, false);
         };
@@ -524,8 +560,9 @@ impl LedgerShard {
             // A further reversal of a transaction that never arrived: nothing to move.
             return self.approve_with_balances(request.card, false);
         }
+        // Field 4 repeats the original's amount; what really happened, if less, is field 95.
         let replacement = request.replacement.unwrap_or(0);
-        if replacement > record.amount {
+        if request.amount != record.amount || replacement > record.amount {
             return Outcome::decline(ResponseCode::InvalidAmount);
         }
         // Reversals only ever lower a transaction: a second one returns nothing twice.
@@ -556,8 +593,10 @@ impl LedgerShard {
                 };
                 if let Some(Record {
                     part: Part::Hold { captured, .. },
+                    card,
                     ..
                 }) = self.transactions.get_mut(&hold)
+                    && *card == record.card
                 {
                     *captured = captured.saturating_sub(back);
                 }
@@ -635,12 +674,18 @@ impl LedgerShard {
                 released.push((record.card, key));
             }
         }
+        // In order of decision, each due a window after the later of its decision and field 7:
+        // one sent with a clock ahead holds back those behind it by that much, a day at most.
         while let Some(&(created, key)) = self.postings_by_age.front() {
             if now_seconds.saturating_sub(created) < self.limits.reversal_window_seconds {
                 break;
             }
             self.postings_by_age.pop_front();
-            self.transactions.remove(&key);
+            if let Some(record) = self.transactions.remove(&key)
+                && record.state == State::ReversedBeforeArrival
+            {
+                self.reversed_first -= 1;
+            }
         }
         released
     }
@@ -722,11 +767,12 @@ mod tests {
     fn partial(
         kind: Kind,
         card: u64,
+        amount: Minor,
         stan: u32,
         original_stan: u32,
         replacement: Minor,
     ) -> Posting {
-        let mut r = referring(kind, card, 0, stan, original_stan);
+        let mut r = referring(kind, card, amount, stan, original_stan);
         r.replacement = Some(replacement);
         r
     }
@@ -848,13 +894,13 @@ mod tests {
             (referring(Completion, 0, 500, 5, 1), Approved, 6_000, 6_000),
             // The hold's captures moved under their own keys: reverse those.
             (
-                referring(Reversal, 0, 0, 6, 1),
+                referring(Reversal, 0, 4_000, 6, 1),
                 InvalidTransaction,
                 6_000,
                 6_000,
             ),
-            (referring(Reversal, 0, 0, 7, 3), Approved, 9_500, 9_500),
-            (referring(Reversal, 0, 0, 8, 3), Approved, 9_500, 9_500),
+            (referring(Reversal, 0, 3_500, 7, 3), Approved, 9_500, 9_500),
+            (referring(Reversal, 0, 3_500, 8, 3), Approved, 9_500, 9_500),
             // What the undone capture took is authorized again.
             (
                 referring(Completion, 0, 3_500, 9, 1),
@@ -862,12 +908,22 @@ mod tests {
                 6_000,
                 6_000,
             ),
-            (partial(Reversal, 0, 10, 9, 1_000), Approved, 8_500, 8_500),
-            (referring(Reversal, 0, 0, 11, 9), Approved, 9_500, 9_500),
-            (referring(Reversal, 0, 0, 12, 5), Approved, 10_000, 10_000),
+            (
+                partial(Reversal, 0, 3_500, 10, 9, 1_000),
+                Approved,
+                8_500,
+                8_500,
+            ),
+            (referring(Reversal, 0, 3_500, 11, 9), Approved, 9_500, 9_500),
+            (referring(Reversal, 0, 500, 12, 5), Approved, 10_000, 10_000),
             // Nothing captured any more: the authorization itself may be reversed, and is then
             // closed to completions.
-            (referring(Reversal, 0, 0, 13, 1), Approved, 10_000, 10_000),
+            (
+                referring(Reversal, 0, 4_000, 13, 1),
+                Approved,
+                10_000,
+                10_000,
+            ),
             (
                 referring(Completion, 0, 100, 14, 1),
                 InvalidTransaction,
@@ -885,30 +941,45 @@ mod tests {
             // An ATM that dispensed 70.00 of 100.00.
             (request(CashWithdrawal, 0, 10_000, 1), Approved, 0, 0),
             (
-                partial(ReversalAdvice, 0, 2, 1, 7_000),
+                partial(ReversalAdvice, 0, 10_000, 2, 1, 7_000),
                 Approved,
                 3_000,
                 3_000,
             ),
             // The same reversal again, and one to a larger amount, return nothing more.
             (
-                partial(ReversalAdvice, 0, 3, 1, 7_000),
+                partial(ReversalAdvice, 0, 10_000, 3, 1, 7_000),
                 Approved,
                 3_000,
                 3_000,
             ),
-            (partial(Reversal, 0, 4, 1, 9_000), Approved, 3_000, 3_000),
             (
-                partial(Reversal, 0, 5, 1, 10_001),
+                partial(Reversal, 0, 10_000, 4, 1, 9_000),
+                Approved,
+                3_000,
+                3_000,
+            ),
+            (
+                partial(Reversal, 0, 10_000, 5, 1, 10_001),
                 InvalidAmount,
                 3_000,
                 3_000,
             ),
             // Zero in field 95 is a full reversal.
-            (partial(Reversal, 0, 6, 1, 0), Approved, 10_000, 10_000),
+            (
+                partial(Reversal, 0, 10_000, 6, 1, 0),
+                Approved,
+                10_000,
+                10_000,
+            ),
             // On a hold, a partial reversal lowers the hold and what may be captured.
             (request(Authorization, 0, 8_000, 7), Approved, 2_000, 10_000),
-            (partial(Reversal, 0, 8, 7, 5_000), Approved, 5_000, 10_000),
+            (
+                partial(Reversal, 0, 8_000, 8, 7, 5_000),
+                Approved,
+                5_000,
+                10_000,
+            ),
             (
                 referring(Completion, 0, 5_001, 9, 7),
                 InvalidAmount,
@@ -922,16 +993,26 @@ mod tests {
                 6_000,
             ),
             // Down to what was captured: nothing was held any more, nothing moves.
-            (partial(Reversal, 0, 11, 7, 4_000), Approved, 6_000, 6_000),
             (
-                partial(Reversal, 0, 12, 7, 3_999),
+                partial(Reversal, 0, 8_000, 11, 7, 4_000),
+                Approved,
+                6_000,
+                6_000,
+            ),
+            (
+                partial(Reversal, 0, 8_000, 12, 7, 3_999),
                 InvalidTransaction,
                 6_000,
                 6_000,
             ),
             // A deposit reversed in part takes back only what did not happen.
             (request(Deposit, 0, 1_000, 13), Approved, 7_000, 7_000),
-            (partial(Reversal, 0, 14, 13, 400), Approved, 6_400, 6_400),
+            (
+                partial(Reversal, 0, 1_000, 14, 13, 400),
+                Approved,
+                6_400,
+                6_400,
+            ),
         ]);
     }
 
@@ -943,7 +1024,7 @@ mod tests {
         let reversal = referring(ReversalAdvice, 0, 2_500, 2, 1);
         assert_eq!(shard.apply(&reversal, NOW).code, Approved);
         assert_eq!(
-            shard.apply(&referring(Reversal, 0, 0, 3, 1), NOW).code,
+            shard.apply(&referring(Reversal, 0, 2_500, 3, 1), NOW).code,
             Approved,
             "a repeat of it"
         );
@@ -955,6 +1036,13 @@ mod tests {
             DuplicateTransmission,
             "another card under that key is not the original"
         );
+        // A partial reversal says part of the original happened: it cannot come first.
+        assert_eq!(
+            shard
+                .apply(&partial(ReversalAdvice, 0, 500, 7, 88, 200), NOW)
+                .code,
+            OriginalNotFound
+        );
         // An original older than the reversal window can no longer arrive: 25.
         let old = referring(Reversal, 0, 0, 4, 77);
         assert_eq!(shard.apply(&old, NOW + 51).code, OriginalNotFound);
@@ -964,8 +1052,76 @@ mod tests {
             Approved
         );
         assert_eq!(
-            shard.apply(&referring(Reversal, 4, 0, 6, 5), NOW).code,
+            shard.apply(&referring(Reversal, 4, 100, 6, 5), NOW).code,
             OriginalNotFound
+        );
+        // Field 4 of a reversal repeats the original's amount; a partial one says so in 95.
+        assert_eq!(
+            shard.apply(&referring(Reversal, 0, 99, 8, 5), NOW).code,
+            InvalidAmount
+        );
+        assert_eq!(shard.account(&token(0)).unwrap().ledger, 9_900);
+    }
+
+    #[test]
+    fn reversals_before_their_original_take_at_most_a_share_of_the_table() {
+        let mut shard = shard();
+        let share = LIMITS.transactions_max / REVERSED_FIRST_SHARE;
+        for stan in 0..u32::try_from(share).unwrap() {
+            let reversal = referring(Kind::Reversal, 0, 1, 10_000 + stan, stan);
+            assert_eq!(shard.apply(&reversal, NOW).code, ResponseCode::Approved);
+        }
+        let one_more = referring(Kind::Reversal, 0, 1, 20_000, 9_999);
+        assert_eq!(
+            shard.apply(&one_more, NOW).code,
+            ResponseCode::OriginalNotFound
+        );
+        // Room again once they leave the window; an image keeps the count.
+        let restored = LedgerShard::from_image(0, LIMITS, shard.image());
+        assert_eq!(restored.reversed_first, share);
+        shard.expire(NOW + LIMITS.reversal_window_seconds);
+        let mut later = one_more;
+        // Its original sent 50 s later (14:31:05), within the window of the new now.
+        later.original = later.original.map(|k| TxnKey {
+            transmission: 1_126_143_105,
+            ..k
+        });
+        assert_eq!(
+            shard
+                .apply(&later, NOW + LIMITS.reversal_window_seconds)
+                .code,
+            ResponseCode::Approved
+        );
+    }
+
+    #[test]
+    fn a_posting_with_a_field_7_ahead_is_kept_a_window_after_that() {
+        let mut shard = shard();
+        let mut ahead = request(Kind::Purchase, 0, 100, 1);
+        // 15:30:15, an hour after the decision.
+        ahead.key.transmission = 1_126_153_015;
+        assert_eq!(shard.apply(&ahead, NOW).code, ResponseCode::Approved);
+        shard.expire(NOW + 3_600 + LIMITS.reversal_window_seconds - 1);
+        assert_eq!(
+            shard.transaction_count(),
+            1,
+            "kept while a reversal may name it"
+        );
+        shard.expire(NOW + 3_600 + LIMITS.reversal_window_seconds);
+        assert_eq!(shard.transaction_count(), 0);
+    }
+
+    #[test]
+    fn an_account_cannot_count_beyond_its_range() {
+        let mut shard = shard();
+        shard.open_account(token(5), Account::new(i64::MAX - 10, 840));
+        assert_eq!(
+            shard.apply(&request(Kind::Deposit, 5, 11, 1), NOW).code,
+            ResponseCode::InvalidAmount
+        );
+        assert_eq!(
+            shard.apply(&request(Kind::Deposit, 5, 10, 2), NOW).code,
+            ResponseCode::Approved
         );
     }
 
@@ -999,8 +1155,18 @@ mod tests {
             (request(CashWithdrawal, 0, 500, 2), Approved, 7_000, 7_000),
             (request(Refund, 0, 1_000, 3), Approved, 8_000, 8_000),
             (request(Deposit, 0, 2_000, 4), Approved, 10_000, 10_000),
-            (referring(Reversal, 0, 0, 5, 1), Approved, 12_500, 12_500),
-            (referring(Reversal, 0, 0, 6, 4), Approved, 10_500, 10_500),
+            (
+                referring(Reversal, 0, 2_500, 5, 1),
+                Approved,
+                12_500,
+                12_500,
+            ),
+            (
+                referring(Reversal, 0, 2_000, 6, 4),
+                Approved,
+                10_500,
+                10_500,
+            ),
             (
                 referring(Completion, 0, 100, 7, 2),
                 InvalidTransaction,

@@ -7,7 +7,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `SWITCHWL` |
-//! | 8 | 4 | format version, u32 little-endian (1) |
+//! | 8 | 4 | format version, u32 little-endian (2; version 1 is still read) |
 //! | 12 | 8 | segment sequence, u64 LE (equals the file name's number) |
 //! | 20 | 8 | LSN of the segment's first record, u64 LE |
 //! | 28 | 4 | CRC-32C of bytes 0..28, u32 LE |
@@ -54,7 +54,9 @@ use crate::domain::ledger::{Account, Part, Record, ShardImage, State};
 use crate::domain::{Balances, CardToken, Kind, Outcome, Posting, ResponseCode, TxnKey};
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SWITCHWL";
-pub const FORMAT_VERSION: u32 = 1;
+/// Segments: version 2 may hold entry variant 2 (a build that reads only version 1 would call
+/// it damage); version 1 segments are still read.
+pub const FORMAT_VERSION: u32 = 2;
 /// Snapshots: version 2 keeps each transaction's effective, held and captured amounts and the
 /// hold a completion captured; version 1 files are still read.
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
@@ -134,7 +136,7 @@ impl SegmentHeader {
             return Err(HeaderError::Checksum);
         }
         let version = u32_at(bytes, 8);
-        if version != FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&version) {
             return Err(HeaderError::Version(version));
         }
         Ok(SegmentHeader {
@@ -367,6 +369,14 @@ pub fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
     let _ = bincode::encode_into_std_write(record, out, CONFIG);
 }
 
+/// Whether `payload` is an entry written under the money rules before completions, partial
+/// reversals and early reversals (variant 0): replaying it under today's rules may decide
+/// otherwise than the log says.
+pub fn written_under_earlier_rules(payload: &[u8]) -> bool {
+    // Bincode's standard configuration writes the variant index first, as a one-byte varint.
+    payload.first() == Some(&0)
+}
+
 fn applied_entry(r: AppliedRecord, replacement: Option<u64>) -> Result<Entry, EntryError> {
     let kind = *KINDS
         .get(usize::from(r.kind))
@@ -496,20 +506,33 @@ impl ImageRecordV1 {
             .into_iter()
             .map(|(key, r)| {
                 let is_hold = matches!(KINDS.get(usize::from(r.kind)), Some(k) if k.is_hold());
-                let (effective, held, captured) = match r.state {
-                    0 => (r.amount, if is_hold { r.amount } else { 0 }, 0),
-                    1 => (r.amount, 0, r.captured),
-                    2 => (0, 0, 0),
+                let record = match r.state {
+                    0 | 2 => {
+                        let effective = if r.state == 0 { r.amount } else { 0 };
+                        TransactionRecord {
+                            card: r.card,
+                            kind: r.kind,
+                            amount: r.amount,
+                            effective,
+                            hold: is_hold.then_some((effective, 0)),
+                            capture_of: None,
+                            reversed_before_arrival: false,
+                        }
+                    }
+                    // A captured hold: version 1 kept no record of the completion, and undid
+                    // the capture when the hold was reversed. As a posting of the captured
+                    // amount under the hold's key, a reversal naming it returns exactly that,
+                    // and nothing more can be captured, as before.
+                    1 => TransactionRecord {
+                        card: r.card,
+                        kind: kind_code(Kind::Purchase),
+                        amount: r.captured,
+                        effective: r.captured,
+                        hold: None,
+                        capture_of: None,
+                        reversed_before_arrival: false,
+                    },
                     _ => return Err("unknown transaction state"),
-                };
-                let record = TransactionRecord {
-                    card: r.card,
-                    kind: r.kind,
-                    amount: r.amount,
-                    effective,
-                    hold: is_hold.then_some((held, captured)),
-                    capture_of: None,
-                    reversed_before_arrival: false,
                 };
                 Ok((key, record))
             })
@@ -902,11 +925,13 @@ mod tests {
             parts,
             vec![
                 (1, 100, hold(100, 0)),
-                (2, 100, hold(0, 60)),
+                (2, 60, Part::Other),
                 (3, 0, Part::Other),
                 (4, 100, Part::Other)
             ]
         );
+        let captured = &sections[0].image.transactions[1].1;
+        assert_eq!((captured.kind, captured.amount), (Kind::Purchase, 60));
     }
 
     #[test]
