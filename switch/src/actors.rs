@@ -170,6 +170,9 @@ impl Handler<Route> for RoutingActor {
 
 /// How often a shard releases expired holds.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
+/// Holds (and, separately, postings) one expiry step takes off at most: about a millisecond
+/// of a shard's time, and one small record, however much falls due at once.
+pub const EXPIRY_PIECE_MAX: u32 = 4_096;
 
 /// What waits for a WAL record to be durable.
 // `Nothing` is rare (one per expiry tick that released holds); boxing `Answer` to shrink it
@@ -238,37 +241,69 @@ pub fn release(
 #[derive(Debug)]
 pub struct LedgerActor {
     shard: LedgerShard,
+    /// How many shards there are: expiry records name it, since replay must split the
+    /// accounts the same way to repeat a shard's expiry.
+    shards: u32,
     wal: Wal<Waiting>,
     mailbox_capacity: usize,
 }
 
 impl LedgerActor {
-    pub fn new(shard: LedgerShard, wal: Wal<Waiting>, mailbox_capacity: usize) -> LedgerActor {
+    pub fn new(
+        shard: LedgerShard,
+        shards: u32,
+        wal: Wal<Waiting>,
+        mailbox_capacity: usize,
+    ) -> LedgerActor {
         LedgerActor {
             shard,
+            shards,
             wal,
             mailbox_capacity,
         }
     }
 
-    fn expire(&mut self) {
+    /// One bounded piece of expiry, logged; schedules the next piece at once if more is due,
+    /// so that a million holds falling due together are released in pieces between requests.
+    fn expire(&mut self, ctx: &mut Context<Self>) {
         // Reserve first: a release that cannot be logged must not happen yet.
         if !self.wal.try_reserve() {
             return;
         }
         let at_seconds = unix_seconds();
-        let holds = self.shard.expire(at_seconds);
-        if holds.is_empty() {
+        let (holds_max, postings_max) = (EXPIRY_PIECE_MAX, EXPIRY_PIECE_MAX);
+        let done = self
+            .shard
+            .expire_bounded(at_seconds, holds_max, postings_max);
+        if done.is_empty() {
             self.wal.unreserve();
             return;
         }
-        tracing::info!(released = holds.len(), "released expired holds");
-        let mut payload = Vec::with_capacity(64 * holds.len());
-        format::encode_entry(&Entry::Expired { at_seconds, holds }, &mut payload);
+        if done.released > 0 {
+            tracing::info!(
+                shard = self.shard.index(),
+                released = done.released,
+                more = done.more,
+                "released expired holds"
+            );
+        }
+        let entry = Entry::Expire {
+            shard: self.shard.index(),
+            shards: self.shards,
+            at_seconds,
+            holds_max,
+            postings_max,
+            done,
+        };
+        let mut payload = Vec::with_capacity(64);
+        format::encode_entry(&entry, &mut payload);
         let _ = self.wal.submit(Submission {
             payload: Some(payload),
             completion: Waiting::Nothing,
         });
+        if done.more {
+            ctx.run_later(Duration::ZERO, |actor, ctx| actor.expire(ctx));
+        }
     }
 }
 
@@ -282,7 +317,7 @@ impl Actor for LedgerActor {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.mailbox_capacity);
-        ctx.run_interval(EXPIRY_INTERVAL, |actor, _| actor.expire());
+        ctx.run_interval(EXPIRY_INTERVAL, |actor, ctx| actor.expire(ctx));
     }
 }
 

@@ -212,6 +212,21 @@ fn wal_dump(dir: &std::path::Path) -> anyhow::Result<()> {
                     b.ledger, b.available
                 )),
             ),
+            Entry::Expire {
+                shard,
+                shards,
+                at_seconds,
+                holds_max,
+                postings_max,
+                done,
+            } => format!(
+                "{lsn} at={at_seconds} expiry of shard {shard}/{shards} (at most {holds_max} holds, {postings_max} postings): \
+                 {} holds off ({} released), {} forgotten{}",
+                done.holds,
+                done.released,
+                done.forgotten,
+                if done.more { ", more due" } else { "" }
+            ),
             Entry::Expired { at_seconds, holds } => {
                 let holds: Vec<String> = holds
                     .iter()

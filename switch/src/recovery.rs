@@ -18,10 +18,10 @@ use anyhow::{Context as _, bail};
 
 use crate::actors::shard_of;
 use crate::config::{AccountOverride, Settings};
-use crate::domain::ledger::{Account, LedgerShard, ShardImage, reshard};
+use crate::domain::ledger::{Account, Expiry, LedgerShard, ShardImage, reshard};
 use crate::domain::{CardToken, Outcome, Posting, Tokenizer, TxnKey};
 use crate::idempotency::IdempotencyStore;
-use crate::wal::format::{self, Entry};
+use crate::wal::format::{self, Entry, SnapshotSection};
 use crate::wal::scan::{self, Mode, ScanReport};
 use crate::wal::snapshot;
 
@@ -48,6 +48,13 @@ enum Work {
         lsn: u64,
         card: CardToken,
         key: TxnKey,
+    },
+    Expire {
+        lsn: u64,
+        at_seconds: u64,
+        holds_max: u32,
+        postings_max: u32,
+        done: Expiry,
     },
 }
 
@@ -92,6 +99,12 @@ fn replay_shard(
                 }
                 Work::Release { lsn, card, key } => (!shard.release_expired(&key))
                     .then(|| format!("entry at LSN {lsn} releases a hold of {card} that replay does not have open")),
+                Work::Expire { lsn, at_seconds, holds_max, postings_max, done } => {
+                    let again = shard.expire_bounded(at_seconds, holds_max, postings_max);
+                    (again != done).then(|| {
+                        format!("entry at LSN {lsn}: expiry replayed as {again:?} where the log says {done:?}")
+                    })
+                }
             };
             if let Some(problem) = problem {
                 failed.store(true, Ordering::Relaxed);
@@ -167,6 +180,38 @@ fn replay(
                         && idempotency.restore(posting.key, fingerprint, outcome)
                     {
                         restored += 1;
+                    }
+                }
+                Entry::Expire {
+                    shard,
+                    shards,
+                    at_seconds,
+                    holds_max,
+                    postings_max,
+                    done,
+                } => {
+                    if shards as usize != count {
+                        return Err(format!(
+                            "entry at LSN {lsn} was written with {shards} shards, and replay runs {count}: \
+                             start with ledger.shards = {shards} (a snapshot taken then allows changing it)"
+                        ));
+                    }
+                    let shard = shard as usize;
+                    if shard >= count {
+                        return Err(format!("entry at LSN {lsn} names shard {shard} of {count}"));
+                    }
+                    if lsn >= markers[shard] {
+                        push(
+                            &mut batches,
+                            shard,
+                            Work::Expire {
+                                lsn,
+                                at_seconds,
+                                holds_max,
+                                postings_max,
+                                done,
+                            },
+                        );
                     }
                 }
                 Entry::Expired { holds, .. } => {
@@ -333,15 +378,9 @@ pub fn recover(
     let (mut shards, markers, snapshot_path) = match found.snapshot {
         Some((path, sections)) => {
             let markers: Vec<u64> = sections.iter().map(|s| s.marker_lsn).collect();
-            let mut images: Vec<ShardImage> = sections.into_iter().map(|s| s.image).collect();
-            if images.len() != settings.shards {
-                tracing::info!(
-                    from = images.len(),
-                    to = settings.shards,
-                    "ledger.shards changed since the snapshot: resharding"
-                );
-                images = reshard(images, settings.shards);
-            }
+            // Replayed with the shard count the log was written under (expiry is per shard);
+            // resharded afterwards if the configuration changed it.
+            let images: Vec<ShardImage> = sections.into_iter().map(|s| s.image).collect();
             let shards = images
                 .into_iter()
                 .enumerate()
@@ -389,7 +428,44 @@ pub fn recover(
         shard.reserve_transactions(per_shard.min(settings.shard_limits.transactions_max));
     }
     let replay = replay(settings, shards, &markers, idempotency, now_seconds)?;
-    let (shards, report) = (replay.shards, replay.report);
+    let (mut shards, report) = (replay.shards, replay.report);
+    if shards.len() != settings.shards {
+        tracing::info!(
+            from = shards.len(),
+            to = settings.shards,
+            "ledger.shards changed since the snapshot: resharding, and taking a snapshot of the new split"
+        );
+        let images = reshard(
+            shards.iter().map(LedgerShard::image).collect(),
+            settings.shards,
+        );
+        shards = images
+            .into_iter()
+            .enumerate()
+            .map(|(i, image)| {
+                LedgerShard::from_image(
+                    u32::try_from(i).unwrap_or(u32::MAX),
+                    settings.shard_limits,
+                    image,
+                )
+            })
+            .collect();
+        // From here on the log is written with the new count: a snapshot at its start keeps
+        // a later recovery from replaying the old count's expiry onto the new split.
+        let sections: Vec<SnapshotSection> = shards
+            .iter()
+            .map(|shard| SnapshotSection {
+                marker_lsn: report.next_lsn,
+                image: shard.image(),
+            })
+            .collect();
+        snapshot::write(dir, &sections, now_seconds).with_context(|| {
+            format!(
+                "cannot write a snapshot of the new split in {}",
+                dir.display()
+            )
+        })?;
+    }
     if report.next_lsn < last_marker {
         bail!(
             "cannot recover from the WAL in {}: the snapshot covers records up to LSN {last_marker}, the log ends at {}",

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use anyhow::{Context as _, anyhow};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::actors::{
@@ -55,15 +55,16 @@ impl Threads {
 /// Runs the switch until `stop` resolves (or the WAL fails), then drains and returns. Must run
 /// inside an actix `System`. An error return means the process should exit non-zero.
 pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(settings.acquirer_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen for acquirers on {} (listeners.acquirer)",
-                settings.acquirer_listen
-            )
-        })?;
-    let acquirer_addr = listener
+    // Bound now, so that a port in use fails the start at once; listening (accepting
+    // connections) only once recovery is done and the switch can answer, so that acquirers do
+    // not connect and hang during a long replay but fail over.
+    let socket = bind_acquirer_socket(settings.acquirer_listen).with_context(|| {
+        format!(
+            "cannot listen for acquirers on {} (listeners.acquirer)",
+            settings.acquirer_listen
+        )
+    })?;
+    let acquirer_addr = socket
         .local_addr()
         .context("listener has no local address")?;
     let health = Arc::new(Health::default());
@@ -85,7 +86,16 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
         )
         .with_waiters_max(settings.limits.retransmission_waiters_max),
     );
-    let recovered = recovery::recover(&settings, &tokenizer, &idempotency, unix_seconds())?;
+    // Off the runtime's thread, so that /healthz and /readyz (503 until done) answer meanwhile.
+    let recovered = {
+        let (settings, tokenizer, idempotency) =
+            (settings.clone(), tokenizer.clone(), idempotency.clone());
+        tokio::task::spawn_blocking(move || {
+            recovery::recover(&settings, &tokenizer, &idempotency, unix_seconds())
+        })
+        .await
+        .map_err(|_| anyhow!("the recovery thread panicked"))??
+    };
     let total: i128 = recovered.shards.iter().map(|s| s.total()).sum();
     let accounts: usize = recovered.shards.iter().map(|s| s.account_count()).sum();
     let records_per_second =
@@ -141,9 +151,10 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
         let arbiter = Arbiter::new();
         let capacity = settings.limits.mailbox_capacity;
         let wal = wal.clone();
+        let count = u32::try_from(settings.shards).unwrap_or(u32::MAX);
         shards.push(LedgerActor::start_in_arbiter(
             &arbiter.handle(),
-            move |_| LedgerActor::new(shard, wal, capacity),
+            move |_| LedgerActor::new(shard, count, wal, capacity),
         ));
         threads.arbiters.push(arbiter);
     }
@@ -226,6 +237,9 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
         })
     };
 
+    let listener = socket.listen(ACCEPT_BACKLOG).with_context(|| {
+        format!("cannot listen for acquirers on {acquirer_addr} (listeners.acquirer)")
+    })?;
     health.set_ready(true);
     tracing::info!(
         dialect = %settings.dialect,
@@ -318,6 +332,26 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
         None => Ok(()),
         Some(error) => Err(anyhow!(error)),
     }
+}
+
+/// Connections waiting to be accepted at most (the kernel's queue).
+const ACCEPT_BACKLOG: u32 = 1024;
+
+/// A socket bound to `addr` (so the port is ours), not yet listening.
+fn bind_acquirer_socket(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As a listener bound by the standard library, a restart on a fixed port need not wait
+    // for the last run's connections in TIME_WAIT. Not for port 0: two sockets bound but not
+    // yet listening may then be given the same port, and the second fails only at listen.
+    if addr.port() != 0 {
+        socket.set_reuseaddr(true)?;
+    }
+    socket.bind(addr)?;
+    Ok(socket)
 }
 
 /// Moves an accepted socket onto a worker arbiter and starts its session there.

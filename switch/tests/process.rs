@@ -153,3 +153,99 @@ fn the_pan_detector_of_the_harness_finds_pans_and_only_pans() {
     ));
     assert!(!has_pan_like_run("card …0002 #1a2b3c4d at=1795000000"));
 }
+
+/// Acquirers are not accepted before the switch can answer: during recovery the port is
+/// bound (a second switch would fail at once) but refuses connections, so clients fail over
+/// instead of hanging; `/readyz` says 503 meanwhile.
+#[test]
+fn no_acquirer_connection_is_accepted_before_recovery_is_done() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    // Two million demo accounts take a while to build in a debug build.
+    let config = config_file(
+        "slow-recovery",
+        &default_config_with(&[("accounts = 100000 ", "accounts = 2000000 ")]),
+    );
+    let wal = fresh_wal_dir();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switch"))
+        .args([
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            &addr,
+        ])
+        .args(["--http", "127.0.0.1:0", "--wal-dir", wal.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    {
+        let lines = lines.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                lines.lock().unwrap().push(line);
+            }
+        });
+    }
+    let find = |needle: &str| {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains(needle))
+            .cloned()
+    };
+    let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+    let http = loop {
+        if let Some(line) = find("HTTP (healthz, readyz) on ") {
+            let rest = &line[line.find(" on ").unwrap() + 4..];
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no HTTP listener");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let readyz = || {
+        let mut stream = std::net::TcpStream::connect(&http).unwrap();
+        std::io::Write::write_all(
+            &mut stream,
+            b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut response = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+        response.lines().next().unwrap_or_default().to_owned()
+    };
+    let mut refused_while_recovering = 0;
+    while find("listening for acquirers on").is_none() {
+        assert!(std::time::Instant::now() < deadline, "never listened");
+        if readyz().contains("503") {
+            let connected = std::net::TcpStream::connect(&addr).is_ok();
+            if readyz().contains("503") {
+                assert!(!connected, "an acquirer was accepted during recovery");
+                refused_while_recovering += 1;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        refused_while_recovering > 0,
+        "recovery was too quick to check"
+    );
+    assert!(
+        std::net::TcpStream::connect(&addr).is_ok(),
+        "accepted once ready"
+    );
+    assert!(readyz().contains("200"));
+    let _ = child.kill();
+    let _ = child.wait();
+}

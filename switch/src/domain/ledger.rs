@@ -166,6 +166,25 @@ pub struct ShardImage {
     pub auth_counter: u64,
 }
 
+/// What one call of [`LedgerShard::expire_bounded`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Expiry {
+    /// Holds past their expiry taken off the queue.
+    pub holds: u32,
+    /// Of those, the ones that still held money, now available again.
+    pub released: u32,
+    /// Transactions past the reversal window forgotten.
+    pub forgotten: u32,
+    /// More were due than the bounds allowed.
+    pub more: bool,
+}
+
+impl Expiry {
+    pub fn is_empty(&self) -> bool {
+        self.holds == 0 && self.forgotten == 0
+    }
+}
+
 /// The shard of `shards` that owns `card`'s account.
 pub fn shard_of(card: &CardToken, shards: usize) -> usize {
     // The remainder is below `shards`, so it fits a usize.
@@ -658,20 +677,41 @@ impl LedgerShard {
         auth_id(self.auth_counter, self.index)
     }
 
-    /// Releases holds older than the expiry and forgets transactions past the reversal window.
-    /// Returns the holds released, which the WAL records.
-    pub fn expire(&mut self, now_seconds: u64) -> Vec<(CardToken, TxnKey)> {
-        let mut released = Vec::new();
+    /// Every expiry due at `now_seconds`, however many: for tests and tools. The switch works
+    /// in bounded pieces ([`LedgerShard::expire_bounded`]).
+    pub fn expire(&mut self, now_seconds: u64) -> Expiry {
+        self.expire_bounded(now_seconds, u32::MAX, u32::MAX)
+    }
+
+    /// Takes off up to `holds_max` holds past their expiry (releasing what they still hold)
+    /// and forgets up to `postings_max` transactions past the reversal window, oldest first.
+    ///
+    /// Time enters the ledger here, so the WAL records each call with its arguments and its
+    /// result, and replay makes the same call at the same time: given the same state, it does
+    /// the same. The bounds keep one call (and its record) small however much falls due at
+    /// once; what is left is reported in [`Expiry::more`] for the next call.
+    pub fn expire_bounded(
+        &mut self,
+        now_seconds: u64,
+        holds_max: u32,
+        postings_max: u32,
+    ) -> Expiry {
+        let mut done = Expiry::default();
         while let Some(&(created, key)) = self.holds_by_age.front() {
             if now_seconds.saturating_sub(created) < self.limits.hold_expiry_seconds {
                 break;
             }
+            if done.holds == holds_max {
+                done.more = true;
+                break;
+            }
             self.holds_by_age.pop_front();
+            done.holds += 1;
             if let Some(record) = self.transactions.remove(&key)
                 && record.held() > 0
             {
                 self.release(record.card, signed(record.held()));
-                released.push((record.card, key));
+                done.released += 1;
             }
         }
         // In order of decision, each due a window after the later of its decision and field 7:
@@ -680,14 +720,19 @@ impl LedgerShard {
             if now_seconds.saturating_sub(created) < self.limits.reversal_window_seconds {
                 break;
             }
+            if done.forgotten == postings_max {
+                done.more = true;
+                break;
+            }
             self.postings_by_age.pop_front();
+            done.forgotten += 1;
             if let Some(record) = self.transactions.remove(&key)
                 && record.state == State::ReversedBeforeArrival
             {
                 self.reversed_first -= 1;
             }
         }
-        released
+        done
     }
 
     /// Replays the release of one hold that [`LedgerShard::expire`] released before a restart.
@@ -1256,7 +1301,7 @@ mod tests {
         shard.apply(&request(Kind::Purchase, 0, 1_000, 2), 10);
         assert!(shard.expire(59).is_empty());
         assert_eq!(shard.transaction_count(), 2);
-        assert!(shard.expire(60).is_empty());
+        assert_eq!(shard.expire(60).forgotten, 1);
         assert_eq!(
             shard.transaction_count(),
             1,
@@ -1264,7 +1309,12 @@ mod tests {
         );
         assert_eq!(
             shard.expire(110),
-            vec![(token(0), request(Kind::Authorization, 0, 0, 1).key)]
+            Expiry {
+                holds: 1,
+                released: 1,
+                forgotten: 0,
+                more: false
+            }
         );
         assert_eq!(shard.account(&token(0)).unwrap().available(), 9_000);
         assert_eq!(
@@ -1283,10 +1333,72 @@ mod tests {
         live.apply(&hold, 10);
         replayed.apply(&hold, 10);
         let released = live.expire(500);
-        assert_eq!(released.len(), 1);
-        assert!(replayed.release_expired(&released[0].1));
-        assert!(!replayed.release_expired(&released[0].1), "released once");
+        assert_eq!(released.released, 1);
+        // Records of the first format listed the released holds; they still replay.
+        let key = request(Kind::Authorization, 0, 0, 1).key;
+        assert!(replayed.release_expired(&key));
+        assert!(!replayed.release_expired(&key), "released once");
         assert_eq!(replayed.account(&token(0)), live.account(&token(0)));
+    }
+
+    #[test]
+    fn expiry_works_in_bounded_pieces_that_replay_exactly() {
+        let mut live = shard();
+        for stan in 0..10 {
+            live.apply(&request(Kind::Authorization, 0, 100, stan), 10);
+            live.apply(&request(Kind::Purchase, 0, 100, 100 + stan), 10);
+        }
+        let mut replayed = LedgerShard::from_image(0, LIMITS, live.image());
+        let mut pieces = Vec::new();
+        loop {
+            let done = live.expire_bounded(500, 3, 4);
+            pieces.push(done);
+            if !done.more {
+                break;
+            }
+        }
+        assert_eq!(
+            pieces
+                .iter()
+                .map(|p| (p.holds, p.forgotten))
+                .collect::<Vec<_>>(),
+            vec![(3, 4), (3, 4), (3, 2), (1, 0)]
+        );
+        assert_eq!(live.transaction_count(), 0);
+        assert_eq!(live.account(&token(0)).unwrap().held, 0);
+        for done in pieces {
+            assert_eq!(replayed.expire_bounded(500, 3, 4), done);
+        }
+        assert_eq!(replayed.account(&token(0)), live.account(&token(0)));
+    }
+
+    #[test]
+    fn a_million_holds_expire_in_pieces_of_a_bounded_size() {
+        let mut shard = LedgerShard::new(
+            0,
+            ShardLimits {
+                transactions_max: 2_000_000,
+                ..LIMITS
+            },
+        );
+        shard.open_account(token(0), Account::new(10_000_000, 840));
+        for stan in 0..1_000_000 {
+            assert!(
+                shard
+                    .apply(&request(Kind::Authorization, 0, 1, stan), 10)
+                    .code
+                    .is_approved()
+            );
+        }
+        let mut pieces = 0;
+        while shard
+            .expire_bounded(10 + LIMITS.hold_expiry_seconds, 4_096, 4_096)
+            .more
+        {
+            pieces += 1;
+        }
+        assert_eq!(pieces, 1_000_000 / 4_096);
+        assert_eq!(shard.account(&token(0)).unwrap().held, 0);
     }
 
     #[test]

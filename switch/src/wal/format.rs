@@ -19,10 +19,16 @@
 //! |---|---|---|
 //! | 0 | 4 | body length `n` (LSN + payload), u32 LE, 9..=[`RECORD_BODY_MAX`] |
 //! | 4 | 4 | CRC-32C of the length bytes and the body, u32 LE |
-//! | 8 | 8 | LSN, u64 LE: one more than the record before it, across segments |
+//! | 8 | 8 | LSN, u64 LE: one more than the record before it, across segments; in format 2 its top bit (2^63) is set on the first record of each group |
 //! | 16 | n − 8 | payload: an [`Entry`] in bincode 2 (standard configuration) |
 //!
 //! The checksum covers the length, so a damaged length is caught like damaged data.
+//!
+//! The writer writes a group only after the group before it is on disk, so a record marked
+//! as a group's first (format 2) proves that every record before it was acknowledged: recovery
+//! uses it to tell damage to acknowledged records (corruption) from a last group torn by a
+//! crash while being written (a torn tail), even when some of that group's records survived
+//! and some did not.
 //!
 //! # Snapshot files
 //! `NNNNNNNNNNNNNNNNNNNN.snap`, named by the lowest LSN a replay must start from, written as
@@ -44,13 +50,15 @@
 //! `Applied`: one request the ledger decided (posting with the card as a token, decision time,
 //! request fingerprint, and the outcome that was sent). `Expired`: holds released by expiry.
 //! Entries are a bincode enum: variant 0 is the first `Applied` shape (no field 95 amount),
-//! variant 1 `Expired`, variant 2 `Applied` with the field 95 amount. Variants are only ever
-//! added, so every log stays readable; this build writes variants 1 and 2.
+//! variant 1 `Expired` (the holds released, listed), variant 2 `Applied` with the field 95
+//! amount, variant 3 `Expire` (one bounded expiry step of one shard: its time, bounds and
+//! result, which replay repeats; a few dozen bytes however much expires). Variants are only
+//! ever added, so every log stays readable; this build writes variants 2 and 3.
 //! Replay applies each entry again and checks it gives the recorded outcome.
 
 use bincode::{Decode, Encode};
 
-use crate::domain::ledger::{Account, Part, Record, ShardImage, State};
+use crate::domain::ledger::{Account, Expiry, Part, Record, ShardImage, State};
 use crate::domain::{Balances, CardToken, Kind, Outcome, Posting, ResponseCode, TxnKey};
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SWITCHWL";
@@ -125,6 +133,15 @@ impl SegmentHeader {
         out
     }
 
+    /// The format version of a segment whose header [`SegmentHeader::decode`] accepted.
+    pub fn version_of(bytes: &[u8]) -> u32 {
+        if bytes.len() < 12 {
+            0
+        } else {
+            u32_at(bytes, 8)
+        }
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> {
         if bytes.len() < SEGMENT_HEADER_LEN {
             return Err(HeaderError::Short(bytes.len()));
@@ -146,15 +163,35 @@ impl SegmentHeader {
     }
 }
 
-/// Appends one framed record to `out`.
+/// The LSN bit that marks the first record of a group (format 2).
+const GROUP_START: u64 = 1 << 63;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a record of {0} bytes exceeds the largest the format can hold ({RECORD_BODY_MAX})")]
+pub struct RecordTooLarge(pub usize);
+
+/// Appends one framed record to `out`, for tests and benchmarks: panics if it is too large.
+/// The writer uses [`try_append_record`].
 pub fn append_record(out: &mut Vec<u8>, lsn: u64, payload: &[u8]) {
+    if let Err(error) = try_append_record(out, lsn, payload, false) {
+        panic!("{error}");
+    }
+}
+
+/// Appends one framed record to `out`; `group_start` marks the first record of a group.
+pub fn try_append_record(
+    out: &mut Vec<u8>,
+    lsn: u64,
+    payload: &[u8],
+    group_start: bool,
+) -> Result<(), RecordTooLarge> {
     let body_len = LSN_LEN + payload.len();
-    assert!(
-        body_len <= RECORD_BODY_MAX,
-        "record body of {body_len} bytes exceeds RECORD_BODY_MAX"
-    );
+    if body_len > RECORD_BODY_MAX || lsn >= GROUP_START {
+        return Err(RecordTooLarge(body_len));
+    }
     let length = u32::try_from(body_len).unwrap_or(u32::MAX).to_le_bytes();
-    let lsn_bytes = lsn.to_le_bytes();
+    let stored = if group_start { lsn | GROUP_START } else { lsn };
+    let lsn_bytes = stored.to_le_bytes();
     let crc = crc32c::crc32c_append(
         crc32c::crc32c_append(crc32c::crc32c(&length), &lsn_bytes),
         payload,
@@ -163,6 +200,7 @@ pub fn append_record(out: &mut Vec<u8>, lsn: u64, payload: &[u8]) {
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(&lsn_bytes);
     out.extend_from_slice(payload);
+    Ok(())
 }
 
 /// What lies at the start of a byte slice.
@@ -173,6 +211,8 @@ pub enum RecordRead<'a> {
         lsn: u64,
         payload: &'a [u8],
         len: usize,
+        /// The first record of a group: everything before it was on disk when it was written.
+        group_start: bool,
     },
     /// Not enough bytes for the record its length announces (or for a length).
     Incomplete,
@@ -195,10 +235,12 @@ pub fn read_record(bytes: &[u8]) -> RecordRead<'_> {
     if crc != u32_at(bytes, 4) {
         return RecordRead::Damaged("record checksum mismatch");
     }
+    let stored = u64_at(body, 0);
     RecordRead::Record {
-        lsn: u64_at(body, 0),
+        lsn: stored & !GROUP_START,
         payload: &body[LSN_LEN..],
         len: RECORD_PREFIX_LEN + body_len,
+        group_start: stored & GROUP_START != 0,
     }
 }
 
@@ -211,9 +253,21 @@ pub enum Entry {
         fingerprint: u64,
         outcome: Outcome,
     },
+    /// Holds released by expiry, listed (the first format; still read, no longer written).
     Expired {
         at_seconds: u64,
         holds: Vec<(CardToken, TxnKey)>,
+    },
+    /// One bounded expiry step of one shard: the call of
+    /// [`crate::domain::ledger::LedgerShard::expire_bounded`] with its arguments and result,
+    /// which replay repeats and checks. `shards` is the shard count it was made under.
+    Expire {
+        shard: u32,
+        shards: u32,
+        at_seconds: u64,
+        holds_max: u32,
+        postings_max: u32,
+        done: Expiry,
     },
 }
 
@@ -268,11 +322,25 @@ struct ExpiredRecord {
 }
 
 #[derive(Encode, Decode)]
+struct ExpireRecord {
+    shard: u32,
+    shards: u32,
+    at_seconds: u64,
+    holds_max: u32,
+    postings_max: u32,
+    holds: u32,
+    released: u32,
+    forgotten: u32,
+    more: bool,
+}
+
+#[derive(Encode, Decode)]
 enum EntryRecord {
     /// Written before field 95 was kept; read as a posting without one.
     Applied(AppliedRecord),
     Expired(ExpiredRecord),
     Applied2(AppliedRecord2),
+    Expire(ExpireRecord),
 }
 
 const KINDS: [Kind; 10] = [
@@ -357,6 +425,24 @@ pub fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
                     .map(|b| (b.ledger, b.available, b.currency)),
             },
         }),
+        Entry::Expire {
+            shard,
+            shards,
+            at_seconds,
+            holds_max,
+            postings_max,
+            done,
+        } => EntryRecord::Expire(ExpireRecord {
+            shard: *shard,
+            shards: *shards,
+            at_seconds: *at_seconds,
+            holds_max: *holds_max,
+            postings_max: *postings_max,
+            holds: done.holds,
+            released: done.released,
+            forgotten: done.forgotten,
+            more: done.more,
+        }),
         Entry::Expired { at_seconds, holds } => EntryRecord::Expired(ExpiredRecord {
             at_seconds: *at_seconds,
             holds: holds
@@ -419,6 +505,19 @@ pub fn decode_entry(payload: &[u8]) -> Result<Entry, EntryError> {
     Ok(match record {
         EntryRecord::Applied(r) => applied_entry(r, None)?,
         EntryRecord::Applied2(r) => applied_entry(r.applied, r.replacement)?,
+        EntryRecord::Expire(r) => Entry::Expire {
+            shard: r.shard,
+            shards: r.shards,
+            at_seconds: r.at_seconds,
+            holds_max: r.holds_max,
+            postings_max: r.postings_max,
+            done: Expiry {
+                holds: r.holds,
+                released: r.released,
+                forgotten: r.forgotten,
+                more: r.more,
+            },
+        },
         EntryRecord::Expired(r) => Entry::Expired {
             at_seconds: r.at_seconds,
             holds: r
@@ -815,7 +914,20 @@ mod tests {
                 },
             )],
         };
-        for entry in [sample_applied(1), expired] {
+        let expire = Entry::Expire {
+            shard: 1,
+            shards: 2,
+            at_seconds: 9,
+            holds_max: 4_096,
+            postings_max: 4_096,
+            done: Expiry {
+                holds: 4_096,
+                released: 4_000,
+                forgotten: 3,
+                more: true,
+            },
+        };
+        for entry in [sample_applied(1), expired, expire] {
             let mut payload = Vec::new();
             encode_entry(&entry, &mut payload);
             assert_eq!(decode_entry(&payload).unwrap(), entry);
@@ -969,7 +1081,10 @@ mod tests {
         let mut log = Vec::new();
         append_record(&mut log, 5, b"hello");
         append_record(&mut log, 6, b"world!");
-        let RecordRead::Record { lsn, payload, len } = read_record(&log) else {
+        let RecordRead::Record {
+            lsn, payload, len, ..
+        } = read_record(&log)
+        else {
             panic!("first record")
         };
         assert_eq!((lsn, payload, len), (5, &b"hello"[..], 8 + 8 + 5));

@@ -3,17 +3,21 @@
 //! The decision at the first record that does not read whole and intact, at offset X of a
 //! segment (each case is a test below):
 //!
-//! | where | a valid later record exists | verdict |
+//! | where | a later acknowledged record exists | verdict |
 //! |---|---|---|
 //! | X is the end of the file | — | clean end |
 //! | last segment | no | torn tail: truncate at X (recovery) and log it |
 //! | last segment | yes | corruption: refuse, naming file and offset X |
 //! | earlier segment | either | corruption |
 //!
-//! "A valid later record" is one anywhere after X in the segment whose checksum holds and whose
-//! LSN is not below the expected one; the search costs nothing on a clean log, and keeps a
-//! damaged length field in the middle of the log from passing for a torn tail, which would
-//! drop acknowledged records. A last segment whose header is incomplete and holds nothing else
+//! "A later acknowledged record" is one anywhere after X in the segment whose checksum holds,
+//! whose LSN is not below the expected one, and which starts a later group (format 2: the
+//! writer writes a group only once the one before is on disk, so such a record proves that the
+//! damaged one had been acknowledged). In format 1 segments, which carry no group marks, any
+//! intact later record counts. So a last group torn by a crash (a hole, then surviving records
+//! of the same unacknowledged group) is a torn tail, while a damaged length field in the middle
+//! of the log cannot pass for one and drop acknowledged records. The search costs nothing on a
+//! clean log. A last segment whose header is incomplete and holds nothing else
 //! was cut while being created: it is removed. Records must carry consecutive LSNs throughout.
 
 use std::fs;
@@ -115,9 +119,16 @@ pub fn first_lsn_of(segment: &Path) -> Option<u64> {
     SegmentHeader::decode(&header).ok().map(|h| h.first_lsn)
 }
 
-/// Whether an intact record with LSN at least `min_lsn` starts anywhere in `bytes[from..]`.
-fn valid_record_after(bytes: &[u8], from: usize, min_lsn: u64) -> bool {
-    (from..bytes.len()).any(|at| matches!(format::read_record(&bytes[at..]), RecordRead::Record { lsn, .. } if lsn >= min_lsn))
+/// Whether an intact record with LSN at least `min_lsn` starts anywhere in `bytes[from..]`
+/// that proves the records before it were acknowledged: in format 2, the first record of a
+/// later group; in format 1 (no group marks), any record.
+fn acknowledged_after(bytes: &[u8], from: usize, min_lsn: u64, version: u32) -> bool {
+    (from..bytes.len()).any(|at| {
+        matches!(
+            format::read_record(&bytes[at..]),
+            RecordRead::Record { lsn, group_start, .. } if lsn >= min_lsn && (group_start || version < 2)
+        )
+    })
 }
 
 fn sync_dir(dir: &Path) -> Result<(), ScanError> {
@@ -190,7 +201,9 @@ pub fn scan(
         let mut offset = SEGMENT_HEADER_LEN;
         while offset < bytes.len() {
             match format::read_record(&bytes[offset..]) {
-                RecordRead::Record { lsn, payload, len } if lsn == next => {
+                RecordRead::Record {
+                    lsn, payload, len, ..
+                } if lsn == next => {
                     visit(lsn, payload).map_err(|problem| ScanError::Entry {
                         file: path.clone(),
                         lsn,
@@ -212,11 +225,14 @@ pub fn scan(
                         RecordRead::Damaged(problem) => problem,
                         _ => "record cut short",
                     };
-                    if !last || valid_record_after(&bytes, offset + 1, next) {
+                    let version = SegmentHeader::version_of(&bytes);
+                    if !last || acknowledged_after(&bytes, offset + 1, next, version) {
                         return Err(ScanError::Corrupt {
                             file: path.clone(),
                             offset: offset as u64,
-                            problem: format!("{problem}, and intact records follow"),
+                            problem: format!(
+                                "{problem}, and intact records of a later, acknowledged group follow"
+                            ),
                         });
                     }
                     report.torn_tail = Some(TornTail {
@@ -251,7 +267,7 @@ pub fn scan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wal::format::{SegmentHeader, append_record, segment_file_name};
+    use crate::wal::format::{SegmentHeader, segment_file_name, try_append_record};
 
     /// Writes segments of `records` records each; returns the directory.
     fn log(name: &str, segments: &[u64]) -> PathBuf {
@@ -267,7 +283,9 @@ mod tests {
             .encode()
             .to_vec();
             for _ in 0..records {
-                append_record(&mut bytes, lsn, format!("payload {lsn}").as_bytes());
+                // One record per group, unless a test says otherwise.
+                try_append_record(&mut bytes, lsn, format!("payload {lsn}").as_bytes(), true)
+                    .unwrap();
                 lsn += 1;
             }
             fs::write(dir.join(segment_file_name(sequence as u64)), bytes).unwrap();
@@ -389,8 +407,73 @@ mod tests {
         let message = run(&dir, Mode::Recover).unwrap_err().to_string();
         assert!(
             message.contains("00000000000000000000.wal: corrupt at offset")
-                && message.contains("intact records follow"),
+                && message.contains("acknowledged group follow"),
             "{message}"
+        );
+    }
+
+    /// Segment 0 holding `groups` (records per group), format 2.
+    fn grouped_log(name: &str, groups: &[u64]) -> PathBuf {
+        let dir = log(name, &[0]);
+        let mut bytes = fs::read(segment(&dir, 0)).unwrap();
+        let mut lsn = 0;
+        for &records in groups {
+            for i in 0..records {
+                let payload = format!("payload {lsn}");
+                try_append_record(&mut bytes, lsn, payload.as_bytes(), i == 0).unwrap();
+                lsn += 1;
+            }
+        }
+        fs::write(segment(&dir, 0), bytes).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_last_group_torn_with_a_hole_is_a_torn_tail_not_corruption() {
+        // Groups of 2, 2 and 3 records; a power cut lost the first record of the last group
+        // while its other two reached the disk.
+        let dir = grouped_log("torn-group", &[2, 2, 3]);
+        let path = segment(&dir, 0);
+        let at = record_offset(&path, 4) + 12;
+        edit(&path, |b| b[at] ^= 0x01);
+        let (report, seen) = run(&dir, Mode::Recover).unwrap();
+        assert_eq!(seen, [0, 1, 2, 3]);
+        assert_eq!(
+            report.torn_tail.unwrap().offset,
+            record_offset(&path, 4) as u64
+        );
+        assert_eq!(run(&dir, Mode::Verify).unwrap().0.next_lsn, 4, "truncated");
+        // Damage in an acknowledged group (a later group's first record follows): corruption.
+        let dir = grouped_log("acked-group", &[2, 2, 3]);
+        let path = segment(&dir, 0);
+        let at = record_offset(&path, 3) + 12;
+        edit(&path, |b| b[at] ^= 0x01);
+        assert!(matches!(
+            run(&dir, Mode::Recover),
+            Err(ScanError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn a_format_1_segment_keeps_the_rule_without_group_marks() {
+        let dir = grouped_log("format-1", &[2, 3]);
+        let path = segment(&dir, 0);
+        edit(&path, |b| {
+            let header = SegmentHeader {
+                sequence: 0,
+                first_lsn: 0,
+            }
+            .encode();
+            b[..SEGMENT_HEADER_LEN].copy_from_slice(&header);
+            b[8..12].copy_from_slice(&1u32.to_le_bytes());
+            let crc = crc32c::crc32c(&b[0..28]);
+            b[28..32].copy_from_slice(&crc.to_le_bytes());
+        });
+        let at = record_offset(&path, 3) + 12;
+        edit(&path, |b| b[at] ^= 0x01);
+        assert!(
+            matches!(run(&dir, Mode::Verify), Err(ScanError::Corrupt { .. })),
+            "any intact record after the damage counts in format 1"
         );
     }
 

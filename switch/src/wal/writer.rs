@@ -196,6 +196,8 @@ struct Writer<C, R> {
     failed: Arc<AtomicBool>,
     release: R,
     on_failure: Option<Box<dyn FnOnce(String) + Send>>,
+    /// Segment and length at the end of the last durable group.
+    released: (u64, u64),
 }
 
 /// Statistics of one writer's life, for the log line at exit and for benchmarks.
@@ -254,6 +256,7 @@ where
         failed,
         release,
         on_failure: Some(Box::new(on_failure)),
+        released: (segment_sequence, segment_len),
     };
     let handle = std::thread::Builder::new()
         .name("wal-writer".into())
@@ -284,10 +287,47 @@ impl<C, R: Fn(C, Durability, u64)> Writer<C, R> {
         let mut stats = WriterStats::default();
         let mut buffer = Vec::with_capacity(self.config.group_bytes_max + format::RECORD_BODY_MAX);
         let mut completions = Vec::with_capacity(self.config.group_records_max);
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.run_groups(&mut stats, &mut buffer, &mut completions);
+        }));
+        if let Err(panic) = run {
+            // A bug, not an operating error; still, nothing may be answered as durable that
+            // is not known to be, and every waiting request gets its answer (96).
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_owned());
+            self.failed.store(true, Ordering::Release);
+            let cut = self.cut_to_released();
+            for (completion, lsn) in completions.drain(..) {
+                (self.release)(completion, Durability::Failed, lsn);
+            }
+            while let Ok(submission) = self.receiver.try_recv() {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                (self.release)(submission.completion, Durability::Failed, self.next_lsn);
+            }
+            if let Some(report) = self.on_failure.take() {
+                report(format!(
+                    "the WAL writer failed ({message}); {cut}; no further request can be made durable"
+                ));
+            }
+        }
+        stats.next_lsn = self.next_lsn;
+        stats
+    }
+
+    fn run_groups(
+        &mut self,
+        stats: &mut WriterStats,
+        buffer: &mut Vec<u8>,
+        completions: &mut Vec<(C, u64)>,
+    ) {
         while let Ok(first) = self.receiver.recv() {
-            self.take(first, &mut buffer, &mut completions);
+            let mut problem = self.take(first, buffer, completions).err();
             let deadline = Instant::now() + self.config.group_wait;
-            while completions.len() < self.config.group_records_max
+            while problem.is_none()
+                && completions.len() < self.config.group_records_max
                 && buffer.len() < self.config.group_bytes_max
             {
                 let next = match self.receiver.try_recv() {
@@ -299,18 +339,27 @@ impl<C, R: Fn(C, Durability, u64)> Writer<C, R> {
                         Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                     },
                 };
-                self.take(next, &mut buffer, &mut completions);
+                problem = self.take(next, buffer, completions).err();
             }
             let result = if self.failed.load(Ordering::Acquire) {
                 Err(None)
+            } else if let Some(problem) = problem {
+                // A record the format cannot hold: the shard already applied what it says, so
+                // the log can no longer follow the state; stop like on a failed write.
+                self.failed.store(true, Ordering::Release);
+                Err(Some(format!(
+                    "{problem}: the ledger applied what the log cannot record; no further request can be made durable"
+                )))
             } else {
-                self.commit(&buffer).map_err(Some)
+                self.commit(buffer).map_err(Some)
             };
             buffer.clear();
             stats.groups += 1;
             stats.records += completions.len() as u64;
             match result {
                 Ok(()) => {
+                    // Durable: from here on the group stays in the log, whatever happens.
+                    self.released = (self.segment_sequence, self.segment_len);
                     for (completion, lsn) in completions.drain(..) {
                         (self.release)(completion, Durability::Durable, lsn);
                     }
@@ -325,8 +374,25 @@ impl<C, R: Fn(C, Durability, u64)> Writer<C, R> {
                 }
             }
         }
-        stats.next_lsn = self.next_lsn;
-        stats
+    }
+
+    /// After a panic: cuts the log back to the end of the last durable group, so that nothing
+    /// answered 96 can come back at recovery.
+    fn cut_to_released(&mut self) -> String {
+        let (sequence, len) = self.released;
+        let len = if sequence == self.segment_sequence {
+            len
+        } else {
+            // Rotated since: this segment holds nothing released yet.
+            format::SEGMENT_HEADER_LEN as u64
+        };
+        match self.file.truncate(len) {
+            Ok(()) => "the log was cut back to the last released group".to_owned(),
+            Err(error) => format!(
+                "cutting the log back to the last released group also failed ({error}): requests just answered 96 \
+                 may be in the log and must be reconciled after recovery"
+            ),
+        }
     }
 
     fn take(
@@ -334,19 +400,27 @@ impl<C, R: Fn(C, Durability, u64)> Writer<C, R> {
         submission: Submission<C>,
         buffer: &mut Vec<u8>,
         completions: &mut Vec<(C, u64)>,
-    ) {
+    ) -> Result<(), format::RecordTooLarge> {
         self.queued.fetch_sub(1, Ordering::AcqRel);
         let lsn = self.next_lsn;
+        let mut result = Ok(());
         if let Some(payload) = &submission.payload {
-            format::append_record(buffer, lsn, payload);
-            self.next_lsn += 1;
+            // The first record of a group says that everything before it is on disk.
+            let group_start = buffer.is_empty();
+            result = format::try_append_record(buffer, lsn, payload, group_start);
+            if result.is_ok() {
+                self.next_lsn += 1;
+            }
         }
         completions.push((submission.completion, lsn));
+        result
     }
 
     /// Writes and syncs one group; on error marks the log failed for good.
     fn commit(&mut self, group: &[u8]) -> Result<(), String> {
-        let durable_len = self.segment_len;
+        // What is durable of the segment this group goes to: set after a rotation, since a
+        // failed group must be cut from the new segment, not to the old one's length.
+        let mut durable_len = self.segment_len;
         let mut appended = false;
         let result = (|| -> io::Result<()> {
             if group.is_empty() {
@@ -363,6 +437,7 @@ impl<C, R: Fn(C, Durability, u64)> Writer<C, R> {
                 )?;
                 self.file = file;
                 self.segment_len = len;
+                durable_len = len;
             }
             appended = true;
             self.file.append(group)?;
@@ -376,7 +451,7 @@ impl<C, R: Fn(C, Durability, u64)> Writer<C, R> {
             self.failed.store(true, Ordering::Release);
             let segment = self.config.dir.join(format::segment_file_name(self.segment_sequence));
             // A rotation that failed appended nothing to the new segment.
-            let cut = if appended { self.file.truncate(durable_len.min(self.segment_len)) } else { Ok(()) };
+            let cut = if appended { self.file.truncate(durable_len) } else { Ok(()) };
             let cut = match cut {
                 Ok(()) => "the failed group was cut off the log".to_owned(),
                 Err(cut_error) => format!(
@@ -684,6 +759,82 @@ mod tests {
         );
         // Every durable record is there, and the failed one is not: its answer was 96.
         assert_eq!(read_back(&dir).len(), 3);
+    }
+
+    #[test]
+    fn a_group_that_fails_right_after_a_rotation_is_cut_from_the_new_segment() {
+        let dir = dir("rotate-fail");
+        // Segments of 200 bytes hold two records here, so the third rotates: syncs 1 and 4
+        // are segment headers, 2 and 3 the first two groups, and 5 the third, which fails.
+        let storage = faulty(5, 0, 0);
+        let (wal, handle, released, failure) = start_writer(
+            WriterConfig {
+                segment_bytes: 200,
+                ..config(&dir)
+            },
+            Box::new(storage),
+        );
+        for id in 0..3u32 {
+            submit(&wal, id, Some(&[7u8; 100]));
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while released.lock().unwrap().len() <= id as usize && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        drop(wal);
+        handle.join().unwrap();
+        assert!(failure.lock().unwrap().is_some());
+        assert_eq!(
+            released.lock().unwrap().last(),
+            Some(&(2, Durability::Failed))
+        );
+        assert_eq!(scan::segments(&dir).unwrap().len(), 2, "rotated");
+        assert_eq!(
+            read_back(&dir).len(),
+            2,
+            "the failed group was cut from the new segment, not left in it"
+        );
+    }
+
+    #[test]
+    fn a_panic_on_the_writer_thread_fails_the_log_and_answers_everything_waiting() {
+        let dir = dir("panic");
+        let released: Released = Arc::default();
+        let failure: Failure = Arc::default();
+        let (r, f) = (released.clone(), failure.clone());
+        let (wal, handle) = start(
+            config(&dir),
+            Box::new(Disk),
+            None,
+            0,
+            move |id: u32, durability, _| {
+                assert!(id != 1, "injected bug while releasing");
+                r.lock().unwrap().push((id, durability));
+            },
+            move |error| *f.lock().unwrap() = Some(error),
+        )
+        .unwrap();
+        submit(&wal, 0, Some(b"a"));
+        while released.lock().unwrap().is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        submit(&wal, 1, Some(b"b"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !wal.has_failed() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(wal.has_failed(), "no shard may change state any more");
+        assert!(!wal.try_reserve());
+        drop(wal);
+        handle.join().unwrap();
+        let failure = failure.lock().unwrap().clone().unwrap();
+        assert!(
+            failure.contains("injected bug while releasing"),
+            "{failure}"
+        );
+        assert_eq!(*released.lock().unwrap(), [(0, Durability::Durable)]);
+        // Both records were durable before the panic: they stay.
+        assert_eq!(read_back(&dir).len(), 2);
     }
 
     #[test]
