@@ -54,7 +54,8 @@ fn codec(c: &mut Criterion) {
     });
 
     let decoded = dialect.decode(&request).expect("valid message");
-    let response = switch::iso::response(&decoded, &approved).expect("0100 has a response");
+    let response =
+        switch::acquirer::iso::response(&decoded, &approved).expect("0100 has a response");
     c.bench_function("encode 0110", |b| {
         b.iter(|| {
             out.clear();
@@ -78,7 +79,7 @@ fn codec(c: &mut Criterion) {
     c.bench_function("decode 0100 + build and encode 0110", |b| {
         b.iter(|| {
             let request = dialect.decode(black_box(&request)).expect("valid");
-            let response = switch::iso::response(&request, &approved).expect("response");
+            let response = switch::acquirer::iso::response(&request, &approved).expect("response");
             out.clear();
             dialect.encode(&response, &mut out)
         })

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use adapters::{DialectName, Message, Mti};
 use criterion::{Criterion, criterion_group, criterion_main};
+use switch::acquirer::idempotency::{Begin, IdempotencyStore};
+use switch::acquirer::iso;
 use switch::config::Settings;
-use switch::domain::ledger::{Account, LedgerShard, ShardLimits, shard_of};
 use switch::domain::{Kind, Outcome, Posting, Tokenizer, TxnKey};
-use switch::idempotency::{Begin, IdempotencyStore};
-use switch::iso;
+use switch::ledger::{Account, LedgerShard, ShardLimits, shard_of};
 use switch::risk::RiskEngine;
 use switch::wal::format::{self, Entry};
 

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use switch::domain::ledger::{Account, LedgerShard, ShardLimits};
 use switch::domain::{CardToken, Kind, Outcome, Pan, Posting, ResponseCode, Tokenizer, TxnKey};
+use switch::ledger::{Account, LedgerShard, ShardLimits};
 use switch::wal::format::{self, Entry};
 use switch::wal::scan::{self, Mode};
 use switch::wal::writer::{self, Disk, Submission, SyncMode, WriterConfig};

@@ -16,21 +16,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use crate::actors::shard_of;
+use crate::acquirer::idempotency::IdempotencyStore;
 use crate::config::{AccountOverride, Settings};
-use crate::domain::ledger::{Account, Expiry, LedgerShard, ShardImage, reshard};
 use crate::domain::{CardToken, Outcome, Posting, Tokenizer, TxnKey};
-use crate::idempotency::IdempotencyStore;
+use crate::ledger::{Account, Expiry, LedgerShard, ShardImage, reshard, shard_of};
+use crate::limits::{REPLAY_BATCH, REPLAY_BATCHES_QUEUED};
 use crate::wal::format::{self, Entry, SnapshotSection};
 use crate::wal::scan::{self, Mode, ScanReport};
 use crate::wal::snapshot;
 
 /// How often replay logs its progress.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
-/// Entries handed to a shard's replay thread at a time.
-const REPLAY_BATCH: usize = 4096;
-/// Batches queued for one shard's replay thread at most.
-const REPLAY_BATCHES_QUEUED: usize = 16;
 /// A typical Applied record on disk, to size the transaction tables before replay.
 const APPROXIMATE_RECORD_BYTES: u64 = 90;
 
@@ -494,7 +490,6 @@ pub fn recover(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ledger::Account;
     use crate::domain::{Kind, Posting, TxnKey};
     use crate::wal::format::{SegmentHeader, SnapshotSection, encode_entry, segment_file_name};
     use crate::wal::writer::{self, Disk, Submission, SyncMode, WriterConfig};

@@ -5,32 +5,37 @@
 //! per core running risk, routing and the sessions assigned to it, so a request's hops before
 //! the ledger stay on one thread; the WAL writer's own thread; the main arbiter accepts.
 //!
-//! Start-up order: listeners bound (a port in use fails fast), WAL directory locked, genesis
-//! plus log replayed, writer started after the log's tail, shards started with the recovered
-//! state, and only then acquirers accepted and `/readyz` ready.
+//! [`serve`] is three steps: [`start`] (listeners bound, so a port in use fails fast; WAL
+//! directory locked; genesis plus log replayed off the runtime thread; writer started after the
+//! log's tail; shards and worker pipelines started with the recovered state), the accept loop
+//! of `crate::acquirer::listener` (only now do acquirers connect, and `/readyz` is ready), and
+//! [`shutdown`] (no new connections, in-flight requests drained, threads joined, WAL synced).
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use actix::prelude::*;
 use anyhow::{Context as _, anyhow};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::actors::{
-    LedgerActor, RiskActor, RoutingActor, ShardTotal, TakeSnapshot, release, unix_seconds,
-};
+use crate::acquirer::idempotency::{IdempotencyStore, Sweep};
+use crate::acquirer::listener::{self, Ended};
+use crate::acquirer::session::SessionContext;
+use crate::clock::unix_seconds;
 use crate::config::Settings;
 use crate::domain::Tokenizer;
-use crate::http::Health;
-use crate::idempotency::{IdempotencyStore, Sweep};
-use crate::recovery;
+use crate::ledger::actor::{LedgerActor, ShardTotal, TakeSnapshot, release};
+use crate::limits::ACCEPT_BACKLOG;
+use crate::ops::http::{self, Health};
+use crate::recovery::{self, DirectoryLock};
 use crate::risk::RiskEngine;
-use crate::session::{self, SessionContext};
-use crate::snapshotter;
-use crate::wal::writer::{self, Disk, SyncMode};
+use crate::risk::actor::RiskActor;
+use crate::routing::actor::RoutingActor;
+use crate::wal::snapshotter;
+use crate::wal::writer::{self, Disk, SyncMode, WriterStats};
 
 /// How often the idempotency table may drop its older generation.
 const IDEMPOTENCY_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -52,13 +57,82 @@ impl Threads {
     }
 }
 
+/// The switch once started, up to accepting acquirers: what [`shutdown`] stops.
+struct Running {
+    acquirer_addr: std::net::SocketAddr,
+    health: Arc<Health>,
+    _lock: DirectoryLock,
+    /// The ledger total after recovery, to say at the end whether it is unchanged.
+    total: i128,
+    threads: Threads,
+    shards: Arc<[Addr<LedgerActor>]>,
+    workers: Vec<(ArbiterHandle, SessionContext)>,
+    shutdown_tx: watch::Sender<bool>,
+    fatal_rx: mpsc::UnboundedReceiver<String>,
+    /// The snapshot and idempotency-sweep timers.
+    timers: Vec<tokio::task::JoinHandle<()>>,
+    wal_thread: JoinHandle<WriterStats>,
+    snapshotter: JoinHandle<()>,
+}
+
 /// Runs the switch until `stop` resolves (or the WAL fails), then drains and returns. Must run
 /// inside an actix `System`. An error return means the process should exit non-zero.
 pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // The HTTP listener first: /healthz and /readyz answer through recovery. Stopped before
+    // any error returns, so that the error is the last line the process prints.
+    let health = Arc::new(Health::default());
+    let (http, http_addr) = http::start(settings.http_listen, health.clone())?;
+    tracing::info!("HTTP (healthz, readyz) on {http_addr}");
+    let (socket, mut running) = match start(&settings, health).await {
+        Ok(started) => started,
+        Err(error) => {
+            http.stop(true).await;
+            return Err(error);
+        }
+    };
+    let listener = match socket.listen(ACCEPT_BACKLOG) {
+        Ok(listener) => listener,
+        Err(error) => {
+            let addr = running.acquirer_addr;
+            // No connection was ever accepted: every place is free.
+            let free = Arc::new(Semaphore::new(settings.limits.connections_max));
+            shutdown(&settings, running, http, &free, Ended::Stopped).await?;
+            return Err(anyhow!(error).context(format!(
+                "cannot listen for acquirers on {addr} (listeners.acquirer)"
+            )));
+        }
+    };
+    running.health.set_ready(true);
+    tracing::info!(
+        dialect = %settings.dialect,
+        framing = %settings.framing,
+        config = %settings.source,
+        "listening for acquirers on {}",
+        running.acquirer_addr
+    );
+    let connections = Arc::new(Semaphore::new(settings.limits.connections_max));
+    let ended = listener::accept_loop(
+        &listener,
+        &running.workers,
+        &connections,
+        stop,
+        &mut running.fatal_rx,
+    )
+    .await;
+    drop(listener);
+    shutdown(&settings, running, http, &connections, ended).await
+}
+
+/// Everything up to accepting acquirers: listeners bound, the log recovered, the writer,
+/// shards and worker pipelines started.
+async fn start(
+    settings: &Settings,
+    health: Arc<Health>,
+) -> anyhow::Result<(tokio::net::TcpSocket, Running)> {
     // Bound now, so that a port in use fails the start at once; listening (accepting
     // connections) only once recovery is done and the switch can answer, so that acquirers do
     // not connect and hang during a long replay but fail over.
-    let socket = bind_acquirer_socket(settings.acquirer_listen).with_context(|| {
+    let socket = listener::bind(settings.acquirer_listen).with_context(|| {
         format!(
             "cannot listen for acquirers on {} (listeners.acquirer)",
             settings.acquirer_listen
@@ -67,16 +141,19 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
     let acquirer_addr = socket
         .local_addr()
         .context("listener has no local address")?;
-    let health = Arc::new(Health::default());
-    let (http, http_addr) = crate::http::start(settings.http_listen, health.clone())?;
-    tracing::info!("HTTP (healthz, readyz) on {http_addr}");
     if settings.wal.sync == SyncMode::None {
         tracing::warn!(
             "wal.sync = \"none\": answers are sent before the log reaches the disk; a crash can lose approvals"
         );
     }
 
-    let _lock = recovery::lock_directory(&settings.wal.dir)?;
+    if Settings::embedded().is_ok_and(|demo| demo.token_key == settings.token_key) {
+        tracing::warn!(
+            "ledger.token_key is the public demo key of the default configuration: set a secret one for real cards \
+             (before the first start: a log cannot change it)"
+        );
+    }
+    let lock = recovery::lock_directory(&settings.wal.dir)?;
     let tokenizer = Tokenizer::new(settings.token_key);
     let idempotency = Arc::new(
         IdempotencyStore::starting_at(
@@ -115,7 +192,7 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
         "ledger recovered"
     );
 
-    let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel::<String>();
+    let (fatal_tx, fatal_rx) = mpsc::unbounded_channel::<String>();
     let (snapshot_tx, snapshot_rx) = crossbeam_channel::unbounded();
     let retention = Duration::from_secs(settings.limits.idempotency_retention_seconds);
     let snapshotter = snapshotter::start(
@@ -164,7 +241,7 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let routes = Arc::new(settings.routes.clone());
     let acquirers = Arc::new(settings.acquirers.clone());
-    let acquirer_connections: Arc<std::collections::HashMap<u64, Arc<Semaphore>>> = Arc::new(
+    let acquirer_connections: Arc<HashMap<u64, Arc<Semaphore>>> = Arc::new(
         settings
             .acquirers
             .values()
@@ -237,48 +314,50 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
         })
     };
 
-    let listener = socket.listen(ACCEPT_BACKLOG).with_context(|| {
-        format!("cannot listen for acquirers on {acquirer_addr} (listeners.acquirer)")
-    })?;
-    health.set_ready(true);
-    tracing::info!(
-        dialect = %settings.dialect,
-        framing = %settings.framing,
-        config = %settings.source,
-        "listening for acquirers on {acquirer_addr}"
-    );
-    let connections = Arc::new(Semaphore::new(settings.limits.connections_max));
-    let mut next_worker = 0usize;
-    let mut failure = None;
-    tokio::pin!(stop);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: pause rather than spin.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut stop => break,
-            Some(error) = fatal_rx.recv() => {
-                failure = Some(error);
-                break;
-            }
-        };
-        let Ok(slot) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = settings.limits.connections_max, "connection refused: limits.connections_max reached");
-            continue;
-        };
-        let (handle, context) = &pipelines[next_worker % pipelines.len()];
-        next_worker = next_worker.wrapping_add(1);
-        if let Err(error) = hand_over(stream, peer, handle, context.clone(), slot) {
-            tracing::warn!(%peer, %error, "could not hand the connection to a worker");
-        }
-    }
+    let mut timers = vec![sweeper];
+    timers.extend(snapshots);
+    let running = Running {
+        acquirer_addr,
+        health,
+        _lock: lock,
+        total,
+        threads,
+        shards,
+        workers: pipelines,
+        shutdown_tx,
+        fatal_rx,
+        timers,
+        wal_thread,
+        snapshotter,
+    };
+    Ok((socket, running))
+}
 
+/// Stops accepting, drains what is in flight, stops the threads and syncs the log. `Ok` for a
+/// clean stop; the WAL's failure otherwise (the process then exits 1 for a restart).
+async fn shutdown(
+    settings: &Settings,
+    running: Running,
+    http: actix_web::dev::ServerHandle,
+    connections: &Arc<Semaphore>,
+    ended: Ended,
+) -> anyhow::Result<()> {
+    let Running {
+        health,
+        total,
+        threads,
+        shards,
+        workers,
+        shutdown_tx,
+        timers,
+        wal_thread,
+        snapshotter,
+        ..
+    } = running;
+    let failure = match ended {
+        Ended::Stopped => None,
+        Ended::Failed(error) => Some(error),
+    };
     match &failure {
         None => tracing::info!("shutting down: no new connections; draining in-flight requests"),
         Some(_) => tracing::error!(
@@ -286,7 +365,6 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
         ),
     }
     health.set_ready(false);
-    drop(listener);
     let _ = shutdown_tx.send(true);
     let drain = Duration::from_secs(settings.limits.shutdown_drain_seconds + 1);
     let all = u32::try_from(settings.limits.connections_max).unwrap_or(u32::MAX);
@@ -300,12 +378,11 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
     for shard in shards.iter() {
         total_after += shard.send(ShardTotal).await.unwrap_or(0);
     }
-    sweeper.abort();
-    if let Some(snapshots) = snapshots {
-        snapshots.abort();
+    for timer in timers {
+        timer.abort();
     }
     http.stop(true).await;
-    drop(pipelines);
+    drop(workers);
     drop(shards);
     // Stopping the shard arbiters drops the last handles on the log; the writer then syncs
     // what it has and ends. Joining threads blocks: do it off the async runtime.
@@ -331,49 +408,5 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
     match failure {
         None => Ok(()),
         Some(error) => Err(anyhow!(error)),
-    }
-}
-
-/// Connections waiting to be accepted at most (the kernel's queue).
-const ACCEPT_BACKLOG: u32 = 1024;
-
-/// A socket bound to `addr` (so the port is ours), not yet listening.
-fn bind_acquirer_socket(addr: SocketAddr) -> std::io::Result<TcpSocket> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    // As a listener bound by the standard library, a restart on a fixed port need not wait
-    // for the last run's connections in TIME_WAIT. Not for port 0: two sockets bound but not
-    // yet listening may then be given the same port, and the second fails only at listen.
-    if addr.port() != 0 {
-        socket.set_reuseaddr(true)?;
-    }
-    socket.bind(addr)?;
-    Ok(socket)
-}
-
-/// Moves an accepted socket onto a worker arbiter and starts its session there.
-fn hand_over(
-    stream: TcpStream,
-    peer: SocketAddr,
-    worker: &ArbiterHandle,
-    context: SessionContext,
-    slot: tokio::sync::OwnedSemaphorePermit,
-) -> std::io::Result<()> {
-    // A tokio socket belongs to the runtime that registered it; each arbiter has its own.
-    let stream = stream.into_std()?;
-    let spawned = worker.spawn(async move {
-        let _slot = slot;
-        match TcpStream::from_std(stream) {
-            Ok(stream) => session::run(stream, peer, context).await,
-            Err(error) => tracing::warn!(%peer, %error, "could not register the connection"),
-        }
-    });
-    if spawned {
-        Ok(())
-    } else {
-        Err(std::io::Error::other("worker arbiter has stopped"))
     }
 }

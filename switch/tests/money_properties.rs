@@ -15,11 +15,11 @@
 use std::collections::HashMap;
 
 use proptest::prelude::*;
-use switch::domain::ledger::{Account, LedgerShard, ShardImage, ShardLimits};
+use switch::acquirer::idempotency::{Begin, IdempotencyStore};
 use switch::domain::{
     CardToken, Kind, Minor, Outcome, Pan, Posting, ResponseCode, Tokenizer, TxnKey,
 };
-use switch::idempotency::{Begin, IdempotencyStore};
+use switch::ledger::{Account, LedgerShard, ShardImage, ShardLimits};
 use switch::wal::format::{self, SnapshotSection};
 
 const ACQUIRER: u64 = 123_456;

@@ -23,10 +23,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use switch::acquirer::idempotency::{Begin, IdempotencyStore};
 use switch::config::Settings;
-use switch::domain::ledger::{LedgerShard, ShardImage, shard_of};
 use switch::domain::{CardToken, Kind, Minor, Outcome, Pan, Posting, Tokenizer, TxnKey};
-use switch::idempotency::{Begin, IdempotencyStore};
+use switch::ledger::{LedgerShard, ShardImage, shard_of};
 use switch::recovery;
 use switch::wal::format::{self, Entry, RecordRead, SnapshotSection};
 use switch::wal::snapshot;
@@ -105,7 +105,7 @@ fn settings(dir: &Path) -> Settings {
 
 /// Field 7 (MMDDhhmmss) of a Unix time.
 fn field7(seconds: u64) -> u64 {
-    let (_, month, day) = switch::iso::civil_date(seconds / 86_400);
+    let (_, month, day) = switch::acquirer::iso::civil_date(seconds / 86_400);
     let time = seconds % 86_400;
     u64::from(month) * 100_000_000
         + u64::from(day) * 1_000_000

@@ -12,8 +12,8 @@ use std::time::Instant;
 use anyhow::{Context as _, ensure};
 use clap::Parser;
 use switch::config::Settings;
-use switch::domain::ledger::shard_of;
 use switch::domain::{Kind, Posting, Tokenizer, TxnKey};
+use switch::ledger::shard_of;
 use switch::wal::format::{self, Entry};
 use switch::wal::writer::{self, Disk, Submission, SyncMode, WriterConfig};
 

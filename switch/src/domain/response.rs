@@ -95,6 +95,33 @@ impl ResponseCode {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Balances {
+    pub ledger: i64,
+    pub available: i64,
+    pub currency: u16,
+}
+
+/// The decision for one request, everything the response needs beyond the echoed fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub code: ResponseCode,
+    /// Field 38, on approval of a request that moved money or placed a hold.
+    pub auth_id: Option<[u8; 6]>,
+    /// Field 54, on a balance inquiry and on approvals of 0200.
+    pub balances: Option<Balances>,
+}
+
+impl Outcome {
+    pub const fn decline(code: ResponseCode) -> Outcome {
+        Outcome {
+            code,
+            auth_id: None,
+            balances: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

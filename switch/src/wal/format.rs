@@ -58,8 +58,8 @@
 
 use bincode::{Decode, Encode};
 
-use crate::domain::ledger::{Account, Expiry, Part, Record, ShardImage, State};
 use crate::domain::{Balances, CardToken, Kind, Outcome, Posting, ResponseCode, TxnKey};
+use crate::ledger::{Account, Expiry, Part, Record, ShardImage, State};
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SWITCHWL";
 /// Segments: version 2 may hold entry variant 2 (a build that reads only version 1 would call
@@ -259,7 +259,7 @@ pub enum Entry {
         holds: Vec<(CardToken, TxnKey)>,
     },
     /// One bounded expiry step of one shard: the call of
-    /// [`crate::domain::ledger::LedgerShard::expire_bounded`] with its arguments and result,
+    /// [`crate::ledger::LedgerShard::expire_bounded`] with its arguments and result,
     /// which replay repeats and checks. `shards` is the shard count it was made under.
     Expire {
         shard: u32,

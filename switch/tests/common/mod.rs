@@ -384,7 +384,7 @@ pub fn transmission_ago(seconds_ago: u64) -> Vec<u8> {
         .unwrap()
         .as_secs()
         - seconds_ago;
-    let (_, month, day) = switch::iso::civil_date(seconds / 86_400);
+    let (_, month, day) = switch::acquirer::iso::civil_date(seconds / 86_400);
     let time = seconds % 86_400;
     format!(
         "{month:02}{day:02}{:02}{:02}{:02}",

@@ -12,17 +12,17 @@ use adapters::{DialectName, FrameHeader};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use crate::domain::ledger::ShardLimits;
+use crate::acquirer::Acquirer;
 use crate::domain::{Minor, Pan};
+use crate::ledger::ShardLimits;
+use crate::limits::{DEMO_ACCOUNTS_MAX, Limits, SHARDS_MAX};
+use crate::risk::RiskRules;
 use crate::routing::{Destination, RoutingTable};
 use crate::wal::writer::{SyncMode, WriterConfig};
 
 /// The default configuration, compiled in: the same file as `config/switch.toml`.
-pub const EMBEDDED: &str = include_str!("../../config/switch.toml");
+pub const EMBEDDED: &str = include_str!("../../../config/switch.toml");
 pub const EMBEDDED_NAME: &str = "<embedded config/switch.toml>";
-
-pub const SHARDS_MAX: usize = 256;
-pub const DEMO_ACCOUNTS_MAX: u64 = 50_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -233,42 +233,6 @@ struct DemoOverride {
     limit_per_transaction: Option<String>,
 }
 
-/// Limits of the running switch; see `config/switch.toml` for what each one bounds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    pub connections_max: usize,
-    pub inflight_per_connection: usize,
-    pub idle_timeout_seconds: u64,
-    pub mailbox_capacity: usize,
-    pub idempotency_entries_max: usize,
-    pub idempotency_retention_seconds: u64,
-    pub shutdown_drain_seconds: u64,
-    /// A connection whose peer takes longer than this to accept a write is closed.
-    pub write_timeout_seconds: u64,
-    /// How long a retransmission waits for its original's decision before it is answered 91.
-    pub retransmission_wait_seconds: u64,
-    /// Retransmissions that may wait for one undecided request; more are answered 91.
-    pub retransmission_waiters_max: usize,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RiskRules {
-    /// Largest single amount, in minor units of `amount_max_currency`.
-    pub amount_max: Minor,
-    pub amount_max_currency: u16,
-    pub blocked_bins: Vec<Vec<u8>>,
-    pub blocked_merchant_categories: Vec<u16>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Acquirer {
-    pub id: u64,
-    pub name: String,
-    /// Connections this acquirer may hold at once; a connection is counted from its first
-    /// financial request naming the acquirer.
-    pub connections_max: usize,
-}
-
 /// Demo accounts: `bin` + 9-digit index + Luhn digit, each with `balance`, but the overrides.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DemoAccounts {
@@ -333,12 +297,32 @@ impl Settings {
         Settings::parse(&text, &file)
     }
 
+    /// Reads `text` as a configuration that names only what it changes: every key it leaves
+    /// out takes its value from the embedded default ([`EMBEDDED`], documented key by key in
+    /// `config/switch.toml`). Tables merge key by key; an array (`[[acquirers]]`, `[[routes]]`,
+    /// `[[issuers]]`, `demo.overrides`) given in `text` replaces the default's whole.
     pub fn parse(text: &str, file: &str) -> Result<Settings, ConfigError> {
-        let raw: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let parse_error = |e: toml::de::Error| ConfigError::Parse {
             file: file.to_owned(),
             message: e.to_string().trim_end().to_owned(),
-        })?;
+        };
+        let given: toml::Table = toml::from_str(text).map_err(parse_error)?;
+        let mut merged: toml::Table = toml::from_str(EMBEDDED).map_err(parse_error)?;
+        merge(&mut merged, given);
+        let raw: File = toml::Value::Table(merged).try_into().map_err(parse_error)?;
         Checker { file }.settings(raw)
+    }
+}
+
+/// Lays `given` over `base`: tables key by key, anything else replaced whole.
+fn merge(base: &mut toml::Table, given: toml::Table) {
+    for (key, value) in given {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(below)), toml::Value::Table(above)) => merge(below, above),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
     }
 }
 
@@ -703,7 +687,9 @@ impl Checker<'_> {
         let count = self.range("demo.accounts", d.accounts, 0, DEMO_ACCOUNTS_MAX)?;
         let balance = self.amount("demo.balance", &d.balance, d.currency)?;
         let mut overrides = Vec::with_capacity(d.overrides.len());
-        for (i, o) in d.overrides.into_iter().enumerate() {
+        // No demo accounts (`accounts = 0`): the default's overrides have nothing to change.
+        let given = if count == 0 { Vec::new() } else { d.overrides };
+        for (i, o) in given.into_iter().enumerate() {
             let key = format!("demo.overrides[{i}]");
             if o.index >= count {
                 return Err(self.invalid(
@@ -871,6 +857,54 @@ mod tests {
         let error = error_after("shards = 0 ", "shards = \"two\" ");
         assert!(
             error.contains("shards") && error.contains("invalid type"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_file_names_only_what_it_changes() {
+        let settings = Settings::parse("[ledger]\nshards = 3\n", "small.toml").unwrap();
+        let default = Settings::embedded().unwrap();
+        assert_eq!(settings.shards, 3);
+        assert_eq!(
+            (
+                settings.acquirer_listen,
+                settings.limits,
+                settings.acquirers.len()
+            ),
+            (
+                default.acquirer_listen,
+                default.limits,
+                default.acquirers.len()
+            )
+        );
+        let error = Settings::parse("[ledger]\nshards = 999\n", "small.toml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "small.toml: ledger.shards: 999 is above the maximum 256"
+        );
+        // An array replaces the default's whole; a table merges key by key.
+        let settings = Settings::parse(
+            "[[acquirers]]\nid = \"777\"\nname = \"Other\"\n\n[demo]\naccounts = 0\n",
+            "other.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            settings.acquirers.keys().copied().collect::<Vec<_>>(),
+            [777]
+        );
+        let demo = settings.demo.unwrap();
+        assert_eq!(
+            (demo.count, demo.bin.as_str(), demo.overrides.len()),
+            (0, "400000", 0)
+        );
+        let error = Settings::parse("[limits]\nidle_timeout = 3\n", "typo.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("typo.toml: ") && error.contains("unknown field `idle_timeout`"),
             "{error}"
         );
     }

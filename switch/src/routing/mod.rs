@@ -2,6 +2,8 @@
 
 use crate::domain::Pan;
 
+pub mod actor;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Destination {
     /// A card of ours: the ledger shard that owns the account.

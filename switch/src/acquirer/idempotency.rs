@@ -24,6 +24,7 @@ use dashmap::mapref::entry::Entry as MapEntry;
 use tokio::sync::oneshot;
 
 use crate::domain::{Outcome, RequestIdentity};
+use crate::limits::WAITERS_PER_IDENTITY_DEFAULT;
 
 #[derive(Debug)]
 struct Entry {
@@ -125,9 +126,6 @@ fn classify(entry: &mut Entry, fingerprint: u64, waiters_max: usize) -> Begin {
         }
     }
 }
-
-/// Retransmissions that may wait for one identity's decision unless configured otherwise.
-pub const WAITERS_PER_IDENTITY_DEFAULT: usize = 8;
 
 impl IdempotencyStore {
     pub fn new(entries_max: usize, retention_seconds: u64) -> IdempotencyStore {

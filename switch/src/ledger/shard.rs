@@ -25,8 +25,9 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::request::{Kind, Posting, TxnKey, transmission_unix_seconds};
-use super::{CardToken, Minor, ResponseCode};
+use crate::domain::request::{Kind, Posting, TxnKey, transmission_unix_seconds};
+use crate::domain::{Balances, CardToken, Minor, Outcome, ResponseCode};
+use crate::limits::REVERSED_FIRST_SHARE;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Account {
@@ -55,33 +56,6 @@ impl Account {
 
     pub fn available(&self) -> i64 {
         self.ledger - self.held
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Balances {
-    pub ledger: i64,
-    pub available: i64,
-    pub currency: u16,
-}
-
-/// The decision for one request, everything the response needs beyond the echoed fields.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Outcome {
-    pub code: ResponseCode,
-    /// Field 38, on approval of a request that moved money or placed a hold.
-    pub auth_id: Option<[u8; 6]>,
-    /// Field 54, on a balance inquiry and on approvals of 0200.
-    pub balances: Option<Balances>,
-}
-
-impl Outcome {
-    pub const fn decline(code: ResponseCode) -> Outcome {
-        Outcome {
-            code,
-            auth_id: None,
-            balances: None,
-        }
     }
 }
 
@@ -294,10 +268,6 @@ pub struct LedgerShard {
     reversed_first: usize,
     limits: ShardLimits,
 }
-
-/// At most 1/this of a shard's transaction table holds reversals that came before their
-/// original.
-pub const REVERSED_FIRST_SHARE: usize = 8;
 
 impl LedgerShard {
     pub fn new(index: u32, limits: ShardLimits) -> LedgerShard {

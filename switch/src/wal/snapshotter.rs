@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::Receiver;
 
-use crate::actors::{Taken, unix_seconds};
+use crate::clock::unix_seconds;
+use crate::ledger::actor::Taken;
 use crate::wal::format::SnapshotSection;
 use crate::wal::snapshot;
 

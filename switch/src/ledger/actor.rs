@@ -1,178 +1,22 @@
-//! The pipeline's actors: risk → routing → ledger shard, replying to the session.
-//!
-//! Actors are thin: each holds a plain struct (`RiskEngine`, `RoutingTable`, `LedgerShard`) and
-//! moves messages. Data-path sends use `try_send` on bounded mailboxes, so overload becomes a
-//! fast 91 instead of a growing queue. Risk and routing run on the same arbiter as the sessions
-//! they serve; only the hop to the shard that owns the account crosses threads.
+//! The ledger shard actor: the single owner of its accounts. It reserves a place in the log,
+//! applies a transaction with the plain [`LedgerShard`], and hands the record with the waiting
+//! answer to the WAL writer, which releases it once durable ([`release`]). It also runs the
+//! shard's expiry steps and takes its part of snapshots.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::OwnedSemaphorePermit;
 
-use crate::domain::ledger::{LedgerShard, ShardImage};
-use crate::domain::{Outcome, Request, RequestIdentity, ResponseCode};
-use crate::risk::RiskEngine;
-use crate::routing::{Destination, RoutingTable};
+use super::shard::{LedgerShard, ShardImage};
+use crate::clock::unix_seconds;
+use crate::domain::{Outcome, ResponseCode};
+use crate::limits::EXPIRY_PIECE_MAX;
+use crate::pipeline::{Post, Reply, reply};
 use crate::wal::format::{self, Entry};
 use crate::wal::writer::{Durability, Submission, Wal};
 
-/// One request on its way through the pipeline, with everything needed to answer it.
-#[derive(Debug)]
-pub struct Transaction {
-    pub request: Request,
-    /// The request's message bytes (no frame header), for the fields the response echoes.
-    /// Shared with the read buffer, not copied; decoded again, borrowing, to answer.
-    pub frame: bytes::Bytes,
-    pub identity: RequestIdentity,
-    /// Digest of the request, logged with the outcome for retransmissions after a restart.
-    pub fingerprint: u64,
-    pub reply_to: Recipient<Reply>,
-    /// The session's in-flight slot; released once the response is written.
-    pub permit: OwnedSemaphorePermit,
-    pub received: Instant,
-}
-
-/// The pipeline's answer for one transaction.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Reply {
-    pub transaction: Transaction,
-    pub outcome: Outcome,
-    /// Shed before any decision (overload, or no issuer link): a retransmission is tried anew.
-    pub shed: bool,
-}
-
-fn reply(transaction: Transaction, outcome: Outcome, shed: bool) {
-    let reply_to = transaction.reply_to.clone();
-    reply_to.do_send(Reply {
-        transaction,
-        outcome,
-        shed,
-    });
-}
-
-fn shed(transaction: Transaction) {
-    reply(
-        transaction,
-        Outcome::decline(ResponseCode::IssuerUnavailable),
-        true,
-    );
-}
-
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Screen(pub Transaction);
-
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Route(pub Transaction);
-
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Post(pub Transaction);
-
-#[derive(Debug)]
-pub struct RiskActor {
-    engine: RiskEngine,
-    routing: Addr<RoutingActor>,
-    mailbox_capacity: usize,
-}
-
-impl RiskActor {
-    pub fn new(
-        engine: RiskEngine,
-        routing: Addr<RoutingActor>,
-        mailbox_capacity: usize,
-    ) -> RiskActor {
-        RiskActor {
-            engine,
-            routing,
-            mailbox_capacity,
-        }
-    }
-}
-
-impl Actor for RiskActor {
-    type Context = Context<Self>;
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.mailbox_capacity);
-    }
-}
-
-impl Handler<Screen> for RiskActor {
-    type Result = ();
-    fn handle(&mut self, Screen(transaction): Screen, _: &mut Self::Context) {
-        if let Err(code) = self.engine.evaluate(&transaction.request) {
-            return reply(transaction, Outcome::decline(code), false);
-        }
-        if let Err(error) = self.routing.try_send(Route(transaction)) {
-            let (SendError::Full(Route(transaction)) | SendError::Closed(Route(transaction))) =
-                error;
-            shed(transaction);
-        }
-    }
-}
-
-#[derive(Debug)]
-pub struct RoutingActor {
-    table: Arc<RoutingTable>,
-    shards: Arc<[Addr<LedgerActor>]>,
-    mailbox_capacity: usize,
-}
-
-impl RoutingActor {
-    pub fn new(
-        table: Arc<RoutingTable>,
-        shards: Arc<[Addr<LedgerActor>]>,
-        mailbox_capacity: usize,
-    ) -> RoutingActor {
-        RoutingActor {
-            table,
-            shards,
-            mailbox_capacity,
-        }
-    }
-}
-
-pub use crate::domain::ledger::shard_of;
-
-impl Actor for RoutingActor {
-    type Context = Context<Self>;
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.mailbox_capacity);
-    }
-}
-
-impl Handler<Route> for RoutingActor {
-    type Result = ();
-    fn handle(&mut self, Route(transaction): Route, _: &mut Self::Context) {
-        match self.table.route(&transaction.request.pan) {
-            Some(Destination::OnUs) => {
-                let shard = &self.shards[shard_of(&transaction.request.card, self.shards.len())];
-                if let Err(error) = shard.try_send(Post(transaction)) {
-                    let (SendError::Full(Post(transaction)) | SendError::Closed(Post(transaction))) =
-                        error;
-                    shed(transaction);
-                }
-            }
-            // Issuer channels are a later issue: no link means the issuer is unavailable.
-            Some(Destination::Issuer(_)) => shed(transaction),
-            None => reply(
-                transaction,
-                Outcome::decline(ResponseCode::NoSuchIssuer),
-                false,
-            ),
-        }
-    }
-}
-
 /// How often a shard releases expired holds.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
-/// Holds (and, separately, postings) one expiry step takes off at most: about a millisecond
-/// of a shard's time, and one small record, however much falls due at once.
-pub const EXPIRY_PIECE_MAX: u32 = 4_096;
 
 /// What waits for a WAL record to be durable.
 // `Nothing` is rare (one per expiry tick that released holds); boxing `Answer` to shrink it
@@ -305,12 +149,6 @@ impl LedgerActor {
             ctx.run_later(Duration::ZERO, |actor, ctx| actor.expire(ctx));
         }
     }
-}
-
-pub fn unix_seconds() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl Actor for LedgerActor {

@@ -1,8 +1,20 @@
-//! Risk rules evaluated before routing: cheap, stateless checks that decline early.
+//! Risk rules evaluated before routing: cheap, stateless checks that decline early. The
+//! [`actor`] owns them on each worker.
 //! Velocity and scoring (state sharded by card) belong to the full risk engine, a later issue.
 
-use crate::config::RiskRules;
-use crate::domain::{Kind, Request, ResponseCode};
+use crate::domain::{Kind, Minor, Request, ResponseCode};
+
+pub mod actor;
+
+/// The rules of `[risk]` in the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RiskRules {
+    /// Largest single amount, in minor units of `amount_max_currency`.
+    pub amount_max: Minor,
+    pub amount_max_currency: u16,
+    pub blocked_bins: Vec<Vec<u8>>,
+    pub blocked_merchant_categories: Vec<u16>,
+}
 
 #[derive(Clone, Debug)]
 pub struct RiskEngine {

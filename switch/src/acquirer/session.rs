@@ -25,16 +25,13 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
-use crate::actors::{Reply, RiskActor, Screen, Transaction};
-use crate::config::{Acquirer, Limits};
+use super::Acquirer;
+use super::idempotency::{Begin, IdempotencyStore};
+use super::iso::{self, Class};
 use crate::domain::{Outcome, ResponseCode, Tokenizer};
-use crate::idempotency::{Begin, IdempotencyStore};
-use crate::iso::{self, Class};
-
-/// Bytes the reader asks the socket for at a time.
-const READ_CHUNK_BYTES: usize = 16 * 1024;
-/// The writer flushes once this much is gathered, even if more responses are ready.
-const WRITE_BATCH_BYTES: usize = 64 * 1024;
+use crate::limits::{Limits, READ_CHUNK_BYTES, WRITE_BATCH_BYTES};
+use crate::pipeline::{Reply, Screen, Transaction};
+use crate::risk::actor::RiskActor;
 
 /// What every session on one worker shares.
 #[derive(Clone, Debug)]

@@ -1,0 +1,82 @@
+//! Every bound of the switch in one place: the compile-time ones below, related by `const`
+//! assertions, and the configured ones ([`Limits`], `[limits]` in `config/switch.toml`, with
+//! the per-subsystem bounds `ledger.*` and `wal.*` checked in `crate::config`).
+//!
+//! Why bounds: a queue, table or buffer without one is memory set by rate × time, and a switch
+//! runs for days. Over a bound the switch sheds load with a fast answer (91 or 96) or applies
+//! backpressure; it never grows.
+
+use crate::wal::format::RECORD_BODY_MAX;
+
+// Acquirer sessions.
+
+/// Bytes a session asks the socket for at a time.
+pub const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// A session's writer flushes once this much is gathered, even if more responses are ready.
+pub const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// Connections waiting to be accepted at most (the kernel's queue).
+pub const ACCEPT_BACKLOG: u32 = 1024;
+/// Identical retransmissions that may wait for one undecided request, unless configured.
+pub const WAITERS_PER_IDENTITY_DEFAULT: usize = 8;
+
+// Ledger.
+
+/// Shards at most (`ledger.shards`).
+pub const SHARDS_MAX: usize = 256;
+/// Demo accounts at most (`demo.accounts`).
+pub const DEMO_ACCOUNTS_MAX: u64 = 50_000_000;
+/// Holds (and, separately, postings) one expiry step takes off at most: about a millisecond
+/// of a shard's time, and one small record, however much falls due at once.
+pub const EXPIRY_PIECE_MAX: u32 = 4_096;
+/// At most 1/this of a shard's transaction table holds reversals that came before their
+/// original: they need no funds, so they must not crowd out real transactions.
+pub const REVERSED_FIRST_SHARE: usize = 8;
+
+// Write-ahead log and recovery.
+
+/// The largest entry the switch writes (an `Applied` record is about 100 bytes, an `Expire`
+/// record about 40); `wal::format` pins it with a test.
+pub const ENTRY_BYTES_MAX: usize = 256;
+/// Entries handed to a shard's replay thread at a time, and batches queued for it at most:
+/// recovery's memory is bounded by their product, not by the log's length.
+pub const REPLAY_BATCH: usize = 4_096;
+pub const REPLAY_BATCHES_QUEUED: usize = 16;
+
+const _: () = assert!(
+    ENTRY_BYTES_MAX + 8 <= RECORD_BODY_MAX,
+    "every entry fits a record, with its LSN"
+);
+const _: () = assert!(
+    WRITE_BATCH_BYTES >= READ_CHUNK_BYTES,
+    "a session writes at least what it reads at once"
+);
+const _: () = assert!(
+    REVERSED_FIRST_SHARE >= 2,
+    "early reversals take at most half of a table"
+);
+const _: () = assert!(
+    SHARDS_MAX <= u32::MAX as usize,
+    "shard indexes are logged as u32"
+);
+const _: () = assert!(
+    REPLAY_BATCH * REPLAY_BATCHES_QUEUED <= 1 << 20,
+    "replay holds at most a million entries per shard in flight"
+);
+
+/// Limits of the running switch; see `config/switch.toml` for what each one bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub connections_max: usize,
+    pub inflight_per_connection: usize,
+    pub idle_timeout_seconds: u64,
+    pub mailbox_capacity: usize,
+    pub idempotency_entries_max: usize,
+    pub idempotency_retention_seconds: u64,
+    pub shutdown_drain_seconds: u64,
+    /// A connection whose peer takes longer than this to accept a write is closed.
+    pub write_timeout_seconds: u64,
+    /// How long a retransmission waits for its original's decision before it is answered 91.
+    pub retransmission_wait_seconds: u64,
+    /// Retransmissions that may wait for one undecided request; more are answered 91.
+    pub retransmission_waiters_max: usize,
+}

@@ -1,0 +1,64 @@
+//! What travels the request path: a [`Transaction`] from the acquirer session through risk,
+//! routing and a ledger shard, and the [`Reply`] that comes back to the session, once durable.
+
+use std::time::Instant;
+
+use actix::prelude::*;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::domain::{Outcome, Request, RequestIdentity, ResponseCode};
+
+/// One request on its way through the pipeline, with everything needed to answer it.
+#[derive(Debug)]
+pub struct Transaction {
+    pub request: Request,
+    /// The request's message bytes (no frame header), for the fields the response echoes.
+    /// Shared with the read buffer, not copied; decoded again, borrowing, to answer.
+    pub frame: bytes::Bytes,
+    pub identity: RequestIdentity,
+    /// Digest of the request, logged with the outcome for retransmissions after a restart.
+    pub fingerprint: u64,
+    pub reply_to: Recipient<Reply>,
+    /// The session's in-flight slot; released once the response is written.
+    pub permit: OwnedSemaphorePermit,
+    pub received: Instant,
+}
+
+/// The pipeline's answer for one transaction.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Reply {
+    pub transaction: Transaction,
+    pub outcome: Outcome,
+    /// Shed before any decision (overload, or no issuer link): a retransmission is tried anew.
+    pub shed: bool,
+}
+
+pub fn reply(transaction: Transaction, outcome: Outcome, shed: bool) {
+    let reply_to = transaction.reply_to.clone();
+    reply_to.do_send(Reply {
+        transaction,
+        outcome,
+        shed,
+    });
+}
+
+pub fn shed(transaction: Transaction) {
+    reply(
+        transaction,
+        Outcome::decline(ResponseCode::IssuerUnavailable),
+        true,
+    );
+}
+
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Screen(pub Transaction);
+
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Route(pub Transaction);
+
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Post(pub Transaction);

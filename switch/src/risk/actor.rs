@@ -1,0 +1,51 @@
+//! The risk actor: owns the rules (and, later, their state) and screens each transaction
+//! before routing. The decisions are the plain [`super::RiskEngine`]'s.
+
+use actix::prelude::*;
+
+use super::RiskEngine;
+use crate::domain::Outcome;
+use crate::pipeline::{Route, Screen, reply, shed};
+use crate::routing::actor::RoutingActor;
+
+#[derive(Debug)]
+pub struct RiskActor {
+    engine: RiskEngine,
+    routing: Addr<RoutingActor>,
+    mailbox_capacity: usize,
+}
+
+impl RiskActor {
+    pub fn new(
+        engine: RiskEngine,
+        routing: Addr<RoutingActor>,
+        mailbox_capacity: usize,
+    ) -> RiskActor {
+        RiskActor {
+            engine,
+            routing,
+            mailbox_capacity,
+        }
+    }
+}
+
+impl Actor for RiskActor {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.mailbox_capacity);
+    }
+}
+
+impl Handler<Screen> for RiskActor {
+    type Result = ();
+    fn handle(&mut self, Screen(transaction): Screen, _: &mut Self::Context) {
+        if let Err(code) = self.engine.evaluate(&transaction.request) {
+            return reply(transaction, Outcome::decline(code), false);
+        }
+        if let Err(error) = self.routing.try_send(Route(transaction)) {
+            let (SendError::Full(Route(transaction)) | SendError::Closed(Route(transaction))) =
+                error;
+            shed(transaction);
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! The routing actor: sends each screened transaction to the ledger shard that owns its card,
+//! or answers for the destinations that have no channel yet.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use super::{Destination, RoutingTable};
+use crate::domain::{Outcome, ResponseCode};
+use crate::ledger::actor::LedgerActor;
+use crate::ledger::shard_of;
+use crate::pipeline::{Post, Route, reply, shed};
+
+#[derive(Debug)]
+pub struct RoutingActor {
+    table: Arc<RoutingTable>,
+    shards: Arc<[Addr<LedgerActor>]>,
+    mailbox_capacity: usize,
+}
+
+impl RoutingActor {
+    pub fn new(
+        table: Arc<RoutingTable>,
+        shards: Arc<[Addr<LedgerActor>]>,
+        mailbox_capacity: usize,
+    ) -> RoutingActor {
+        RoutingActor {
+            table,
+            shards,
+            mailbox_capacity,
+        }
+    }
+}
+
+impl Actor for RoutingActor {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.mailbox_capacity);
+    }
+}
+
+impl Handler<Route> for RoutingActor {
+    type Result = ();
+    fn handle(&mut self, Route(transaction): Route, _: &mut Self::Context) {
+        match self.table.route(&transaction.request.pan) {
+            Some(Destination::OnUs) => {
+                let shard = &self.shards[shard_of(&transaction.request.card, self.shards.len())];
+                if let Err(error) = shard.try_send(Post(transaction)) {
+                    let (SendError::Full(Post(transaction)) | SendError::Closed(Post(transaction))) =
+                        error;
+                    shed(transaction);
+                }
+            }
+            // Issuer channels are a later issue: no link means the issuer is unavailable.
+            Some(Destination::Issuer(_)) => shed(transaction),
+            None => reply(
+                transaction,
+                Outcome::decline(ResponseCode::NoSuchIssuer),
+                false,
+            ),
+        }
+    }
+}
