@@ -215,13 +215,16 @@ fn wal_dump(dir: &std::path::Path) -> anyhow::Result<()> {
             Entry::Expire {
                 shard,
                 shards,
-                at_seconds,
-                holds_max,
-                postings_max,
+                step,
                 done,
             } => format!(
-                "{lsn} at={at_seconds} expiry of shard {shard}/{shards} (at most {holds_max} holds, {postings_max} postings): \
+                "{lsn} at={} expiry of shard {shard}/{shards} (holds past {} s, at most {}; postings past {} s, at most {}): \
                  {} holds off ({} released), {} forgotten{}",
+                step.at_seconds,
+                step.hold_expiry_seconds,
+                step.holds_max,
+                step.reversal_window_seconds,
+                step.postings_max,
                 done.holds,
                 done.released,
                 done.forgotten,

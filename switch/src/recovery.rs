@@ -19,7 +19,7 @@ use anyhow::{Context as _, bail};
 use crate::acquirer::idempotency::IdempotencyStore;
 use crate::config::{AccountOverride, Settings};
 use crate::domain::{CardToken, Outcome, Posting, Tokenizer, TxnKey};
-use crate::ledger::{Account, Expiry, LedgerShard, ShardImage, reshard, shard_of};
+use crate::ledger::{Account, Expiry, ExpiryStep, LedgerShard, ShardImage, reshard, shard_of};
 use crate::limits::{REPLAY_BATCH, REPLAY_BATCHES_QUEUED};
 use crate::wal::format::{self, Entry, SnapshotSection};
 use crate::wal::scan::{self, Mode, ScanReport};
@@ -47,9 +47,7 @@ enum Work {
     },
     Expire {
         lsn: u64,
-        at_seconds: u64,
-        holds_max: u32,
-        postings_max: u32,
+        step: ExpiryStep,
         done: Expiry,
     },
 }
@@ -95,8 +93,8 @@ fn replay_shard(
                 }
                 Work::Release { lsn, card, key } => (!shard.release_expired(&key))
                     .then(|| format!("entry at LSN {lsn} releases a hold of {card} that replay does not have open")),
-                Work::Expire { lsn, at_seconds, holds_max, postings_max, done } => {
-                    let again = shard.expire_bounded(at_seconds, holds_max, postings_max);
+                Work::Expire { lsn, step, done } => {
+                    let again = shard.expire_step(&step);
                     (again != done).then(|| {
                         format!("entry at LSN {lsn}: expiry replayed as {again:?} where the log says {done:?}")
                     })
@@ -125,6 +123,7 @@ fn replay(
     let retention = settings.limits.idempotency_retention_seconds;
     // The shard whose marker decides whether an entry is already in the snapshot.
     let covered = |card: &CardToken, lsn: u64| lsn < markers[shard_of(card, markers.len())];
+    let first_marker = markers.iter().copied().min().unwrap_or(0);
     let failed = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let mut senders = Vec::with_capacity(count);
@@ -181,11 +180,14 @@ fn replay(
                 Entry::Expire {
                     shard,
                     shards,
-                    at_seconds,
-                    holds_max,
-                    postings_max,
+                    step,
                     done,
                 } => {
+                    // Already in the snapshot (which may be of another shard count): skipped
+                    // before anything about its shard is checked.
+                    if lsn < first_marker {
+                        return Ok(());
+                    }
                     if shards as usize != count {
                         return Err(format!(
                             "entry at LSN {lsn} was written with {shards} shards, and replay runs {count}: \
@@ -197,17 +199,7 @@ fn replay(
                         return Err(format!("entry at LSN {lsn} names shard {shard} of {count}"));
                     }
                     if lsn >= markers[shard] {
-                        push(
-                            &mut batches,
-                            shard,
-                            Work::Expire {
-                                lsn,
-                                at_seconds,
-                                holds_max,
-                                postings_max,
-                                done,
-                            },
-                        );
+                        push(&mut batches, shard, Work::Expire { lsn, step, done });
                     }
                 }
                 Entry::Expired { holds, .. } => {
@@ -425,6 +417,13 @@ pub fn recover(
     }
     let replay = replay(settings, shards, &markers, idempotency, now_seconds)?;
     let (mut shards, report) = (replay.shards, replay.report);
+    if report.next_lsn < last_marker {
+        bail!(
+            "cannot recover from the WAL in {}: the snapshot covers records up to LSN {last_marker}, the log ends at {}",
+            dir.display(),
+            report.next_lsn
+        );
+    }
     if shards.len() != settings.shards {
         tracing::info!(
             from = shards.len(),
@@ -461,13 +460,6 @@ pub fn recover(
                 dir.display()
             )
         })?;
-    }
-    if report.next_lsn < last_marker {
-        bail!(
-            "cannot recover from the WAL in {}: the snapshot covers records up to LSN {last_marker}, the log ends at {}",
-            dir.display(),
-            report.next_lsn
-        );
     }
     if let Some(torn) = &report.torn_tail {
         tracing::warn!(

@@ -114,11 +114,10 @@ impl LedgerActor {
         if !self.wal.try_reserve() {
             return;
         }
-        let at_seconds = unix_seconds();
-        let (holds_max, postings_max) = (EXPIRY_PIECE_MAX, EXPIRY_PIECE_MAX);
-        let done = self
+        let step = self
             .shard
-            .expire_bounded(at_seconds, holds_max, postings_max);
+            .expiry_step(unix_seconds(), EXPIRY_PIECE_MAX, EXPIRY_PIECE_MAX);
+        let done = self.shard.expire_step(&step);
         if done.is_empty() {
             self.wal.unreserve();
             return;
@@ -134,9 +133,7 @@ impl LedgerActor {
         let entry = Entry::Expire {
             shard: self.shard.index(),
             shards: self.shards,
-            at_seconds,
-            holds_max,
-            postings_max,
+            step,
             done,
         };
         let mut payload = Vec::with_capacity(64);

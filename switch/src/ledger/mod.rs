@@ -10,5 +10,6 @@ pub mod actor;
 pub mod shard;
 
 pub use shard::{
-    Account, Expiry, LedgerShard, Part, Record, ShardImage, ShardLimits, State, reshard, shard_of,
+    Account, Expiry, ExpiryStep, LedgerShard, Part, Record, ShardImage, ShardLimits, State,
+    reshard, shard_of,
 };

@@ -140,6 +140,16 @@ pub struct ShardImage {
     pub auth_counter: u64,
 }
 
+/// Everything one expiry step depends on: the WAL records it, and replay repeats it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpiryStep {
+    pub at_seconds: u64,
+    pub hold_expiry_seconds: u64,
+    pub reversal_window_seconds: u64,
+    pub holds_max: u32,
+    pub postings_max: u32,
+}
+
 /// What one call of [`LedgerShard::expire_bounded`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Expiry {
@@ -666,9 +676,33 @@ impl LedgerShard {
         holds_max: u32,
         postings_max: u32,
     ) -> Expiry {
+        self.expire_step(&self.expiry_step(now_seconds, holds_max, postings_max))
+    }
+
+    /// The expiry step at `now_seconds` under this shard's configured limits.
+    pub fn expiry_step(&self, now_seconds: u64, holds_max: u32, postings_max: u32) -> ExpiryStep {
+        ExpiryStep {
+            at_seconds: now_seconds,
+            hold_expiry_seconds: self.limits.hold_expiry_seconds,
+            reversal_window_seconds: self.limits.reversal_window_seconds,
+            holds_max,
+            postings_max,
+        }
+    }
+
+    /// One expiry step with every argument given, as the WAL records it: replay repeats it
+    /// with the limits of its time, whatever the configuration says now.
+    pub fn expire_step(&mut self, step: &ExpiryStep) -> Expiry {
+        let ExpiryStep {
+            at_seconds: now_seconds,
+            hold_expiry_seconds,
+            reversal_window_seconds,
+            holds_max,
+            postings_max,
+        } = *step;
         let mut done = Expiry::default();
         while let Some(&(created, key)) = self.holds_by_age.front() {
-            if now_seconds.saturating_sub(created) < self.limits.hold_expiry_seconds {
+            if now_seconds.saturating_sub(created) < hold_expiry_seconds {
                 break;
             }
             if done.holds == holds_max {
@@ -687,7 +721,7 @@ impl LedgerShard {
         // In order of decision, each due a window after the later of its decision and field 7:
         // one sent with a clock ahead holds back those behind it by that much, a day at most.
         while let Some(&(created, key)) = self.postings_by_age.front() {
-            if now_seconds.saturating_sub(created) < self.limits.reversal_window_seconds {
+            if now_seconds.saturating_sub(created) < reversal_window_seconds {
                 break;
             }
             if done.forgotten == postings_max {

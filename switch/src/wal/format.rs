@@ -7,7 +7,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `SWITCHWL` |
-//! | 8 | 4 | format version, u32 little-endian (2; version 1 is still read) |
+//! | 8 | 4 | format version, u32 little-endian (3; versions 1 and 2 are still read) |
 //! | 12 | 8 | segment sequence, u64 LE (equals the file name's number) |
 //! | 20 | 8 | LSN of the segment's first record, u64 LE |
 //! | 28 | 4 | CRC-32C of bytes 0..28, u32 LE |
@@ -19,13 +19,13 @@
 //! |---|---|---|
 //! | 0 | 4 | body length `n` (LSN + payload), u32 LE, 9..=[`RECORD_BODY_MAX`] |
 //! | 4 | 4 | CRC-32C of the length bytes and the body, u32 LE |
-//! | 8 | 8 | LSN, u64 LE: one more than the record before it, across segments; in format 2 its top bit (2^63) is set on the first record of each group |
+//! | 8 | 8 | LSN, u64 LE: one more than the record before it, across segments; from format 3 its top bit (2^63) is set on the first record of each group |
 //! | 16 | n − 8 | payload: an [`Entry`] in bincode 2 (standard configuration) |
 //!
 //! The checksum covers the length, so a damaged length is caught like damaged data.
 //!
 //! The writer writes a group only after the group before it is on disk, so a record marked
-//! as a group's first (format 2) proves that every record before it was acknowledged: recovery
+//! as a group's first (format 3) proves that every record before it was acknowledged: recovery
 //! uses it to tell damage to acknowledged records (corruption) from a last group torn by a
 //! crash while being written (a torn tail), even when some of that group's records survived
 //! and some did not.
@@ -59,12 +59,16 @@
 use bincode::{Decode, Encode};
 
 use crate::domain::{Balances, CardToken, Kind, Outcome, Posting, ResponseCode, TxnKey};
-use crate::ledger::{Account, Expiry, Part, Record, ShardImage, State};
+use crate::ledger::{Account, Expiry, ExpiryStep, Part, Record, ShardImage, State};
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SWITCHWL";
-/// Segments: version 2 may hold entry variant 2 (a build that reads only version 1 would call
-/// it damage); version 1 segments are still read.
-pub const FORMAT_VERSION: u32 = 2;
+/// Segments: version 3 marks the first record of each group (version 2, written only by
+/// development builds, holds entry variants 2 and 3 without marks); versions 1 and 2 are still
+/// read, under the rule without marks. The writer never appends to an older segment: it
+/// starts a new one.
+pub const FORMAT_VERSION: u32 = 3;
+/// The first segment version whose groups are marked.
+pub const MARKED_GROUPS_VERSION: u32 = 3;
 /// Snapshots: version 2 keeps each transaction's effective, held and captured amounts and the
 /// hold a completion captured; version 1 files are still read.
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
@@ -163,7 +167,7 @@ impl SegmentHeader {
     }
 }
 
-/// The LSN bit that marks the first record of a group (format 2).
+/// The LSN bit that marks the first record of a group (format 3).
 const GROUP_START: u64 = 1 << 63;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -264,9 +268,7 @@ pub enum Entry {
     Expire {
         shard: u32,
         shards: u32,
-        at_seconds: u64,
-        holds_max: u32,
-        postings_max: u32,
+        step: ExpiryStep,
         done: Expiry,
     },
 }
@@ -326,6 +328,8 @@ struct ExpireRecord {
     shard: u32,
     shards: u32,
     at_seconds: u64,
+    hold_expiry_seconds: u64,
+    reversal_window_seconds: u64,
     holds_max: u32,
     postings_max: u32,
     holds: u32,
@@ -428,16 +432,16 @@ pub fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
         Entry::Expire {
             shard,
             shards,
-            at_seconds,
-            holds_max,
-            postings_max,
+            step,
             done,
         } => EntryRecord::Expire(ExpireRecord {
             shard: *shard,
             shards: *shards,
-            at_seconds: *at_seconds,
-            holds_max: *holds_max,
-            postings_max: *postings_max,
+            at_seconds: step.at_seconds,
+            hold_expiry_seconds: step.hold_expiry_seconds,
+            reversal_window_seconds: step.reversal_window_seconds,
+            holds_max: step.holds_max,
+            postings_max: step.postings_max,
             holds: done.holds,
             released: done.released,
             forgotten: done.forgotten,
@@ -508,9 +512,13 @@ pub fn decode_entry(payload: &[u8]) -> Result<Entry, EntryError> {
         EntryRecord::Expire(r) => Entry::Expire {
             shard: r.shard,
             shards: r.shards,
-            at_seconds: r.at_seconds,
-            holds_max: r.holds_max,
-            postings_max: r.postings_max,
+            step: ExpiryStep {
+                at_seconds: r.at_seconds,
+                hold_expiry_seconds: r.hold_expiry_seconds,
+                reversal_window_seconds: r.reversal_window_seconds,
+                holds_max: r.holds_max,
+                postings_max: r.postings_max,
+            },
             done: Expiry {
                 holds: r.holds,
                 released: r.released,
@@ -758,7 +766,10 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Vec<SnapshotSection>, SnapshotErr
         return Err(SnapshotError::Header("unsupported format version"));
     }
     let count = u32_at(bytes, 12) as usize;
-    let mut sections = Vec::with_capacity(count.min(1024));
+    if !(1..=crate::limits::SHARDS_MAX).contains(&count) {
+        return Err(SnapshotError::Header("shard count out of range"));
+    }
+    let mut sections = Vec::with_capacity(count);
     let mut at = SNAPSHOT_HEADER_LEN;
     for index in 0..count {
         let fail = |problem: &str| SnapshotError::Section(index, problem.to_owned());
@@ -917,9 +928,13 @@ mod tests {
         let expire = Entry::Expire {
             shard: 1,
             shards: 2,
-            at_seconds: 9,
-            holds_max: 4_096,
-            postings_max: 4_096,
+            step: ExpiryStep {
+                at_seconds: 9,
+                hold_expiry_seconds: 604_800,
+                reversal_window_seconds: 86_400,
+                holds_max: 4_096,
+                postings_max: 4_096,
+            },
             done: Expiry {
                 holds: 4_096,
                 released: 4_000,

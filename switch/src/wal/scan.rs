@@ -11,9 +11,9 @@
 //! | earlier segment | either | corruption |
 //!
 //! "A later acknowledged record" is one anywhere after X in the segment whose checksum holds,
-//! whose LSN is not below the expected one, and which starts a later group (format 2: the
+//! whose LSN is not below the expected one, and which starts a later group (format 3: the
 //! writer writes a group only once the one before is on disk, so such a record proves that the
-//! damaged one had been acknowledged). In format 1 segments, which carry no group marks, any
+//! damaged one had been acknowledged). In format 1 and 2 segments, which carry no marks, any
 //! intact later record counts. So a last group torn by a crash (a hole, then surviving records
 //! of the same unacknowledged group) is a torn tail, while a damaged length field in the middle
 //! of the log cannot pass for one and drop acknowledged records. The search costs nothing on a
@@ -47,6 +47,8 @@ pub struct Tail {
     pub sequence: u64,
     pub path: PathBuf,
     pub valid_len: u64,
+    /// The segment's format version: the writer appends only to one of its own.
+    pub version: u32,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -120,13 +122,14 @@ pub fn first_lsn_of(segment: &Path) -> Option<u64> {
 }
 
 /// Whether an intact record with LSN at least `min_lsn` starts anywhere in `bytes[from..]`
-/// that proves the records before it were acknowledged: in format 2, the first record of a
-/// later group; in format 1 (no group marks), any record.
+/// that proves the records before it were acknowledged: from format 3, the first record of a
+/// later group; in formats 1 and 2 (no group marks), any record.
 fn acknowledged_after(bytes: &[u8], from: usize, min_lsn: u64, version: u32) -> bool {
     (from..bytes.len()).any(|at| {
         matches!(
             format::read_record(&bytes[at..]),
-            RecordRead::Record { lsn, group_start, .. } if lsn >= min_lsn && (group_start || version < 2)
+            RecordRead::Record { lsn, group_start, .. }
+                if lsn >= min_lsn && (group_start || version < format::MARKED_GROUPS_VERSION)
         )
     })
 }
@@ -258,6 +261,7 @@ pub fn scan(
             sequence: *sequence,
             path: path.clone(),
             valid_len: offset as u64,
+            version: SegmentHeader::version_of(&bytes),
         });
     }
     report.next_lsn = expected.unwrap_or(0);

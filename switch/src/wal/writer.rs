@@ -198,6 +198,8 @@ struct Writer<C, R> {
     on_failure: Option<Box<dyn FnOnce(String) + Send>>,
     /// Segment and length at the end of the last durable group.
     released: (u64, u64),
+    /// Completions of a durable group not yet released.
+    releasing: std::collections::VecDeque<(C, u64)>,
 }
 
 /// Statistics of one writer's life, for the log line at exit and for benchmarks.
@@ -225,11 +227,18 @@ where
     R: Fn(C, Durability, u64) + Send + 'static,
 {
     let (file, segment_sequence, segment_len) = match tail {
-        Some(tail) => (
+        Some(tail) if tail.version == format::FORMAT_VERSION => (
             storage.open_append(&tail.path, tail.valid_len)?,
             tail.sequence,
             tail.valid_len,
         ),
+        Some(tail) => {
+            // A segment of another format version is never appended to (its readers would not
+            // know the records' marks): the log goes on in a new segment.
+            let sequence = tail.sequence + 1;
+            let (file, len) = create_segment(storage.as_mut(), &config.dir, sequence, next_lsn)?;
+            (file, sequence, len)
+        }
         None => {
             let (file, len) = create_segment(storage.as_mut(), &config.dir, 0, next_lsn)?;
             (file, 0, len)
@@ -257,6 +266,7 @@ where
         release,
         on_failure: Some(Box::new(on_failure)),
         released: (segment_sequence, segment_len),
+        releasing: std::collections::VecDeque::new(),
     };
     let handle = std::thread::Builder::new()
         .name("wal-writer".into())
@@ -300,6 +310,11 @@ impl<C, R: Fn(C, Durability, u64)> Writer<C, R> {
                 .unwrap_or_else(|| "no message".to_owned());
             self.failed.store(true, Ordering::Release);
             let cut = self.cut_to_released();
+            // Durable records whose answers were being released when it happened: they are in
+            // the log, so their answers are true (but the one whose release panicked).
+            while let Some((completion, lsn)) = self.releasing.pop_front() {
+                (self.release)(completion, Durability::Durable, lsn);
+            }
             for (completion, lsn) in completions.drain(..) {
                 (self.release)(completion, Durability::Failed, lsn);
             }
@@ -358,9 +373,11 @@ impl<C, R: Fn(C, Durability, u64)> Writer<C, R> {
             stats.records += completions.len() as u64;
             match result {
                 Ok(()) => {
-                    // Durable: from here on the group stays in the log, whatever happens.
+                    // Durable: from here on the group stays in the log, whatever happens, and
+                    // what is not released yet is held where a panic can still release it.
                     self.released = (self.segment_sequence, self.segment_len);
-                    for (completion, lsn) in completions.drain(..) {
+                    self.releasing.extend(completions.drain(..));
+                    while let Some((completion, lsn)) = self.releasing.pop_front() {
                         (self.release)(completion, Durability::Durable, lsn);
                     }
                 }
@@ -427,14 +444,15 @@ impl<C, R: Fn(C, Durability, u64)> Writer<C, R> {
                 return Ok(());
             }
             if self.segment_len >= self.config.segment_bytes {
-                self.segment_sequence += 1;
                 let first_lsn = self.next_lsn_of_group(group);
                 let (file, len) = create_segment(
                     self.storage.as_mut(),
                     &self.config.dir,
-                    self.segment_sequence,
+                    self.segment_sequence + 1,
                     first_lsn,
                 )?;
+                // Only now: a failed create leaves the open segment's number with its file.
+                self.segment_sequence += 1;
                 self.file = file;
                 self.segment_len = len;
                 durable_len = len;
@@ -591,6 +609,31 @@ mod tests {
         assert_eq!(records.len(), 60);
         assert_eq!(records[59].1, 219u32.to_le_bytes());
         assert!(scan::segments(&dir).unwrap().len() > 3, "rotated by size");
+    }
+
+    #[test]
+    fn a_segment_of_an_older_format_is_never_appended_to() {
+        let dir = dir("older");
+        let (wal, handle, _, _) = start_writer(config(&dir), Box::new(Disk));
+        submit(&wal, 0, Some(b"old"));
+        drop(wal);
+        handle.join().unwrap();
+        // Make it a version 1 segment, as an earlier build wrote it.
+        let path = dir.join(format::segment_file_name(0));
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[0..28]);
+        bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+        fs::write(&path, bytes).unwrap();
+        let (wal, handle, _, _) = start_writer(config(&dir), Box::new(Disk));
+        submit(&wal, 1, Some(b"new"));
+        drop(wal);
+        handle.join().unwrap();
+        assert_eq!(scan::segments(&dir).unwrap().len(), 2, "a new segment");
+        assert_eq!(
+            read_back(&dir),
+            [(0, b"old".to_vec()), (1, b"new".to_vec())]
+        );
     }
 
     #[test]
