@@ -70,6 +70,24 @@ fn stages(c: &mut Criterion) {
         "parse 0100 into a request (incl. tokenising the PAN)",
         |b| b.iter(|| iso::parse_request(black_box(&message), iso::today_utc(), &tokenizer)),
     );
+    // What one request adds on the real path: its count and its six stage latencies.
+    c.bench_function(
+        "metrics: count one transaction and observe its six stages",
+        |b| {
+            let metrics = switch::ops::metrics::metrics();
+            let elapsed = Duration::from_micros(120);
+            b.iter(|| {
+                metrics.count(
+                    black_box(b"0100"),
+                    switch::domain::ResponseCode::Approved,
+                    switch::ops::metrics::Route::OnUs,
+                );
+                for stage in switch::ops::metrics::Stage::ALL {
+                    metrics.observe(stage, black_box(elapsed));
+                }
+            })
+        },
+    );
     let risk = RiskEngine::new(settings.risk.clone());
     c.bench_function("risk evaluation", |b| {
         b.iter(|| risk.evaluate(black_box(&request)))

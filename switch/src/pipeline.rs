@@ -7,6 +7,7 @@ use actix::prelude::*;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::domain::{Outcome, Request, RequestIdentity, ResponseCode};
+use crate::ops::metrics::Route as RouteLabel;
 
 /// One request on its way through the pipeline, with everything needed to answer it.
 #[derive(Debug)]
@@ -21,7 +22,12 @@ pub struct Transaction {
     pub reply_to: Recipient<Reply>,
     /// The session's in-flight slot; released once the response is written.
     pub permit: OwnedSemaphorePermit,
+    /// When its frame was read, for the stage and total latencies.
     pub received: Instant,
+    /// Where routing sent it (the metrics' `route` label).
+    pub route: RouteLabel,
+    /// When its record was submitted to the WAL, for the WAL stage's latency.
+    pub logged: Option<Instant>,
 }
 
 /// The pipeline's answer for one transaction.

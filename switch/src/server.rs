@@ -30,6 +30,7 @@ use crate::domain::Tokenizer;
 use crate::ledger::actor::{LedgerActor, ShardTotal, TakeSnapshot, release};
 use crate::limits::ACCEPT_BACKLOG;
 use crate::ops::http::{self, Health};
+use crate::ops::metrics::metrics;
 use crate::recovery::{self, DirectoryLock};
 use crate::risk::RiskEngine;
 use crate::risk::actor::RiskActor;
@@ -298,10 +299,14 @@ async fn start(
             let mut tick = tokio::time::interval(IDEMPOTENCY_SWEEP_INTERVAL);
             loop {
                 tick.tick().await;
+                let sweep = idempotency.sweep(unix_seconds());
+                metrics()
+                    .idempotency_entries
+                    .set(i64::try_from(idempotency.len()).unwrap_or(i64::MAX));
                 if let Sweep::RotatedEarly {
                     dropped,
                     window_seconds,
-                } = idempotency.sweep(unix_seconds())
+                } = sweep
                 {
                     tracing::warn!(
                         dropped,

@@ -30,6 +30,7 @@ use super::idempotency::{Begin, IdempotencyStore};
 use super::iso::{self, Class};
 use crate::domain::{Outcome, ResponseCode, Tokenizer};
 use crate::limits::{Limits, READ_CHUNK_BYTES, WRITE_BATCH_BYTES};
+use crate::ops::metrics::{Route, Stage, metrics};
 use crate::pipeline::{Reply, Screen, Transaction};
 use crate::risk::actor::RiskActor;
 
@@ -126,6 +127,14 @@ impl Handler<Reply> for Session {
         } else {
             self.idempotency.finish(&transaction.identity, outcome);
         }
+        let metrics = metrics();
+        metrics.inflight.dec();
+        metrics.observe(Stage::Total, transaction.received.elapsed());
+        let mti = transaction
+            .frame
+            .get(..4)
+            .and_then(|m| <[u8; 4]>::try_from(m).ok());
+        metrics.count(&mti.unwrap_or(*b"????"), outcome.code, transaction.route);
         match self.responder.dialect.decode(&transaction.frame) {
             Ok(request) => {
                 if let Some(response) = iso::response(&request, &outcome) {
@@ -262,7 +271,22 @@ struct Reader<'a> {
     peer: SocketAddr,
     /// The acquirer this connection speaks for, from its first financial request, with the
     /// connection permit it holds against `acquirers.connections_max`.
-    bound: std::sync::Mutex<Option<(u64, OwnedSemaphorePermit)>>,
+    bound: std::sync::Mutex<Option<Bound>>,
+}
+
+/// The acquirer a connection speaks for, its place among the acquirer's connections, and its
+/// count in `switch_acquirer_connections`, given back when the connection ends.
+#[derive(Debug)]
+struct Bound {
+    acquirer: u64,
+    _permit: OwnedSemaphorePermit,
+    gauge: prometheus::IntGauge,
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
 }
 
 /// What binding a request's acquirer to the connection found.
@@ -331,8 +355,11 @@ impl Reader<'_> {
     }
 
     fn handle_frame(&self, body: Bytes, slot: OwnedSemaphorePermit) -> Result<(), Close> {
+        let received = Instant::now();
         match self.context.dialect.decode_partial(&body) {
-            PartialDecode::Complete(message) => self.handle_message(&message, &body, slot),
+            PartialDecode::Complete(message) => {
+                self.handle_message(&message, &body, slot, received)
+            }
             PartialDecode::Malformed { message, error } => {
                 tracing::warn!(peer = %self.peer, mti = %message.mti, %error, "malformed request");
                 if message.has(11)
@@ -340,6 +367,7 @@ impl Reader<'_> {
                         iso::response(&message, &Outcome::decline(ResponseCode::FormatError))
                     && self.responder.send(&response, slot)
                 {
+                    metrics().count(&message.mti.0, ResponseCode::FormatError, Route::None);
                     return Ok(());
                 }
                 Err(Close::Unreadable(error.to_string()))
@@ -348,9 +376,11 @@ impl Reader<'_> {
         }
     }
 
+    /// Answers a request that never entered the pipeline.
     fn respond(&self, request: &Message<'_>, outcome: Outcome, slot: OwnedSemaphorePermit) {
         if let Some(response) = iso::response(request, &outcome) {
             self.responder.send(&response, slot);
+            metrics().count(&request.mti.0, outcome.code, Route::None);
         }
     }
 
@@ -359,6 +389,7 @@ impl Reader<'_> {
         message: &Message<'_>,
         body: &Bytes,
         slot: OwnedSemaphorePermit,
+        received: Instant,
     ) -> Result<(), Close> {
         match iso::classify(message.mti) {
             Class::NetworkManagement => {
@@ -373,7 +404,7 @@ impl Reader<'_> {
             Class::NotARequest => {
                 tracing::warn!(peer = %self.peer, mti = %message.mti, "ignored a message that is not a request");
             }
-            Class::Financial => return self.financial(message, body, slot),
+            Class::Financial => return self.financial(message, body, slot, received),
         }
         Ok(())
     }
@@ -387,15 +418,21 @@ impl Reader<'_> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match &*bound {
-            Some((id, _)) if *id == acquirer => Binding::Same,
-            Some((id, _)) => Binding::Other(*id),
+            Some(bound) if bound.acquirer == acquirer => Binding::Same,
+            Some(bound) => Binding::Other(bound.acquirer),
             None => {
                 let Some(permits) = self.context.acquirer_connections.get(&acquirer) else {
                     return Binding::Same;
                 };
                 match permits.clone().try_acquire_owned() {
                     Ok(permit) => {
-                        *bound = Some((acquirer, permit));
+                        let gauge = metrics().connections(acquirer);
+                        gauge.inc();
+                        *bound = Some(Bound {
+                            acquirer,
+                            _permit: permit,
+                            gauge,
+                        });
                         Binding::Same
                     }
                     Err(_) => Binding::Full(
@@ -433,6 +470,7 @@ impl Reader<'_> {
                 Ok(request) => {
                     if let Some(response) = iso::response(&request, &outcome) {
                         responder.send(&response, slot);
+                        metrics().count(&request.mti.0, outcome.code, Route::None);
                     }
                 }
                 Err(error) => {
@@ -460,6 +498,7 @@ impl Reader<'_> {
         message: &Message<'_>,
         body: &Bytes,
         slot: OwnedSemaphorePermit,
+        received: Instant,
     ) -> Result<(), Close> {
         let context = self.context;
         let Some(identity) = iso::identity(message) else {
@@ -534,12 +573,17 @@ impl Reader<'_> {
                         fingerprint,
                         reply_to: self.session.clone(),
                         permit: slot,
-                        received: Instant::now(),
+                        received,
+                        route: Route::None,
+                        logged: None,
                     };
+                    metrics().observe(Stage::Admission, received.elapsed());
+                    metrics().inflight.inc();
                     if let Err(error) = context.risk.try_send(Screen(transaction)) {
                         let (SendError::Full(Screen(transaction))
                         | SendError::Closed(Screen(transaction))) = error;
                         let outcome = Outcome::decline(ResponseCode::IssuerUnavailable);
+                        metrics().inflight.dec();
                         context.idempotency.abandon(&identity, outcome);
                         self.respond(message, outcome, transaction.permit);
                     }

@@ -3,7 +3,7 @@
 //! answer to the WAL writer, which releases it once durable ([`release`]). It also runs the
 //! shard's expiry steps and takes its part of snapshots.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
@@ -11,6 +11,7 @@ use super::shard::{LedgerShard, ShardImage};
 use crate::clock::unix_seconds;
 use crate::domain::{Outcome, ResponseCode};
 use crate::limits::EXPIRY_PIECE_MAX;
+use crate::ops::metrics::{Stage, metrics};
 use crate::pipeline::{Post, Reply, reply};
 use crate::wal::format::{self, Entry};
 use crate::wal::writer::{Durability, Submission, Wal};
@@ -57,6 +58,9 @@ pub fn release(
 ) {
     match waiting {
         Waiting::Answer(mut reply) => {
+            if let Some(logged) = reply.transaction.logged {
+                metrics().observe(Stage::Wal, logged.elapsed());
+            }
             if durability == Durability::Failed {
                 reply.outcome = Outcome::decline(ResponseCode::SystemMalfunction);
                 reply.shed = true;
@@ -110,6 +114,9 @@ impl LedgerActor {
     /// One bounded piece of expiry, logged; schedules the next piece at once if more is due,
     /// so that a million holds falling due together are released in pieces between requests.
     fn expire(&mut self, ctx: &mut Context<Self>) {
+        metrics()
+            .ledger_transactions(self.shard.index())
+            .set(i64::try_from(self.shard.transaction_count()).unwrap_or(i64::MAX));
         // Reserve first: a release that cannot be logged must not happen yet.
         if !self.wal.try_reserve() {
             return;
@@ -122,6 +129,7 @@ impl LedgerActor {
             self.wal.unreserve();
             return;
         }
+        metrics().expired_holds.inc_by(u64::from(done.released));
         if done.released > 0 {
             tracing::info!(
                 shard = self.shard.index(),
@@ -180,7 +188,8 @@ impl Handler<TakeSnapshot> for LedgerActor {
 
 impl Handler<Post> for LedgerActor {
     type Result = ();
-    fn handle(&mut self, Post(transaction): Post, _: &mut Self::Context) {
+    fn handle(&mut self, Post(mut transaction): Post, _: &mut Self::Context) {
+        let started = Instant::now();
         if !self.wal.try_reserve() {
             // Nothing applied: a full log queue sheds (91); a failed log answers 96 until the
             // process restarts.
@@ -202,6 +211,9 @@ impl Handler<Post> for LedgerActor {
             outcome,
         };
         format::encode_entry(&entry, &mut payload);
+        let logged = Instant::now();
+        metrics().observe(Stage::Ledger, logged - started);
+        transaction.logged = Some(logged);
         let waiting = Waiting::Answer(Reply {
             transaction,
             outcome,

@@ -29,6 +29,13 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
+/// The Prometheus text format.
+async fn prometheus_metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::ops::metrics::metrics().render())
+}
+
 async fn readyz(health: web::Data<Health>) -> HttpResponse {
     if health.is_ready() {
         HttpResponse::Ok()
@@ -49,6 +56,7 @@ pub fn start(addr: SocketAddr, health: Arc<Health>) -> anyhow::Result<(ServerHan
             .app_data(data.clone())
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(prometheus_metrics))
     })
     // Health checks are rare and tiny: one worker thread, and the switch handles the signals.
     .workers(1)

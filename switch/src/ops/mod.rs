@@ -1,3 +1,4 @@
-//! Operations over HTTP: health and readiness now; metrics and the admin API to come.
+//! Operations over HTTP: health, readiness and Prometheus metrics (the admin API to come).
 
 pub mod http;
+pub mod metrics;

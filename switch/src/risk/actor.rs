@@ -3,8 +3,11 @@
 
 use actix::prelude::*;
 
+use std::time::Instant;
+
 use super::RiskEngine;
 use crate::domain::Outcome;
+use crate::ops::metrics::{Stage, metrics};
 use crate::pipeline::{Route, Screen, reply, shed};
 use crate::routing::actor::RoutingActor;
 
@@ -39,7 +42,10 @@ impl Actor for RiskActor {
 impl Handler<Screen> for RiskActor {
     type Result = ();
     fn handle(&mut self, Screen(transaction): Screen, _: &mut Self::Context) {
-        if let Err(code) = self.engine.evaluate(&transaction.request) {
+        let started = Instant::now();
+        let verdict = self.engine.evaluate(&transaction.request);
+        metrics().observe(Stage::Risk, started.elapsed());
+        if let Err(code) = verdict {
             return reply(transaction, Outcome::decline(code), false);
         }
         if let Err(error) = self.routing.try_send(Route(transaction)) {

@@ -5,10 +5,13 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use std::time::Instant;
+
 use super::{Destination, RoutingTable};
 use crate::domain::{Outcome, ResponseCode};
 use crate::ledger::actor::LedgerActor;
 use crate::ledger::shard_of;
+use crate::ops::metrics::{Route as RouteLabel, Stage, metrics};
 use crate::pipeline::{Post, Route, reply, shed};
 
 #[derive(Debug)]
@@ -41,9 +44,13 @@ impl Actor for RoutingActor {
 
 impl Handler<Route> for RoutingActor {
     type Result = ();
-    fn handle(&mut self, Route(transaction): Route, _: &mut Self::Context) {
-        match self.table.route(&transaction.request.pan) {
+    fn handle(&mut self, Route(mut transaction): Route, _: &mut Self::Context) {
+        let started = Instant::now();
+        let destination = self.table.route(&transaction.request.pan);
+        metrics().observe(Stage::Routing, started.elapsed());
+        match destination {
             Some(Destination::OnUs) => {
+                transaction.route = RouteLabel::OnUs;
                 let shard = &self.shards[shard_of(&transaction.request.card, self.shards.len())];
                 if let Err(error) = shard.try_send(Post(transaction)) {
                     let (SendError::Full(Post(transaction)) | SendError::Closed(Post(transaction))) =
@@ -52,7 +59,10 @@ impl Handler<Route> for RoutingActor {
                 }
             }
             // Issuer channels are a later issue: no link means the issuer is unavailable.
-            Some(Destination::Issuer(_)) => shed(transaction),
+            Some(Destination::Issuer(_)) => {
+                transaction.route = RouteLabel::Issuer;
+                shed(transaction);
+            }
             None => reply(
                 transaction,
                 Outcome::decline(ResponseCode::NoSuchIssuer),

@@ -26,6 +26,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use super::format::{self, SegmentHeader};
 use super::scan::Tail;
+use crate::ops::metrics::metrics;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncMode {
@@ -309,6 +310,7 @@ impl<C, R: Fn(C, Durability, u64)> Writer<C, R> {
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "no message".to_owned());
             self.failed.store(true, Ordering::Release);
+            metrics().wal_failed.set(1);
             let cut = self.cut_to_released();
             // Durable records whose answers were being released when it happened: they are in
             // the log, so their answers are true (but the one whose release panicked).
@@ -362,6 +364,7 @@ impl<C, R: Fn(C, Durability, u64)> Writer<C, R> {
                 // A record the format cannot hold: the shard already applied what it says, so
                 // the log can no longer follow the state; stop like on a failed write.
                 self.failed.store(true, Ordering::Release);
+                metrics().wal_failed.set(1);
                 Err(Some(format!(
                     "{problem}: the ledger applied what the log cannot record; no further request can be made durable"
                 )))
@@ -371,6 +374,9 @@ impl<C, R: Fn(C, Durability, u64)> Writer<C, R> {
             buffer.clear();
             stats.groups += 1;
             stats.records += completions.len() as u64;
+            metrics()
+                .wal_group_records
+                .observe(completions.len() as f64);
             match result {
                 Ok(()) => {
                     // Durable: from here on the group stays in the log, whatever happens, and
@@ -461,12 +467,17 @@ impl<C, R: Fn(C, Durability, u64)> Writer<C, R> {
             self.file.append(group)?;
             self.segment_len += group.len() as u64;
             if self.config.sync == SyncMode::Group {
+                let started = Instant::now();
                 self.file.sync()?;
+                metrics()
+                    .wal_fsync_seconds
+                    .observe(started.elapsed().as_secs_f64());
             }
             Ok(())
         })();
         result.map_err(|error| {
             self.failed.store(true, Ordering::Release);
+            metrics().wal_failed.set(1);
             let segment = self.config.dir.join(format::segment_file_name(self.segment_sequence));
             // A rotation that failed appended nothing to the new segment.
             let cut = if appended { self.file.truncate(durable_len) } else { Ok(()) };

@@ -1,0 +1,326 @@
+//! Prometheus metrics (DESIGN §3.6): names in base units, `_total` for counters, labels from
+//! small fixed sets only (never a PAN, STAN or terminal).
+//!
+//! One registry for the process ([`metrics`]), since the WAL writer, the shards and every
+//! session record into it. Recording on the request path costs an atomic add or two: counters
+//! and histograms are resolved to their label values once and kept (the transaction counter's
+//! children on first use, in a table indexed by label), never looked up per request.
+
+use std::sync::{LazyLock, OnceLock};
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::domain::ResponseCode;
+
+/// The stages of a request whose time is measured (`switch_stage_duration_seconds{stage}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// From the frame read to the hand-off to risk: decode, identity, idempotency, parse.
+    Admission,
+    Risk,
+    Routing,
+    /// The shard's apply and the record's encoding.
+    Ledger,
+    /// From the record's submission to its group being on disk.
+    Wal,
+    /// From the frame read to the response handed to the writer.
+    Total,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 6] = [
+        Stage::Admission,
+        Stage::Risk,
+        Stage::Routing,
+        Stage::Ledger,
+        Stage::Wal,
+        Stage::Total,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Stage::Admission => "admission",
+            Stage::Risk => "risk",
+            Stage::Routing => "routing",
+            Stage::Ledger => "ledger",
+            Stage::Wal => "wal",
+            Stage::Total => "total",
+        }
+    }
+}
+
+/// Where a transaction went (`route` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Answered before routing (format errors, idempotency, risk, overload).
+    None,
+    OnUs,
+    Issuer,
+}
+
+impl Route {
+    const ALL: [Route; 3] = [Route::None, Route::OnUs, Route::Issuer];
+
+    const fn name(self) -> &'static str {
+        match self {
+            Route::None => "none",
+            Route::OnUs => "on-us",
+            Route::Issuer => "issuer",
+        }
+    }
+}
+
+/// Request MTIs as labels; anything else is `other`.
+const MTIS: [&str; 10] = [
+    "0100", "0120", "0200", "0220", "0400", "0401", "0420", "0421", "0800", "other",
+];
+
+fn mti_index(mti: &[u8; 4]) -> usize {
+    MTIS.iter()
+        .position(|m| m.as_bytes() == mti)
+        .unwrap_or(MTIS.len() - 1)
+}
+
+/// Latency buckets in seconds: 10 µs to 2.5 s, dense where a switch lives.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.003, 0.005, 0.01,
+    0.025, 0.05, 0.1, 0.5, 2.5,
+];
+
+/// Records per WAL group.
+const GROUP_BUCKETS: [f64; 12] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
+
+/// Every metric of the switch.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    transactions: IntCounterVec,
+    /// `transactions`' children, resolved on first use, by (MTI, code, route) index.
+    resolved: Vec<OnceLock<IntCounter>>,
+    stages: Vec<Histogram>,
+    pub wal_fsync_seconds: Histogram,
+    pub wal_group_records: Histogram,
+    pub wal_failed: IntGauge,
+    pub inflight: IntGauge,
+    connections: IntGaugeVec,
+    pub idempotency_entries: IntGauge,
+    ledger_transactions: IntGaugeVec,
+    pub expired_holds: IntCounter,
+}
+
+/// What a metric's registration can fail on is a programming error (a name used twice, a
+/// label set that does not match): fail loudly at start, in tests.
+fn registered<T: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: T,
+) -> T {
+    if let Err(error) = registry.register(Box::new(metric.clone())) {
+        panic!("metric registration: {error}");
+    }
+    metric
+}
+
+impl Metrics {
+    fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let transactions = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "switch_transactions_total",
+                    "Requests answered, by request MTI, response code (field 39) and route",
+                ),
+                &["mti", "response_code", "route"],
+            )?,
+        );
+        let stage_vec = registered(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "switch_stage_duration_seconds",
+                    "Time a request spends in each stage of the switch",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["stage"],
+            )?,
+        );
+        let stages = Stage::ALL
+            .iter()
+            .map(|stage| stage_vec.with_label_values(&[stage.name()]))
+            .collect();
+        let wal_fsync_seconds = registered(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "switch_wal_fsync_duration_seconds",
+                    "Time of each fdatasync of a WAL group",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )?,
+        );
+        let wal_group_records = registered(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "switch_wal_batch_records",
+                    "Records committed by one WAL group (one write and one fdatasync)",
+                )
+                .buckets(GROUP_BUCKETS.to_vec()),
+            )?,
+        );
+        let wal_failed = registered(
+            &registry,
+            IntGauge::new(
+                "switch_wal_failed",
+                "1 once a WAL write or sync failed: the switch answers 96 and exits for a restart",
+            )?,
+        );
+        let inflight = registered(
+            &registry,
+            IntGauge::new(
+                "switch_inflight_requests",
+                "Requests in the pipeline, not yet answered",
+            )?,
+        );
+        let connections = registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "switch_acquirer_connections",
+                    "Open connections per acquirer (from a connection's first financial request)",
+                ),
+                &["acquirer"],
+            )?,
+        );
+        let idempotency_entries = registered(
+            &registry,
+            IntGauge::new(
+                "switch_idempotency_entries",
+                "Request identities remembered for retransmissions",
+            )?,
+        );
+        let ledger_transactions = registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "switch_ledger_transactions",
+                    "Transactions a shard keeps in memory for completion and reversal",
+                ),
+                &["shard"],
+            )?,
+        );
+        let expired_holds = registered(
+            &registry,
+            IntCounter::new(
+                "switch_expired_holds_total",
+                "Holds released because they expired uncaptured",
+            )?,
+        );
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        registry.register(Box::new(process))?;
+        Ok(Metrics {
+            registry,
+            transactions,
+            resolved: (0..MTIS.len() * ResponseCode::ALL.len() * Route::ALL.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+            stages,
+            wal_fsync_seconds,
+            wal_group_records,
+            wal_failed,
+            inflight,
+            connections,
+            idempotency_entries,
+            ledger_transactions,
+            expired_holds,
+        })
+    }
+
+    /// Counts one answered request.
+    pub fn count(&self, mti: &[u8; 4], code: ResponseCode, route: Route) {
+        let index = (mti_index(mti) * ResponseCode::ALL.len()
+            + ResponseCode::ALL
+                .iter()
+                .position(|c| *c == code)
+                .unwrap_or(0))
+            * Route::ALL.len()
+            + Route::ALL.iter().position(|r| *r == route).unwrap_or(0);
+        if let Some(slot) = self.resolved.get(index) {
+            slot.get_or_init(|| {
+                let mti = MTIS[mti_index(mti)];
+                self.transactions
+                    .with_label_values(&[mti, code.as_str(), route.name()])
+            })
+            .inc();
+        }
+    }
+
+    pub fn observe(&self, stage: Stage, elapsed: Duration) {
+        if let Some(histogram) = self.stages.get(stage as usize) {
+            histogram.observe(elapsed.as_secs_f64());
+        }
+    }
+
+    pub fn connections(&self, acquirer: u64) -> IntGauge {
+        self.connections.with_label_values(&[&acquirer.to_string()])
+    }
+
+    pub fn ledger_transactions(&self, shard: u32) -> IntGauge {
+        self.ledger_transactions
+            .with_label_values(&[&shard.to_string()])
+    }
+
+    /// The text format of every metric, for `GET /metrics`.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 * 1024);
+        // Encoding into a Vec cannot fail but on an invalid metric, a programming error.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| match Metrics::new() {
+    Ok(metrics) => metrics,
+    Err(error) => panic!("metrics: {error}"),
+});
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_render_with_their_labels() {
+        let metrics = Metrics::new().unwrap();
+        for _ in 0..3 {
+            metrics.count(b"0100", ResponseCode::Approved, Route::OnUs);
+        }
+        metrics.count(b"9999", ResponseCode::FormatError, Route::None);
+        metrics.observe(Stage::Total, Duration::from_micros(300));
+        let text = String::from_utf8(metrics.render()).unwrap();
+        assert!(
+            text.contains(
+                "switch_transactions_total{mti=\"0100\",response_code=\"00\",route=\"on-us\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "switch_transactions_total{mti=\"other\",response_code=\"30\",route=\"none\"} 1"
+        ));
+        assert!(text.contains("switch_stage_duration_seconds_count{stage=\"total\"} 1"));
+        assert!(
+            text.contains("switch_stage_duration_seconds_bucket{stage=\"total\",le=\"0.0005\"} 1")
+        );
+        assert!(text.contains("process_resident_memory_bytes"));
+    }
+}
