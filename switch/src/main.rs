@@ -230,6 +230,22 @@ fn wal_dump(dir: &std::path::Path) -> anyhow::Result<()> {
                 done.forgotten,
                 if done.more { ", more due" } else { "" }
             ),
+            Entry::AccountOpened {
+                at_seconds,
+                card,
+                account,
+            } => format!(
+                "{lsn} at={at_seconds} account opened: {card} ledger={} currency={}",
+                account.ledger, account.currency
+            ),
+            Entry::AccountBlocked {
+                at_seconds,
+                card,
+                blocked,
+            } => format!(
+                "{lsn} at={at_seconds} {card} {}",
+                if blocked { "blocked" } else { "unblocked" }
+            ),
             Entry::Expired { at_seconds, holds } => {
                 let holds: Vec<String> = holds
                     .iter()

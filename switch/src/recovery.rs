@@ -50,6 +50,16 @@ enum Work {
         step: ExpiryStep,
         done: Expiry,
     },
+    Open {
+        lsn: u64,
+        card: CardToken,
+        account: Account,
+    },
+    Block {
+        lsn: u64,
+        card: CardToken,
+        blocked: bool,
+    },
 }
 
 struct Replay {
@@ -93,6 +103,10 @@ fn replay_shard(
                 }
                 Work::Release { lsn, card, key } => (!shard.release_expired(&key))
                     .then(|| format!("entry at LSN {lsn} releases a hold of {card} that replay does not have open")),
+                Work::Open { lsn, card, account } => (!shard.open(card, account))
+                    .then(|| format!("entry at LSN {lsn} opens an account for {card} that replay has already")),
+                Work::Block { lsn, card, blocked } => (!shard.set_blocked(&card, blocked))
+                    .then(|| format!("entry at LSN {lsn} blocks or unblocks {card}, which has no account in replay")),
                 Work::Expire { lsn, step, done } => {
                     let again = shard.expire_step(&step);
                     (again != done).then(|| {
@@ -200,6 +214,24 @@ fn replay(
                     }
                     if lsn >= markers[shard] {
                         push(&mut batches, shard, Work::Expire { lsn, step, done });
+                    }
+                }
+                Entry::AccountOpened { card, account, .. } => {
+                    if !covered(&card, lsn) {
+                        push(
+                            &mut batches,
+                            shard_of(&card, count),
+                            Work::Open { lsn, card, account },
+                        );
+                    }
+                }
+                Entry::AccountBlocked { card, blocked, .. } => {
+                    if !covered(&card, lsn) {
+                        push(
+                            &mut batches,
+                            shard_of(&card, count),
+                            Work::Block { lsn, card, blocked },
+                        );
                     }
                 }
                 Entry::Expired { holds, .. } => {

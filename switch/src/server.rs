@@ -29,6 +29,7 @@ use crate::config::Settings;
 use crate::domain::Tokenizer;
 use crate::ledger::actor::{LedgerActor, ShardTotal, TakeSnapshot, release};
 use crate::limits::ACCEPT_BACKLOG;
+use crate::ops::admin::{AdminState, Context as AdminContext};
 use crate::ops::http::{self, Health};
 use crate::ops::metrics::metrics;
 use crate::recovery::{self, DirectoryLock};
@@ -82,9 +83,21 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
     // The HTTP listener first: /healthz and /readyz answer through recovery. Stopped before
     // any error returns, so that the error is the last line the process prints.
     let health = Arc::new(Health::default());
-    let (http, http_addr) = http::start(settings.http_listen, health.clone())?;
+    let admin = Arc::new(AdminState::new(settings.admin_token.clone()));
+    if settings.admin_token.as_deref()
+        == Settings::embedded()
+            .ok()
+            .and_then(|d| d.admin_token)
+            .as_deref()
+        && settings.admin_token.is_some()
+    {
+        tracing::warn!(
+            "admin.token is the public demo token of the default configuration: set a secret one"
+        );
+    }
+    let (http, http_addr) = http::start(settings.http_listen, health.clone(), admin.clone())?;
     tracing::info!("HTTP (healthz, readyz) on {http_addr}");
-    let (socket, mut running) = match start(&settings, health).await {
+    let (socket, mut running) = match start(&settings, health, &admin).await {
         Ok(started) => started,
         Err(error) => {
             http.stop(true).await;
@@ -129,6 +142,7 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
 async fn start(
     settings: &Settings,
     health: Arc<Health>,
+    admin: &AdminState,
 ) -> anyhow::Result<(tokio::net::TcpSocket, Running)> {
     // Bound now, so that a port in use fails the start at once; listening (accepting
     // connections) only once recovery is done and the switch can answer, so that acquirers do
@@ -319,6 +333,15 @@ async fn start(
         })
     };
 
+    // The admin API works from here on: the ledger is recovered and its shards run.
+    let _ = admin.context.set(AdminContext {
+        shards: shards.clone(),
+        idempotency: idempotency.clone(),
+        tokenizer: tokenizer.clone(),
+        key: settings.token_key,
+        routes: settings.routes.clone(),
+        risk: settings.risk.clone(),
+    });
     let mut timers = vec![sweeper];
     timers.extend(snapshots);
     let running = Running {

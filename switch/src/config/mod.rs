@@ -62,6 +62,14 @@ struct File {
     #[serde(default)]
     issuers: Vec<IssuerFile>,
     demo: Option<DemoFile>,
+    #[serde(default)]
+    admin: AdminFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct AdminFile {
+    token: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -281,6 +289,8 @@ pub struct Settings {
     pub acquirers: HashMap<u64, Acquirer>,
     pub routes: RoutingTable,
     pub demo: Option<DemoAccounts>,
+    /// The bearer token of the admin API (`admin.token`); `None`: the admin API is off.
+    pub admin_token: Option<String>,
 }
 
 impl Settings {
@@ -673,7 +683,21 @@ impl Checker<'_> {
             acquirers,
             routes,
             demo,
+            admin_token: self.admin_token(raw.admin.token)?,
         })
+    }
+
+    fn admin_token(&self, token: String) -> Result<Option<String>, ConfigError> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(self.invalid(
+                "admin.token",
+                "must be at least 16 printable characters without spaces (or empty: no admin API)",
+            ));
+        }
+        Ok(Some(token))
     }
 
     fn demo(&self, d: DemoFile) -> Result<DemoAccounts, ConfigError> {

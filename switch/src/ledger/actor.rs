@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::shard::{LedgerShard, ShardImage};
+use super::shard::{Account, LedgerShard, ShardImage};
 use crate::clock::unix_seconds;
-use crate::domain::{Outcome, ResponseCode};
+use crate::domain::{CardToken, Outcome, Posting, ResponseCode};
 use crate::limits::EXPIRY_PIECE_MAX;
 use crate::ops::metrics::{Stage, metrics};
 use crate::pipeline::{Post, Reply, reply};
@@ -29,6 +29,8 @@ pub enum Waiting {
     Answer(Reply),
     /// A record with no answer waiting (released holds).
     Nothing,
+    /// The answer to an admin API change, once the record is on disk.
+    Admin(tokio::sync::oneshot::Sender<Outcome>, Outcome),
     /// A shard's image for snapshot `generation`, taken between its records before the marker
     /// LSN and those after.
     Snapshot {
@@ -81,6 +83,15 @@ pub fn release(
                     image,
                 });
             }
+        }
+        Waiting::Admin(reply, outcome) => {
+            let outcome = if durability == Durability::Durable {
+                outcome
+            } else {
+                Outcome::decline(ResponseCode::SystemMalfunction)
+            };
+            // The caller may have gone (the HTTP client hung up): the change stands, logged.
+            let _ = reply.send(outcome);
         }
         Waiting::Snapshot { .. } | Waiting::Nothing => {}
     }
@@ -237,5 +248,109 @@ impl Handler<ShardTotal> for LedgerActor {
     type Result = MessageResult<ShardTotal>;
     fn handle(&mut self, _: ShardTotal, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.shard.total())
+    }
+}
+
+/// A change the admin API makes to an account: through the same shard and WAL as ISO 8583
+/// traffic, and answered once durable.
+#[derive(Debug)]
+pub enum Change {
+    /// A top-up (a deposit) or withdrawal, as a posting of the admin API's acquirer.
+    Post {
+        posting: Posting,
+        fingerprint: u64,
+    },
+    Open {
+        card: CardToken,
+        account: Account,
+    },
+    Block {
+        card: CardToken,
+        blocked: bool,
+    },
+}
+
+/// Asks a shard to make an admin change; the outcome comes on `reply` once it is durable
+/// (96 if the log failed; for `Open` and `Block`, 94 if the account exists already, 14 if
+/// there is none).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Admin {
+    pub change: Change,
+    pub reply: tokio::sync::oneshot::Sender<Outcome>,
+}
+
+impl Handler<Admin> for LedgerActor {
+    type Result = ();
+    fn handle(&mut self, Admin { change, reply }: Admin, _: &mut Self::Context) {
+        if !self.wal.try_reserve() {
+            let _ = reply.send(Outcome::decline(ResponseCode::SystemMalfunction));
+            return;
+        }
+        let at_seconds = unix_seconds();
+        let (entry, outcome) = match change {
+            Change::Post {
+                posting,
+                fingerprint,
+            } => {
+                let outcome = self.shard.apply(&posting, at_seconds);
+                let entry = Entry::Applied {
+                    posting,
+                    at_seconds,
+                    fingerprint,
+                    outcome,
+                };
+                (Some(entry), outcome)
+            }
+            Change::Open { card, account } => {
+                if self.shard.open(card, account) {
+                    let entry = Entry::AccountOpened {
+                        at_seconds,
+                        card,
+                        account,
+                    };
+                    (Some(entry), Outcome::decline(ResponseCode::Approved))
+                } else {
+                    (None, Outcome::decline(ResponseCode::DuplicateTransmission))
+                }
+            }
+            Change::Block { card, blocked } => {
+                if self.shard.set_blocked(&card, blocked) {
+                    let entry = Entry::AccountBlocked {
+                        at_seconds,
+                        card,
+                        blocked,
+                    };
+                    (Some(entry), Outcome::decline(ResponseCode::Approved))
+                } else {
+                    (None, Outcome::decline(ResponseCode::InvalidCardNumber))
+                }
+            }
+        };
+        // A refusal that changed nothing still waits its turn in the log, so that it is not
+        // answered before the records it may depend on.
+        let payload = entry.map(|entry| {
+            let mut payload = Vec::with_capacity(128);
+            format::encode_entry(&entry, &mut payload);
+            payload
+        });
+        if let Err(submission) = self.wal.submit(Submission {
+            payload,
+            completion: Waiting::Admin(reply, outcome),
+        }) {
+            release(submission.completion, Durability::Failed, 0, None);
+        }
+    }
+}
+
+/// Reads one account (admin API), without logging anything.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<Account>")]
+pub struct GetAccount(pub CardToken);
+
+impl Handler<GetAccount> for LedgerActor {
+    type Result = MessageResult<GetAccount>;
+    fn handle(&mut self, GetAccount(card): GetAccount, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.shard.account(&card).copied())
     }
 }

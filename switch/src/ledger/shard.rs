@@ -345,6 +345,27 @@ impl LedgerShard {
         self.accounts.get(card)
     }
 
+    /// Opens an account (admin API), logged and replayed like a posting. False, changing
+    /// nothing, if the card has one already.
+    pub fn open(&mut self, card: CardToken, account: Account) -> bool {
+        if self.accounts.contains_key(&card) {
+            return false;
+        }
+        self.accounts.insert(card, account);
+        true
+    }
+
+    /// Blocks or unblocks a card (admin API). False if it has no account here.
+    pub fn set_blocked(&mut self, card: &CardToken, blocked: bool) -> bool {
+        match self.accounts.get_mut(card) {
+            Some(account) => {
+                account.blocked = blocked;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// A transaction kept for completion or reversal.
     pub fn transaction(&self, key: &TxnKey) -> Option<&Record> {
         self.transactions.get(key)

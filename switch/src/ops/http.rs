@@ -10,6 +10,8 @@ use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
 
+use crate::ops::admin::AdminState;
+
 #[derive(Debug, Default)]
 pub struct Health {
     ready: AtomicBool,
@@ -49,16 +51,24 @@ async fn readyz(health: web::Data<Health>) -> HttpResponse {
 }
 
 /// Binds the HTTP listener and starts serving on the current actix system.
-pub fn start(addr: SocketAddr, health: Arc<Health>) -> anyhow::Result<(ServerHandle, SocketAddr)> {
+pub fn start(
+    addr: SocketAddr,
+    health: Arc<Health>,
+    admin: Arc<AdminState>,
+) -> anyhow::Result<(ServerHandle, SocketAddr)> {
     let data = web::Data::from(health);
+    let admin = web::Data::from(admin);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(admin.clone())
+            .configure(crate::ops::admin::configure)
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(prometheus_metrics))
     })
-    // Health checks are rare and tiny: one worker thread, and the switch handles the signals.
+    // Health checks, scrapes and admin calls are few: one worker thread; the switch handles
+    // the signals.
     .workers(1)
     .disable_signals()
     .shutdown_timeout(1)

@@ -1,4 +1,5 @@
 //! Operations over HTTP: health, readiness and Prometheus metrics (the admin API to come).
 
+pub mod admin;
 pub mod http;
 pub mod metrics;

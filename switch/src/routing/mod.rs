@@ -40,6 +40,18 @@ impl RoutingTable {
             .find(|(prefix, _)| digits.starts_with(prefix))
             .map(|(_, d)| d)
     }
+
+    /// Every route as (prefix, destination as configured: `on-us` or `issuer:NAME`), longest
+    /// prefix first.
+    pub fn routes(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.routes.iter().map(|(prefix, destination)| {
+            let to = match destination {
+                Destination::OnUs => "on-us".to_owned(),
+                Destination::Issuer(name) => format!("issuer:{name}"),
+            };
+            (String::from_utf8_lossy(prefix).into_owned(), to)
+        })
+    }
 }
 
 #[cfg(test)]

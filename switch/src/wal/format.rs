@@ -50,7 +50,8 @@
 //! `Applied`: one request the ledger decided (posting with the card as a token, decision time,
 //! request fingerprint, and the outcome that was sent). `Expired`: holds released by expiry.
 //! Entries are a bincode enum: variant 0 is the first `Applied` shape (no field 95 amount),
-//! variant 1 `Expired` (the holds released, listed), variant 2 `Applied` with the field 95
+//! variant 1 `Expired` (the holds released, listed), variants 4 and 5 an account opened or
+//! blocked through the admin API, variant 2 `Applied` with the field 95
 //! amount, variant 3 `Expire` (one bounded expiry step of one shard: its time, bounds and
 //! result, which replay repeats; a few dozen bytes however much expires). Variants are only
 //! ever added, so every log stays readable; this build writes variants 2 and 3.
@@ -271,6 +272,18 @@ pub enum Entry {
         step: ExpiryStep,
         done: Expiry,
     },
+    /// An account opened through the admin API.
+    AccountOpened {
+        at_seconds: u64,
+        card: CardToken,
+        account: Account,
+    },
+    /// A card blocked or unblocked through the admin API.
+    AccountBlocked {
+        at_seconds: u64,
+        card: CardToken,
+        blocked: bool,
+    },
 }
 
 #[derive(Clone, Debug, thiserror::Error)]
@@ -345,6 +358,22 @@ enum EntryRecord {
     Expired(ExpiredRecord),
     Applied2(AppliedRecord2),
     Expire(ExpireRecord),
+    AccountOpened(AccountOpenedRecord),
+    AccountBlocked(AccountBlockedRecord),
+}
+
+#[derive(Encode, Decode)]
+struct AccountOpenedRecord {
+    at_seconds: u64,
+    card: CardRecord,
+    account: AccountRecord,
+}
+
+#[derive(Encode, Decode)]
+struct AccountBlockedRecord {
+    at_seconds: u64,
+    card: CardRecord,
+    blocked: bool,
 }
 
 const KINDS: [Kind; 10] = [
@@ -391,6 +420,26 @@ fn card_record(card: &CardToken) -> CardRecord {
     CardRecord {
         hash: card.hash,
         last_four: card.last_four,
+    }
+}
+
+fn account_record(a: &Account) -> AccountRecord {
+    AccountRecord {
+        ledger: a.ledger,
+        held: a.held,
+        currency: a.currency,
+        blocked: a.blocked,
+        limit_per_transaction: a.limit_per_transaction,
+    }
+}
+
+fn account_from(a: AccountRecord) -> Account {
+    Account {
+        ledger: a.ledger,
+        held: a.held,
+        currency: a.currency,
+        blocked: a.blocked,
+        limit_per_transaction: a.limit_per_transaction,
     }
 }
 
@@ -446,6 +495,24 @@ pub fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
             released: done.released,
             forgotten: done.forgotten,
             more: done.more,
+        }),
+        Entry::AccountOpened {
+            at_seconds,
+            card,
+            account,
+        } => EntryRecord::AccountOpened(AccountOpenedRecord {
+            at_seconds: *at_seconds,
+            card: card_record(card),
+            account: account_record(account),
+        }),
+        Entry::AccountBlocked {
+            at_seconds,
+            card,
+            blocked,
+        } => EntryRecord::AccountBlocked(AccountBlockedRecord {
+            at_seconds: *at_seconds,
+            card: card_record(card),
+            blocked: *blocked,
         }),
         Entry::Expired { at_seconds, holds } => EntryRecord::Expired(ExpiredRecord {
             at_seconds: *at_seconds,
@@ -509,6 +576,16 @@ pub fn decode_entry(payload: &[u8]) -> Result<Entry, EntryError> {
     Ok(match record {
         EntryRecord::Applied(r) => applied_entry(r, None)?,
         EntryRecord::Applied2(r) => applied_entry(r.applied, r.replacement)?,
+        EntryRecord::AccountOpened(r) => Entry::AccountOpened {
+            at_seconds: r.at_seconds,
+            card: card_from(r.card),
+            account: account_from(r.account),
+        },
+        EntryRecord::AccountBlocked(r) => Entry::AccountBlocked {
+            at_seconds: r.at_seconds,
+            card: card_from(r.card),
+            blocked: r.blocked,
+        },
         EntryRecord::Expire(r) => Entry::Expire {
             shard: r.shard,
             shards: r.shards,

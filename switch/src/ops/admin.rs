@@ -1,0 +1,615 @@
+//! The admin API under `/v1` (JSON): accounts, top-ups and withdrawals, blocking, ledger
+//! totals, the running configuration. Documented in `openapi.json` beside this file, served at
+//! `/v1/openapi.json`; a test holds the two to the same routes.
+//!
+//! - Every call but the OpenAPI document needs `Authorization: Bearer <admin.token>` (401).
+//! - Amounts are decimal strings in the account's currency (`"10.00"`), with its ISO 4217
+//!   exponent; anything else is 400 with what is wrong.
+//! - Every change goes through the shard that owns the card and the WAL, exactly as ISO 8583
+//!   traffic does, and is answered only once durable. Top-ups and withdrawals are postings of
+//!   the admin API's own acquirer ([`ADMIN_ACQUIRER`]), so the double entry holds; each needs
+//!   an `Idempotency-Key` header: the same key again gets the same answer and changes nothing,
+//!   another request under it gets 409.
+//! - A PAN is accepted in the path and never given back but masked.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::acquirer::idempotency::{Begin, IdempotencyStore};
+use crate::config::currency_exponent;
+use crate::domain::{
+    CardToken, Kind, Minor, Outcome, Pan, Posting, ResponseCode, Tokenizer, TxnKey,
+};
+use crate::ledger::actor::{Admin, Change, GetAccount, LedgerActor, ShardTotal};
+use crate::ledger::{Account, shard_of};
+use crate::risk::RiskRules;
+use crate::routing::RoutingTable;
+
+/// The acquirer id under which the admin API's postings settle.
+pub const ADMIN_ACQUIRER: u64 = 0;
+/// How long a call waits for the ledger's durable answer.
+const ANSWER_WAIT: Duration = Duration::from_secs(30);
+
+/// Every route the admin API serves, as (method, path): the OpenAPI document must list exactly
+/// these.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/openapi.json"),
+    ("POST", "/v1/accounts"),
+    ("GET", "/v1/accounts/{pan}"),
+    ("POST", "/v1/accounts/{pan}/top-ups"),
+    ("POST", "/v1/accounts/{pan}/withdrawals"),
+    ("POST", "/v1/accounts/{pan}/block"),
+    ("POST", "/v1/accounts/{pan}/unblock"),
+    ("GET", "/v1/ledger/totals"),
+    ("GET", "/v1/config/routing"),
+    ("GET", "/v1/config/risk"),
+];
+
+/// The OpenAPI 3 document of [`ROUTES`].
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// What the admin API works on, known once the ledger is recovered.
+#[derive(Debug)]
+pub struct Context {
+    pub shards: Arc<[Addr<LedgerActor>]>,
+    pub idempotency: Arc<IdempotencyStore>,
+    pub tokenizer: Tokenizer,
+    /// Keys the hash that turns an `Idempotency-Key` into a request identity.
+    pub key: [u8; 16],
+    pub routes: RoutingTable,
+    pub risk: RiskRules,
+}
+
+/// The admin API's state: its token from the start, its context once the switch is ready.
+#[derive(Debug, Default)]
+pub struct AdminState {
+    pub token: Option<String>,
+    pub context: OnceLock<Context>,
+}
+
+/// An error answer: a status and a message a person can act on.
+struct Problem(StatusCode, String);
+
+impl Problem {
+    fn bad(message: impl Into<String>) -> Problem {
+        Problem(StatusCode::BAD_REQUEST, message.into())
+    }
+
+    fn response(self) -> HttpResponse {
+        HttpResponse::build(self.0).json(json!({ "error": self.1 }))
+    }
+}
+
+type Answer = Result<HttpResponse, Problem>;
+
+fn answer(result: Answer) -> HttpResponse {
+    result.unwrap_or_else(Problem::response)
+}
+
+/// Checks the bearer token (in constant time) and that the switch is ready.
+fn authorize<'a>(state: &'a AdminState, request: &HttpRequest) -> Result<&'a Context, Problem> {
+    let Some(token) = &state.token else {
+        return Err(Problem(
+            StatusCode::FORBIDDEN,
+            "the admin API is off: set admin.token in the configuration".into(),
+        ));
+    };
+    let given = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let same = given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0;
+    if !same {
+        return Err(Problem(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (Authorization: Bearer <admin.token>)".into(),
+        ));
+    }
+    state.context.get().ok_or_else(|| {
+        Problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the switch is not ready (recovering or stopping)".into(),
+        )
+    })
+}
+
+fn card_of(context: &Context, pan: &str) -> Result<(Pan, CardToken), Problem> {
+    let pan = Pan::parse(pan.as_bytes())
+        .map_err(|e| Problem::bad(format!("the PAN in the path is not valid: {e}")))?;
+    let card = context.tokenizer.token(&pan);
+    Ok((pan, card))
+}
+
+fn shard<'a>(context: &'a Context, card: &CardToken) -> &'a Addr<LedgerActor> {
+    &context.shards[shard_of(card, context.shards.len())]
+}
+
+/// Minor units as a decimal string in `currency`.
+fn decimal(minor: i64, currency: u16) -> String {
+    let exponent = currency_exponent(currency).unwrap_or(2);
+    Decimal::from_i128_with_scale(i128::from(minor), exponent).to_string()
+}
+
+/// A decimal amount in `currency`, as minor units: positive, at most the currency's decimals,
+/// and within the 12 digits of field 4.
+fn minor(text: &str, currency: u16) -> Result<Minor, Problem> {
+    let exponent = currency_exponent(currency)
+        .ok_or_else(|| Problem::bad(format!("currency {currency} is not a known ISO 4217 code")))?;
+    let value = Decimal::from_str_exact(text).map_err(|_| {
+        Problem::bad(format!(
+            "amount {text:?} is not a decimal such as \"10.00\""
+        ))
+    })?;
+    if value <= Decimal::ZERO {
+        return Err(Problem::bad(format!("amount {text:?} is not above zero")));
+    }
+    if value.scale() > exponent {
+        return Err(Problem::bad(format!(
+            "amount {text:?} has more than {exponent} decimals for currency {currency}"
+        )));
+    }
+    let minor = (value * Decimal::from(10u64.pow(exponent))).trunc();
+    u64::try_from(minor.mantissa())
+        .ok()
+        .filter(|m| *m <= 999_999_999_999)
+        .ok_or_else(|| Problem::bad(format!("amount {text:?} exceeds 12 digits of minor units")))
+}
+
+fn account_json(pan: &Pan, account: &Account) -> serde_json::Value {
+    json!({
+        "card": pan.to_string(),
+        "currency": account.currency,
+        "ledger": decimal(account.ledger, account.currency),
+        "available": decimal(account.available(), account.currency),
+        "held": decimal(account.held, account.currency),
+        "blocked": account.blocked,
+        "limit_per_transaction": account.limit_per_transaction
+            .map(|l| decimal(i64::try_from(l).unwrap_or(i64::MAX), account.currency)),
+    })
+}
+
+async fn read_account(context: &Context, pan: &Pan, card: CardToken) -> Result<Account, Problem> {
+    shard(context, &card)
+        .send(GetAccount(card))
+        .await
+        .map_err(|_| {
+            Problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the ledger is stopping".into(),
+            )
+        })?
+        .ok_or_else(|| Problem(StatusCode::NOT_FOUND, format!("no account for card {pan}")))
+}
+
+/// Sends a change to the card's shard and waits until it is durable.
+async fn change(context: &Context, card: &CardToken, change: Change) -> Result<Outcome, Problem> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    shard(context, card)
+        .try_send(Admin { change, reply })
+        .map_err(|_| {
+            Problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the ledger is busy or stopping".into(),
+            )
+        })?;
+    match tokio::time::timeout(ANSWER_WAIT, answer).await {
+        Ok(Ok(outcome)) if outcome.code == ResponseCode::SystemMalfunction => Err(Problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the change could not be made durable (the WAL failed); nothing changed".into(),
+        )),
+        Ok(Ok(outcome)) => Ok(outcome),
+        _ => Err(Problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no answer from the ledger in time".into(),
+        )),
+    }
+}
+
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI)
+}
+
+pub async fn get_account(
+    state: web::Data<AdminState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    answer(
+        async {
+            let context = authorize(&state, &request)?;
+            let (pan, card) = card_of(context, &path)?;
+            let account = read_account(context, &pan, card).await?;
+            Ok(HttpResponse::Ok().json(account_json(&pan, &account)))
+        }
+        .await,
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccount {
+    pan: String,
+    #[serde(default = "default_currency")]
+    currency: u16,
+    limit_per_transaction: Option<String>,
+}
+
+fn default_currency() -> u16 {
+    840
+}
+
+/// Parses a JSON body, with serde's message (field, line, column) for a malformed one.
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    serde_json::from_slice(bytes).map_err(|e| Problem::bad(format!("malformed JSON body: {e}")))
+}
+
+pub async fn create_account(
+    state: web::Data<AdminState>,
+    request: HttpRequest,
+    bytes: web::Bytes,
+) -> HttpResponse {
+    answer(
+        async {
+            let context = authorize(&state, &request)?;
+            let new: NewAccount = body(&bytes)?;
+            let (pan, card) = card_of(context, &new.pan)?;
+            let limit = new
+                .limit_per_transaction
+                .as_deref()
+                .map(|l| minor(l, new.currency))
+                .transpose()?;
+            if currency_exponent(new.currency).is_none() {
+                return Err(Problem::bad(format!(
+                    "currency {} is not a known ISO 4217 code",
+                    new.currency
+                )));
+            }
+            // An account opens at zero: money enters through a top-up, as a posting, so that
+            // the ledger's total changes only by deposits and withdrawals.
+            let account = Account {
+                limit_per_transaction: limit,
+                ..Account::new(0, new.currency)
+            };
+            let outcome = change(context, &card, Change::Open { card, account }).await?;
+            if outcome.code == ResponseCode::DuplicateTransmission {
+                return Err(Problem(
+                    StatusCode::CONFLICT,
+                    format!("card {pan} has an account already"),
+                ));
+            }
+            Ok(HttpResponse::Created().json(account_json(&pan, &account)))
+        }
+        .await,
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Movement {
+    amount: String,
+}
+
+/// The request identity of an `Idempotency-Key`: the admin acquirer, and 96 bits of a keyed
+/// hash of the key in field 41 and the STAN (field 7 zero, which no request carries).
+fn identity(context: &Context, key: &str) -> TxnKey {
+    use siphasher::sip128::Hasher128;
+    use std::hash::Hasher;
+    let mut hasher = siphasher::sip128::SipHasher24::new_with_key(&context.key);
+    hasher.write(b"switch admin idempotency key\0");
+    hasher.write(key.as_bytes());
+    let hash = hasher.finish128().as_u128().to_le_bytes();
+    let mut terminal = [0u8; 8];
+    terminal.copy_from_slice(&hash[..8]);
+    let mut stan = [0u8; 4];
+    stan.copy_from_slice(&hash[8..12]);
+    TxnKey {
+        acquirer: ADMIN_ACQUIRER,
+        terminal,
+        stan: u32::from_le_bytes(stan),
+        transmission: 0,
+    }
+}
+
+fn reason(code: ResponseCode) -> &'static str {
+    match code {
+        ResponseCode::InsufficientFunds => "insufficient funds",
+        ResponseCode::RestrictedCard => "the card is blocked",
+        ResponseCode::ExceedsAmountLimit => "above the card's limit per transaction",
+        ResponseCode::InvalidAmount => "the amount does not fit the account",
+        _ => "declined",
+    }
+}
+
+async fn movement(
+    state: web::Data<AdminState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    bytes: web::Bytes,
+    kind: Kind,
+) -> HttpResponse {
+    answer(async {
+        let context = authorize(&state, &request)?;
+        let (pan, card) = card_of(context, &path)?;
+        let movement: Movement = body(&bytes)?;
+        let key = request
+            .headers()
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .filter(|k| !k.is_empty() && k.len() <= 255)
+            .ok_or_else(|| {
+                Problem::bad("an Idempotency-Key header (1 to 255 characters) is required")
+            })?;
+        let account = read_account(context, &pan, card).await?;
+        let amount = minor(&movement.amount, account.currency)?;
+        let identity = identity(context, key);
+        let fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = siphasher::sip::SipHasher24::new_with_key(&context.key);
+            (kind == Kind::Deposit, card.hash, amount).hash(&mut hasher);
+            hasher.finish()
+        };
+        let outcome = match context.idempotency.begin(identity, fingerprint) {
+            Begin::Replay(outcome) => outcome,
+            Begin::Conflict => {
+                return Err(Problem(
+                    StatusCode::CONFLICT,
+                    "this Idempotency-Key was used for another request".into(),
+                ));
+            }
+            Begin::InFlight(decided) => tokio::time::timeout(ANSWER_WAIT, decided)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .ok_or_else(|| {
+                    Problem(StatusCode::SERVICE_UNAVAILABLE, "the first request with this key is still undecided".into())
+                })?,
+            Begin::TooManyWaiting | Begin::Full => {
+                return Err(Problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too busy to take this request now".into(),
+                ));
+            }
+            Begin::New => {
+                let posting = Posting {
+                    kind,
+                    card,
+                    amount,
+                    currency: Some(account.currency),
+                    key: identity,
+                    original: None,
+                    replacement: None,
+                };
+                match change(context, &card, Change::Post { posting, fingerprint }).await {
+                    Ok(outcome) => {
+                        context.idempotency.finish(&identity, outcome);
+                        outcome
+                    }
+                    Err(problem) => {
+                        context
+                            .idempotency
+                            .abandon(&identity, Outcome::decline(ResponseCode::SystemMalfunction));
+                        return Err(problem);
+                    }
+                }
+            }
+        };
+        let balances = outcome.balances.map(|b| {
+            json!({
+                "ledger": decimal(b.ledger, b.currency),
+                "available": decimal(b.available, b.currency),
+            })
+        });
+        let body = json!({
+            "card": pan.to_string(),
+            "approved": outcome.code.is_approved(),
+            "response_code": outcome.code.as_str(),
+            "reason": if outcome.code.is_approved() { "approved" } else { reason(outcome.code) },
+            "amount": decimal(i64::try_from(amount).unwrap_or(i64::MAX), account.currency),
+            "currency": account.currency,
+            "balances": balances,
+        });
+        let status = if outcome.code.is_approved() {
+            StatusCode::OK
+        } else {
+            StatusCode::CONFLICT
+        };
+        Ok(HttpResponse::build(status).json(body))
+    }
+    .await)
+}
+
+pub async fn top_up(
+    state: web::Data<AdminState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    bytes: web::Bytes,
+) -> HttpResponse {
+    movement(state, request, path, bytes, Kind::Deposit).await
+}
+
+pub async fn withdrawal(
+    state: web::Data<AdminState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    bytes: web::Bytes,
+) -> HttpResponse {
+    movement(state, request, path, bytes, Kind::CashWithdrawal).await
+}
+
+async fn set_blocked(
+    state: web::Data<AdminState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    blocked: bool,
+) -> HttpResponse {
+    answer(
+        async {
+            let context = authorize(&state, &request)?;
+            let (pan, card) = card_of(context, &path)?;
+            let outcome = change(context, &card, Change::Block { card, blocked }).await?;
+            if outcome.code == ResponseCode::InvalidCardNumber {
+                return Err(Problem(
+                    StatusCode::NOT_FOUND,
+                    format!("no account for card {pan}"),
+                ));
+            }
+            let account = read_account(context, &pan, card).await?;
+            Ok(HttpResponse::Ok().json(account_json(&pan, &account)))
+        }
+        .await,
+    )
+}
+
+pub async fn block(
+    state: web::Data<AdminState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    set_blocked(state, request, path, true).await
+}
+
+pub async fn unblock(
+    state: web::Data<AdminState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    set_blocked(state, request, path, false).await
+}
+
+pub async fn totals(state: web::Data<AdminState>, request: HttpRequest) -> HttpResponse {
+    answer(async {
+        let context = authorize(&state, &request)?;
+        let mut shards = Vec::with_capacity(context.shards.len());
+        for shard in context.shards.iter() {
+            let total = shard.send(ShardTotal).await.map_err(|_| {
+                Problem(StatusCode::SERVICE_UNAVAILABLE, "the ledger is stopping".into())
+            })?;
+            shards.push(total);
+        }
+        let total: i128 = shards.iter().sum();
+        Ok(HttpResponse::Ok().json(json!({
+            "total_minor": total.to_string(),
+            "shards_minor": shards.iter().map(i128::to_string).collect::<Vec<_>>(),
+            "meaning": "card balances plus acquirer settlement positions, in minor units: constant under all traffic",
+        })))
+    }
+    .await)
+}
+
+pub async fn routing(state: web::Data<AdminState>, request: HttpRequest) -> HttpResponse {
+    answer(
+        async {
+            let context = authorize(&state, &request)?;
+            let routes: Vec<_> = context
+                .routes
+                .routes()
+                .map(|(prefix, to)| json!({ "prefix": prefix, "to": to }))
+                .collect();
+            Ok(HttpResponse::Ok().json(json!({ "routes": routes })))
+        }
+        .await,
+    )
+}
+
+pub async fn risk(state: web::Data<AdminState>, request: HttpRequest) -> HttpResponse {
+    answer(async {
+        let context = authorize(&state, &request)?;
+        let rules = &context.risk;
+        Ok(HttpResponse::Ok().json(json!({
+            "amount_max": decimal(i64::try_from(rules.amount_max).unwrap_or(i64::MAX), rules.amount_max_currency),
+            "amount_max_currency": rules.amount_max_currency,
+            "blocked_bins": rules.blocked_bins.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect::<Vec<_>>(),
+            "blocked_merchant_categories": rules.blocked_merchant_categories,
+        })))
+    }
+    .await)
+}
+
+/// Registers [`ROUTES`] on an actix-web app.
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .route("/v1/openapi.json", web::get().to(openapi))
+        .route("/v1/accounts", web::post().to(create_account))
+        .route("/v1/accounts/{pan}", web::get().to(get_account))
+        .route("/v1/accounts/{pan}/top-ups", web::post().to(top_up))
+        .route("/v1/accounts/{pan}/withdrawals", web::post().to(withdrawal))
+        .route("/v1/accounts/{pan}/block", web::post().to(block))
+        .route("/v1/accounts/{pan}/unblock", web::post().to(unblock))
+        .route("/v1/ledger/totals", web::get().to(totals))
+        .route("/v1/config/routing", web::get().to(routing))
+        .route("/v1/config/risk", web::get().to(risk));
+}
+
+impl AdminState {
+    pub fn new(token: Option<String>) -> AdminState {
+        AdminState {
+            token,
+            context: OnceLock::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every documented operation is a served route and every served route is documented.
+    #[test]
+    fn the_openapi_document_lists_exactly_the_served_routes() {
+        let document: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        assert_eq!(document["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for (path, operations) in document["paths"].as_object().unwrap() {
+            for method in operations.as_object().unwrap().keys() {
+                documented.push((method.to_uppercase(), path.clone()));
+            }
+        }
+        documented.sort();
+        let mut served: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+            .collect();
+        served.sort();
+        assert_eq!(documented, served);
+    }
+
+    #[test]
+    fn amounts_follow_the_currency() {
+        let cases: [(&str, u16, Result<Minor, &str>); 7] = [
+            ("10.00", 840, Ok(1_000)),
+            ("10", 840, Ok(1_000)),
+            ("150", 392, Ok(150)),
+            ("1.5", 392, Err("more than 0 decimals")),
+            ("0", 840, Err("not above zero")),
+            ("ten", 840, Err("not a decimal")),
+            ("99999999999.99", 840, Err("exceeds 12 digits")),
+        ];
+        for (text, currency, expected) in cases {
+            match (minor(text, currency), expected) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{text}"),
+                (Err(Problem(_, message)), Err(want)) => {
+                    assert!(message.contains(want), "{text}: {message}")
+                }
+                (got, want) => panic!("{text}: {:?} vs {want:?}", got.map_err(|p| p.1)),
+            }
+        }
+        assert_eq!(decimal(-150, 840), "-1.50");
+        assert_eq!(decimal(150, 392), "150");
+    }
+}

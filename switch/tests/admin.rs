@@ -1,0 +1,360 @@
+//! The admin API over HTTP against the real binary: the bearer token, precise 400s, 404s,
+//! top-ups and withdrawals reflected in ISO 8583 balance inquiries, idempotency keys, blocking,
+//! a new account, the conservation total, and all of it after a restart.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use common::*;
+
+const TOKEN: &str = "demo-admin-token-change-me";
+
+/// One HTTP/1.1 exchange: (status code, body).
+fn http(
+    switch: &Switch,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(switch.http_addr).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+fn pan_text(index: u64) -> String {
+    String::from_utf8(demo_pan(index)).unwrap()
+}
+
+/// Ledger and available balance from field 54 of an ISO 8583 balance inquiry.
+fn iso_balances(link: &mut Link, pan: &[u8]) -> (i64, i64) {
+    let response = link.call(&request("0200", pan, "310000", 0));
+    assert_eq!(code(&response), "00");
+    let f54 = response.get(54).unwrap();
+    let amount = |kind: &[u8]| {
+        let block = f54.chunks(20).find(|b| &b[2..4] == kind).unwrap();
+        let value: i64 = std::str::from_utf8(&block[8..20]).unwrap().parse().unwrap();
+        if block[7] == b'D' { -value } else { value }
+    };
+    (amount(b"01"), amount(b"02"))
+}
+
+#[test]
+fn tokens_bad_input_and_unknown_cards_get_clear_answers() {
+    let switch = Switch::start(&[]);
+    let pan = pan_text(401);
+    let path = format!("/v1/accounts/{pan}");
+    assert_eq!(http(&switch, "GET", &path, None, &[], "").0, 401);
+    assert_eq!(
+        http(
+            &switch,
+            "GET",
+            &path,
+            Some("wrong-token-wrong-token"),
+            &[],
+            ""
+        )
+        .0,
+        401
+    );
+    let (status, body) = http(&switch, "GET", "/v1/openapi.json", None, &[], "");
+    assert_eq!(status, 200, "the document needs no token");
+    assert_eq!(
+        json(&body)["openapi"].as_str().unwrap().chars().next(),
+        Some('3')
+    );
+
+    let (status, body) = http(&switch, "GET", &path, Some(TOKEN), &[], "");
+    assert_eq!(status, 200, "{body}");
+    let account = json(&body);
+    assert_eq!(account["ledger"], "10000.00");
+    assert_eq!(
+        account["card"],
+        "400000******4011".replace("4011", &pan[12..])
+    );
+    assert!(!body.contains(&pan), "the PAN is given back masked only");
+
+    let cases: [(&str, String, &str, &str, u16, &str); 6] = [
+        (
+            "GET",
+            "/v1/accounts/4000000000000003".into(),
+            "",
+            "",
+            400,
+            "Luhn",
+        ),
+        (
+            "GET",
+            "/v1/accounts/4111111111111111".into(),
+            "",
+            "",
+            404,
+            "no account",
+        ),
+        (
+            "POST",
+            format!("{path}/top-ups"),
+            "{\"amount\": \"1.00\"}",
+            "",
+            400,
+            "Idempotency-Key",
+        ),
+        (
+            "POST",
+            format!("{path}/top-ups"),
+            "{\"amount\": 1}",
+            "k1",
+            400,
+            "malformed JSON",
+        ),
+        (
+            "POST",
+            format!("{path}/top-ups"),
+            "{\"amount\": \"1.001\"}",
+            "k2",
+            400,
+            "more than 2 decimals",
+        ),
+        (
+            "POST",
+            format!("{path}/withdrawals"),
+            "{\"amount\": \"-5\"}",
+            "k3",
+            400,
+            "not above zero",
+        ),
+    ];
+    for (method, path, body, key, status, needle) in cases {
+        let headers: Vec<(&str, &str)> = if key.is_empty() {
+            vec![]
+        } else {
+            vec![("Idempotency-Key", key)]
+        };
+        let (got, answer) = http(&switch, method, &path, Some(TOKEN), &headers, body);
+        assert_eq!(got, status, "{method} {path} {body}: {answer}");
+        assert!(answer.contains(needle), "{method} {path} {body}: {answer}");
+        assert!(!answer.contains("4000000000000003"), "{answer}");
+    }
+}
+
+#[test]
+fn top_ups_and_withdrawals_move_money_once_and_show_in_iso_8583() {
+    let wal = fresh_wal_dir();
+    let switch = Switch::start_with_wal(&wal, &[]);
+    let mut link = switch.connect();
+    let pan = pan_text(402);
+    let (_, totals) = http(&switch, "GET", "/v1/ledger/totals", Some(TOKEN), &[], "");
+    let total_before = json(&totals)["total_minor"].clone();
+    assert_eq!(
+        iso_balances(&mut link, pan.as_bytes()),
+        (1_000_000, 1_000_000)
+    );
+
+    let top_up = |key: &str, amount: &str| {
+        http(
+            &switch,
+            "POST",
+            &format!("/v1/accounts/{pan}/top-ups"),
+            Some(TOKEN),
+            &[("Idempotency-Key", key)],
+            &format!("{{\"amount\": \"{amount}\"}}"),
+        )
+    };
+    let (status, body) = top_up("top-up-1", "25.50");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["balances"]["ledger"], "10025.50");
+    assert_eq!(
+        iso_balances(&mut link, pan.as_bytes()),
+        (1_002_550, 1_002_550)
+    );
+    // The same key again: the same answer, no second top-up; another amount under it: 409.
+    assert_eq!(top_up("top-up-1", "25.50"), (status, body));
+    assert_eq!(top_up("top-up-1", "30.00").0, 409);
+    assert_eq!(
+        iso_balances(&mut link, pan.as_bytes()),
+        (1_002_550, 1_002_550)
+    );
+
+    let withdraw = |key: &str, amount: &str| {
+        http(
+            &switch,
+            "POST",
+            &format!("/v1/accounts/{pan}/withdrawals"),
+            Some(TOKEN),
+            &[("Idempotency-Key", key)],
+            &format!("{{\"amount\": \"{amount}\"}}"),
+        )
+    };
+    let (status, body) = withdraw("withdrawal-1", "0.50");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        iso_balances(&mut link, pan.as_bytes()),
+        (1_002_500, 1_002_500)
+    );
+    let (status, body) = withdraw("withdrawal-2", "100000.00");
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(json(&body)["response_code"], "51");
+    assert_eq!(
+        iso_balances(&mut link, pan.as_bytes()),
+        (1_002_500, 1_002_500)
+    );
+
+    // An authorization over ISO 8583 between them: the totals still add up.
+    assert_eq!(
+        code(&link.call(&request("0100", pan.as_bytes(), "000000", 1_000))),
+        "00"
+    );
+    let (_, totals) = http(&switch, "GET", "/v1/ledger/totals", Some(TOKEN), &[], "");
+    assert_eq!(json(&totals)["total_minor"], total_before, "conservation");
+
+    // Block, and the card declines 62 over ISO 8583; unblock.
+    let (status, body) = http(
+        &switch,
+        "POST",
+        &format!("/v1/accounts/{pan}/block"),
+        Some(TOKEN),
+        &[],
+        "",
+    );
+    assert_eq!(
+        (status, json(&body)["blocked"].clone()),
+        (200, serde_json::json!(true))
+    );
+    assert_eq!(
+        code(&link.call(&request("0100", pan.as_bytes(), "000000", 100))),
+        "62"
+    );
+
+    // A new account, opened at zero and topped up.
+    let new = pan_text(5_000_000);
+    let (status, body) = http(
+        &switch,
+        "POST",
+        "/v1/accounts",
+        Some(TOKEN),
+        &[],
+        &format!("{{\"pan\": \"{new}\"}}"),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        http(
+            &switch,
+            "POST",
+            "/v1/accounts",
+            Some(TOKEN),
+            &[],
+            &format!("{{\"pan\": \"{new}\"}}")
+        )
+        .0,
+        409
+    );
+    let (status, _) = http(
+        &switch,
+        "POST",
+        &format!("/v1/accounts/{new}/top-ups"),
+        Some(TOKEN),
+        &[("Idempotency-Key", "new-1")],
+        "{\"amount\": \"12.00\"}",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(iso_balances(&mut link, new.as_bytes()), (1_200, 1_200));
+
+    // All of it survives a restart: it went through the log.
+    drop(link);
+    let (exit, _) = switch.terminate();
+    assert!(exit.success());
+    let switch = Switch::start_with_wal(&wal, &[]);
+    let mut link = switch.connect();
+    assert_eq!(
+        code(&link.call(&request("0100", pan.as_bytes(), "000000", 100))),
+        "62",
+        "still blocked"
+    );
+    assert_eq!(iso_balances(&mut link, new.as_bytes()), (1_200, 1_200));
+    let (_, body) = http(
+        &switch,
+        "GET",
+        &format!("/v1/accounts/{pan}"),
+        Some(TOKEN),
+        &[],
+        "",
+    );
+    let account = json(&body);
+    assert_eq!(
+        (account["ledger"].clone(), account["held"].clone()),
+        (serde_json::json!("10025.00"), serde_json::json!("10.00"))
+    );
+    let (status, _) = http(
+        &switch,
+        "POST",
+        &format!("/v1/accounts/{pan}/unblock"),
+        Some(TOKEN),
+        &[],
+        "",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        code(&link.call(&request("0100", pan.as_bytes(), "000000", 100))),
+        "00"
+    );
+    let (_, totals) = http(&switch, "GET", "/v1/ledger/totals", Some(TOKEN), &[], "");
+    assert_eq!(
+        json(&totals)["total_minor"],
+        total_before,
+        "conservation after recovery"
+    );
+}
+
+#[test]
+fn every_documented_route_is_served() {
+    let switch = Switch::start(&[]);
+    let pan = pan_text(403);
+    for (method, path) in switch::ops::admin::ROUTES {
+        let path = path.replace("{pan}", &pan);
+        let (status, body) = http(
+            &switch,
+            method,
+            &path,
+            Some(TOKEN),
+            &[("Idempotency-Key", "r")],
+            "{}",
+        );
+        assert!(
+            status != 404 && status != 405,
+            "{method} {path}: {status} {body}"
+        );
+    }
+}
