@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use switch::config::Settings;
+use switch::config::{LogFormat, Settings};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -63,14 +63,6 @@ enum WalCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -81,7 +73,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// Log lines to stderr: human-readable, or one JSON object per line (`logging.format`).
+/// `RUST_LOG` sets the levels (info by default).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
 fn run(command: Command) -> anyhow::Result<()> {
+    if !matches!(command, Command::Run { .. }) {
+        init_logging(LogFormat::Human);
+    }
     match command {
         Command::CheckConfig { config } => {
             let settings = Settings::load(&config)?;
@@ -118,6 +129,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             if let Some(dir) = wal_dir {
                 settings.wal.dir = dir;
             }
+            init_logging(settings.log_format);
             actix::System::new().block_on(switch::server::serve(settings, shutdown_signal()))
         }
     }

@@ -249,3 +249,86 @@ fn no_acquirer_connection_is_accepted_before_recovery_is_done() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `logging.format = "json"`: every line one JSON object; a decline is one line at info naming
+/// the check that decided it, and no line holds the PAN.
+#[test]
+fn json_logs_and_one_line_per_decline_naming_its_check() {
+    let config = config_file(
+        "json-logs",
+        "[logging]\nformat = \"json\"\n\n[demo]\naccounts = 2000\n",
+    );
+    let wal = fresh_wal_dir();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switch"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args(["--wal-dir", wal.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    {
+        let lines = lines.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                lines.lock().unwrap().push(line);
+            }
+        });
+    }
+    let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+    let addr = loop {
+        let found = lines.lock().unwrap().iter().find_map(|l| {
+            let value: serde_json::Value = serde_json::from_str(l).ok()?;
+            let message = value["fields"]["message"].as_str()?;
+            message
+                .strip_prefix("listening for acquirers on ")
+                .map(|a| a.parse::<std::net::SocketAddr>().unwrap())
+        });
+        if let Some(addr) = found {
+            break addr;
+        }
+        assert!(std::time::Instant::now() < deadline, "never listened");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut link = Link::connect(
+        addr,
+        adapters::DialectName::Default,
+        adapters::FrameHeader::Binary2,
+    );
+    let declined = link.call(&request("0100", &demo_pan(1), "000000", 100));
+    assert_eq!(code(&declined), "51");
+    let stan = String::from_utf8(declined.get(11).unwrap().to_vec()).unwrap();
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    let decline = loop {
+        let found = lines.lock().unwrap().iter().find_map(|l| {
+            let value: serde_json::Value = serde_json::from_str(l).ok()?;
+            (value["fields"]["message"] == "declined").then_some(value)
+        });
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(std::time::Instant::now() < deadline, "no decline line");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(decline["level"], "INFO");
+    assert_eq!(decline["fields"]["response_code"], "51");
+    assert_eq!(decline["fields"]["check"], "funds");
+    assert_eq!(
+        decline["fields"]["stan"].as_u64(),
+        Some(stan.parse().unwrap())
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    for line in lines.lock().unwrap().iter() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not a JSON line: {line}"
+        );
+        assert!(!has_pan_like_run(line), "a PAN-like run: {line}");
+    }
+}

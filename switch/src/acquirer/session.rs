@@ -130,13 +130,10 @@ impl Handler<Reply> for Session {
         let metrics = metrics();
         metrics.inflight.dec();
         metrics.observe(Stage::Total, transaction.received.elapsed());
-        let mti = transaction
-            .frame
-            .get(..4)
-            .and_then(|m| <[u8; 4]>::try_from(m).ok());
-        metrics.count(&mti.unwrap_or(*b"????"), outcome.code, transaction.route);
         match self.responder.dialect.decode(&transaction.frame) {
             Ok(request) => {
+                metrics.count(&request.mti.0, outcome.code, transaction.route);
+                log_decline(&request.mti.0, transaction.identity.stan, outcome.code);
                 if let Some(response) = iso::response(&request, &outcome) {
                     self.responder.send(&response, transaction.permit);
                 }
@@ -146,6 +143,20 @@ impl Handler<Reply> for Session {
         tracing::trace!(
             elapsed = ?transaction.received.elapsed(),
             "answered"
+        );
+    }
+}
+
+/// One line per declined financial request, at info, naming the check that decided it (never
+/// the card: the STAN and MTI identify it to the acquirer).
+fn log_decline(mti: &[u8; 4], stan: u32, code: ResponseCode) {
+    if !code.is_approved() {
+        tracing::info!(
+            mti = %String::from_utf8_lossy(mti),
+            stan,
+            response_code = code.as_str(),
+            check = code.check(),
+            "declined"
         );
     }
 }
@@ -381,6 +392,10 @@ impl Reader<'_> {
         if let Some(response) = iso::response(request, &outcome) {
             self.responder.send(&response, slot);
             metrics().count(&request.mti.0, outcome.code, Route::None);
+            if iso::classify(request.mti) == Class::Financial {
+                let stan = iso::identity(request).map_or(0, |id| id.stan);
+                log_decline(&request.mti.0, stan, outcome.code);
+            }
         }
     }
 

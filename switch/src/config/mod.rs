@@ -64,6 +64,24 @@ struct File {
     demo: Option<DemoFile>,
     #[serde(default)]
     admin: AdminFile,
+    #[serde(default)]
+    logging: LoggingFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LoggingFile {
+    format: String,
+}
+
+/// How log lines are written (`logging.format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line of text each, for a person.
+    #[default]
+    Human,
+    /// One JSON object per line, for a log pipeline.
+    Json,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -291,6 +309,7 @@ pub struct Settings {
     pub demo: Option<DemoAccounts>,
     /// The bearer token of the admin API (`admin.token`); `None`: the admin API is off.
     pub admin_token: Option<String>,
+    pub log_format: LogFormat,
 }
 
 impl Settings {
@@ -684,6 +703,16 @@ impl Checker<'_> {
             routes,
             demo,
             admin_token: self.admin_token(raw.admin.token)?,
+            log_format: match raw.logging.format.as_str() {
+                "" | "human" => LogFormat::Human,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(self.invalid(
+                        "logging.format",
+                        format!("{other:?} is neither \"human\" nor \"json\""),
+                    ));
+                }
+            },
         })
     }
 

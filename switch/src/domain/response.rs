@@ -93,6 +93,35 @@ impl ResponseCode {
     pub const fn is_approved(self) -> bool {
         matches!(self, ResponseCode::Approved)
     }
+
+    /// The check that gives this code, as the log line of a decline names it.
+    pub const fn check(self) -> &'static str {
+        use ResponseCode::*;
+        match self {
+            Approved => "approved",
+            DoNotHonor => "issuer declined",
+            InvalidTransaction => {
+                "transaction not valid here (processing code, MTI, currency, or reversed)"
+            }
+            InvalidAmount => "amount (zero, beyond the authorization, or field 4 of a reversal)",
+            InvalidCardNumber => "card number (length, Luhn, or no account)",
+            NoSuchIssuer => "routing: no route for the BIN",
+            OriginalNotFound => "original (field 90) not found",
+            FormatError => "format: a field missing or malformed",
+            InsufficientFunds => "funds",
+            ExpiredCard => "card expiry (field 14)",
+            NotPermittedToCard => "merchant category",
+            NotPermittedToTerminal => "acquirer (unknown, another's, or not the connection's)",
+            SuspectedFraud => "fraud score",
+            ExceedsAmountLimit => "amount limit (card or switch)",
+            RestrictedCard => "card or BIN blocked",
+            SecurityViolation => "MAC",
+            ExceedsFrequencyLimit => "velocity",
+            IssuerUnavailable => "capacity or issuer availability",
+            DuplicateTransmission => "duplicate: another request under the same identity",
+            SystemMalfunction => "system (log failed, table full)",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

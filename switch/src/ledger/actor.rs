@@ -172,6 +172,10 @@ impl Actor for LedgerActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.mailbox_capacity);
         ctx.run_interval(EXPIRY_INTERVAL, |actor, ctx| actor.expire(ctx));
+        // Exported from the start; brought up to date at every expiry tick.
+        metrics()
+            .ledger_transactions(self.shard.index())
+            .set(i64::try_from(self.shard.transaction_count()).unwrap_or(i64::MAX));
     }
 }
 
