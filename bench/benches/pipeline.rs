@@ -174,7 +174,7 @@ fn chain(c: &mut Criterion) {
         .map(|n| authorization(u64::from(n) * 7, n))
         .collect();
     c.bench_function(
-        "in-process pipeline: 0100 in, WAL record and 0110 out",
+        "in-process pipeline: 0100 in, WAL record and 0110 out, metrics and journal",
         |b| {
             b.iter_custom(|iters| {
                 let mut shard = shard(&settings, &tokenizer);
@@ -183,8 +183,10 @@ fn chain(c: &mut Criterion) {
                 let mut payload = Vec::with_capacity(128);
                 let mut group = Vec::with_capacity(1 << 20);
                 let mut out = Vec::with_capacity(512);
+                let journal = switch::ops::journal::Journal::new(1, 100_000);
                 let start = Instant::now();
                 for n in 0..iters {
+                    let received = Instant::now();
                     let mut frame = frames[(n % 4_096) as usize].clone();
                     // A unique STAN and terminal per request, as the load tool sends.
                     let stan = format!("{:06}", n % 1_000_000);
@@ -235,6 +237,30 @@ fn chain(c: &mut Criterion) {
                     out.clear();
                     dialect.encode(&response, &mut out).expect("encodes");
                     black_box(&out);
+                    // What the real path records for it: its count, six stage latencies (each
+                    // from a clock read) and its entry in the operators' journal.
+                    let metrics = switch::ops::metrics::metrics();
+                    metrics.count(
+                        &message.mti.0,
+                        outcome.code,
+                        switch::ops::metrics::Route::OnUs,
+                    );
+                    for stage in switch::ops::metrics::Stage::ALL {
+                        metrics.observe(stage, received.elapsed());
+                    }
+                    journal.record(
+                        0,
+                        switch::ops::journal::Decision {
+                            at_seconds: 1_795_000_000,
+                            key: identity,
+                            rrn: *b"000000000001",
+                            card: Some(request.card),
+                            mti: message.mti.0,
+                            amount: request.amount,
+                            code: outcome.code,
+                            route: switch::ops::metrics::Route::OnUs,
+                        },
+                    );
                 }
                 start.elapsed()
             })

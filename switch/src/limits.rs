@@ -79,4 +79,6 @@ pub struct Limits {
     pub retransmission_wait_seconds: u64,
     /// Retransmissions that may wait for one undecided request; more are answered 91.
     pub retransmission_waiters_max: usize,
+    /// Recent decisions kept for operators (the admin API's explanations and histories).
+    pub decisions_kept: usize,
 }

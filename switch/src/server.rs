@@ -31,6 +31,7 @@ use crate::ledger::actor::{LedgerActor, ShardTotal, TakeSnapshot, release};
 use crate::limits::ACCEPT_BACKLOG;
 use crate::ops::admin::{AdminState, Context as AdminContext};
 use crate::ops::http::{self, Health};
+use crate::ops::journal::Journal;
 use crate::ops::metrics::metrics;
 use crate::recovery::{self, DirectoryLock};
 use crate::risk::RiskEngine;
@@ -124,6 +125,7 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
         "listening for acquirers on {}",
         running.acquirer_addr
     );
+    let hangups = watch_hangups(admin.clone());
     let connections = Arc::new(Semaphore::new(settings.limits.connections_max));
     let ended = listener::accept_loop(
         &listener,
@@ -134,7 +136,35 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
     )
     .await;
     drop(listener);
+    hangups.abort();
     shutdown(&settings, running, http, &connections, ended).await
+}
+
+/// SIGHUP reloads the routing table and the risk rules from the configuration file, as
+/// `POST /v1/config/reload` does: an invalid file is refused, with its error logged, and the
+/// running rules stay.
+fn watch_hangups(admin: Arc<AdminState>) -> tokio::task::JoinHandle<()> {
+    actix::spawn(async move {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot watch SIGHUP: reload through the admin API instead");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let Some(context) = admin.context.get() else {
+                continue;
+            };
+            match crate::ops::admin::reload(context) {
+                Ok(_) => {
+                    tracing::info!(file = %context.source, "configuration reloaded (routes, risk) on SIGHUP")
+                }
+                Err(error) => {
+                    tracing::error!(%error, "configuration not reloaded on SIGHUP: the running rules stay")
+                }
+            }
+        }
+    })
 }
 
 /// Everything up to accepting acquirers: listeners bound, the log recovered, the writer,
@@ -264,18 +294,23 @@ async fn start(
             .collect(),
     );
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let journal = Arc::new(Journal::new(workers, settings.limits.decisions_kept));
     let mut pipelines = Vec::with_capacity(workers);
-    for _ in 0..workers {
+    let mut risk_actors = Vec::with_capacity(workers);
+    let mut routing_actors = Vec::with_capacity(workers);
+    for worker in 0..workers {
         let arbiter = Arbiter::new();
         let capacity = settings.limits.mailbox_capacity;
         let (routes, shards_for_worker) = (routes.clone(), shards.clone());
         let routing = RoutingActor::start_in_arbiter(&arbiter.handle(), move |_| {
             RoutingActor::new(routes, shards_for_worker, capacity)
         });
+        routing_actors.push(routing.clone());
         let engine = RiskEngine::new(settings.risk.clone());
         let risk = RiskActor::start_in_arbiter(&arbiter.handle(), move |_| {
             RiskActor::new(engine, routing, capacity)
         });
+        risk_actors.push(risk.clone());
         let context = SessionContext {
             dialect: settings.dialect.dialect(),
             framing: settings.framing,
@@ -288,6 +323,8 @@ async fn start(
             fingerprint_key: settings.token_key,
             risk,
             shutdown: shutdown_rx.clone(),
+            journal: journal.clone(),
+            journal_part: worker,
         };
         pipelines.push((arbiter.handle(), context));
         threads.arbiters.push(arbiter);
@@ -339,8 +376,11 @@ async fn start(
         idempotency: idempotency.clone(),
         tokenizer: tokenizer.clone(),
         key: settings.token_key,
-        routes: settings.routes.clone(),
-        risk: settings.risk.clone(),
+        running: std::sync::RwLock::new((settings.routes.clone(), settings.risk.clone())),
+        journal,
+        risk_actors,
+        routing_actors,
+        source: settings.source.clone(),
     });
     let mut timers = vec![sweeper];
     timers.extend(snapshots);

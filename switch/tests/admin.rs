@@ -358,3 +358,136 @@ fn every_documented_route_is_served() {
         );
     }
 }
+
+#[test]
+fn an_accounts_transactions_and_the_explanation_of_a_decision() {
+    let switch = Switch::start(&[]);
+    let mut link = switch.connect();
+    let pan = pan_text(404);
+    let hold = request("0100", pan.as_bytes(), "000000", 2_500);
+    assert_eq!(code(&link.call(&hold)), "00");
+    let big = request("0200", pan.as_bytes(), "000000", 5_000_000);
+    assert_eq!(code(&link.call(&big)), "51");
+    let (status, body) = http(
+        &switch,
+        "GET",
+        &format!("/v1/accounts/{pan}/transactions"),
+        Some(TOKEN),
+        &[],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let list = json(&body)["transactions"].as_array().unwrap().clone();
+    assert_eq!(list.len(), 2);
+    assert_eq!(
+        (list[0]["mti"].as_str(), list[0]["response_code"].as_str()),
+        (Some("0200"), Some("51"))
+    );
+    assert_eq!(
+        (list[1]["amount"].as_str(), list[1]["approved"].as_bool()),
+        (Some("25.00"), Some(true))
+    );
+    assert!(!body.contains(&pan), "{body}");
+
+    // Why was the 0200 declined? By acquirer, STAN and date, or by RRN.
+    let stan = String::from_utf8(big.get(11).unwrap().to_vec()).unwrap();
+    let date = String::from_utf8(big.get(7).unwrap()[..4].to_vec()).unwrap();
+    let (status, body) = http(
+        &switch,
+        "GET",
+        &format!("/v1/decisions?acquirer=123456&stan={stan}&date={date}"),
+        Some(TOKEN),
+        &[],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let decision = json(&body)["decisions"][0].clone();
+    assert_eq!(
+        (
+            decision["response_code"].as_str(),
+            decision["check"].as_str()
+        ),
+        (Some("51"), Some("funds"))
+    );
+    let rrn = String::from_utf8(big.get(37).unwrap().to_vec()).unwrap();
+    let (status, body) = http(
+        &switch,
+        "GET",
+        &format!("/v1/decisions?rrn={rrn}"),
+        Some(TOKEN),
+        &[],
+        "",
+    );
+    assert_eq!(
+        (status, json(&body)["decisions"][0]["stan"].as_str()),
+        (200, Some(stan.as_str()))
+    );
+    assert_eq!(
+        http(&switch, "GET", "/v1/decisions?stan=1", Some(TOKEN), &[], "").0,
+        400
+    );
+    assert_eq!(
+        http(
+            &switch,
+            "GET",
+            "/v1/decisions?rrn=nothing",
+            Some(TOKEN),
+            &[],
+            ""
+        )
+        .0,
+        404
+    );
+}
+
+#[test]
+fn risk_rules_and_routes_reload_from_the_file_by_the_api_and_by_sighup() {
+    let path = config_file("reload", "[demo]\naccounts = 2000\n");
+    let switch = Switch::start(&["--config", path.to_str().unwrap()]);
+    let mut link = switch.connect();
+    let pan = demo_pan(405);
+    let mut casino = request("0100", &pan, "000000", 100);
+    casino.set(18, b"7995".to_vec());
+    assert_eq!(code(&link.call(&casino)), "00");
+
+    // A file that does not parse is refused with its error; the running rules stay.
+    std::fs::write(&path, "[demo]\naccounts = 2000\n[risk\n").unwrap();
+    let (status, body) = http(&switch, "POST", "/v1/config/reload", Some(TOKEN), &[], "");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains(path.to_str().unwrap()), "{body}");
+    let mut again = request("0100", &pan, "000000", 100);
+    again.set(18, b"7995".to_vec());
+    assert_eq!(code(&link.call(&again)), "00");
+
+    // A valid one takes effect for the next request.
+    std::fs::write(
+        &path,
+        "[demo]\naccounts = 2000\n\n[risk]\nblocked_merchant_categories = [7995]\n",
+    )
+    .unwrap();
+    let (status, body) = http(&switch, "POST", "/v1/config/reload", Some(TOKEN), &[], "");
+    assert_eq!(status, 200, "{body}");
+    let mut blocked = request("0100", &pan, "000000", 100);
+    blocked.set(18, b"7995".to_vec());
+    assert_eq!(code(&link.call(&blocked)), "57");
+    let (_, risk) = http(&switch, "GET", "/v1/config/risk", Some(TOKEN), &[], "");
+    assert_eq!(
+        json(&risk)["blocked_merchant_categories"],
+        serde_json::json!([7995])
+    );
+
+    // SIGHUP: the rule is gone again.
+    std::fs::write(&path, "[demo]\naccounts = 2000\n").unwrap();
+    let pid = switch.pid();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    switch.wait_for_output("configuration reloaded (routes, risk) on SIGHUP");
+    let mut allowed = request("0100", &pan, "000000", 100);
+    allowed.set(18, b"7995".to_vec());
+    assert_eq!(code(&link.call(&allowed)), "00");
+}

@@ -28,8 +28,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use super::Acquirer;
 use super::idempotency::{Begin, IdempotencyStore};
 use super::iso::{self, Class};
+use crate::clock::unix_seconds;
 use crate::domain::{Outcome, ResponseCode, Tokenizer};
 use crate::limits::{Limits, READ_CHUNK_BYTES, WRITE_BATCH_BYTES};
+use crate::ops::journal::{Decision, Journal};
 use crate::ops::metrics::{Route, Stage, metrics};
 use crate::pipeline::{Reply, Screen, Transaction};
 use crate::risk::actor::RiskActor;
@@ -50,6 +52,9 @@ pub struct SessionContext {
     pub fingerprint_key: [u8; 16],
     pub risk: Addr<RiskActor>,
     pub shutdown: watch::Receiver<bool>,
+    /// Where answers are kept for operators, and this worker's part of it.
+    pub journal: Arc<Journal>,
+    pub journal_part: usize,
 }
 
 /// An encoded frame and the in-flight slot it frees once written.
@@ -108,6 +113,8 @@ impl Responder {
 struct Session {
     responder: Responder,
     idempotency: Arc<IdempotencyStore>,
+    journal: Arc<Journal>,
+    journal_part: usize,
 }
 
 impl Actor for Session {
@@ -134,6 +141,19 @@ impl Handler<Reply> for Session {
             Ok(request) => {
                 metrics.count(&request.mti.0, outcome.code, transaction.route);
                 log_decline(&request.mti.0, transaction.identity.stan, outcome.code);
+                self.journal.record(
+                    self.journal_part,
+                    Decision {
+                        at_seconds: unix_seconds(),
+                        key: transaction.identity,
+                        rrn: rrn(&request),
+                        card: Some(transaction.request.card),
+                        mti: request.mti.0,
+                        amount: transaction.request.amount,
+                        code: outcome.code,
+                        route: transaction.route,
+                    },
+                );
                 if let Some(response) = iso::response(&request, &outcome) {
                     self.responder.send(&response, transaction.permit);
                 }
@@ -145,6 +165,16 @@ impl Handler<Reply> for Session {
             "answered"
         );
     }
+}
+
+/// Field 37, space-padded to 12.
+fn rrn(message: &Message<'_>) -> [u8; 12] {
+    let mut rrn = [b' '; 12];
+    if let Some(value) = message.get(37) {
+        let n = value.len().min(12);
+        rrn[..n].copy_from_slice(&value[..n]);
+    }
+    rrn
 }
 
 /// One line per declined financial request, at info, naming the check that decided it (never
@@ -203,6 +233,8 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, context: SessionContext) {
     let session = Session {
         responder: responder.clone(),
         idempotency: context.idempotency.clone(),
+        journal: context.journal.clone(),
+        journal_part: context.journal_part,
     }
     .start();
     let slots = Arc::new(Semaphore::new(inflight));
@@ -392,9 +424,28 @@ impl Reader<'_> {
         if let Some(response) = iso::response(request, &outcome) {
             self.responder.send(&response, slot);
             metrics().count(&request.mti.0, outcome.code, Route::None);
-            if iso::classify(request.mti) == Class::Financial {
-                let stan = iso::identity(request).map_or(0, |id| id.stan);
-                log_decline(&request.mti.0, stan, outcome.code);
+            if iso::classify(request.mti) == Class::Financial
+                && let Some(key) = iso::identity(request)
+            {
+                log_decline(&request.mti.0, key.stan, outcome.code);
+                let amount = request
+                    .get(4)
+                    .and_then(|a| std::str::from_utf8(a).ok())
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(0);
+                self.context.journal.record(
+                    self.context.journal_part,
+                    Decision {
+                        at_seconds: unix_seconds(),
+                        key,
+                        rrn: rrn(request),
+                        card: None,
+                        mti: request.mti.0,
+                        amount,
+                        code: outcome.code,
+                        route: Route::None,
+                    },
+                );
             }
         }
     }

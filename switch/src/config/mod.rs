@@ -128,6 +128,7 @@ struct LimitsFile {
     write_timeout_seconds: u64,
     retransmission_wait_seconds: u64,
     retransmission_waiters_max: usize,
+    decisions_kept: usize,
 }
 
 impl Default for LimitsFile {
@@ -143,6 +144,7 @@ impl Default for LimitsFile {
             write_timeout_seconds: 10,
             retransmission_wait_seconds: 30,
             retransmission_waiters_max: 8,
+            decisions_kept: 100_000,
         }
     }
 }
@@ -525,6 +527,7 @@ impl Checker<'_> {
                 1,
                 1_024,
             )?,
+            decisions_kept: self.range("limits.decisions_kept", l.decisions_kept, 1, 10_000_000)?,
         };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let shards = match raw.ledger.shards {

@@ -12,7 +12,7 @@
 //!   another request under it gets 409.
 //! - A PAN is accepted in the path and never given back but masked.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use actix::Addr;
@@ -24,13 +24,17 @@ use serde_json::json;
 
 use crate::acquirer::idempotency::{Begin, IdempotencyStore};
 use crate::config::currency_exponent;
+use crate::config::{EMBEDDED_NAME, Settings};
 use crate::domain::{
     CardToken, Kind, Minor, Outcome, Pan, Posting, ResponseCode, Tokenizer, TxnKey,
 };
 use crate::ledger::actor::{Admin, Change, GetAccount, LedgerActor, ShardTotal};
 use crate::ledger::{Account, shard_of};
+use crate::ops::journal::{Decision, Journal};
 use crate::risk::RiskRules;
+use crate::risk::actor::{ReloadRules, RiskActor};
 use crate::routing::RoutingTable;
+use crate::routing::actor::{ReloadRoutes, RoutingActor};
 
 /// The acquirer id under which the admin API's postings settle.
 pub const ADMIN_ACQUIRER: u64 = 0;
@@ -48,8 +52,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/accounts/{pan}/block"),
     ("POST", "/v1/accounts/{pan}/unblock"),
     ("GET", "/v1/ledger/totals"),
+    ("GET", "/v1/accounts/{pan}/transactions"),
+    ("GET", "/v1/decisions"),
     ("GET", "/v1/config/routing"),
     ("GET", "/v1/config/risk"),
+    ("POST", "/v1/config/reload"),
 ];
 
 /// The OpenAPI 3 document of [`ROUTES`].
@@ -63,8 +70,13 @@ pub struct Context {
     pub tokenizer: Tokenizer,
     /// Keys the hash that turns an `Idempotency-Key` into a request identity.
     pub key: [u8; 16],
-    pub routes: RoutingTable,
-    pub risk: RiskRules,
+    /// The routing table and risk rules in force (replaced by a reload).
+    pub running: RwLock<(RoutingTable, RiskRules)>,
+    pub journal: Arc<Journal>,
+    pub risk_actors: Vec<Addr<RiskActor>>,
+    pub routing_actors: Vec<Addr<RoutingActor>>,
+    /// The configuration file the switch started with (or the embedded default's name).
+    pub source: String,
 }
 
 /// The admin API's state: its token from the start, its context once the switch is ready.
@@ -516,8 +528,12 @@ pub async fn routing(state: web::Data<AdminState>, request: HttpRequest) -> Http
     answer(
         async {
             let context = authorize(&state, &request)?;
-            let routes: Vec<_> = context
-                .routes
+            let running = context
+                .running
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let routes: Vec<_> = running
+                .0
                 .routes()
                 .map(|(prefix, to)| json!({ "prefix": prefix, "to": to }))
                 .collect();
@@ -530,7 +546,11 @@ pub async fn routing(state: web::Data<AdminState>, request: HttpRequest) -> Http
 pub async fn risk(state: web::Data<AdminState>, request: HttpRequest) -> HttpResponse {
     answer(async {
         let context = authorize(&state, &request)?;
-        let rules = &context.risk;
+        let running = context
+            .running
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let rules = &running.1;
         Ok(HttpResponse::Ok().json(json!({
             "amount_max": decimal(i64::try_from(rules.amount_max).unwrap_or(i64::MAX), rules.amount_max_currency),
             "amount_max_currency": rules.amount_max_currency,
@@ -539,6 +559,158 @@ pub async fn risk(state: web::Data<AdminState>, request: HttpRequest) -> HttpRes
         })))
     }
     .await)
+}
+
+fn decision_json(decision: &Decision, currency: Option<u16>) -> serde_json::Value {
+    let amount = i64::try_from(decision.amount).unwrap_or(i64::MAX);
+    json!({
+        "at": decision.at_seconds,
+        "mti": String::from_utf8_lossy(&decision.mti),
+        "acquirer": decision.key.acquirer.to_string(),
+        "terminal": String::from_utf8_lossy(&decision.key.terminal).trim_end(),
+        "stan": format!("{:06}", decision.key.stan),
+        "transmission": format!("{:010}", decision.key.transmission),
+        "rrn": String::from_utf8_lossy(&decision.rrn).trim_end(),
+        "card": decision.card.map(|c| format!("…{:04}", c.last_four)),
+        "amount": match currency {
+            Some(currency) => decimal(amount, currency),
+            None => decision.amount.to_string(),
+        },
+        "response_code": decision.code.as_str(),
+        "approved": decision.code.is_approved(),
+        "check": decision.code.check(),
+        "route": decision.route.name(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    limit: Option<usize>,
+}
+
+/// An account's recent transactions (the journal's window), newest first.
+pub async fn transactions(
+    state: web::Data<AdminState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<Limit>,
+) -> HttpResponse {
+    answer(
+        async {
+            let context = authorize(&state, &request)?;
+            let (pan, card) = card_of(context, &path)?;
+            let account = read_account(context, &pan, card).await?;
+            let limit = query.limit.unwrap_or(50).clamp(1, 1_000);
+            let found = context.journal.find(limit, |d| d.card == Some(card));
+            let list: Vec<_> = found
+                .iter()
+                .map(|d| decision_json(d, Some(account.currency)))
+                .collect();
+            Ok(HttpResponse::Ok().json(json!({ "card": pan.to_string(), "transactions": list })))
+        }
+        .await,
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionQuery {
+    acquirer: Option<u64>,
+    stan: Option<u32>,
+    /// MMDD of field 7.
+    date: Option<String>,
+    rrn: Option<String>,
+}
+
+/// The explanation of recent decisions: by acquirer, STAN and date (MMDD of field 7), or by
+/// retrieval reference number (field 37).
+pub async fn decisions(
+    state: web::Data<AdminState>,
+    request: HttpRequest,
+    query: web::Query<DecisionQuery>,
+) -> HttpResponse {
+    answer(
+        async {
+            let context = authorize(&state, &request)?;
+            let found = match (&query.rrn, query.acquirer, query.stan, &query.date) {
+                (Some(rrn), None, None, None) => {
+                    let rrn = rrn.as_bytes();
+                    context.journal.find(100, |d| {
+                        let len = d.rrn.iter().rposition(|b| *b != b' ').map_or(0, |i| i + 1);
+                        &d.rrn[..len] == rrn
+                    })
+                }
+                (None, Some(acquirer), Some(stan), Some(date)) => {
+                    let day: u64 = date
+                        .parse()
+                        .ok()
+                        .filter(|d| date.len() == 4 && (101..=1231).contains(d))
+                        .ok_or_else(|| Problem::bad(format!("date {date:?} is not MMDD")))?;
+                    context.journal.find(100, |d| {
+                        d.key.acquirer == acquirer
+                            && d.key.stan == stan
+                            && d.key.transmission / 1_000_000 == day
+                    })
+                }
+                _ => {
+                    return Err(Problem::bad(
+                        "give either rrn, or acquirer, stan and date (MMDD of field 7)",
+                    ));
+                }
+            };
+            if found.is_empty() {
+                return Err(Problem(
+                    StatusCode::NOT_FOUND,
+                    "no such decision in the recent window (limits.decisions_kept)".into(),
+                ));
+            }
+            let list: Vec<_> = found.iter().map(|d| decision_json(d, None)).collect();
+            Ok(HttpResponse::Ok().json(json!({ "decisions": list })))
+        }
+        .await,
+    )
+}
+
+/// Reloads the routing table and the risk rules from the configuration file the switch
+/// started with: the whole file is checked first, and an invalid one changes nothing. Other
+/// keys take effect at a restart. For the admin API and SIGHUP alike.
+pub fn reload(context: &Context) -> Result<serde_json::Value, String> {
+    if context.source == EMBEDDED_NAME {
+        return Err(
+            "the switch runs the embedded default configuration: there is no file to reload".into(),
+        );
+    }
+    let settings =
+        Settings::load(std::path::Path::new(&context.source)).map_err(|e| e.to_string())?;
+    let table = Arc::new(settings.routes.clone());
+    for actor in &context.routing_actors {
+        actor.do_send(ReloadRoutes(table.clone()));
+    }
+    for actor in &context.risk_actors {
+        actor.do_send(ReloadRules(settings.risk.clone()));
+    }
+    *context
+        .running
+        .write()
+        .unwrap_or_else(PoisonError::into_inner) = (settings.routes, settings.risk);
+    Ok(json!({
+        "reloaded": context.source,
+        "applied": ["routes", "risk"],
+        "note": "other keys take effect at a restart",
+    }))
+}
+
+pub async fn reload_config(state: web::Data<AdminState>, request: HttpRequest) -> HttpResponse {
+    answer(
+        async {
+            let context = authorize(&state, &request)?;
+            let done = reload(context).map_err(Problem::bad)?;
+            tracing::info!(file = %context.source, "configuration reloaded (routes, risk) by the admin API");
+            Ok(HttpResponse::Ok().json(done))
+        }
+        .await,
+    )
 }
 
 /// Registers [`ROUTES`] on an actix-web app.
@@ -552,8 +724,14 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/v1/accounts/{pan}/block", web::post().to(block))
         .route("/v1/accounts/{pan}/unblock", web::post().to(unblock))
         .route("/v1/ledger/totals", web::get().to(totals))
+        .route(
+            "/v1/accounts/{pan}/transactions",
+            web::get().to(transactions),
+        )
+        .route("/v1/decisions", web::get().to(decisions))
         .route("/v1/config/routing", web::get().to(routing))
-        .route("/v1/config/risk", web::get().to(risk));
+        .route("/v1/config/risk", web::get().to(risk))
+        .route("/v1/config/reload", web::post().to(reload_config));
 }
 
 impl AdminState {

@@ -65,7 +65,7 @@ pub enum Route {
 impl Route {
     const ALL: [Route; 3] = [Route::None, Route::OnUs, Route::Issuer];
 
-    const fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Route::None => "none",
             Route::OnUs => "on-us",

@@ -55,3 +55,16 @@ impl Handler<Screen> for RiskActor {
         }
     }
 }
+
+/// Replaces the rules (a configuration reload): requests already screened keep their
+/// decision; every later one meets the new rules.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ReloadRules(pub crate::risk::RiskRules);
+
+impl Handler<ReloadRules> for RiskActor {
+    type Result = ();
+    fn handle(&mut self, ReloadRules(rules): ReloadRules, _: &mut Self::Context) {
+        self.engine = RiskEngine::new(rules);
+    }
+}

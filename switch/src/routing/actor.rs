@@ -71,3 +71,15 @@ impl Handler<Route> for RoutingActor {
         }
     }
 }
+
+/// Replaces the routing table (a configuration reload).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ReloadRoutes(pub Arc<RoutingTable>);
+
+impl Handler<ReloadRoutes> for RoutingActor {
+    type Result = ();
+    fn handle(&mut self, ReloadRoutes(table): ReloadRoutes, _: &mut Self::Context) {
+        self.table = table;
+    }
+}

@@ -158,6 +158,11 @@ impl Switch {
         (status, body)
     }
 
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     pub fn output(&self) -> Vec<String> {
         self.output.lock().unwrap().clone()
     }
