@@ -334,6 +334,21 @@ pub fn genesis(settings: &Settings, tokenizer: &Tokenizer) -> anyhow::Result<Vec
         .collect())
 }
 
+/// Shards 0, 1, … from their images, with the configured limits.
+fn shards_from(images: Vec<ShardImage>, settings: &Settings) -> Vec<LedgerShard> {
+    images
+        .into_iter()
+        .enumerate()
+        .map(|(i, image)| {
+            LedgerShard::from_image(
+                u32::try_from(i).unwrap_or(u32::MAX),
+                settings.shard_limits,
+                image,
+            )
+        })
+        .collect()
+}
+
 /// Holds the WAL directory's lock for as long as it lives.
 #[derive(Debug)]
 pub struct DirectoryLock(#[allow(dead_code)] fs::File);
@@ -401,17 +416,7 @@ pub fn recover(
             // Replayed with the shard count the log was written under (expiry is per shard);
             // resharded afterwards if the configuration changed it.
             let images: Vec<ShardImage> = sections.into_iter().map(|s| s.image).collect();
-            let shards = images
-                .into_iter()
-                .enumerate()
-                .map(|(i, image)| {
-                    LedgerShard::from_image(
-                        u32::try_from(i).unwrap_or(u32::MAX),
-                        settings.shard_limits,
-                        image,
-                    )
-                })
-                .collect();
+            let shards = shards_from(images, settings);
             (shards, markers, Some(path))
         }
         None => (
@@ -466,17 +471,7 @@ pub fn recover(
             shards.iter().map(LedgerShard::image).collect(),
             settings.shards,
         );
-        shards = images
-            .into_iter()
-            .enumerate()
-            .map(|(i, image)| {
-                LedgerShard::from_image(
-                    u32::try_from(i).unwrap_or(u32::MAX),
-                    settings.shard_limits,
-                    image,
-                )
-            })
-            .collect();
+        shards = shards_from(images, settings);
         // From here on the log is written with the new count: a snapshot at its start keeps
         // a later recovery from replaying the old count's expiry onto the new split.
         let sections: Vec<SnapshotSection> = shards

@@ -192,25 +192,6 @@ impl Log {
     }
 }
 
-/// Two images hold the same state (their tables are in no particular order).
-fn same_state(a: &ShardImage, b: &ShardImage) -> bool {
-    let map = |image: &ShardImage| {
-        (
-            image.accounts.iter().copied().collect::<HashMap<_, _>>(),
-            image
-                .transactions
-                .iter()
-                .copied()
-                .collect::<HashMap<_, _>>(),
-            image.settlement.iter().copied().collect::<HashMap<_, _>>(),
-        )
-    };
-    map(a) == map(b)
-        && a.holds_by_age == b.holds_by_age
-        && a.postings_by_age == b.postings_by_age
-        && a.auth_counter == b.auth_counter
-}
-
 /// The same accounts, transactions and settlement totals, however split into shards.
 fn same_union(a: &[ShardImage], b: &[ShardImage]) -> bool {
     let union = |images: &[ShardImage]| {
@@ -360,7 +341,7 @@ fn simulate(seed: u64, verbose: bool) -> Report {
             if got.len() == expected.len() {
                 for (shard, (a, b)) in got.iter().zip(expected).enumerate() {
                     assert!(
-                        same_state(a, b),
+                        a.same_state(b),
                         "seed {seed} life {life}: shard {shard} recovered other than the live state"
                     );
                 }

@@ -169,6 +169,30 @@ impl Expiry {
     }
 }
 
+impl ShardImage {
+    /// Whether `other` holds the same state: the same accounts, transactions and settlement
+    /// positions (tables in no particular order), queues and counter.
+    pub fn same_state(&self, other: &ShardImage) -> bool {
+        fn tables(
+            image: &ShardImage,
+        ) -> (
+            HashMap<CardToken, Account>,
+            HashMap<TxnKey, Record>,
+            HashMap<u64, i64>,
+        ) {
+            (
+                image.accounts.iter().copied().collect(),
+                image.transactions.iter().copied().collect(),
+                image.settlement.iter().copied().collect(),
+            )
+        }
+        tables(self) == tables(other)
+            && self.holds_by_age == other.holds_by_age
+            && self.postings_by_age == other.postings_by_age
+            && self.auth_counter == other.auth_counter
+    }
+}
+
 /// The shard of `shards` that owns `card`'s account.
 pub fn shard_of(card: &CardToken, shards: usize) -> usize {
     // The remainder is below `shards`, so it fits a usize.
