@@ -81,6 +81,9 @@ struct Running {
 /// Runs the switch until `stop` resolves (or the WAL fails), then drains and returns. Must run
 /// inside an actix `System`. An error return means the process should exit non-zero.
 pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // SIGHUP's default action ends the process: take it over before anything else, so that a
+    // reload sent during a long recovery is not an outage.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     // The HTTP listener first: /healthz and /readyz answer through recovery. Stopped before
     // any error returns, so that the error is the last line the process prints.
     let health = Arc::new(Health::default());
@@ -125,7 +128,7 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
         "listening for acquirers on {}",
         running.acquirer_addr
     );
-    let hangups = watch_hangups(admin.clone());
+    let hangups = watch_hangups(admin.clone(), hangup);
     let connections = Arc::new(Semaphore::new(settings.limits.connections_max));
     let ended = listener::accept_loop(
         &listener,
@@ -143,11 +146,12 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
 /// SIGHUP reloads the routing table and the risk rules from the configuration file, as
 /// `POST /v1/config/reload` does: an invalid file is refused, with its error logged, and the
 /// running rules stay.
-fn watch_hangups(admin: Arc<AdminState>) -> tokio::task::JoinHandle<()> {
+fn watch_hangups(
+    admin: Arc<AdminState>,
+    hangup: std::io::Result<tokio::signal::unix::Signal>,
+) -> tokio::task::JoinHandle<()> {
     actix::spawn(async move {
-        let Ok(mut hangups) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
+        let Ok(mut hangups) = hangup else {
             tracing::warn!("cannot watch SIGHUP: reload through the admin API instead");
             return;
         };

@@ -491,3 +491,81 @@ fn risk_rules_and_routes_reload_from_the_file_by_the_api_and_by_sighup() {
     allowed.set(18, b"7995".to_vec());
     assert_eq!(code(&link.call(&allowed)), "00");
 }
+
+#[test]
+fn a_key_past_the_idempotency_window_still_moves_money_once_and_input_never_panics_or_echoes_a_pan()
+{
+    let config = config_file(
+        "short-retention",
+        "[limits]\nidempotency_retention_seconds = 1\n\n[demo]\naccounts = 2000\n",
+    );
+    let switch = Switch::start(&["--config", config.to_str().unwrap()]);
+    let mut link = switch.connect();
+    let pan = pan_text(406);
+    let top_up = |amount: &str| {
+        http(
+            &switch,
+            "POST",
+            &format!("/v1/accounts/{pan}/top-ups"),
+            Some(TOKEN),
+            &[("Idempotency-Key", "late-retry")],
+            &format!("{{\"amount\": \"{amount}\"}}"),
+        )
+    };
+    assert_eq!(top_up("5.00").0, 200);
+    // Two retentions pass: the table has forgotten the key, the ledger has not.
+    std::thread::sleep(std::time::Duration::from_millis(3_500));
+    let (status, body) = top_up("5.00");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("applied once already"), "{body}");
+    assert_eq!(
+        iso_balances(&mut link, pan.as_bytes()),
+        (1_000_500, 1_000_500)
+    );
+    assert_eq!(top_up("6.00").0, 409, "another request under the key");
+
+    // Input that used to panic the handler, or to come back in the error.
+    let (status, body) = top_up("79228162514264337593543950335");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = http(
+        &switch,
+        "POST",
+        "/v1/accounts",
+        Some(TOKEN),
+        &[],
+        "{\"pan\": 4000000000000002}",
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(!body.contains("4000000000000002"), "{body}");
+}
+
+#[test]
+fn a_reload_that_would_strand_on_us_cards_or_change_the_token_key_is_refused() {
+    let path = config_file("reload-refused", "[demo]\naccounts = 2000\n");
+    let switch = Switch::start(&["--config", path.to_str().unwrap()]);
+    std::fs::write(
+        &path,
+        "[demo]\naccounts = 2000\n\n[[routes]]\nprefix = \"411111\"\nto = \"issuer:sim\"\n",
+    )
+    .unwrap();
+    let (status, body) = http(&switch, "POST", "/v1/config/reload", Some(TOKEN), &[], "");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("on-us route of 400000"), "{body}");
+    std::fs::write(
+        &path,
+        "[demo]\naccounts = 2000\n\n[ledger]\ntoken_key = \"00112233445566778899aabbccddeeff\"\n",
+    )
+    .unwrap();
+    let (status, body) = http(&switch, "POST", "/v1/config/reload", Some(TOKEN), &[], "");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("token_key"), "{body}");
+    assert!(
+        !body.contains("00112233445566778899aabbccddeeff"),
+        "the key is never shown"
+    );
+    let mut link = switch.connect();
+    assert_eq!(
+        code(&link.call(&request("0100", &demo_pan(407), "000000", 100))),
+        "00"
+    );
+}

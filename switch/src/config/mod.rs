@@ -333,14 +333,32 @@ impl Settings {
     /// `config/switch.toml`). Tables merge key by key; an array (`[[acquirers]]`, `[[routes]]`,
     /// `[[issuers]]`, `demo.overrides`) given in `text` replaces the default's whole.
     pub fn parse(text: &str, file: &str) -> Result<Settings, ConfigError> {
-        let parse_error = |e: toml::de::Error| ConfigError::Parse {
-            file: file.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
+        // The parser's message, with the line and column, but not the quoted source line: a
+        // slip on the line of a key or token must not print the secret.
+        let parse_error = |source: &str, e: toml::de::Error| {
+            let at = e.span().map(|span| {
+                let before = &source[..span.start.min(source.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {column}: ")
+            });
+            let message = match at {
+                Some(at) => format!("{at}{}", e.message().trim_end()),
+                // No position, no quoted source: the whole message names the key.
+                None => e.to_string().trim_end().replace('\n', " "),
+            };
+            ConfigError::Parse {
+                file: file.to_owned(),
+                message,
+            }
         };
-        let given: toml::Table = toml::from_str(text).map_err(parse_error)?;
-        let mut merged: toml::Table = toml::from_str(EMBEDDED).map_err(parse_error)?;
+        let given: toml::Table = toml::from_str(text).map_err(|e| parse_error(text, e))?;
+        let mut merged: toml::Table =
+            toml::from_str(EMBEDDED).map_err(|e| parse_error(EMBEDDED, e))?;
         merge(&mut merged, given);
-        let raw: File = toml::Value::Table(merged).try_into().map_err(parse_error)?;
+        let raw: File = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e| parse_error("", e))?;
         Checker { file }.settings(raw)
     }
 }
@@ -426,7 +444,10 @@ impl Checker<'_> {
                 format!("{text:?} has more than {exponent} decimals for currency {currency}"),
             ));
         }
-        let minor = value * Decimal::from(10u64.pow(exponent));
+        // Checked: rust_decimal's `*` panics on overflow.
+        let minor = value
+            .checked_mul(Decimal::from(10u64.pow(exponent)))
+            .ok_or_else(|| self.invalid(key, format!("{text:?} is out of range")))?;
         // Amounts travel in 12-digit field 4; anything larger can never be used.
         let max = Decimal::from(999_999_999_999u64);
         if minor > max {
@@ -628,6 +649,12 @@ impl Checker<'_> {
         let mut acquirers = HashMap::new();
         for (i, a) in raw.acquirers.into_iter().enumerate() {
             let id = self.digits(&format!("acquirers[{i}].id"), &a.id, 11)?;
+            if id == crate::ops::admin::ADMIN_ACQUIRER {
+                return Err(self.invalid(
+                    format!("acquirers[{i}].id"),
+                    "0 is the admin API's own acquirer (its top-ups and withdrawals settle under it)",
+                ));
+            }
             let connections_max = match a.connections_max {
                 None => limits.connections_max,
                 Some(n) => self.range(

@@ -30,7 +30,7 @@ pub enum Waiting {
     /// A record with no answer waiting (released holds).
     Nothing,
     /// The answer to an admin API change, once the record is on disk.
-    Admin(tokio::sync::oneshot::Sender<Outcome>, Outcome),
+    Admin(AdminDone, Outcome),
     /// A shard's image for snapshot `generation`, taken between its records before the marker
     /// LSN and those after.
     Snapshot {
@@ -84,14 +84,15 @@ pub fn release(
                 });
             }
         }
-        Waiting::Admin(reply, outcome) => {
+        Waiting::Admin(done, outcome) => {
             let outcome = if durability == Durability::Durable {
                 outcome
             } else {
                 Outcome::decline(ResponseCode::SystemMalfunction)
             };
-            // The caller may have gone (the HTTP client hung up): the change stands, logged.
-            let _ = reply.send(outcome);
+            // Called whether or not the HTTP caller is still there: what records the answer
+            // for its Idempotency-Key must not depend on the connection.
+            done.call(outcome);
         }
         Waiting::Snapshot { .. } | Waiting::Nothing => {}
     }
@@ -274,21 +275,37 @@ pub enum Change {
     },
 }
 
-/// Asks a shard to make an admin change; the outcome comes on `reply` once it is durable
-/// (96 if the log failed; for `Open` and `Block`, 94 if the account exists already, 14 if
+/// What is called with an admin change's outcome once it is durable (96 if it could not be
+/// made durable), on the WAL writer's thread.
+pub struct AdminDone(pub Box<dyn FnOnce(Outcome) + Send>);
+
+impl AdminDone {
+    pub fn call(self, outcome: Outcome) {
+        (self.0)(outcome);
+    }
+}
+
+impl std::fmt::Debug for AdminDone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminDone")
+    }
+}
+
+/// Asks a shard to make an admin change; `done` gets the outcome once it is durable (96 if
+/// the log failed or is full; for `Open` and `Block`, 94 if the account exists already, 14 if
 /// there is none).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Admin {
     pub change: Change,
-    pub reply: tokio::sync::oneshot::Sender<Outcome>,
+    pub done: AdminDone,
 }
 
 impl Handler<Admin> for LedgerActor {
     type Result = ();
-    fn handle(&mut self, Admin { change, reply }: Admin, _: &mut Self::Context) {
+    fn handle(&mut self, Admin { change, done }: Admin, _: &mut Self::Context) {
         if !self.wal.try_reserve() {
-            let _ = reply.send(Outcome::decline(ResponseCode::SystemMalfunction));
+            done.call(Outcome::decline(ResponseCode::SystemMalfunction));
             return;
         }
         let at_seconds = unix_seconds();
@@ -340,10 +357,22 @@ impl Handler<Admin> for LedgerActor {
         });
         if let Err(submission) = self.wal.submit(Submission {
             payload,
-            completion: Waiting::Admin(reply, outcome),
+            completion: Waiting::Admin(done, outcome),
         }) {
             release(submission.completion, Durability::Failed, 0, None);
         }
+    }
+}
+
+/// Reads one kept transaction (admin API), without logging anything.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<super::shard::Record>")]
+pub struct GetRecord(pub crate::domain::TxnKey);
+
+impl Handler<GetRecord> for LedgerActor {
+    type Result = MessageResult<GetRecord>;
+    fn handle(&mut self, GetRecord(key): GetRecord, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.shard.transaction(&key).copied())
     }
 }
 

@@ -16,6 +16,7 @@ use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use actix::Addr;
+use actix::prelude::SendError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use rust_decimal::Decimal;
@@ -28,7 +29,9 @@ use crate::config::{EMBEDDED_NAME, Settings};
 use crate::domain::{
     CardToken, Kind, Minor, Outcome, Pan, Posting, ResponseCode, Tokenizer, TxnKey,
 };
-use crate::ledger::actor::{Admin, Change, GetAccount, LedgerActor, ShardTotal};
+use crate::ledger::actor::{
+    Admin, AdminDone, Change, GetAccount, GetRecord, LedgerActor, ShardTotal,
+};
 use crate::ledger::{Account, shard_of};
 use crate::ops::journal::{Decision, Journal};
 use crate::risk::RiskRules;
@@ -174,7 +177,11 @@ fn minor(text: &str, currency: u16) -> Result<Minor, Problem> {
             "amount {text:?} has more than {exponent} decimals for currency {currency}"
         )));
     }
-    let minor = (value * Decimal::from(10u64.pow(exponent))).trunc();
+    // Checked: rust_decimal's `*` panics on overflow, and this is input.
+    let minor = value
+        .checked_mul(Decimal::from(10u64.pow(exponent)))
+        .ok_or_else(|| Problem::bad(format!("amount {text:?} exceeds 12 digits of minor units")))?
+        .trunc();
     u64::try_from(minor.mantissa())
         .ok()
         .filter(|m| *m <= 999_999_999_999)
@@ -207,28 +214,64 @@ async fn read_account(context: &Context, pan: &Pan, card: CardToken) -> Result<A
         .ok_or_else(|| Problem(StatusCode::NOT_FOUND, format!("no account for card {pan}")))
 }
 
-/// Sends a change to the card's shard and waits until it is durable.
-async fn change(context: &Context, card: &CardToken, change: Change) -> Result<Outcome, Problem> {
+/// Sends a change to the card's shard and waits until it is durable. `recorded` (an
+/// Idempotency-Key's identity) gets the outcome in the idempotency table when the ledger
+/// decides, on the WAL writer's thread, whether or not this call is still waiting then.
+async fn change(
+    context: &Context,
+    card: &CardToken,
+    change: Change,
+    recorded: Option<TxnKey>,
+) -> Result<Outcome, Problem> {
     let (reply, answer) = tokio::sync::oneshot::channel();
-    shard(context, card)
-        .try_send(Admin { change, reply })
-        .map_err(|_| {
-            Problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the ledger is busy or stopping".into(),
-            )
-        })?;
-    match tokio::time::timeout(ANSWER_WAIT, answer).await {
-        Ok(Ok(outcome)) if outcome.code == ResponseCode::SystemMalfunction => Err(Problem(
+    let idempotency = context.idempotency.clone();
+    let done = AdminDone(Box::new(move |outcome: Outcome| {
+        if let Some(key) = recorded {
+            if outcome.code == ResponseCode::SystemMalfunction {
+                // Not durable: the key is free to be tried again (after the restart).
+                idempotency.abandon(&key, outcome);
+            } else {
+                idempotency.finish(&key, outcome);
+            }
+        }
+        let _ = reply.send(outcome);
+    }));
+    if let Err(refused) = shard(context, card).try_send(Admin { change, done }) {
+        // Never reached the ledger: nothing changed.
+        let (SendError::Full(admin) | SendError::Closed(admin)) = refused;
+        admin
+            .done
+            .call(Outcome::decline(ResponseCode::SystemMalfunction));
+        return Err(Problem(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the change could not be made durable (the WAL failed); nothing changed".into(),
-        )),
+            "the ledger is busy or stopping; nothing changed".into(),
+        ));
+    }
+    match tokio::time::timeout(ANSWER_WAIT, answer).await {
+        Ok(Ok(outcome)) if outcome.code == ResponseCode::SystemMalfunction => Err(unavailable()),
         Ok(Ok(outcome)) => Ok(outcome),
         _ => Err(Problem(
             StatusCode::SERVICE_UNAVAILABLE,
-            "no answer from the ledger in time".into(),
+            "no answer from the ledger in time: the outcome is unknown; retry with the same Idempotency-Key".into(),
         )),
     }
+}
+
+async fn change_of(
+    context: &Context,
+    card: &CardToken,
+    change_: Change,
+    key: TxnKey,
+) -> Result<Outcome, Problem> {
+    change(context, card, change_, Some(key)).await
+}
+
+fn unavailable() -> Problem {
+    Problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the change was not made durable (log full or failed, or table full); retry with the same Idempotency-Key"
+            .into(),
+    )
 }
 
 pub async fn openapi() -> HttpResponse {
@@ -268,7 +311,21 @@ fn default_currency() -> u16 {
 
 /// Parses a JSON body, with serde's message (field, line, column) for a malformed one.
 fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
-    serde_json::from_slice(bytes).map_err(|e| Problem::bad(format!("malformed JSON body: {e}")))
+    // Not serde's message: it may quote a value, and a value may be a PAN.
+    serde_json::from_slice(bytes).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Data => "a field is missing, unknown or of the wrong type",
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                "not valid JSON"
+            }
+            serde_json::error::Category::Io => "unreadable",
+        };
+        Problem::bad(format!(
+            "malformed JSON body at line {}, column {}: {what} (expected fields: see /v1/openapi.json)",
+            e.line(),
+            e.column()
+        ))
+    })
 }
 
 pub async fn create_account(
@@ -298,7 +355,7 @@ pub async fn create_account(
                 limit_per_transaction: limit,
                 ..Account::new(0, new.currency)
             };
-            let outcome = change(context, &card, Change::Open { card, account }).await?;
+            let outcome = change(context, &card, Change::Open { card, account }, None).await?;
             if outcome.code == ResponseCode::DuplicateTransmission {
                 return Err(Problem(
                     StatusCode::CONFLICT,
@@ -389,12 +446,16 @@ async fn movement(
                 .ok()
                 .and_then(Result::ok)
                 .ok_or_else(|| {
-                    Problem(StatusCode::SERVICE_UNAVAILABLE, "the first request with this key is still undecided".into())
+                    Problem(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the first request with this key is still undecided; retry with the same key"
+                            .into(),
+                    )
                 })?,
             Begin::TooManyWaiting | Begin::Full => {
                 return Err(Problem(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "too busy to take this request now".into(),
+                    "too busy to take this request now; retry with the same key".into(),
                 ));
             }
             Begin::New => {
@@ -407,20 +468,59 @@ async fn movement(
                     original: None,
                     replacement: None,
                 };
-                match change(context, &card, Change::Post { posting, fingerprint }).await {
-                    Ok(outcome) => {
-                        context.idempotency.finish(&identity, outcome);
-                        outcome
-                    }
-                    Err(problem) => {
-                        context
-                            .idempotency
-                            .abandon(&identity, Outcome::decline(ResponseCode::SystemMalfunction));
-                        return Err(problem);
-                    }
-                }
+                // The idempotency entry is finished (or freed) by the ledger's answer itself.
+                let change = Change::Post {
+                    posting,
+                    fingerprint,
+                };
+                change_of(context, &card, change, identity).await?
             }
         };
+        if matches!(
+            outcome.code,
+            ResponseCode::SystemMalfunction | ResponseCode::IssuerUnavailable
+        ) {
+            return Err(unavailable());
+        }
+        let mut outcome = outcome;
+        let mut note = None;
+        if outcome.code == ResponseCode::DuplicateTransmission {
+            // The key's identity is still held by a transaction the ledger keeps: this key's
+            // own, once its answer left the idempotency window. The same card, kind and amount
+            // is the same request, applied once already.
+            let same = shard(context, &card)
+                .send(GetRecord(identity))
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|r| r.card == card && r.kind == kind && r.amount == amount);
+            if !same {
+                return Err(Problem(
+                    StatusCode::CONFLICT,
+                    "this Idempotency-Key was used for another request".into(),
+                ));
+            }
+            let now = read_account(context, &pan, card).await?;
+            outcome = Outcome {
+                code: ResponseCode::Approved,
+                auth_id: None,
+                balances: Some(crate::domain::Balances {
+                    ledger: now.ledger,
+                    available: now.available(),
+                    currency: now.currency,
+                }),
+            };
+            note = Some("applied once already under this Idempotency-Key; the balances are today's");
+        }
+        tracing::info!(
+            operation = if kind == Kind::Deposit { "top-up" } else { "withdrawal" },
+            card = %pan,
+            amount = %decimal(i64::try_from(amount).unwrap_or(i64::MAX), account.currency),
+            response_code = outcome.code.as_str(),
+            key = format!("{:08x}", identity.stan),
+            "admin API posting"
+        );
+        crate::ops::metrics::metrics().count(b"ADMN", outcome.code, crate::ops::metrics::Route::OnUs);
         let balances = outcome.balances.map(|b| {
             json!({
                 "ledger": decimal(b.ledger, b.currency),
@@ -435,6 +535,7 @@ async fn movement(
             "amount": decimal(i64::try_from(amount).unwrap_or(i64::MAX), account.currency),
             "currency": account.currency,
             "balances": balances,
+            "note": note,
         });
         let status = if outcome.code.is_approved() {
             StatusCode::OK
@@ -474,7 +575,7 @@ async fn set_blocked(
         async {
             let context = authorize(&state, &request)?;
             let (pan, card) = card_of(context, &path)?;
-            let outcome = change(context, &card, Change::Block { card, blocked }).await?;
+            let outcome = change(context, &card, Change::Block { card, blocked }, None).await?;
             if outcome.code == ResponseCode::InvalidCardNumber {
                 return Err(Problem(
                     StatusCode::NOT_FOUND,
@@ -681,8 +782,32 @@ pub fn reload(context: &Context) -> Result<serde_json::Value, String> {
             "the switch runs the embedded default configuration: there is no file to reload".into(),
         );
     }
+    // One reload at a time (the admin API and SIGHUP may race): every worker gets the same.
+    static RELOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = RELOADING.lock().unwrap_or_else(PoisonError::into_inner);
     let settings =
         Settings::load(std::path::Path::new(&context.source)).map_err(|e| e.to_string())?;
+    if settings.token_key != context.key {
+        return Err(format!(
+            "{}: ledger.token_key differs from the running one: no log can change it, and the next start would refuse; nothing reloaded",
+            context.source
+        ));
+    }
+    {
+        let running = context
+            .running
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let next: Vec<(String, String)> = settings.routes.routes().collect();
+        for (prefix, to) in running.0.routes().filter(|(_, to)| to == "on-us") {
+            if !next.contains(&(prefix.clone(), to)) {
+                return Err(format!(
+                    "{}: the on-us route of {prefix} is gone or changed: completions and reversals of its cards could no longer reach their accounts; change it at a restart; nothing reloaded",
+                    context.source
+                ));
+            }
+        }
+    }
     let table = Arc::new(settings.routes.clone());
     for actor in &context.routing_actors {
         actor.do_send(ReloadRoutes(table.clone()));
