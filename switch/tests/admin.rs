@@ -514,7 +514,7 @@ fn a_key_past_the_idempotency_window_still_moves_money_once_and_input_never_pani
     };
     assert_eq!(top_up("5.00").0, 200);
     // Two retentions pass: the table has forgotten the key, the ledger has not.
-    std::thread::sleep(std::time::Duration::from_millis(3_500));
+    std::thread::sleep(std::time::Duration::from_millis(5_000));
     let (status, body) = top_up("5.00");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("applied once already"), "{body}");
