@@ -192,28 +192,41 @@ impl Log {
     }
 }
 
-/// The same accounts, transactions and settlement totals, however split into shards.
-fn same_union(a: &[ShardImage], b: &[ShardImage]) -> bool {
-    let union = |images: &[ShardImage]| {
-        let mut settlement: HashMap<u64, i64> = HashMap::new();
+/// The same accounts and settlement totals, however split into shards, and the same
+/// transactions: where two shards kept the same key (a reversal remembered on one card, a
+/// transaction of another card under that key), the merge keeps one of them.
+fn same_union(recovered: &[ShardImage], live: &[ShardImage]) -> bool {
+    let settlement = |images: &[ShardImage]| {
+        let mut total: HashMap<u64, i64> = HashMap::new();
         for image in images {
             for (acquirer, position) in &image.settlement {
-                *settlement.entry(*acquirer).or_default() += position;
+                *total.entry(*acquirer).or_default() += position;
             }
         }
-        (
-            images
-                .iter()
-                .flat_map(|i| i.accounts.iter().copied())
-                .collect::<HashMap<_, _>>(),
-            images
-                .iter()
-                .flat_map(|i| i.transactions.iter().copied())
-                .collect::<HashMap<_, _>>(),
-            settlement,
-        )
+        total
     };
-    union(a) == union(b)
+    let accounts = |images: &[ShardImage]| {
+        images
+            .iter()
+            .flat_map(|i| i.accounts.iter().copied())
+            .collect::<HashMap<_, _>>()
+    };
+    let mut live_records: HashMap<TxnKey, Vec<switch::ledger::Record>> = HashMap::new();
+    for (key, record) in live.iter().flat_map(|i| i.transactions.iter()) {
+        live_records.entry(*key).or_default().push(*record);
+    }
+    let recovered_records: HashMap<TxnKey, switch::ledger::Record> = recovered
+        .iter()
+        .flat_map(|i| i.transactions.iter().copied())
+        .collect();
+    settlement(recovered) == settlement(live)
+        && accounts(recovered) == accounts(live)
+        && recovered_records.len() == live_records.len()
+        && recovered_records.iter().all(|(key, record)| {
+            live_records
+                .get(key)
+                .is_some_and(|all| all.contains(record))
+        })
 }
 
 fn images(shards: &[LedgerShard]) -> Vec<ShardImage> {

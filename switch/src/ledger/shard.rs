@@ -204,21 +204,51 @@ pub fn shard_of(card: &CardToken, shards: usize) -> usize {
 /// into the first shard.
 pub fn reshard(images: Vec<ShardImage>, shards: usize) -> Vec<ShardImage> {
     let mut out: Vec<ShardImage> = vec![ShardImage::default(); shards];
-    let mut owner: HashMap<TxnKey, usize> = HashMap::new();
+    // Per new shard, each key's record and the old image it came from.
+    let mut kept: Vec<HashMap<TxnKey, (Record, usize)>> = vec![HashMap::new(); shards];
+    // (key, old image) → new shard, for the queues' entries.
+    let mut placed: HashMap<(TxnKey, usize), usize> = HashMap::new();
     let mut holds = Vec::new();
     let mut postings = Vec::new();
     let mut settlement: HashMap<u64, i64> = HashMap::new();
-    for image in images {
+    for (from, image) in images.into_iter().enumerate() {
         for (card, account) in image.accounts {
             out[shard_of(&card, shards)].accounts.push((card, account));
         }
         for (key, record) in image.transactions {
             let shard = shard_of(&record.card, shards);
-            owner.insert(key, shard);
-            out[shard].transactions.push((key, record));
+            match kept[shard].entry(key) {
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert((record, from));
+                    placed.insert((key, from), shard);
+                }
+                std::collections::hash_map::Entry::Occupied(mut slot) => {
+                    // Two old shards kept the same key (a reversal remembered on one card, a
+                    // transaction of another card under its original's key) and both land
+                    // here, where a table holds one: the transaction, over the remembered
+                    // reversal (a late original of that card then meets the key taken: 94,
+                    // no money either). Queue entries follow the record that stays.
+                    let (held, held_from) = *slot.get();
+                    if held.state == State::ReversedBeforeArrival && record.state == State::Live {
+                        placed.remove(&(key, held_from));
+                        slot.insert((record, from));
+                        placed.insert((key, from), shard);
+                    }
+                }
+            }
         }
-        holds.extend(image.holds_by_age);
-        postings.extend(image.postings_by_age);
+        holds.extend(
+            image
+                .holds_by_age
+                .into_iter()
+                .map(|(at, key)| (at, key, from)),
+        );
+        postings.extend(
+            image
+                .postings_by_age
+                .into_iter()
+                .map(|(at, key)| (at, key, from)),
+        );
         for (acquirer, position) in image.settlement {
             *settlement.entry(acquirer).or_default() += position;
         }
@@ -227,17 +257,23 @@ pub fn reshard(images: Vec<ShardImage>, shards: usize) -> Vec<ShardImage> {
         }
     }
     // Stable sorts keep each shard's queue in creation order.
-    holds.sort_by_key(|(at, _)| *at);
-    postings.sort_by_key(|(at, _)| *at);
-    for (at, key) in holds {
-        if let Some(&shard) = owner.get(&key) {
+    holds.sort_by_key(|(at, ..)| *at);
+    postings.sort_by_key(|(at, ..)| *at);
+    for (at, key, from) in holds {
+        if let Some(&shard) = placed.get(&(key, from)) {
             out[shard].holds_by_age.push((at, key));
         }
     }
-    for (at, key) in postings {
-        if let Some(&shard) = owner.get(&key) {
+    for (at, key, from) in postings {
+        if let Some(&shard) = placed.get(&(key, from)) {
             out[shard].postings_by_age.push((at, key));
         }
+    }
+    for (shard, records) in kept.into_iter().enumerate() {
+        out[shard].transactions = records
+            .into_iter()
+            .map(|(key, (record, _))| (key, record))
+            .collect();
     }
     out[0].settlement = settlement.into_iter().collect();
     out
@@ -1448,6 +1484,36 @@ mod tests {
         }
         assert_eq!(pieces, 1_000_000 / 4_096);
         assert_eq!(shard.account(&token(0)).unwrap().held, 0);
+    }
+
+    #[test]
+    fn resharding_two_shards_that_kept_the_same_key_keeps_the_transaction() {
+        // A reversal remembered for card 0 under key 7, and card 1's purchase under the same
+        // key in another shard: one table after the merge keeps the purchase, and only its
+        // queue entry.
+        let mut first = shard();
+        assert!(
+            first
+                .apply(&referring(Kind::Reversal, 0, 100, 8, 7), NOW)
+                .code
+                .is_approved()
+        );
+        let mut second = shard();
+        let mut purchase = request(Kind::Purchase, 4, 100, 7);
+        purchase.key = referring(Kind::Reversal, 0, 100, 8, 7).original.unwrap();
+        assert!(second.apply(&purchase, NOW).code.is_approved());
+        let merged = reshard(vec![first.image(), second.image()], 1).remove(0);
+        let kept: Vec<_> = merged
+            .transactions
+            .iter()
+            .map(|(_, r)| (r.card, r.state))
+            .collect();
+        assert_eq!(kept, [(token(4), State::Live)]);
+        assert_eq!(
+            merged.postings_by_age.len(),
+            1,
+            "the dropped record's entry went with it"
+        );
     }
 
     #[test]
