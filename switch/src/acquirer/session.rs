@@ -36,8 +36,8 @@ use crate::ops::metrics::{Route, Stage, metrics};
 use crate::pipeline::{Reply, Screen, Transaction};
 use crate::risk::actor::RiskActor;
 
-/// What every session on one worker shares.
-#[derive(Clone, Debug)]
+/// What every session on one worker shares. (`Debug` by hand: not the fingerprint key.)
+#[derive(Clone)]
 pub struct SessionContext {
     pub dialect: &'static Dialect,
     pub framing: FrameHeader,
@@ -55,6 +55,17 @@ pub struct SessionContext {
     /// Where answers are kept for operators, and this worker's part of it.
     pub journal: Arc<Journal>,
     pub journal_part: usize,
+}
+
+impl std::fmt::Debug for SessionContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionContext")
+            .field("framing", &self.framing)
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("limits", &self.limits)
+            .field("journal_part", &self.journal_part)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An encoded frame and the in-flight slot it frees once written.

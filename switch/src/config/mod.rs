@@ -287,8 +287,9 @@ impl DemoAccounts {
     }
 }
 
-/// The checked configuration the switch runs with.
-#[derive(Clone, Debug)]
+/// The checked configuration the switch runs with. Its `Debug` leaves out the secrets
+/// (`ledger.token_key`, `admin.token`).
+#[derive(Clone)]
 pub struct Settings {
     /// Where it came from, for messages.
     pub source: String,
@@ -312,6 +313,29 @@ pub struct Settings {
     /// The bearer token of the admin API (`admin.token`); `None`: the admin API is off.
     pub admin_token: Option<String>,
     pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("source", &self.source)
+            .field("acquirer_listen", &self.acquirer_listen)
+            .field("http_listen", &self.http_listen)
+            .field("dialect", &self.dialect)
+            .field("framing", &self.framing)
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("limits", &self.limits)
+            .field("shards", &self.shards)
+            .field("shard_limits", &self.shard_limits)
+            .field("wal", &self.wal)
+            .field("snapshot_interval", &self.snapshot_interval)
+            .field("risk", &self.risk)
+            .field("acquirers", &self.acquirers)
+            .field("routes", &self.routes)
+            .field("demo", &self.demo)
+            .field("log_format", &self.log_format)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Settings {
@@ -942,6 +966,20 @@ mod tests {
             error.contains("shards") && error.contains("invalid type"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn debug_output_leaves_out_the_secrets() {
+        let settings = Settings::embedded().unwrap();
+        let shown = format!("{settings:?}");
+        let token = settings.admin_token.clone().unwrap();
+        assert!(!shown.contains(&token), "{shown}");
+        assert!(!shown.contains("token_key"), "{shown}");
+        assert!(
+            !shown.contains(&format!("{:?}", settings.token_key)),
+            "{shown}"
+        );
+        assert!(shown.contains("acquirer_listen"));
     }
 
     #[test]

@@ -65,8 +65,8 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// The OpenAPI 3 document of [`ROUTES`].
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// What the admin API works on, known once the ledger is recovered.
-#[derive(Debug)]
+/// What the admin API works on, known once the ledger is recovered. (`Debug` by hand: not
+/// the key.)
 pub struct Context {
     pub shards: Arc<[Addr<LedgerActor>]>,
     pub idempotency: Arc<IdempotencyStore>,
@@ -82,8 +82,18 @@ pub struct Context {
     pub source: String,
 }
 
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("shards", &self.shards.len())
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The admin API's state: its token from the start, its context once the switch is ready.
-#[derive(Debug, Default)]
+/// (`Debug` by hand: not the token.)
+#[derive(Default)]
 pub struct AdminState {
     pub token: Option<String>,
     pub context: OnceLock<Context>,
@@ -857,6 +867,15 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/v1/config/routing", web::get().to(routing))
         .route("/v1/config/risk", web::get().to(risk))
         .route("/v1/config/reload", web::post().to(reload_config));
+}
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState")
+            .field("on", &self.token.is_some())
+            .field("ready", &self.context.get().is_some())
+            .finish()
+    }
 }
 
 impl AdminState {
