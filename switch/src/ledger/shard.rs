@@ -814,7 +814,7 @@ impl LedgerShard {
             if let Some(record) = self.transactions.remove(&key)
                 && record.state == State::ReversedBeforeArrival
             {
-                self.reversed_first -= 1;
+                self.reversed_first = self.reversed_first.saturating_sub(1);
             }
         }
         done
