@@ -171,32 +171,17 @@ fn no_acquirer_connection_is_accepted_before_recovery_is_done() {
         &default_config_with(&[("accounts = 100000 ", "accounts = 2000000 ")]),
     );
     let wal = fresh_wal_dir();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switch"))
-        .args([
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            &addr,
-        ])
-        .args(["--http", "127.0.0.1:0", "--wal-dir", wal.to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    {
-        let lines = lines.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                lines.lock().unwrap().push(line);
-            }
-        });
-    }
+    let (mut child, lines) = spawn_switch(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        &addr,
+        "--http",
+        "127.0.0.1:0",
+        "--wal-dir",
+        wal.to_str().unwrap(),
+    ]);
     let find = |needle: &str| {
         lines
             .lock()
@@ -259,27 +244,17 @@ fn json_logs_and_one_line_per_decline_naming_its_check() {
         "[logging]\nformat = \"json\"\n\n[demo]\naccounts = 2000\n",
     );
     let wal = fresh_wal_dir();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switch"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-        .args(["--wal-dir", wal.to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    {
-        let lines = lines.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                lines.lock().unwrap().push(line);
-            }
-        });
-    }
+    let (mut child, lines) = spawn_switch(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--wal-dir",
+        wal.to_str().unwrap(),
+    ]);
     let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
     let addr = loop {
         let found = lines.lock().unwrap().iter().find_map(|l| {
@@ -331,4 +306,32 @@ fn json_logs_and_one_line_per_decline_naming_its_check() {
         );
         assert!(!has_pan_like_run(line), "a PAN-like run: {line}");
     }
+}
+
+/// The switch with `args`, its stderr lines gathered as they come (for tests that must see
+/// the process before it listens, or read its lines as JSON).
+fn spawn_switch(
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switch"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let gathered = lines.clone();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            gathered.lock().unwrap().push(line);
+        }
+    });
+    (child, lines)
 }
