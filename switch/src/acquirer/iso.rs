@@ -76,8 +76,9 @@ const FINGERPRINT_DOMAIN: &[u8] = b"switch request fingerprint v1\0";
 /// identity. It is logged with the outcome, so it must never change for the same request:
 /// SipHash-2-4 keyed with `key` (the secret `ledger.token_key`, so that a logged fingerprint
 /// cannot be searched for a PAN) over [`FINGERPRINT_DOMAIN`], the MTI with a repeat's last
-/// digit set to 0, then for each field present in order: its number (1 byte), the length of
-/// its value (u32 little-endian) and the value.
+/// digit set to 0, then for each field present in order but the MAC fields 64 and 128 (a
+/// repeat is signed over its own MTI, and a MAC adds nothing once verified): its number
+/// (1 byte), the length of its value (u32 little-endian) and the value.
 pub fn fingerprint(message: &Message<'_>, key: &[u8; 16]) -> u64 {
     let mut hasher = SipHasher24::new_with_key(key);
     hasher.write(FINGERPRINT_DOMAIN);
@@ -86,7 +87,10 @@ pub fn fingerprint(message: &Message<'_>, key: &[u8; 16]) -> u64 {
         mti[3] = b'0';
     }
     hasher.write(&mti);
-    for (field, value) in message.fields() {
+    for (field, value) in message
+        .fields()
+        .filter(|(field, _)| !matches!(field, 64 | 128))
+    {
         // One write for the field's number and length: small writes cost SipHash the most.
         let mut header = [field, 0, 0, 0, 0];
         header[1..].copy_from_slice(&u32::try_from(value.len()).unwrap_or(u32::MAX).to_le_bytes());
@@ -574,6 +578,11 @@ mod tests {
         shifted.set(4, &b"00000000100"[..]);
         shifted.set(11, &b"0000123"[..]);
         assert_ne!(fingerprint(&shifted, &key), FINGERPRINT_VECTOR);
+        // The MAC fields are left out: a repeat carries another MAC over another MTI.
+        let mut signed = message.clone();
+        signed.set(64, &[1u8; 8][..]);
+        signed.set(128, &[2u8; 8][..]);
+        assert_eq!(fingerprint(&signed, &key), FINGERPRINT_VECTOR);
     }
 
     /// Computed by an independent SipHash-2-4 written from the paper (which reproduces the

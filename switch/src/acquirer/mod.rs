@@ -6,6 +6,7 @@
 pub mod idempotency;
 pub mod iso;
 pub mod listener;
+pub mod mac;
 pub mod session;
 
 /// An acquirer of `[[acquirers]]` in the configuration.
@@ -16,4 +17,7 @@ pub struct Acquirer {
     /// Connections this acquirer may hold at once; a connection is counted from its first
     /// financial request naming the acquirer.
     pub connections_max: usize,
+    /// With `mac = "aes-cmac"`: every request but network management must carry a correct
+    /// MAC (63 otherwise), and every response to it carries one.
+    pub mac_key: Option<mac::MacKey>,
 }

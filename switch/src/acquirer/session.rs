@@ -14,11 +14,11 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use adapters::{Dialect, FrameError, FrameHeader, Message, PartialDecode};
+use adapters::{Dialect, DialectName, FrameError, FrameHeader, Message, PartialDecode};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -28,6 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use super::Acquirer;
 use super::idempotency::{Begin, IdempotencyStore};
 use super::iso::{self, Class};
+use super::mac::{self, MacKey};
 use crate::clock::unix_seconds;
 use crate::domain::{Outcome, ResponseCode, Tokenizer};
 use crate::limits::{Limits, READ_CHUNK_BYTES, WRITE_BATCH_BYTES};
@@ -78,6 +79,9 @@ struct Responder {
     framing: FrameHeader,
     writer: mpsc::Sender<Outgoing>,
     peer: SocketAddr,
+    /// The key of the acquirer this connection is bound to, once bound after a correct MAC:
+    /// from then on every response but network management carries a MAC (DESIGN 2.6).
+    mac: Arc<OnceLock<MacKey>>,
 }
 
 impl Responder {
@@ -107,9 +111,33 @@ impl Responder {
     fn encode(&self, message: &Message<'_>) -> Option<Vec<u8>> {
         let header_len = self.framing.header_len();
         let mut frame = vec![0u8; header_len];
-        if let Err(error) = self.dialect.encode(message, &mut frame) {
+        let key = self.mac.get().filter(|_| message.mti.0[1] != b'8');
+        let encoded = match key {
+            None => self.dialect.encode(message, &mut frame),
+            Some(_) => {
+                // The MAC field is the last one: 128 once any field above 64 is present.
+                let mut signed = message.clone();
+                signed.remove(64);
+                signed.remove(128);
+                let highest = signed.fields().last().map_or(0, |(field, _)| field);
+                let placeholder: &[u8] = match self.dialect.name {
+                    DialectName::AsciiHexBitmap => b"0000000000000000",
+                    _ => &[0; 8],
+                };
+                signed.set(mac::mac_field(highest), placeholder);
+                self.dialect.encode(&signed, &mut frame)
+            }
+        };
+        if let Err(error) = encoded {
             tracing::debug!(peer = %self.peer, %error, "response not encodable");
             return None;
+        }
+        if let Some(key) = key {
+            let len = match self.dialect.name {
+                DialectName::AsciiHexBitmap => 16,
+                _ => 8,
+            };
+            mac::sign(key, &mut frame[header_len..], len);
         }
         if let Err(error) = self.framing.fill(frame.len() - header_len, &mut frame) {
             tracing::warn!(peer = %self.peer, %error, "response too large for the frame header");
@@ -241,6 +269,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, context: SessionContext) {
         framing: context.framing,
         writer: writer_tx,
         peer,
+        mac: Arc::new(OnceLock::new()),
     };
     let session = Session {
         responder: responder.clone(),
@@ -592,8 +621,32 @@ impl Reader<'_> {
             );
             return Ok(());
         }
+        // Before binding: a request without a correct MAC takes no connection permit.
+        if let Some(key) = context
+            .acquirers
+            .get(&identity.acquirer)
+            .and_then(|a| a.mac_key.as_ref())
+            && !mac_correct(key, message, body)
+        {
+            tracing::warn!(peer = %self.peer, acquirer = identity.acquirer, stan = identity.stan, "request without a correct MAC: 63");
+            self.respond(
+                message,
+                Outcome::decline(ResponseCode::SecurityViolation),
+                slot,
+            );
+            return Ok(());
+        }
         match self.bind(identity.acquirer) {
-            Binding::Same => {}
+            Binding::Same => {
+                if let Some(key) = context
+                    .acquirers
+                    .get(&identity.acquirer)
+                    .and_then(|a| a.mac_key.as_ref())
+                {
+                    // Set once: a connection never changes acquirer.
+                    let _ = self.responder.mac.set(key.clone());
+                }
+            }
             Binding::Other(bound) => {
                 tracing::warn!(peer = %self.peer, bound, named = identity.acquirer, "request naming another acquirer than the connection's: 58");
                 self.respond(
@@ -604,6 +657,14 @@ impl Reader<'_> {
                 return Ok(());
             }
             Binding::Full(limit) => {
+                // The last answer on this connection: signed, since the request was.
+                if let Some(key) = context
+                    .acquirers
+                    .get(&identity.acquirer)
+                    .and_then(|a| a.mac_key.as_ref())
+                {
+                    let _ = self.responder.mac.set(key.clone());
+                }
                 self.respond(
                     message,
                     Outcome::decline(ResponseCode::IssuerUnavailable),
@@ -669,5 +730,14 @@ impl Reader<'_> {
             },
         }
         Ok(())
+    }
+}
+
+/// Whether `message` (decoded from `body`) ends in its MAC field, correct for `key`: field 64,
+/// or 128 when a secondary bitmap is present, as the last field.
+fn mac_correct(key: &MacKey, message: &Message<'_>, body: &[u8]) -> bool {
+    match message.fields().last() {
+        Some((64 | 128, value)) => mac::verify(key, body, value),
+        _ => false,
     }
 }

@@ -225,6 +225,8 @@ struct AcquirerFile {
     id: String,
     name: String,
     connections_max: Option<usize>,
+    mac: Option<String>,
+    mac_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -487,6 +489,19 @@ impl Checker<'_> {
             .map_err(|_| self.invalid(key, format!("{text:?} is out of range")))
     }
 
+    /// 16 bytes from 32 hex digits; the error says `what` it is and never repeats the text.
+    fn hex16(&self, key: &str, text: &str, what: &str) -> Result<[u8; 16], ConfigError> {
+        let problem = || self.invalid(key, what);
+        if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(problem());
+        }
+        let mut out = [0u8; 16];
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| problem())?;
+        }
+        Ok(out)
+    }
+
     fn token_key(&self, key: &str, text: &str) -> Result<[u8; 16], ConfigError> {
         let problem = || {
             self.invalid(
@@ -688,10 +703,37 @@ impl Checker<'_> {
                     limits.connections_max,
                 )?,
             };
+            let mac_key = match (a.mac.as_deref(), a.mac_key.as_deref()) {
+                (None, None) => None,
+                (Some("aes-cmac"), Some(key)) => Some(crate::acquirer::mac::MacKey(self.hex16(
+                    &format!("acquirers[{i}].mac_key"),
+                    key,
+                    "must be 32 hex digits: the AES-128 key of the acquirer's MACs",
+                )?)),
+                (Some("aes-cmac"), None) => {
+                    return Err(self.invalid(
+                        format!("acquirers[{i}].mac_key"),
+                        "is needed with mac = \"aes-cmac\"",
+                    ));
+                }
+                (Some(other), _) => {
+                    return Err(self.invalid(
+                        format!("acquirers[{i}].mac"),
+                        format!("{other:?} is not \"aes-cmac\""),
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(self.invalid(
+                        format!("acquirers[{i}].mac"),
+                        "is needed with a mac_key: mac = \"aes-cmac\"",
+                    ));
+                }
+            };
             let acquirer = Acquirer {
                 id,
                 name: a.name,
                 connections_max,
+                mac_key,
             };
             if acquirers.insert(id, acquirer).is_some() {
                 return Err(self.invalid(
