@@ -84,6 +84,23 @@ fn codec(c: &mut Criterion) {
             dialect.encode(&response, &mut out)
         })
     });
+
+    // What a MAC-keyed acquirer adds (DESIGN 2.6): verify the request's MAC, sign the response.
+    let key = switch::acquirer::mac::MacKey([0x2b; 16]);
+    let mut signed = request.clone();
+    signed.extend_from_slice(&[0; 8]);
+    let len = signed.len();
+    switch::acquirer::mac::sign(&key, &mut signed, 8);
+    c.bench_function("MAC: verify the 0100's and sign the 0110 (AES-CMAC)", |b| {
+        b.iter(|| {
+            let ok = switch::acquirer::mac::verify(&key, black_box(&signed), &signed[len - 8..]);
+            out.clear();
+            out.extend_from_slice(black_box(&request));
+            out.extend_from_slice(&[0; 8]);
+            switch::acquirer::mac::sign(&key, &mut out, 8);
+            ok
+        })
+    });
 }
 
 criterion_group!(benches, codec);
