@@ -20,4 +20,69 @@ pub struct Acquirer {
     /// With `mac = "aes-cmac"`: every request but network management must carry a correct
     /// MAC (63 otherwise), and every response to it carries one.
     pub mac_key: Option<mac::MacKey>,
+    /// With `sources`: the only addresses that may speak for this acquirer (58 otherwise), and
+    /// a connection from one of them speaks for it alone.
+    pub sources: Vec<ipnet::IpNet>,
+}
+
+impl Acquirer {
+    /// Whether `sources` lets `address` speak for this acquirer.
+    pub fn admits(&self, address: std::net::IpAddr) -> bool {
+        self.sources.is_empty()
+            || self
+                .sources
+                .iter()
+                .any(|net| net.contains(&address.to_canonical()))
+    }
+}
+
+/// The one acquirer whose `sources` hold `address`, if exactly one does: a connection from it
+/// is bound to that acquirer by source.
+pub fn bound_by_source<'a>(
+    acquirers: impl IntoIterator<Item = &'a Acquirer>,
+    address: std::net::IpAddr,
+) -> Option<u64> {
+    let address = address.to_canonical();
+    let mut found = None;
+    for acquirer in acquirers {
+        if acquirer.sources.iter().any(|net| net.contains(&address)) {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(acquirer.id);
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acquirer(id: u64, sources: &[&str]) -> Acquirer {
+        Acquirer {
+            id,
+            name: format!("acquirer {id}"),
+            connections_max: 1,
+            mac_key: None,
+            sources: sources.iter().map(|s| s.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn sources_admit_their_addresses_in_either_ip_form() {
+        let limited = acquirer(1, &["10.1.0.0/16", "2001:db8::/32"]);
+        let open = acquirer(2, &[]);
+        let v4 = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(limited.admits(v4("10.1.2.3")));
+        assert!(limited.admits(v4("::ffff:10.1.2.3")), "IPv4-mapped");
+        assert!(limited.admits(v4("2001:db8::7")));
+        assert!(!limited.admits(v4("10.2.0.1")));
+        assert!(!limited.admits(v4("127.0.0.1")));
+        assert!(open.admits(v4("127.0.0.1")), "no sources: any address");
+        let both = [limited.clone(), open.clone(), acquirer(3, &["10.1.2.0/24"])];
+        assert_eq!(bound_by_source(&both[..2], v4("::ffff:10.1.9.9")), Some(1));
+        assert_eq!(bound_by_source(&both, v4("10.1.2.3")), None, "two claim it");
+        assert_eq!(bound_by_source(&both, v4("192.0.2.1")), None);
+    }
 }

@@ -287,6 +287,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, context: SessionContext) {
         slots: slots.clone(),
         peer,
         bound: std::sync::Mutex::new(None),
+        by_source: super::bound_by_source(context.acquirers.values(), peer.ip()),
     };
     let close = reader.read_loop(read_half).await;
     drop(reader);
@@ -356,6 +357,8 @@ struct Reader<'a> {
     /// The acquirer this connection speaks for, from its first financial request, with the
     /// connection permit it holds against `acquirers.connections_max`.
     bound: std::sync::Mutex<Option<Bound>>,
+    /// The acquirer this connection is bound to by its source address (`acquirers.sources`).
+    by_source: Option<u64>,
 }
 
 /// The acquirer a connection speaks for, its place among the acquirer's connections, and its
@@ -614,6 +617,21 @@ impl Reader<'_> {
         };
         if !context.acquirers.contains_key(&identity.acquirer) {
             tracing::warn!(peer = %self.peer, acquirer = identity.acquirer, "request from an unknown acquirer");
+            self.respond(
+                message,
+                Outcome::decline(ResponseCode::NotPermittedToTerminal),
+                slot,
+            );
+            return Ok(());
+        }
+        // DESIGN 2.6: a connection from an acquirer's sources speaks for it alone, and an
+        // acquirer with sources is spoken for from nowhere else.
+        let admitted = context
+            .acquirers
+            .get(&identity.acquirer)
+            .is_some_and(|a| a.admits(self.peer.ip()));
+        if !admitted || self.by_source.is_some_and(|by| by != identity.acquirer) {
+            tracing::warn!(peer = %self.peer, named = identity.acquirer, by_source = ?self.by_source, "request naming an acquirer this source may not speak for: 58");
             self.respond(
                 message,
                 Outcome::decline(ResponseCode::NotPermittedToTerminal),

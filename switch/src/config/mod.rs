@@ -227,6 +227,7 @@ struct AcquirerFile {
     connections_max: Option<usize>,
     mac: Option<String>,
     mac_key: Option<String>,
+    sources: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -729,11 +730,25 @@ impl Checker<'_> {
                     ));
                 }
             };
+            let mut sources = Vec::new();
+            for (j, text) in a.sources.unwrap_or_default().iter().enumerate() {
+                let net = text
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        self.invalid(
+                            format!("acquirers[{i}].sources[{j}]"),
+                            format!("{text:?} is not an address or a CIDR range (\"10.1.0.0/16\", \"::1\")"),
+                        )
+                    })?;
+                sources.push(net.trunc());
+            }
             let acquirer = Acquirer {
                 id,
                 name: a.name,
                 connections_max,
                 mac_key,
+                sources,
             };
             if acquirers.insert(id, acquirer).is_some() {
                 return Err(self.invalid(
