@@ -59,23 +59,37 @@ fn a_connection_from_an_acquirers_sources_speaks_for_it_alone() {
 
 #[test]
 fn an_acquirer_with_sources_is_spoken_for_from_nowhere_else() {
-    // Two acquirers both claim 127.0.0.0/8: nothing is bound by source, but the demo acquirer,
-    // limited to 10.0.0.0/8, is refused from 127.0.0.1.
-    let config = with_second_acquirer(Some("[\"10.0.0.0/8\"]"), "[\"127.0.0.1\", \"::1\"]");
+    // The demo acquirer is limited to 10.0.0.0/8; the second has no sources, so nothing binds
+    // 127.0.0.1 by source and only the demo acquirer's own limit refuses it.
+    let config = default_config_with(&[
+        (
+            "[[routes]]",
+            &format!("[[acquirers]]\nid = \"{SECOND}\"\nname = \"Second acquirer\"\n\n[[routes]]"),
+        ),
+        (
+            "name = \"Demo acquirer\"",
+            "name = \"Demo acquirer\"\nsources = [\"10.0.0.0/8\"]",
+        ),
+    ]);
     let path = config_file("identity-elsewhere", &config);
     let switch = Switch::start(&["--config", path.to_str().unwrap()]);
     let pan = demo_pan(402);
     let mut link = switch.connect();
     assert_eq!(code(&link.call(&naming(ACQUIRER, &pan))), "58");
     assert_eq!(code(&link.call(&naming(SECOND, &pan))), "00");
+    assert_eq!(code(&link.call(&naming(ACQUIRER, &pan))), "58");
+}
 
+#[test]
+fn the_narrowest_range_binds() {
+    // 127.0.0.1 lies in both; the second acquirer's single address is narrower than the /8.
     let config = with_second_acquirer(Some("[\"127.0.0.0/8\"]"), "[\"127.0.0.1\"]");
-    let path = config_file("identity-ambiguous", &config);
+    let path = config_file("identity-narrowest", &config);
     let switch = Switch::start(&["--config", path.to_str().unwrap()]);
+    let pan = demo_pan(403);
     let mut link = switch.connect();
-    // Both admit 127.0.0.1, so the connection binds by its first request, as without sources.
-    assert_eq!(code(&link.call(&naming(ACQUIRER, &pan))), "00");
-    assert_eq!(code(&link.call(&naming(SECOND, &pan))), "58");
+    assert_eq!(code(&link.call(&naming(ACQUIRER, &pan))), "58");
+    assert_eq!(code(&link.call(&naming(SECOND, &pan))), "00");
 }
 
 #[test]
@@ -88,4 +102,19 @@ fn a_source_that_is_not_an_address_or_range_stops_the_start() {
     let (status, _, stderr) = run_switch(&["run", "--config", path.to_str().unwrap()]);
     assert_ne!(status, 0);
     assert!(stderr.contains("acquirers[0].sources[0]"), "{stderr}");
+    for (sources, problem) in [
+        ("[]", "is empty"),
+        ("[\"10.1.2.3/8\"]", "host bits"),
+        ("[\"::ffff:10.0.0.0/104\"]", "IPv4-mapped"),
+        ("[\"10.0.0.0/8\", \"10.0.0.0/8\"]", "already a source"),
+    ] {
+        let config = default_config_with(&[(
+            "name = \"Demo acquirer\"",
+            &format!("name = \"Demo acquirer\"\nsources = {sources}"),
+        )]);
+        let path = config_file("identity-bad-sources", &config);
+        let (status, _, stderr) = run_switch(&["run", "--config", path.to_str().unwrap()]);
+        assert_ne!(status, 0, "{sources}");
+        assert!(stderr.contains(problem), "{sources}: {stderr}");
+    }
 }

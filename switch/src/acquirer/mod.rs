@@ -36,23 +36,30 @@ impl Acquirer {
     }
 }
 
-/// The one acquirer whose `sources` hold `address`, if exactly one does: a connection from it
-/// is bound to that acquirer by source.
+/// The acquirer whose `sources` hold `address` most narrowly (the longest prefix, as routers
+/// choose): a connection from it is bound to that acquirer by source. The configuration refuses
+/// one range in two acquirers, so two matches of the same length cannot differ; if they did,
+/// nothing would be bound.
 pub fn bound_by_source<'a>(
     acquirers: impl IntoIterator<Item = &'a Acquirer>,
     address: std::net::IpAddr,
 ) -> Option<u64> {
     let address = address.to_canonical();
-    let mut found = None;
+    let mut best: Option<(u8, Option<u64>)> = None;
     for acquirer in acquirers {
-        if acquirer.sources.iter().any(|net| net.contains(&address)) {
-            if found.is_some() {
-                return None;
-            }
-            found = Some(acquirer.id);
+        for net in acquirer.sources.iter().filter(|net| net.contains(&address)) {
+            let length = net.prefix_len();
+            best = match best {
+                Some((known, _)) if known > length => best,
+                Some((known, Some(id))) if known == length && id != acquirer.id => {
+                    Some((known, None))
+                }
+                Some((known, holder)) if known == length => Some((known, holder)),
+                _ => Some((length, Some(acquirer.id))),
+            };
         }
     }
-    found
+    best.and_then(|(_, holder)| holder)
 }
 
 #[cfg(test)]
@@ -80,9 +87,20 @@ mod tests {
         assert!(!limited.admits(v4("10.2.0.1")));
         assert!(!limited.admits(v4("127.0.0.1")));
         assert!(open.admits(v4("127.0.0.1")), "no sources: any address");
-        let both = [limited.clone(), open.clone(), acquirer(3, &["10.1.2.0/24"])];
-        assert_eq!(bound_by_source(&both[..2], v4("::ffff:10.1.9.9")), Some(1));
-        assert_eq!(bound_by_source(&both, v4("10.1.2.3")), None, "two claim it");
-        assert_eq!(bound_by_source(&both, v4("192.0.2.1")), None);
+        let all = [limited.clone(), open.clone(), acquirer(3, &["10.1.2.0/24"])];
+        assert_eq!(bound_by_source(&all, v4("::ffff:10.1.9.9")), Some(1));
+        assert_eq!(
+            bound_by_source(&all, v4("10.1.2.3")),
+            Some(3),
+            "the narrower range"
+        );
+        assert_eq!(bound_by_source(all.iter().rev(), v4("10.1.2.3")), Some(3));
+        assert_eq!(bound_by_source(&all, v4("192.0.2.1")), None);
+        let tied = [acquirer(4, &["10.9.0.0/16"]), acquirer(5, &["10.9.0.0/16"])];
+        assert_eq!(
+            bound_by_source(&tied, v4("10.9.1.1")),
+            None,
+            "never chosen by order"
+        );
     }
 }

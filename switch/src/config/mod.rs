@@ -686,7 +686,7 @@ impl Checker<'_> {
                 .collect::<Result<_, _>>()?,
             blocked_merchant_categories: raw.risk.blocked_merchant_categories,
         };
-        let mut acquirers = HashMap::new();
+        let mut acquirers: HashMap<u64, Acquirer> = HashMap::new();
         for (i, a) in raw.acquirers.into_iter().enumerate() {
             let id = self.digits(&format!("acquirers[{i}].id"), &a.id, 11)?;
             if id == crate::ops::admin::ADMIN_ACQUIRER {
@@ -731,17 +731,52 @@ impl Checker<'_> {
                 }
             };
             let mut sources = Vec::new();
+            if a.sources.as_ref().is_some_and(Vec::is_empty) {
+                return Err(self.invalid(
+                    format!("acquirers[{i}].sources"),
+                    "is empty: leave it out to admit any address (there is no \"nobody\")",
+                ));
+            }
             for (j, text) in a.sources.unwrap_or_default().iter().enumerate() {
+                let key = format!("acquirers[{i}].sources[{j}]");
                 let net = text
                     .parse::<ipnet::IpNet>()
                     .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
                     .map_err(|_| {
                         self.invalid(
-                            format!("acquirers[{i}].sources[{j}]"),
+                            &key,
                             format!("{text:?} is not an address or a CIDR range (\"10.1.0.0/16\", \"::1\")"),
                         )
                     })?;
-                sources.push(net.trunc());
+                if net != net.trunc() {
+                    return Err(self.invalid(
+                        &key,
+                        format!("{text:?} has host bits set: did you mean {}?", net.trunc()),
+                    ));
+                }
+                if let ipnet::IpNet::V6(v6) = net
+                    && v6.addr().to_ipv4_mapped().is_some()
+                {
+                    return Err(self.invalid(
+                        &key,
+                        format!("{text:?} is IPv4-mapped: write the IPv4 range (peers are compared as IPv4)"),
+                    ));
+                }
+                let claimed = if sources.contains(&net) {
+                    Some(id)
+                } else {
+                    acquirers
+                        .values()
+                        .find(|other| other.sources.contains(&net))
+                        .map(|other| other.id)
+                };
+                if let Some(other) = claimed {
+                    return Err(self.invalid(
+                        &key,
+                        format!("{net} is already a source of acquirer {other}: a range belongs to one acquirer (a narrower one inside it takes precedence)"),
+                    ));
+                }
+                sources.push(net);
             }
             let acquirer = Acquirer {
                 id,
