@@ -615,7 +615,7 @@ impl Reader<'_> {
             self.respond(message, Outcome::decline(ResponseCode::FormatError), slot);
             return Ok(());
         };
-        if !context.acquirers.contains_key(&identity.acquirer) {
+        let Some(acquirer) = context.acquirers.get(&identity.acquirer) else {
             tracing::warn!(peer = %self.peer, acquirer = identity.acquirer, "request from an unknown acquirer");
             self.respond(
                 message,
@@ -623,14 +623,10 @@ impl Reader<'_> {
                 slot,
             );
             return Ok(());
-        }
+        };
         // DESIGN 2.6: a connection from an acquirer's sources speaks for it alone, and an
         // acquirer with sources is spoken for from nowhere else.
-        let admitted = context
-            .acquirers
-            .get(&identity.acquirer)
-            .is_some_and(|a| a.admits(self.peer.ip()));
-        if !admitted || self.by_source.is_some_and(|by| by != identity.acquirer) {
+        if !acquirer.admits(self.peer.ip()) || self.by_source.is_some_and(|by| by != acquirer.id) {
             tracing::warn!(peer = %self.peer, named = identity.acquirer, by_source = ?self.by_source, "request naming an acquirer this source may not speak for: 58");
             self.respond(
                 message,
@@ -640,10 +636,7 @@ impl Reader<'_> {
             return Ok(());
         }
         // Before binding: a request without a correct MAC takes no connection permit.
-        if let Some(key) = context
-            .acquirers
-            .get(&identity.acquirer)
-            .and_then(|a| a.mac_key.as_ref())
+        if let Some(key) = &acquirer.mac_key
             && !mac_correct(key, message, body)
         {
             tracing::warn!(peer = %self.peer, acquirer = identity.acquirer, stan = identity.stan, "request without a correct MAC: 63");
@@ -654,17 +647,17 @@ impl Reader<'_> {
             );
             return Ok(());
         }
-        match self.bind(identity.acquirer) {
-            Binding::Same => {
-                if let Some(key) = context
-                    .acquirers
-                    .get(&identity.acquirer)
-                    .and_then(|a| a.mac_key.as_ref())
-                {
-                    // Set once: a connection never changes acquirer.
-                    let _ = self.responder.mac.set(key.clone());
-                }
-            }
+        let binding = self.bind(identity.acquirer);
+        // Bound to this acquirer (or refused for its connection limit, the last answer here):
+        // its responses are signed from now on. Set once: a connection never changes acquirer.
+        if let Some(key) = &acquirer.mac_key
+            && !matches!(binding, Binding::Other(_))
+            && self.responder.mac.get().is_none()
+        {
+            let _ = self.responder.mac.set(key.clone());
+        }
+        match binding {
+            Binding::Same => {}
             Binding::Other(bound) => {
                 tracing::warn!(peer = %self.peer, bound, named = identity.acquirer, "request naming another acquirer than the connection's: 58");
                 self.respond(
@@ -675,14 +668,6 @@ impl Reader<'_> {
                 return Ok(());
             }
             Binding::Full(limit) => {
-                // The last answer on this connection: signed, since the request was.
-                if let Some(key) = context
-                    .acquirers
-                    .get(&identity.acquirer)
-                    .and_then(|a| a.mac_key.as_ref())
-                {
-                    let _ = self.responder.mac.set(key.clone());
-                }
                 self.respond(
                     message,
                     Outcome::decline(ResponseCode::IssuerUnavailable),
