@@ -30,20 +30,27 @@ impl Drop for Running {
     }
 }
 
-fn start_switch(name: &str) -> (Running, String) {
-    let wal = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("loadtest-wal-{name}-{}", std::process::id()));
+/// Starts the switch on its default configuration, or with `config` laid over it.
+fn start_switch(name: &str, config: Option<&str>) -> (Running, String) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let wal = dir.join(format!("loadtest-wal-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&wal);
-    let mut child = Command::new(switch_binary())
-        .args([
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--wal-dir",
-        ])
-        .arg(&wal)
+    let mut command = Command::new(switch_binary());
+    command.args([
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--wal-dir",
+    ]);
+    command.arg(&wal);
+    if let Some(text) = config {
+        let file = dir.join(format!("loadtest-{name}-{}.toml", std::process::id()));
+        std::fs::write(&file, text).unwrap();
+        command.arg("--config").arg(file);
+    }
+    let mut child = command
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -88,7 +95,9 @@ fn loadtest(args: &[&str]) -> (bool, String, serde_json::Value) {
 
 #[test]
 fn a_closed_loop_mix_is_clean_and_the_money_adds_up() {
-    let (_switch, addr) = start_switch("closed");
+    // The default configuration, demo risk rules included: 20,000 cards keep every card below
+    // 20 approvals a minute at the rate of this run, and so every answer 00.
+    let (_switch, addr) = start_switch("closed", None);
     let (clean, stdout, report) = loadtest(&[
         "run",
         "--target",
@@ -104,7 +113,7 @@ fn a_closed_loop_mix_is_clean_and_the_money_adds_up() {
         "--mix",
         "auth:70,purchase:20,balance:5,reversal:5",
         "--accounts",
-        "2000",
+        "20000",
     ]);
     assert!(clean, "{stdout}");
     let run = &report["run"];
@@ -113,7 +122,7 @@ fn a_closed_loop_mix_is_clean_and_the_money_adds_up() {
     assert_eq!(run["unexpected_codes"], serde_json::json!({}));
     assert_eq!(
         report["money_check"],
-        serde_json::json!({"accounts": 2000, "mismatches": 0}),
+        serde_json::json!({"accounts": 20000, "mismatches": 0}),
         "{stdout}"
     );
     assert!(
@@ -124,7 +133,9 @@ fn a_closed_loop_mix_is_clean_and_the_money_adds_up() {
 
 #[test]
 fn an_open_loop_run_keeps_its_rate_and_is_clean() {
-    let (_switch, addr) = start_switch("open");
+    // A Zipf draw sends a tenth of the requests to one card, which the demo velocity rule
+    // declines (65) after 20 a minute: the rules off, as README says for such a run.
+    let (_switch, addr) = start_switch("open", Some("[risk]\nenabled = false\n"));
     let (clean, stdout, report) = loadtest(&[
         "run",
         "--target",

@@ -7,3 +7,11 @@ pub fn unix_seconds() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+/// Milliseconds since 1970-01-01 UTC (0 if the clock is before it), for windows finer than a
+/// second (risk velocity).
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

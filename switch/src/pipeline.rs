@@ -28,6 +28,11 @@ pub struct Transaction {
     pub route: RouteLabel,
     /// When its record was submitted to the WAL, for the WAL stage's latency.
     pub logged: Option<Instant>,
+    /// The approvals it counts in advance in the risk velocity tables: kept if it is approved,
+    /// given back otherwise (when this is dropped).
+    pub velocity: crate::risk::Passed,
+    /// The rule that declined it, for the log line and the admin API.
+    pub rule: Option<std::sync::Arc<str>>,
 }
 
 /// The pipeline's answer for one transaction.

@@ -525,7 +525,7 @@ mod tests {
     fn settings(dir: &Path) -> Settings {
         let text = crate::config::EMBEDDED
             .replacen("shards = 0 ", "shards = 2 ", 1)
-            .replacen("accounts = 100000 ", "accounts = 40 ", 1)
+            .replacen("accounts = 1000000 ", "accounts = 40 ", 1)
             .replacen("segment_bytes = 67108864", "segment_bytes = 4096", 1)
             .replacen("group_records_max = 4096", "group_records_max = 4", 1);
         let mut settings = Settings::parse(&text, "test").unwrap();

@@ -302,6 +302,7 @@ async fn start(
     let mut pipelines = Vec::with_capacity(workers);
     let mut risk_actors = Vec::with_capacity(workers);
     let mut routing_actors = Vec::with_capacity(workers);
+    let engine = Arc::new(RiskEngine::new(settings.risk.clone()));
     for worker in 0..workers {
         let arbiter = Arbiter::new();
         let capacity = settings.limits.mailbox_capacity;
@@ -310,7 +311,7 @@ async fn start(
             RoutingActor::new(routes, shards_for_worker, capacity)
         });
         routing_actors.push(routing.clone());
-        let engine = RiskEngine::new(settings.risk.clone());
+        let engine = engine.clone();
         let risk = RiskActor::start_in_arbiter(&arbiter.handle(), move |_| {
             RiskActor::new(engine, routing, capacity)
         });
@@ -380,7 +381,7 @@ async fn start(
         idempotency: idempotency.clone(),
         tokenizer: tokenizer.clone(),
         key: settings.token_key,
-        running: std::sync::RwLock::new((settings.routes.clone(), settings.risk.clone())),
+        running: std::sync::RwLock::new((settings.routes.clone(), engine)),
         journal,
         risk_actors,
         routing_actors,

@@ -6,54 +6,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
 use common::*;
-
-const TOKEN: &str = "demo-admin-token-change-me";
-
-/// One HTTP/1.1 exchange: (status code, body).
-fn http(
-    switch: &Switch,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    let mut stream = TcpStream::connect(switch.http_addr).unwrap();
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if let Some(token) = token {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn json(body: &str) -> serde_json::Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
 
 fn pan_text(index: u64) -> String {
     String::from_utf8(demo_pan(index)).unwrap()
@@ -447,7 +400,7 @@ fn risk_rules_and_routes_reload_from_the_file_by_the_api_and_by_sighup() {
     let mut link = switch.connect();
     let pan = demo_pan(405);
     let mut casino = request("0100", &pan, "000000", 100);
-    casino.set(18, b"7995".to_vec());
+    casino.set(18, b"5933".to_vec());
     assert_eq!(code(&link.call(&casino)), "00");
 
     // A file that does not parse is refused with its error; the running rules stay.
@@ -456,25 +409,30 @@ fn risk_rules_and_routes_reload_from_the_file_by_the_api_and_by_sighup() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains(path.to_str().unwrap()), "{body}");
     let mut again = request("0100", &pan, "000000", 100);
-    again.set(18, b"7995".to_vec());
+    again.set(18, b"5933".to_vec());
     assert_eq!(code(&link.call(&again)), "00");
 
     // A valid one takes effect for the next request.
     std::fs::write(
         &path,
-        "[demo]\naccounts = 2000\n\n[risk]\nblocked_merchant_categories = [7995]\n",
+        "[demo]\naccounts = 2000\n\n[risk]\nblocked_merchant_categories = [5933]\n",
     )
     .unwrap();
     let (status, body) = http(&switch, "POST", "/v1/config/reload", Some(TOKEN), &[], "");
     assert_eq!(status, 200, "{body}");
     let mut blocked = request("0100", &pan, "000000", 100);
-    blocked.set(18, b"7995".to_vec());
+    blocked.set(18, b"5933".to_vec());
     assert_eq!(code(&link.call(&blocked)), "57");
     let (_, risk) = http(&switch, "GET", "/v1/config/risk", Some(TOKEN), &[], "");
-    assert_eq!(
-        json(&risk)["blocked_merchant_categories"],
-        serde_json::json!([7995])
-    );
+    let rules = json(&risk)["rules"].clone();
+    let blocked = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "blocked_merchant_categories")
+        .unwrap_or_else(|| panic!("{risk}"));
+    assert_eq!(blocked["merchant_categories"], serde_json::json!([5933]));
+    assert_eq!(blocked["code"], "57");
 
     // SIGHUP: the rule is gone again.
     std::fs::write(&path, "[demo]\naccounts = 2000\n").unwrap();
@@ -488,7 +446,7 @@ fn risk_rules_and_routes_reload_from_the_file_by_the_api_and_by_sighup() {
     );
     switch.wait_for_output("configuration reloaded (routes, risk) on SIGHUP");
     let mut allowed = request("0100", &pan, "000000", 100);
-    allowed.set(18, b"7995".to_vec());
+    allowed.set(18, b"5933".to_vec());
     assert_eq!(code(&link.call(&allowed)), "00");
 }
 

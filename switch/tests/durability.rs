@@ -12,12 +12,17 @@ use std::time::{Duration, Instant};
 use adapters::Message;
 use common::*;
 
-/// A small demo ledger, so that each restart is quick.
+/// What these tests change in the default configuration: a small demo ledger, so that each
+/// restart is quick, and the risk rules off, since the load below sends each of a few cards far
+/// more than the demo velocity rule allows (20 approvals a minute), and these tests are about
+/// the log, not risk.
+const SMALL: [(&str, &str); 2] = [
+    ("accounts = 1000000 ", "accounts = 2000 "),
+    ("\nenabled = true\n", "\nenabled = false\n"),
+];
+
 fn small_config() -> std::path::PathBuf {
-    config_file(
-        "durability",
-        &default_config_with(&[("accounts = 100000 ", "accounts = 2000 ")]),
-    )
+    config_file("durability", &default_config_with(&SMALL))
 }
 
 /// `switch run` with `config` on the log in `wal`, for runs expected to exit by themselves.
@@ -312,7 +317,7 @@ fn sync_none_warns_at_start() {
         "sync-none",
         &default_config_with(&[
             ("sync = \"group\"", "sync = \"none\""),
-            ("accounts = 100000 ", "accounts = 10 "),
+            ("accounts = 1000000 ", "accounts = 10 "),
         ]),
     );
     let switch = Switch::start(&["--config", config.to_str().unwrap()]);
@@ -324,7 +329,8 @@ fn snapshots_prune_the_log_and_a_restart_after_sigkill_starts_from_one() {
     let config = config_file(
         "snapshots",
         &default_config_with(&[
-            ("accounts = 100000 ", "accounts = 2000 "),
+            SMALL[0],
+            SMALL[1],
             (
                 "snapshot_interval_seconds = 300",
                 "snapshot_interval_seconds = 1",
@@ -511,7 +517,7 @@ fn a_log_written_on_other_demo_data_is_refused_not_replayed_onto_it() {
     let richer = config_file(
         "richer",
         &default_config_with(&[
-            ("accounts = 100000 ", "accounts = 2000 "),
+            ("accounts = 1000000 ", "accounts = 2000 "),
             ("balance = \"10000.00\"", "balance = \"20000.00\""),
         ]),
     );
@@ -530,7 +536,7 @@ fn an_expired_hold_is_released_and_stays_released_after_a_restart() {
     let config = config_file(
         "expiry",
         &default_config_with(&[
-            ("accounts = 100000 ", "accounts = 2000 "),
+            ("accounts = 1000000 ", "accounts = 2000 "),
             ("hold_expiry_seconds = 604800", "hold_expiry_seconds = 1"),
         ]),
     );

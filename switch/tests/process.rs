@@ -168,7 +168,7 @@ fn no_acquirer_connection_is_accepted_before_recovery_is_done() {
     // Two million demo accounts take a while to build in a debug build.
     let config = config_file(
         "slow-recovery",
-        &default_config_with(&[("accounts = 100000 ", "accounts = 2000000 ")]),
+        &default_config_with(&[("accounts = 1000000 ", "accounts = 2000000 ")]),
     );
     let wal = fresh_wal_dir();
     let (mut child, lines) = spawn_switch(&[

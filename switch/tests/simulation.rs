@@ -75,7 +75,7 @@ impl Rng {
 
 fn settings(dir: &Path, shards: usize) -> Settings {
     let text = switch::config::EMBEDDED
-        .replacen("accounts = 100000 ", &format!("accounts = {ACCOUNTS} "), 1)
+        .replacen("accounts = 1000000 ", &format!("accounts = {ACCOUNTS} "), 1)
         .replacen("shards = 0 ", &format!("shards = {shards} "), 1)
         // One record per group, so that a seed reproduces its run byte for byte (how records
         // fall into groups would otherwise depend on thread timing). Torn groups of several

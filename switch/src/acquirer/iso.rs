@@ -249,6 +249,31 @@ pub fn parse_request(
                 .ok_or(FormatError)
         })
         .transpose()?;
+    let country = message
+        .get(19)
+        .map(|v| {
+            (v.len() == 3)
+                .then(|| digits_u64(v))
+                .flatten()
+                .and_then(|c| u16::try_from(c).ok())
+                .ok_or(FormatError)
+        })
+        .transpose()?;
+    let entry_mode = message
+        .get(22)
+        .map(|v| {
+            <[u8; 3]>::try_from(v)
+                .ok()
+                .filter(|m| m.iter().all(u8::is_ascii_digit))
+                .ok_or(FormatError)
+        })
+        .transpose()?;
+    let merchant = message.get(42).map(|v| {
+        let mut id = [b' '; 15];
+        let n = v.len().min(15);
+        id[..n].copy_from_slice(&v[..n]);
+        id
+    });
     Ok(Request {
         kind,
         card: tokenizer.token(&pan),
@@ -262,6 +287,9 @@ pub fn parse_request(
         expiry,
         transmission_month,
         merchant_category,
+        country,
+        entry_mode,
+        merchant,
     })
 }
 

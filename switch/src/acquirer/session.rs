@@ -164,10 +164,13 @@ impl Handler<Reply> for Session {
     type Result = ();
     fn handle(&mut self, reply: Reply, _: &mut Self::Context) {
         let Reply {
-            transaction,
+            mut transaction,
             outcome,
             shed,
         } = reply;
+        if outcome.code.is_approved() && !shed {
+            std::mem::take(&mut transaction.velocity).approved();
+        }
         if shed {
             self.idempotency.abandon(&transaction.identity, outcome);
         } else {
@@ -179,7 +182,12 @@ impl Handler<Reply> for Session {
         match self.responder.dialect.decode(&transaction.frame) {
             Ok(request) => {
                 metrics.count(&request.mti.0, outcome.code, transaction.route);
-                log_decline(&request.mti.0, transaction.identity.stan, outcome.code);
+                log_decline(
+                    &request.mti.0,
+                    transaction.identity.stan,
+                    outcome.code,
+                    transaction.rule.as_deref(),
+                );
                 self.journal.record(
                     self.journal_part,
                     Decision {
@@ -191,6 +199,7 @@ impl Handler<Reply> for Session {
                         amount: transaction.request.amount,
                         code: outcome.code,
                         route: transaction.route,
+                        rule: transaction.rule.take(),
                     },
                 );
                 if let Some(response) = iso::response(&request, &outcome) {
@@ -216,9 +225,9 @@ fn rrn(message: &Message<'_>) -> [u8; 12] {
     rrn
 }
 
-/// One line per declined financial request, at info, naming the check that decided it (never
-/// the card: the STAN and MTI identify it to the acquirer).
-fn log_decline(mti: &[u8; 4], stan: u32, code: ResponseCode) {
+/// One line per declined financial request, at info, naming the check that decided it and,
+/// for a risk decline, the rule (never the card: the STAN and MTI identify it to the acquirer).
+fn log_decline(mti: &[u8; 4], stan: u32, code: ResponseCode, rule: Option<&str>) {
     // Not the overload sheds (91): a line each would add to the overload (metrics count them).
     if !code.is_approved() && code != ResponseCode::IssuerUnavailable {
         tracing::info!(
@@ -226,6 +235,7 @@ fn log_decline(mti: &[u8; 4], stan: u32, code: ResponseCode) {
             stan,
             response_code = code.as_str(),
             check = code.check(),
+            rule,
             "declined"
         );
     }
@@ -471,7 +481,7 @@ impl Reader<'_> {
             if iso::classify(request.mti) == Class::Financial
                 && let Some(key) = iso::identity(request)
             {
-                log_decline(&request.mti.0, key.stan, outcome.code);
+                log_decline(&request.mti.0, key.stan, outcome.code, None);
                 let amount = request
                     .get(4)
                     .and_then(|a| std::str::from_utf8(a).ok())
@@ -488,6 +498,7 @@ impl Reader<'_> {
                         amount,
                         code: outcome.code,
                         route: Route::None,
+                        rule: None,
                     },
                 );
             }
@@ -718,6 +729,8 @@ impl Reader<'_> {
                         received,
                         route: Route::None,
                         logged: None,
+                        velocity: crate::risk::Passed::default(),
+                        rule: None,
                     };
                     metrics().observe(Stage::Admission, received.elapsed());
                     metrics().inflight.inc();

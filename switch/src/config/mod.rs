@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+mod risk;
+
 use adapters::{DialectName, FrameHeader};
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -54,7 +56,7 @@ struct File {
     #[serde(default)]
     wal: WalFile,
     #[serde(default)]
-    risk: RiskFile,
+    risk: risk::RiskFile,
     #[serde(default)]
     acquirers: Vec<AcquirerFile>,
     #[serde(default)]
@@ -195,26 +197,6 @@ impl Default for WalFile {
             segment_bytes: 64 << 20,
             queue_records_max: 65_536,
             snapshot_interval_seconds: 300,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RiskFile {
-    amount_max: String,
-    amount_max_currency: u16,
-    blocked_bins: Vec<String>,
-    blocked_merchant_categories: Vec<u16>,
-}
-
-impl Default for RiskFile {
-    fn default() -> Self {
-        RiskFile {
-            amount_max: "1000000.00".into(),
-            amount_max_currency: 840,
-            blocked_bins: Vec::new(),
-            blocked_merchant_categories: Vec::new(),
         }
     }
 }
@@ -667,25 +649,7 @@ impl Checker<'_> {
             0 => None,
             seconds => Some(std::time::Duration::from_secs(seconds)),
         };
-        let risk = RiskRules {
-            amount_max: self.amount(
-                "risk.amount_max",
-                &raw.risk.amount_max,
-                raw.risk.amount_max_currency,
-            )?,
-            amount_max_currency: raw.risk.amount_max_currency,
-            blocked_bins: raw
-                .risk
-                .blocked_bins
-                .iter()
-                .enumerate()
-                .map(|(i, bin)| {
-                    self.digits(&format!("risk.blocked_bins[{i}]"), bin, 11)
-                        .map(|_| bin.as_bytes().to_vec())
-                })
-                .collect::<Result<_, _>>()?,
-            blocked_merchant_categories: raw.risk.blocked_merchant_categories,
-        };
+        let risk = self.risk(raw.risk)?;
         let mut acquirers: HashMap<u64, Acquirer> = HashMap::new();
         for (i, a) in raw.acquirers.into_iter().enumerate() {
             let id = self.digits(&format!("acquirers[{i}].id"), &a.id, 11)?;
@@ -950,7 +914,7 @@ mod tests {
         let demo = s.demo.unwrap();
         assert_eq!(
             (demo.count, demo.balance, demo.currency),
-            (100_000, 1_000_000, 840)
+            (1_000_000, 1_000_000, 840)
         );
         let by_index: HashMap<u64, AccountOverride> =
             demo.overrides.iter().map(|o| (o.index, *o)).collect();
@@ -1015,8 +979,8 @@ mod tests {
             ),
             (
                 "index = 4 ",
-                "index = 100000 ",
-                "test.toml: demo.overrides[3].index: 100000 is not below demo.accounts = 100000",
+                "index = 1000000 ",
+                "test.toml: demo.overrides[3].index: 1000000 is not below demo.accounts = 1000000",
             ),
             (
                 "id = \"123456\"",

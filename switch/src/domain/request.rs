@@ -117,6 +117,12 @@ pub struct Request {
     pub transmission_month: YearMonth,
     /// Field 18, when present.
     pub merchant_category: Option<u16>,
+    /// Field 19 (acquiring institution country code), when present.
+    pub country: Option<u16>,
+    /// Field 22 (POS entry mode), when present: "01x" is manual key entry.
+    pub entry_mode: Option<[u8; 3]>,
+    /// Field 42 (card acceptor id), space-padded to 15, when present.
+    pub merchant: Option<[u8; 15]>,
 }
 
 /// What the ledger reads of a request: the card as a token, never the PAN. This is also what

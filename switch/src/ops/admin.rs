@@ -34,8 +34,8 @@ use crate::ledger::actor::{
 };
 use crate::ledger::{Account, shard_of};
 use crate::ops::journal::{Decision, Journal};
-use crate::risk::RiskRules;
 use crate::risk::actor::{ReloadRules, RiskActor};
+use crate::risk::{Action, Per, RiskEngine};
 use crate::routing::RoutingTable;
 use crate::routing::actor::{ReloadRoutes, RoutingActor};
 
@@ -74,7 +74,7 @@ pub struct Context {
     /// Keys the hash that turns an `Idempotency-Key` into a request identity.
     pub key: [u8; 16],
     /// The routing table and risk rules in force (replaced by a reload).
-    pub running: RwLock<(RoutingTable, RiskRules)>,
+    pub running: RwLock<(RoutingTable, Arc<RiskEngine>)>,
     pub journal: Arc<Journal>,
     pub risk_actors: Vec<Addr<RiskActor>>,
     pub routing_actors: Vec<Addr<RoutingActor>>,
@@ -163,6 +163,11 @@ fn shard<'a>(context: &'a Context, card: &CardToken) -> &'a Addr<LedgerActor> {
     &context.shards[shard_of(card, context.shards.len())]
 }
 
+/// A card token as risk rules name it: 32 hex digits.
+fn token_hex(card: &CardToken) -> String {
+    format!("{:032x}", card.hash)
+}
+
 /// Minor units as a decimal string in `currency`.
 fn decimal(minor: i64, currency: u16) -> String {
     let exponent = currency_exponent(currency).unwrap_or(2);
@@ -198,9 +203,12 @@ fn minor(text: &str, currency: u16) -> Result<Minor, Problem> {
         .ok_or_else(|| Problem::bad(format!("amount {text:?} exceeds 12 digits of minor units")))
 }
 
-fn account_json(pan: &Pan, account: &Account) -> serde_json::Value {
+fn account_json(pan: &Pan, card: &CardToken, account: &Account) -> serde_json::Value {
     json!({
         "card": pan.to_string(),
+        // The keyed hash that stands for the PAN in the ledger and the log: what a risk rule's
+        // `cards` list names (it cannot be turned back into the PAN without ledger.token_key).
+        "token": token_hex(card),
         "currency": account.currency,
         "ledger": decimal(account.ledger, account.currency),
         "available": decimal(account.available(), account.currency),
@@ -300,7 +308,7 @@ pub async fn get_account(
             let context = authorize(&state, &request)?;
             let (pan, card) = card_of(context, &path)?;
             let account = read_account(context, &pan, card).await?;
-            Ok(HttpResponse::Ok().json(account_json(&pan, &account)))
+            Ok(HttpResponse::Ok().json(account_json(&pan, &card, &account)))
         }
         .await,
     )
@@ -372,7 +380,7 @@ pub async fn create_account(
                     format!("card {pan} has an account already"),
                 ));
             }
-            Ok(HttpResponse::Created().json(account_json(&pan, &account)))
+            Ok(HttpResponse::Created().json(account_json(&pan, &card, &account)))
         }
         .await,
     )
@@ -593,7 +601,7 @@ async fn set_blocked(
                 ));
             }
             let account = read_account(context, &pan, card).await?;
-            Ok(HttpResponse::Ok().json(account_json(&pan, &account)))
+            Ok(HttpResponse::Ok().json(account_json(&pan, &card, &account)))
         }
         .await,
     )
@@ -655,21 +663,169 @@ pub async fn routing(state: web::Data<AdminState>, request: HttpRequest) -> Http
 }
 
 pub async fn risk(state: web::Data<AdminState>, request: HttpRequest) -> HttpResponse {
-    answer(async {
-        let context = authorize(&state, &request)?;
-        let running = context
-            .running
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        let rules = &running.1;
-        Ok(HttpResponse::Ok().json(json!({
-            "amount_max": decimal(i64::try_from(rules.amount_max).unwrap_or(i64::MAX), rules.amount_max_currency),
-            "amount_max_currency": rules.amount_max_currency,
-            "blocked_bins": rules.blocked_bins.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect::<Vec<_>>(),
-            "blocked_merchant_categories": rules.blocked_merchant_categories,
-        })))
-    }
-    .await)
+    answer(
+        async {
+            let context = authorize(&state, &request)?;
+            let running = context
+                .running
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            Ok(HttpResponse::Ok().json(risk_json(&running.1)))
+        }
+        .await,
+    )
+}
+
+/// The risk rules in force, as `[risk]` would give them, with each velocity table's use.
+fn risk_json(engine: &RiskEngine) -> serde_json::Value {
+    let rules = engine.rules();
+    let money = |minor: u64| decimal(i64::try_from(minor).unwrap_or(i64::MAX), rules.currency);
+    let list: Vec<_> = rules
+        .rules
+        .iter()
+        .zip(engine.velocity_use())
+        .map(|(rule, used)| {
+            let w = &rule.when;
+            let text = |b: &[u8]| String::from_utf8_lossy(b).trim_end().to_owned();
+            let mut out = json!({ "name": &*rule.name });
+            let o = out.as_object_mut().expect("an object");
+            match rule.action {
+                Action::Decline(code) => o.insert("code".into(), code.as_str().into()),
+                Action::Score(score) => o.insert("score".into(), score.into()),
+            };
+            let kinds: Vec<_> = crate::risk::KIND_NAMES
+                .iter()
+                .filter(|(k, _)| w.kinds & crate::risk::kind_bit(*k) != 0)
+                .map(|(_, n)| *n)
+                .collect();
+            o.insert("kinds".into(), kinds.into());
+            let mut put = |key: &str, value: serde_json::Value, present: bool| {
+                if present {
+                    o.insert(key.into(), value);
+                }
+            };
+            put(
+                "cards",
+                w.cards
+                    .iter()
+                    .map(|c| format!("{c:032x}"))
+                    .collect::<Vec<_>>()
+                    .into(),
+                !w.cards.is_empty(),
+            );
+            put(
+                "bin_ranges",
+                w.bins
+                    .iter()
+                    .map(|(l, h)| vec![text(l), text(h)])
+                    .collect::<Vec<_>>()
+                    .into(),
+                !w.bins.is_empty(),
+            );
+            put(
+                "merchant_categories",
+                w.merchant_categories.clone().into(),
+                !w.merchant_categories.is_empty(),
+            );
+            put(
+                "countries",
+                w.countries.clone().into(),
+                !w.countries.is_empty(),
+            );
+            put(
+                "currencies",
+                w.currencies.clone().into(),
+                !w.currencies.is_empty(),
+            );
+            put(
+                "entry_modes",
+                w.entry_modes
+                    .iter()
+                    .map(|m| text(m))
+                    .collect::<Vec<_>>()
+                    .into(),
+                !w.entry_modes.is_empty(),
+            );
+            put(
+                "merchants",
+                w.merchants
+                    .iter()
+                    .map(|m| text(m))
+                    .collect::<Vec<_>>()
+                    .into(),
+                !w.merchants.is_empty(),
+            );
+            put(
+                "terminals",
+                w.terminals
+                    .iter()
+                    .map(|t| text(t))
+                    .collect::<Vec<_>>()
+                    .into(),
+                !w.terminals.is_empty(),
+            );
+            put(
+                "acquirers",
+                w.acquirers
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .into(),
+                !w.acquirers.is_empty(),
+            );
+            put(
+                "amount_above",
+                w.amount_above.map(money).into(),
+                w.amount_above.is_some(),
+            );
+            put(
+                "hours",
+                w.hours
+                    .map(|(f, t)| {
+                        format!("{:02}:{:02}-{:02}:{:02}", f / 60, f % 60, t / 60, t % 60)
+                    })
+                    .into(),
+                w.hours.is_some(),
+            );
+            if let Some(v) = rule.velocity {
+                put(
+                    "per",
+                    match v.per {
+                        Per::Card => "card",
+                        Per::Merchant => "merchant",
+                        Per::Terminal => "terminal",
+                    }
+                    .into(),
+                    true,
+                );
+                put("window_seconds", v.window_seconds.into(), true);
+                put(
+                    "count_max",
+                    v.limit.count_max.into(),
+                    v.limit.count_max.is_some(),
+                );
+                put(
+                    "amount_max",
+                    v.limit.amount_max.map(money).into(),
+                    v.limit.amount_max.is_some(),
+                );
+                if let Some((slots, evictions)) = used {
+                    put("velocity_slots", slots.into(), true);
+                    put("velocity_evictions", evictions.into(), true);
+                }
+            }
+            out
+        })
+        .collect();
+    json!({
+        "enabled": rules.enabled,
+        "currency": rules.currency,
+        "rates": rules.rates.iter().map(|r| (r.currency.to_string(), r.rate.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
+        "score_decline": rules.score_decline,
+        "utc_offset_minutes": rules.utc_offset_minutes,
+        "velocity_keys_max": rules.velocity_keys_max,
+        "rules": list,
+    })
 }
 
 fn decision_json(decision: &Decision, currency: Option<u16>) -> serde_json::Value {
@@ -683,6 +839,7 @@ fn decision_json(decision: &Decision, currency: Option<u16>) -> serde_json::Valu
         "transmission": format!("{:010}", decision.key.transmission),
         "rrn": String::from_utf8_lossy(&decision.rrn).trim_end(),
         "card": decision.card.map(|c| format!("…{:04}", c.last_four)),
+        "token": decision.card.as_ref().map(token_hex),
         "amount": match currency {
             Some(currency) => decimal(amount, currency),
             None => decision.amount.to_string(),
@@ -690,6 +847,7 @@ fn decision_json(decision: &Decision, currency: Option<u16>) -> serde_json::Valu
         "response_code": decision.code.as_str(),
         "approved": decision.code.is_approved(),
         "check": decision.code.check(),
+        "rule": decision.rule.as_deref(),
         "route": decision.route.name(),
     })
 }
@@ -822,13 +980,20 @@ pub fn reload(context: &Context) -> Result<serde_json::Value, String> {
     for actor in &context.routing_actors {
         actor.do_send(ReloadRoutes(table.clone()));
     }
+    let engine = {
+        let running = context
+            .running
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::new(RiskEngine::reloaded(Some(&running.1), settings.risk))
+    };
     for actor in &context.risk_actors {
-        actor.do_send(ReloadRules(settings.risk.clone()));
+        actor.do_send(ReloadRules(engine.clone()));
     }
     *context
         .running
         .write()
-        .unwrap_or_else(PoisonError::into_inner) = (settings.routes, settings.risk);
+        .unwrap_or_else(PoisonError::into_inner) = (settings.routes, engine);
     Ok(json!({
         "reloaded": context.source,
         "applied": ["routes", "risk"],

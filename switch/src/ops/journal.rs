@@ -13,7 +13,7 @@ use crate::domain::{CardToken, Minor, ResponseCode, TxnKey};
 use crate::ops::metrics::Route;
 
 /// One answered request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     pub at_seconds: u64,
     pub key: TxnKey,
@@ -25,6 +25,8 @@ pub struct Decision {
     pub amount: Minor,
     pub code: ResponseCode,
     pub route: Route,
+    /// The risk rule that declined it.
+    pub rule: Option<std::sync::Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -69,7 +71,7 @@ impl Journal {
                     .rev()
                     .filter(|d| matches(d))
                     .take(limit)
-                    .copied(),
+                    .cloned(),
             );
         }
         found.sort_by_key(|d| std::cmp::Reverse(d.at_seconds));
@@ -97,6 +99,7 @@ mod tests {
             amount: 100,
             code: ResponseCode::InsufficientFunds,
             route: Route::OnUs,
+            rule: None,
         }
     }
 

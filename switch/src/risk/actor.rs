@@ -3,9 +3,11 @@
 
 use actix::prelude::*;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::RiskEngine;
+use crate::clock::unix_millis;
 use crate::domain::Outcome;
 use crate::ops::metrics::{Stage, metrics};
 use crate::pipeline::{Route, Screen, reply, shed};
@@ -13,14 +15,14 @@ use crate::routing::actor::RoutingActor;
 
 #[derive(Debug)]
 pub struct RiskActor {
-    engine: RiskEngine,
+    engine: Arc<RiskEngine>,
     routing: Addr<RoutingActor>,
     mailbox_capacity: usize,
 }
 
 impl RiskActor {
     pub fn new(
-        engine: RiskEngine,
+        engine: Arc<RiskEngine>,
         routing: Addr<RoutingActor>,
         mailbox_capacity: usize,
     ) -> RiskActor {
@@ -41,12 +43,16 @@ impl Actor for RiskActor {
 
 impl Handler<Screen> for RiskActor {
     type Result = ();
-    fn handle(&mut self, Screen(transaction): Screen, _: &mut Self::Context) {
+    fn handle(&mut self, Screen(mut transaction): Screen, _: &mut Self::Context) {
         let started = Instant::now();
-        let verdict = self.engine.evaluate(&transaction.request);
+        let verdict = self.engine.evaluate(&transaction.request, unix_millis());
         metrics().observe(Stage::Risk, started.elapsed());
-        if let Err(code) = verdict {
-            return reply(transaction, Outcome::decline(code), false);
+        match verdict {
+            Ok(passed) => transaction.velocity = passed,
+            Err(decline) => {
+                transaction.rule = Some(decline.rule);
+                return reply(transaction, Outcome::decline(decline.code), false);
+            }
         }
         if let Err(error) = self.routing.try_send(Route(transaction)) {
             let (SendError::Full(Route(transaction)) | SendError::Closed(Route(transaction))) =
@@ -57,14 +63,15 @@ impl Handler<Screen> for RiskActor {
 }
 
 /// Replaces the rules (a configuration reload): requests already screened keep their
-/// decision; every later one meets the new rules.
+/// decision; every later one meets the new rules. Every worker gets the same engine, whose
+/// velocity tables all of them share.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct ReloadRules(pub crate::risk::RiskRules);
+pub struct ReloadRules(pub Arc<RiskEngine>);
 
 impl Handler<ReloadRules> for RiskActor {
     type Result = ();
-    fn handle(&mut self, ReloadRules(rules): ReloadRules, _: &mut Self::Context) {
-        self.engine = RiskEngine::new(rules);
+    fn handle(&mut self, ReloadRules(engine): ReloadRules, _: &mut Self::Context) {
+        self.engine = engine;
     }
 }

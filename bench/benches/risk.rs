@@ -1,0 +1,162 @@
+//! The risk engine: the demo rules, and 100 active rules of every kind (none declining, so
+//! every one is evaluated: the worst case), with velocity over many distinct cards.
+//! Run: `cargo bench -p bench --bench risk`.
+
+use std::fmt::Write as _;
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use switch::config::Settings;
+use switch::domain::request::{TxnKey, YearMonth};
+use switch::domain::{Kind, Pan, Request, Tokenizer};
+use switch::risk::RiskEngine;
+
+/// 2026-11-30 12:00:00 UTC.
+const NOON_MS: u64 = 1_796_040_000_000;
+
+/// 100 rules: 30 MCC blocks, 20 BIN ranges, 10 country rules, 10 keyed-amount rules, 10
+/// merchant blocks, 8 terminal blocks, 6 night rules, 6 velocity rules (card, merchant and
+/// terminal, counts and amounts), plus the `amount_max` shorthand.
+pub fn hundred_rules() -> String {
+    let mut text = String::from("[risk]\nscore_decline = 100\nvelocity_keys_max = 2097152\n");
+    let mut rule = |body: String| {
+        let _ = write!(text, "[[risk.rules]]\n{body}\n");
+    };
+    for i in 0..30 {
+        rule(format!(
+            "name = \"mcc-{i}\"\nmerchant_categories = [{}, {}]\ncode = \"57\"",
+            7000 + i,
+            8000 + i
+        ));
+    }
+    for i in 0..20 {
+        rule(format!(
+            "name = \"bins-{i}\"\nbin_ranges = [[\"5{i:02}000\", \"5{i:02}999\"]]\ncode = \"62\""
+        ));
+    }
+    for i in 0..10 {
+        rule(format!(
+            "name = \"country-{i}\"\ncountries = [{}]\nscore = 40",
+            100 + i
+        ));
+    }
+    for i in 0..10 {
+        rule(format!(
+            "name = \"keyed-{i}\"\nentry_modes = [\"01\"]\nmerchant_categories = [{}]\namount_above = \"{}.00\"\ncode = \"59\"",
+            5000 + i,
+            100 * (i + 1)
+        ));
+    }
+    for i in 0..10 {
+        rule(format!(
+            "name = \"merchant-{i}\"\nmerchants = [\"BAD{i:04}\"]\ncode = \"05\""
+        ));
+    }
+    for i in 0..8 {
+        rule(format!(
+            "name = \"terminal-{i}\"\nterminals = [\"BADT{i:04}\"]\ncode = \"05\""
+        ));
+    }
+    for i in 0..6 {
+        rule(format!(
+            "name = \"night-{i}\"\nkinds = [\"withdrawal\"]\nmerchant_categories = [{}]\nhours = \"0{i}:00-0{}:00\"\ncode = \"57\"",
+            6010 + i,
+            i + 1
+        ));
+    }
+    rule("name = \"card-count\"\nper = \"card\"\nwindow_seconds = 60\ncount_max = 1000000\ncode = \"65\"".into());
+    rule("name = \"card-amount\"\nper = \"card\"\nwindow_seconds = 86400\namount_max = \"100000000.00\"\ncode = \"61\"".into());
+    rule("name = \"merchant-count\"\nper = \"merchant\"\nwindow_seconds = 3600\ncount_max = 100000000\ncode = \"65\"".into());
+    rule("name = \"merchant-amount\"\nper = \"merchant\"\nwindow_seconds = 3600\namount_max = \"100000000.00\"\ncode = \"61\"".into());
+    rule("name = \"terminal-count\"\nper = \"terminal\"\nwindow_seconds = 600\ncount_max = 100000000\ncode = \"65\"".into());
+    rule("name = \"card-score\"\nper = \"card\"\nwindow_seconds = 3600\ncount_max = 1000000\nscore = 10".into());
+    text
+}
+
+fn request(tokenizer: &Tokenizer, index: u64) -> Request {
+    let pan = Pan::from_scheme("400000", index, 9).expect("demo PAN");
+    Request {
+        kind: Kind::Authorization,
+        card: tokenizer.token(&pan),
+        pan,
+        amount: 1_000,
+        currency: Some(840),
+        account_type: *b"00",
+        key: TxnKey {
+            acquirer: 123_456,
+            terminal: *b"TERM0001",
+            stan: 1,
+            transmission: 1_130_120_000,
+        },
+        original: None,
+        replacement: None,
+        expiry: Some(YearMonth {
+            year: 2030,
+            month: 12,
+        }),
+        transmission_month: YearMonth {
+            year: 2026,
+            month: 11,
+        },
+        merchant_category: Some(5999),
+        country: Some(840),
+        entry_mode: Some(*b"051"),
+        merchant: Some(*b"MERCHANT0000001"),
+    }
+}
+
+fn risk(c: &mut Criterion) {
+    let tokenizer = Tokenizer::new([7; 16]);
+    let demo = RiskEngine::new(Settings::embedded().expect("valid").risk);
+    let hundred = RiskEngine::new(
+        Settings::parse(&hundred_rules(), "<bench>")
+            .expect("valid")
+            .risk,
+    );
+    assert_eq!(hundred.rules().rules.len(), 101, "100 rules and amount_max");
+    // Distinct cards, as traffic has them: 1,000,000 tokens, each seen about once a minute at
+    // the simulated 16,667 requests/s (60 µs of simulated time apart), so the card rules keep
+    // counting and none fires. The request is one (as on the real path, where it was just
+    // parsed and is in cache); its card changes.
+    let cards: Vec<_> = (0..1_000_000u64)
+        .map(|i| tokenizer.token(&Pan::from_scheme("400000", i, 9).expect("demo PAN")))
+        .collect();
+    let mut request = request(&tokenizer, 0);
+    // One simulated clock for all of criterion's calls: it must never go back.
+    let mut n: u64 = 0;
+    for (name, engine, distinct) in [
+        ("the demo rules", &demo, 1_000_000),
+        ("100 rules", &hundred, 1_000_000),
+        ("100 rules", &hundred, 1_000),
+    ] {
+        c.bench_function(&format!("risk: {name}, {distinct} distinct cards"), |b| {
+            b.iter(|| {
+                n += 1;
+                request.card = cards[usize::try_from(n % distinct).unwrap_or(0)];
+                let passed = engine
+                    .evaluate(black_box(&request), NOON_MS + n * 60)
+                    .expect("passes");
+                passed.approved();
+            })
+        });
+    }
+    // The same 100 rules but the 6 velocity rules: what the static conditions cost.
+    let mut text = hundred_rules();
+    text.truncate(
+        text.find("[[risk.rules]]\nname = \"card-count\"")
+            .expect("velocity rules last"),
+    );
+    let fixed = RiskEngine::new(Settings::parse(&text, "<bench>").expect("valid").risk);
+    assert_eq!(fixed.rules().rules.len(), 95);
+    c.bench_function("risk: 94 rules without velocity", |b| {
+        b.iter(|| {
+            fixed
+                .evaluate(black_box(&request), NOON_MS)
+                .expect("passes")
+                .approved();
+        })
+    });
+}
+
+criterion_group!(benches, risk);
+criterion_main!(benches);
