@@ -115,6 +115,19 @@ fn a_burst_of_500_approvals_is_counted_exactly() {
     assert_eq!(value(&after, "switch_wal_failed"), 0.0);
     assert!(value(&after, "process_resident_memory_bytes") > 0.0);
 
+    // A risk decline is counted under its rule (and the dashboard's panel has a series).
+    let mut casino = request("0100", &demo_pan(400), "000000", 1);
+    casino.set(18, b"7995".to_vec());
+    assert_eq!(code(&link.call(&casino)), "57");
+    let (_, text) = switch.http_get("/metrics");
+    assert_eq!(
+        value(
+            &samples(&text),
+            "switch_risk_decisions_total{decision=\"declined\",rule=\"gambling-mcc-7995\"}"
+        ),
+        1.0
+    );
+
     // Every metric the committed Grafana dashboard queries is one the switch exports.
     let dashboard: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(

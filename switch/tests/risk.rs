@@ -116,6 +116,17 @@ fn the_demo_rules_fire_over_tcp_with_their_codes_and_names() {
         );
     }
     assert!(!output.iter().any(|l| has_pan_like_run(l)));
+    // Counted by rule.
+    let (_, metrics) = switch.http_get("/metrics");
+    for (rule, n) in [
+        ("card-velocity-60s", 1),
+        ("gambling-mcc-7995", 1),
+        ("manual-key-entry-above-5000", 1),
+    ] {
+        let line =
+            format!("switch_risk_decisions_total{{decision=\"declined\",rule=\"{rule}\"}} {n}");
+        assert!(metrics.contains(&line), "no {line:?} in\n{metrics}");
+    }
     // The rules in force, for the operator.
     let (_, body) = http(&switch, "GET", "/v1/config/risk", Some(TOKEN), &[], "");
     let rules = json(&body);

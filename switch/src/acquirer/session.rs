@@ -226,7 +226,8 @@ fn rrn(message: &Message<'_>) -> [u8; 12] {
 }
 
 /// One line per declined financial request, at info, naming the check that decided it and,
-/// for a risk decline, the rule (never the card: the STAN and MTI identify it to the acquirer).
+/// for a risk decline, the rule (never the card: the STAN and MTI identify it to the acquirer);
+/// and one per approval that a risk score flagged for review.
 fn log_decline(mti: &[u8; 4], stan: u32, code: ResponseCode, rule: Option<&str>) {
     // Not the overload sheds (91): a line each would add to the overload (metrics count them).
     if !code.is_approved() && code != ResponseCode::IssuerUnavailable {
@@ -237,6 +238,16 @@ fn log_decline(mti: &[u8; 4], stan: u32, code: ResponseCode, rule: Option<&str>)
             check = code.check(),
             rule,
             "declined"
+        );
+    } else if code.is_approved()
+        && let Some(rule) = rule
+    {
+        tracing::info!(
+            mti = %String::from_utf8_lossy(mti),
+            stan,
+            response_code = code.as_str(),
+            rule,
+            "approved, flagged for review"
         );
     }
 }

@@ -44,6 +44,7 @@ pub(super) struct RiskFile {
     blocked_merchant_categories: Vec<u16>,
     rates: BTreeMap<String, String>,
     score_decline: u32,
+    score_review: u32,
     utc_offset: String,
     velocity_keys_max: usize,
     rules: Vec<RuleFile>,
@@ -60,6 +61,7 @@ impl Default for RiskFile {
             blocked_merchant_categories: Vec::new(),
             rates: BTreeMap::new(),
             score_decline: 0,
+            score_review: 0,
             utc_offset: "+00:00".into(),
             velocity_keys_max: 1 << 20,
             rules: Vec::new(),
@@ -232,10 +234,19 @@ impl Checker<'_> {
             scores |= matches!(compiled.action, Action::Score(_));
             rules.push(compiled);
         }
-        if scores && raw.score_decline == 0 {
+        if scores && raw.score_decline == 0 && raw.score_review == 0 {
             return Err(self.invalid(
                 "risk.score_decline",
-                "rules give scores but risk.score_decline is 0: set the score that declines (59)",
+                "rules give scores but risk.score_decline and risk.score_review are 0: set the score that declines (59) or flags",
+            ));
+        }
+        if raw.score_review > 0 && raw.score_decline > 0 && raw.score_review >= raw.score_decline {
+            return Err(self.invalid(
+                "risk.score_review",
+                format!(
+                    "{} is not below risk.score_decline = {}: a score that declines is never flagged",
+                    raw.score_review, raw.score_decline
+                ),
             ));
         }
         Ok(RiskRules {
@@ -243,6 +254,7 @@ impl Checker<'_> {
             currency,
             rates,
             score_decline: raw.score_decline,
+            score_review: raw.score_review,
             utc_offset_minutes,
             velocity_keys_max,
             rules,

@@ -822,6 +822,7 @@ fn risk_json(engine: &RiskEngine) -> serde_json::Value {
         "currency": rules.currency,
         "rates": rules.rates.iter().map(|r| (r.currency.to_string(), r.rate.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
         "score_decline": rules.score_decline,
+        "score_review": rules.score_review,
         "utc_offset_minutes": rules.utc_offset_minutes,
         "velocity_keys_max": rules.velocity_keys_max,
         "rules": list,

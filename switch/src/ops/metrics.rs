@@ -112,6 +112,7 @@ pub struct Metrics {
     pub idempotency_entries: IntGauge,
     ledger_transactions: IntGaugeVec,
     pub expired_holds: IntCounter,
+    risk_decisions: IntCounterVec,
 }
 
 /// What a metric's registration can fail on is a programming error (a name used twice, a
@@ -222,6 +223,17 @@ impl Metrics {
                 "Holds released because they expired uncaptured",
             )?,
         );
+        let risk_decisions = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "switch_risk_decisions_total",
+                    "Requests declined or flagged for review by a risk rule, by rule name \
+                     (\"score\" for the score's thresholds)",
+                ),
+                &["rule", "decision"],
+            )?,
+        );
         let process = prometheus::process_collector::ProcessCollector::for_self();
         registry.register(Box::new(process))?;
         Ok(Metrics {
@@ -239,7 +251,23 @@ impl Metrics {
             idempotency_entries,
             ledger_transactions,
             expired_holds,
+            risk_decisions,
         })
+    }
+
+    /// Counts a risk decision: `declined` or `flagged`, under the rule's name. The label is the
+    /// name alone (the text before any `:`; `score` for the score's thresholds), so its values
+    /// are the configured rules', never anything from a request.
+    pub fn risk_decision(&self, decision: &'static str, rule: &str) {
+        let name = rule.split(':').next().unwrap_or(rule);
+        let name = if name.starts_with("score ") || name == "review" {
+            "score"
+        } else {
+            name
+        };
+        self.risk_decisions
+            .with_label_values(&[name, decision])
+            .inc();
     }
 
     /// Counts one answered request.

@@ -48,8 +48,15 @@ impl Handler<Screen> for RiskActor {
         let verdict = self.engine.evaluate(&transaction.request, unix_millis());
         metrics().observe(Stage::Risk, started.elapsed());
         match verdict {
-            Ok(passed) => transaction.velocity = passed,
+            Ok(mut passed) => {
+                if let Some(flag) = passed.flag.take() {
+                    metrics().risk_decision("flagged", &flag);
+                    transaction.rule = Some(flag);
+                }
+                transaction.velocity = passed;
+            }
             Err(decline) => {
+                metrics().risk_decision("declined", &decline.rule);
                 transaction.rule = Some(decline.rule);
                 return reply(transaction, Outcome::decline(decline.code), false);
             }

@@ -11,7 +11,9 @@
 //!    applies when every condition it names holds (and within a list, any entry); the first
 //!    applying rule with a `code` declines with it; a rule with a `score` adds to the score;
 //!    a velocity rule applies when this approval would take its key past the limit;
-//! 3. a score at or above `risk.score_decline` declines with 59, naming the rules that scored.
+//! 3. a score at or above `risk.score_decline` declines with 59, naming the rules that scored;
+//!    one at or above `risk.score_review` (below that) passes, flagged for review: the flag is
+//!    in the decision's log line and in the admin API like a decline's rule.
 //!
 //! Completions and reversals settle what was approved already: never declined here.
 
@@ -38,6 +40,8 @@ pub struct RiskRules {
     pub rates: Vec<Rate>,
     /// A score at or above this declines with 59 (0: scores never decline).
     pub score_decline: u32,
+    /// A score at or above this (and below `score_decline`) passes, flagged (0: never).
+    pub score_review: u32,
     /// Minutes east of UTC for `hours` conditions.
     pub utc_offset_minutes: i32,
     /// Slots of each velocity rule's table.
@@ -163,6 +167,8 @@ pub struct Decline {
 /// when it is not approved (on drop), kept by [`Passed::approved`].
 #[derive(Debug, Default)]
 pub struct Passed {
+    /// Set when the score reached `risk.score_review`: why, for the operators.
+    pub flag: Option<Arc<str>>,
     /// The first inline: one velocity rule (the usual case) allocates nothing.
     first: Option<Reservation>,
     rest: Vec<Reservation>,
@@ -349,6 +355,16 @@ impl RiskEngine {
                 )
                 .into(),
             });
+        }
+        if self.rules.score_review > 0 && score >= self.rules.score_review {
+            passed.flag = Some(
+                format!(
+                    "review: score {score} >= {}: {}",
+                    self.rules.score_review,
+                    scored.join(", ")
+                )
+                .into(),
+            );
         }
         Ok(passed)
     }

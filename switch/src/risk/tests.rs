@@ -555,6 +555,60 @@ score = 50
 }
 
 #[test]
+fn a_score_between_the_thresholds_passes_flagged() {
+    let rules = engine(
+        r#"
+[risk]
+score_decline = 100
+score_review = 50
+[[risk.rules]]
+name = "keyed"
+entry_modes = ["01"]
+score = 60
+[[risk.rules]]
+name = "foreign"
+countries = [643]
+score = 40
+"#,
+    );
+    let flag = |request: &Request| match rules.evaluate(request, NOON_MS) {
+        Ok(passed) => passed.flag.as_deref().map(str::to_owned),
+        Err(decline) => panic!("declined: {decline:?}"),
+    };
+    let keyed = Request {
+        entry_mode: Some(*b"012"),
+        ..request(Kind::Purchase, 100)
+    };
+    let foreign = Request {
+        country: Some(643),
+        ..request(Kind::Purchase, 100)
+    };
+    assert_eq!(flag(&request(Kind::Purchase, 100)), None, "0");
+    assert_eq!(flag(&foreign), None, "40: below the review threshold");
+    assert_eq!(
+        flag(&keyed).as_deref(),
+        Some("review: score 60 >= 50: keyed"),
+        "60"
+    );
+    let both = Request {
+        country: Some(643),
+        ..keyed
+    };
+    assert_eq!(
+        verdict(&rules, &both, NOON_MS),
+        declined("59", "score 100 >= 100: keyed, foreign")
+    );
+    let error = Settings::parse("[risk]\nscore_decline = 50\nscore_review = 50\n", "t.toml")
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("t.toml: risk.score_review: 50 is not below risk.score_decline = 50"),
+        "{error}"
+    );
+}
+
+#[test]
 fn velocity_by_merchant_and_terminal_with_an_amount_limit_across_the_window() {
     let rules = engine(
         r#"
@@ -805,7 +859,7 @@ fn configuration_errors_name_the_rule_and_the_key() {
         ),
         (
             "[[risk.rules]]\nname = \"x\"\nmerchant_categories = [1]\nscore = 5\n",
-            "risk.score_decline: rules give scores but risk.score_decline is 0",
+            "risk.score_decline: rules give scores but risk.score_decline and risk.score_review are 0",
         ),
         (
             "[risk.rates]\n\"978\" = \"-1\"\n",
