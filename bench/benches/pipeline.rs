@@ -88,7 +88,7 @@ fn stages(c: &mut Criterion) {
             })
         },
     );
-    let risk = RiskEngine::new(settings.risk.clone());
+    let risk = RiskEngine::new(settings.risk.clone()).expect("memory");
     // A simulated clock a minute on per request, never going back across criterion's calls:
     // the card's velocity never fires.
     let mut now_ms = 1_796_040_000_000;
@@ -176,7 +176,7 @@ fn chain(c: &mut Criterion) {
     let settings = settings();
     let tokenizer = Tokenizer::new(settings.token_key);
     let dialect = DialectName::Default.dialect();
-    let risk = RiskEngine::new(settings.risk.clone());
+    let risk = RiskEngine::new(settings.risk.clone()).expect("memory");
     let frames: Vec<Vec<u8>> = (0..4_096u32)
         .map(|n| authorization(u64::from(n) * 7, n))
         .collect();

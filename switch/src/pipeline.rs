@@ -33,6 +33,8 @@ pub struct Transaction {
     pub velocity: crate::risk::Passed,
     /// The rule that declined it, for the log line and the admin API.
     pub rule: Option<std::sync::Arc<str>>,
+    /// Why a risk score flagged it for review (shown if it is approved).
+    pub flag: Option<std::sync::Arc<str>>,
 }
 
 /// The pipeline's answer for one transaction.

@@ -302,7 +302,7 @@ async fn start(
     let mut pipelines = Vec::with_capacity(workers);
     let mut risk_actors = Vec::with_capacity(workers);
     let mut routing_actors = Vec::with_capacity(workers);
-    let engine = Arc::new(RiskEngine::new(settings.risk.clone()));
+    let engine = Arc::new(RiskEngine::new(settings.risk.clone()).map_err(|e| anyhow!(e))?);
     for worker in 0..workers {
         let arbiter = Arbiter::new();
         let capacity = settings.limits.mailbox_capacity;

@@ -67,9 +67,8 @@ fn the_demo_rules_fire_over_tcp_with_their_codes_and_names() {
     assert_eq!(seen["response_code"], "65", "{seen}");
     assert_eq!(seen["rule"], "card-velocity-60s", "{seen}");
     assert_eq!(seen["check"], "velocity", "{seen}");
-    // Money: 20 holds of 1.00, not 21.
+    // Money: 20 holds of 1.00, not 21; and balance inquiries pass the velocity rule.
     assert_eq!(available(&mut link, &pan), 1_000_000 - 20 * 100);
-    // A balance inquiry is neither counted nor refused.
     assert_eq!(available(&mut link, &pan), 1_000_000 - 20 * 100);
 
     // MCC 7995 → 57.
@@ -291,4 +290,29 @@ fn a_bad_reload_is_refused_precisely_and_the_running_rules_stay() {
     let (status, body) = http(&switch, "POST", "/v1/config/reload", Some(TOKEN), &[], "");
     assert_eq!(status, 200, "{body}");
     assert_eq!(approvals_until_declined(&mut link, &demo_pan(9)), 5);
+}
+
+#[test]
+fn a_request_declined_after_risk_gives_its_count_back() {
+    let path = config_file("risk-give-back", &with_count_max(2));
+    let switch = Switch::start(&["--config", path.to_str().unwrap()]);
+    let mut link = switch.connect();
+    // Card 0 holds 100.00: three holds of 200.00 pass risk and are declined 51 by the ledger.
+    let pan = demo_pan(0);
+    for _ in 0..3 {
+        assert_eq!(
+            code(&link.call(&request("0100", &pan, "000000", 20_000))),
+            "51"
+        );
+    }
+    // None of them counted: two approvals, then the limit.
+    assert_eq!(approvals_until_declined(&mut link, &pan), 2);
+    // A retransmission of an approval is answered from the table and counts nothing more.
+    let mut other = switch.connect();
+    let hold = request("0100", &demo_pan(11), "000000", 1);
+    assert_eq!(code(&other.call(&hold)), "00");
+    for _ in 0..3 {
+        assert_eq!(code(&other.call(&hold)), "00");
+    }
+    assert_eq!(approvals_until_declined(&mut other, &demo_pan(11)), 1);
 }

@@ -46,7 +46,7 @@ fn main() -> anyhow::Result<()> {
     let tokenizer = Tokenizer::new([7; 16]);
     let before = resident_bytes()?;
     let started = Instant::now();
-    let engine = RiskEngine::new(settings.risk);
+    let engine = RiskEngine::new(settings.risk).map_err(anyhow::Error::msg)?;
     let allocated = started.elapsed();
     let empty = resident_bytes()?;
     let template = Request {

@@ -171,6 +171,13 @@ impl Handler<Reply> for Session {
         if outcome.code.is_approved() && !shed {
             std::mem::take(&mut transaction.velocity).approved();
         }
+        // The rule behind the answer: a risk decline's, or an approval's review flag (not a
+        // flag on a request the ledger then declined).
+        let rule = if outcome.code.is_approved() {
+            transaction.flag.take()
+        } else {
+            transaction.rule.take()
+        };
         if shed {
             self.idempotency.abandon(&transaction.identity, outcome);
         } else {
@@ -186,7 +193,7 @@ impl Handler<Reply> for Session {
                     &request.mti.0,
                     transaction.identity.stan,
                     outcome.code,
-                    transaction.rule.as_deref(),
+                    rule.as_deref(),
                 );
                 self.journal.record(
                     self.journal_part,
@@ -199,7 +206,7 @@ impl Handler<Reply> for Session {
                         amount: transaction.request.amount,
                         code: outcome.code,
                         route: transaction.route,
-                        rule: transaction.rule.take(),
+                        rule,
                     },
                 );
                 if let Some(response) = iso::response(&request, &outcome) {
@@ -742,6 +749,7 @@ impl Reader<'_> {
                         logged: None,
                         velocity: crate::risk::Passed::default(),
                         rule: None,
+                        flag: None,
                     };
                     metrics().observe(Stage::Admission, received.elapsed());
                     metrics().inflight.inc();

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::{Checker, ConfigError, currency_exponent};
 use crate::domain::{Minor, ResponseCode};
-use crate::risk::velocity::{Limit, WINDOW_SECONDS_MAX, WINDOW_SECONDS_MIN};
+use crate::risk::velocity::{self, Limit, WINDOW_SECONDS_MAX, WINDOW_SECONDS_MIN};
 use crate::risk::{
     ALL_KINDS, Action, Conditions, DEBIT_KINDS, KIND_NAMES, Per, Rate, RiskRules, Rule, Velocity,
     kind_bit,
@@ -47,6 +47,7 @@ pub(super) struct RiskFile {
     score_review: u32,
     utc_offset: String,
     velocity_keys_max: usize,
+    velocity_memory_max_mib: u64,
     rules: Vec<RuleFile>,
 }
 
@@ -63,7 +64,8 @@ impl Default for RiskFile {
             score_decline: 0,
             score_review: 0,
             utc_offset: "+00:00".into(),
-            velocity_keys_max: 1 << 20,
+            velocity_keys_max: 1 << 22,
+            velocity_memory_max_mib: 2048,
             rules: Vec::new(),
         }
     }
@@ -234,6 +236,36 @@ impl Checker<'_> {
             scores |= matches!(compiled.action, Action::Score(_));
             rules.push(compiled);
         }
+        // Every velocity table is taken whole at start (or at the reload that adds it): their
+        // sum is checked here, so that a slip in a size is a clear error, not an abort.
+        let memory_max_mib = self.range(
+            "risk.velocity_memory_max_mib",
+            raw.velocity_memory_max_mib,
+            1,
+            1 << 20,
+        )?;
+        let (tables, bytes) =
+            rules
+                .iter()
+                .filter_map(|r| r.velocity)
+                .fold((0u64, 0u64), |(n, bytes), v| {
+                    (
+                        n + 1,
+                        bytes.saturating_add(velocity::VelocityTable::bytes(
+                            velocity_keys_max,
+                            v.limit.amount_max.is_some(),
+                        )),
+                    )
+                });
+        if bytes > memory_max_mib << 20 {
+            return Err(self.invalid(
+                "risk.velocity_keys_max",
+                format!(
+                    "{tables} velocity rules of {velocity_keys_max} keys take {} MiB, above risk.velocity_memory_max_mib = {memory_max_mib}",
+                    bytes >> 20
+                ),
+            ));
+        }
         if scores && raw.score_decline == 0 && raw.score_review == 0 {
             return Err(self.invalid(
                 "risk.score_decline",
@@ -334,7 +366,7 @@ impl Checker<'_> {
                 )?;
                 let count_max = raw
                     .count_max
-                    .map(|n| self.range(&at("count_max"), n, 0, 1_000_000_000))
+                    .map(|n| self.range(&at("count_max"), n, 1, velocity::COUNT_MAX))
                     .transpose()?;
                 let amount_max = raw
                     .amount_max

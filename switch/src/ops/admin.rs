@@ -986,7 +986,10 @@ pub fn reload(context: &Context) -> Result<serde_json::Value, String> {
             .running
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        Arc::new(RiskEngine::reloaded(Some(&running.1), settings.risk))
+        Arc::new(
+            RiskEngine::reloaded(Some(&running.1), settings.risk)
+                .map_err(|error| format!("{}: {error}; nothing reloaded", context.source))?,
+        )
     };
     for actor in &context.risk_actors {
         actor.do_send(ReloadRules(engine.clone()));

@@ -113,6 +113,7 @@ pub struct Metrics {
     ledger_transactions: IntGaugeVec,
     pub expired_holds: IntCounter,
     risk_decisions: IntCounterVec,
+    pub velocity_evictions: IntCounter,
 }
 
 /// What a metric's registration can fail on is a programming error (a name used twice, a
@@ -234,6 +235,14 @@ impl Metrics {
                 &["rule", "decision"],
             )?,
         );
+        let velocity_evictions = registered(
+            &registry,
+            IntCounter::new(
+                "switch_risk_velocity_evictions_total",
+                "Live velocity keys evicted to make room for a new one (their counts start over): \
+                 risk.velocity_keys_max is too small for the keys active within a window",
+            )?,
+        );
         let process = prometheus::process_collector::ProcessCollector::for_self();
         registry.register(Box::new(process))?;
         Ok(Metrics {
@@ -252,6 +261,7 @@ impl Metrics {
             ledger_transactions,
             expired_holds,
             risk_decisions,
+            velocity_evictions,
         })
     }
 

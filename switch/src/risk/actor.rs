@@ -51,7 +51,7 @@ impl Handler<Screen> for RiskActor {
             Ok(mut passed) => {
                 if let Some(flag) = passed.flag.take() {
                     metrics().risk_decision("flagged", &flag);
-                    transaction.rule = Some(flag);
+                    transaction.flag = Some(flag);
                 }
                 transaction.velocity = passed;
             }

@@ -202,51 +202,60 @@ pub struct RiskEngine {
 }
 
 impl RiskEngine {
-    pub fn new(rules: RiskRules) -> RiskEngine {
+    pub fn new(rules: RiskRules) -> Result<RiskEngine, String> {
         RiskEngine::reloaded(None, rules)
     }
 
     /// The engine for `rules`, keeping the counters of `previous`'s velocity rules that have
     /// the same name, key, window and amount keeping (so a reload that changes a limit does not
-    /// forget who is near it); other tables start empty.
-    pub fn reloaded(previous: Option<&RiskEngine>, rules: RiskRules) -> RiskEngine {
-        let tables = rules
-            .rules
-            .iter()
-            .map(|rule| {
-                let velocity = rule.velocity?;
-                let amounts = velocity.limit.amount_max.is_some();
-                let kept = previous.and_then(|p| {
-                    p.rules
-                        .rules
-                        .iter()
-                        .zip(&p.tables)
-                        .find_map(|(old, table)| {
-                            let old_velocity = old.velocity?;
-                            let table = table.as_ref()?;
-                            (old.name == rule.name
-                                && old_velocity.per == velocity.per
-                                && old_velocity.window_seconds == velocity.window_seconds
-                                && table.keeps_amounts() == amounts
-                                && table.slots() >= rules.velocity_keys_max)
-                                .then(|| table.clone())
-                        })
-                });
-                Some(kept.unwrap_or_else(|| {
-                    Arc::new(VelocityTable::new(
-                        rules.velocity_keys_max,
-                        velocity.window_seconds,
-                        amounts,
-                    ))
-                }))
-            })
-            .collect();
+    /// forget who is near it); other tables start empty. An error when a table's memory cannot
+    /// be had.
+    pub fn reloaded(previous: Option<&RiskEngine>, rules: RiskRules) -> Result<RiskEngine, String> {
+        let mut tables = Vec::with_capacity(rules.rules.len());
+        for rule in &rules.rules {
+            let Some(velocity) = rule.velocity else {
+                tables.push(None);
+                continue;
+            };
+            let amounts = velocity.limit.amount_max.is_some();
+            let kept = previous.and_then(|p| {
+                p.rules
+                    .rules
+                    .iter()
+                    .zip(&p.tables)
+                    .find_map(|(old, table)| {
+                        let old_velocity = old.velocity?;
+                        let table = table.as_ref()?;
+                        (old.name == rule.name
+                            && old_velocity.per == velocity.per
+                            && old_velocity.window_seconds == velocity.window_seconds
+                            && table.keeps_amounts() == amounts
+                            && table.slots() >= rules.velocity_keys_max)
+                            .then(|| table.clone())
+                    })
+            });
+            let table = match kept {
+                Some(table) => table,
+                None => Arc::new(
+                    VelocityTable::new(rules.velocity_keys_max, velocity.window_seconds, amounts)
+                        .map_err(|error| {
+                            format!(
+                                "risk rule {:?}: cannot allocate its velocity table of {} slots ({} MiB): {error}",
+                                &*rule.name,
+                                rules.velocity_keys_max,
+                                VelocityTable::bytes(rules.velocity_keys_max, amounts) >> 20
+                            )
+                        })?,
+                ),
+            };
+            tables.push(Some(table));
+        }
         let kinds = rules.rules.iter().map(|rule| rule.when.kinds).collect();
-        RiskEngine {
+        Ok(RiskEngine {
             rules,
             kinds,
             tables,
-        }
+        })
     }
 
     pub fn rules(&self) -> &RiskRules {
@@ -351,7 +360,7 @@ impl RiskEngine {
                 rule: format!(
                     "score {score} >= {}: {}",
                     self.rules.score_decline,
-                    scored.join(", ")
+                    names(&scored)
                 )
                 .into(),
             });
@@ -361,13 +370,23 @@ impl RiskEngine {
                 format!(
                     "review: score {score} >= {}: {}",
                     self.rules.score_review,
-                    scored.join(", ")
+                    names(&scored)
                 )
                 .into(),
             );
         }
         Ok(passed)
     }
+}
+
+/// The rules that scored, at most 8 named (a line per decision stays short, whatever the rules).
+fn names(scored: &[&str]) -> String {
+    const NAMED_MAX: usize = 8;
+    let mut text = scored[..scored.len().min(NAMED_MAX)].join(", ");
+    if scored.len() > NAMED_MAX {
+        text.push_str(&format!(" and {} more", scored.len() - NAMED_MAX));
+    }
+    text
 }
 
 fn builtin(code: ResponseCode, rule: &'static str) -> Decline {
@@ -393,7 +412,8 @@ struct Facts<'a> {
 impl<'a> Facts<'a> {
     fn new(request: &'a Request, now_ms: u64, rules: &RiskRules) -> Facts<'a> {
         let currency = request.currency.unwrap_or(rules.currency);
-        let amount = if currency == rules.currency {
+        let amount = if currency == rules.currency || request.amount == 0 {
+            // Zero is zero in any currency: a balance inquiry needs no rate.
             Some(request.amount)
         } else {
             rules

@@ -11,7 +11,7 @@ const NOON_MS: u64 = 1_796_040_000_000;
 
 fn engine(risk: &str) -> RiskEngine {
     let settings = Settings::parse(risk, "<risk test>").unwrap_or_else(|e| panic!("{e}"));
-    RiskEngine::new(settings.risk)
+    RiskEngine::new(settings.risk).unwrap()
 }
 
 fn pan() -> Pan {
@@ -66,7 +66,7 @@ fn declined(code: &'static str, rule: &str) -> Option<(&'static str, String)> {
 
 #[test]
 fn the_demo_rules_of_the_default_configuration() {
-    let demo = RiskEngine::new(Settings::embedded().unwrap().risk);
+    let demo = RiskEngine::new(Settings::embedded().unwrap().risk).unwrap();
     let casino = Request {
         merchant_category: Some(7995),
         ..request(Kind::Purchase, 100)
@@ -94,7 +94,7 @@ fn the_demo_rules_of_the_default_configuration() {
         "chip (051) above 5,000.00"
     );
     // A fresh engine: the purchases above count for the card already.
-    let demo = RiskEngine::new(Settings::embedded().unwrap().risk);
+    let demo = RiskEngine::new(Settings::embedded().unwrap().risk).unwrap();
     for n in 1..=20 {
         assert_eq!(
             verdict(&demo, &request(Kind::Authorization, 100), NOON_MS + n),
@@ -255,6 +255,15 @@ code = "61"
             },
             NOON_MS,
             declined("12", "amount_max: no rate for currency 756 in risk.rates"),
+        ),
+        (
+            "a balance inquiry in a currency without a rate: zero needs none",
+            Request {
+                currency: Some(756),
+                ..request(Kind::BalanceInquiry, 0)
+            },
+            NOON_MS,
+            None,
         ),
         (
             "blocked BIN",
@@ -736,14 +745,14 @@ fn a_reload_keeps_the_counters_of_an_unchanged_rule() {
         .unwrap()
         .risk
     };
-    let before = RiskEngine::new(rules(3));
+    let before = RiskEngine::new(rules(3)).unwrap();
     for n in 0..3 {
         assert_eq!(
             verdict(&before, &request(Kind::Purchase, 1), NOON_MS + n),
             None
         );
     }
-    let after = RiskEngine::reloaded(Some(&before), rules(4));
+    let after = RiskEngine::reloaded(Some(&before), rules(4)).unwrap();
     assert_eq!(
         verdict(&after, &request(Kind::Purchase, 1), NOON_MS + 3),
         None,
@@ -760,7 +769,7 @@ fn a_reload_keeps_the_counters_of_an_unchanged_rule() {
     )
     .unwrap()
     .risk;
-    let fresh = RiskEngine::reloaded(Some(&after), renamed);
+    let fresh = RiskEngine::reloaded(Some(&after), renamed).unwrap();
     assert_eq!(
         verdict(&fresh, &request(Kind::Purchase, 1), NOON_MS + 5),
         None
@@ -868,6 +877,14 @@ fn configuration_errors_name_the_rule_and_the_key() {
         (
             "utc_offset = \"02:00\"\n",
             "risk.utc_offset: \"02:00\" is not an offset",
+        ),
+        (
+            "[[risk.rules]]\nname = \"x\"\nper = \"merchant\"\nwindow_seconds = 60\ncount_max = 600000\ncode = \"65\"\n",
+            "risk.rules[0].count_max: 600000 is above the maximum 524280",
+        ),
+        (
+            "velocity_keys_max = 100000000\n",
+            "risk.velocity_keys_max: 1 velocity rules of 100000000 keys take",
         ),
         (
             "currency = 840\namount_max_currency = 978\n",

@@ -29,6 +29,8 @@ use crate::domain::Minor;
 
 /// Buckets per window.
 pub const BUCKETS: usize = 8;
+/// The most approvals a key's window can hold: each bucket counts in 16 bits (saturating).
+pub const COUNT_MAX: u64 = 8 * u16::MAX as u64;
 const BUCKETS_U32: u32 = 8;
 const BUCKETS_U64: u64 = 8;
 /// Slots per set (and per lock): 7, so that the lock word, the tags and the newest buckets
@@ -88,24 +90,50 @@ pub struct Limit {
 
 impl VelocityTable {
     /// A table of at least `keys_max` slots (rounded up to whole sets) for a window of
-    /// `window_seconds` (checked by the configuration).
-    pub fn new(keys_max: usize, window_seconds: u64, amounts: bool) -> VelocityTable {
-        let sets = keys_max.div_ceil(WAYS).max(1);
-        VelocityTable {
-            sets: (0..sets)
-                .map(|_| {
-                    Line(Mutex::new(Set {
-                        tags: [0; WAYS],
-                        newest: [0; WAYS],
-                        counts: [[0; BUCKETS]; WAYS],
-                        amounts: amounts.then(|| Box::new([[0; BUCKETS]; WAYS])),
-                    }))
-                })
-                .collect(),
+    /// `window_seconds` (checked by the configuration); an error, not an abort, when the memory
+    /// cannot be had (a reload must leave the running switch as it was).
+    pub fn new(
+        keys_max: usize,
+        window_seconds: u64,
+        amounts: bool,
+    ) -> Result<VelocityTable, std::collections::TryReserveError> {
+        let count = sets(keys_max);
+        let mut lines = Vec::new();
+        lines.try_reserve_exact(count)?;
+        for _ in 0..count {
+            let amounts = if amounts {
+                let mut zeros = Vec::new();
+                zeros.try_reserve_exact(WAYS)?;
+                zeros.resize(WAYS, [0; BUCKETS]);
+                // Exactly WAYS long, so the conversion cannot fail.
+                <Box<[[Minor; BUCKETS]; WAYS]>>::try_from(zeros.into_boxed_slice()).ok()
+            } else {
+                None
+            };
+            lines.push(Line(Mutex::new(Set {
+                tags: [0; WAYS],
+                newest: [0; WAYS],
+                counts: [[0; BUCKETS]; WAYS],
+                amounts,
+            })));
+        }
+        Ok(VelocityTable {
+            sets: lines.into_boxed_slice(),
             bucket_ms: window_seconds.clamp(WINDOW_SECONDS_MIN, WINDOW_SECONDS_MAX) * 1000
                 / BUCKETS_U64,
             evictions: AtomicU64::new(0),
-        }
+        })
+    }
+
+    /// The bytes a table of `keys_max` slots takes.
+    pub fn bytes(keys_max: usize, amounts: bool) -> u64 {
+        let per_set = std::mem::size_of::<Line>()
+            + if amounts {
+                std::mem::size_of::<[[Minor; BUCKETS]; WAYS]>()
+            } else {
+                0
+            };
+        (sets(keys_max) as u64).saturating_mul(per_set as u64)
     }
 
     pub fn slots(&self) -> usize {
@@ -164,10 +192,11 @@ impl VelocityTable {
             set.newest[way]
         };
         let count: u64 = set.counts[way].iter().map(|c| u64::from(*c)).sum();
-        let held: Minor = set
-            .amounts
-            .as_ref()
-            .map_or(0, |amounts| amounts[way].iter().sum());
+        let held: Minor = set.amounts.as_ref().map_or(0, |amounts| {
+            amounts[way]
+                .iter()
+                .fold(0, |sum: Minor, a| sum.saturating_add(*a))
+        });
         let over = limit.count_max.is_some_and(|max| count + 1 > max)
             || limit
                 .amount_max
@@ -201,14 +230,15 @@ impl VelocityTable {
         if let Some(way) = set.tags.iter().position(|t| *t == tag) {
             return way;
         }
-        let idle = |w: &usize| set.tags[*w] == 0 || now.wrapping_sub(set.newest[*w]) >= BUCKETS_U32;
+        let idle = |w: &usize| set.tags[*w] == 0 || age(now, set.newest[*w]) >= BUCKETS_U32;
         let way = match (0..WAYS).find(idle) {
             Some(way) => way,
             None => {
                 self.evictions.fetch_add(1, Ordering::Relaxed);
-                // The least recently seen: the greatest distance back from now.
+                crate::ops::metrics::metrics().velocity_evictions.inc();
+                // The least recently seen.
                 (0..WAYS)
-                    .max_by_key(|&w| now.wrapping_sub(set.newest[w]))
+                    .max_by_key(|&w| age(now, set.newest[w]))
                     .unwrap_or(0)
             }
         };
@@ -229,14 +259,20 @@ impl VelocityTable {
         let Some(way) = set.tags.iter().position(|t| *t == tag) else {
             return (0, 0);
         };
+        // A clock behind the slot's newest bucket reads as that bucket, as `add` counts it.
+        let now = if age(now, set.newest[way]) == 0 {
+            set.newest[way]
+        } else {
+            now
+        };
         let mut count = 0;
-        let mut amount = 0;
+        let mut amount: Minor = 0;
         for age in 0..BUCKETS_U32 {
             let bucket = set.newest[way].wrapping_sub(age);
             if now.wrapping_sub(bucket) < BUCKETS_U32 {
                 let at = index(bucket);
                 count += u64::from(set.counts[way][at]);
-                amount += set.amounts.as_ref().map_or(0, |a| a[way][at]);
+                amount = amount.saturating_add(set.amounts.as_ref().map_or(0, |a| a[way][at]));
             }
         }
         (count, amount)
@@ -265,6 +301,11 @@ fn lock(set: &Line) -> std::sync::MutexGuard<'_, Set> {
     set.0.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Sets of a table of `keys_max` slots.
+fn sets(keys_max: usize) -> usize {
+    keys_max.div_ceil(WAYS).max(1)
+}
+
 /// The set of a key: the high bits of its hash (the tag takes the low ones).
 fn set_of(key: u64, sets: usize) -> usize {
     // Below `sets`, so it fits.
@@ -276,15 +317,26 @@ fn tag_of(key: u64) -> u32 {
     u32::try_from(key & u64::from(u32::MAX)).unwrap_or(1).max(1)
 }
 
+/// How many buckets `newest` lies behind `now`: 0 when it lies ahead (the clock stepped back,
+/// or another worker read it a moment later and took the lock first), so that a live slot is
+/// never taken for an idle one.
+fn age(now: u32, newest: u32) -> u32 {
+    let behind = now.wrapping_sub(newest);
+    if behind > u32::MAX / 2 { 0 } else { behind }
+}
+
 /// Where a bucket number's counts are in the ring.
 fn index(bucket: u32) -> usize {
     usize::try_from(bucket % BUCKETS_U32).unwrap_or(0)
 }
 
-/// A 64-bit hash of a velocity key. Fixed (not per process) so that tests are reproducible; a
-/// peer that chooses merchant ids to collide can only evict its own keys' neighbours in a set.
+/// A 64-bit hash of a velocity key (a merchant or a terminal: ids a peer chooses), keyed at
+/// random per process, so that nobody can pick ids that fall into one set and evict the
+/// counts of others there. (Card keys are already keyed hashes: the tokens.)
 pub fn key_hash(key: impl Hash) -> u64 {
-    std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(key)
+    static KEYS: std::sync::LazyLock<std::hash::RandomState> =
+        std::sync::LazyLock::new(std::hash::RandomState::new);
+    KEYS.hash_one(key)
 }
 
 /// One approval counted in advance; given back on drop unless [`Reservation::keep`] is called.
@@ -332,7 +384,7 @@ mod tests {
     #[test]
     fn counts_within_the_window_and_forgets_past_it() {
         // 80 s window: buckets of 10 s. An approval at t counts until its bucket is 8 back.
-        let table = Arc::new(VelocityTable::new(1024, 80, false));
+        let table = Arc::new(VelocityTable::new(1024, 80, false).unwrap());
         let t0 = 1_800_000_000_000; // a bucket boundary (divisible by 10,000 ms)
         assert!(add(&table, 7, t0));
         assert!(add(&table, 7, t0 + 1_000));
@@ -353,7 +405,7 @@ mod tests {
 
     #[test]
     fn a_dropped_reservation_is_given_back_and_a_kept_one_stays() {
-        let table = Arc::new(VelocityTable::new(64, 60, true));
+        let table = Arc::new(VelocityTable::new(64, 60, true).unwrap());
         let limit = Limit {
             count_max: None,
             amount_max: Some(1_000),
@@ -383,8 +435,31 @@ mod tests {
     }
 
     #[test]
+    fn a_clock_behind_the_newest_bucket_neither_frees_nor_forgets_a_live_slot() {
+        // One set; the window 60 s, buckets of 7.5 s.
+        let table = Arc::new(VelocityTable::new(7, 60, false).unwrap());
+        let now = 1_800_000_000_000;
+        for key in 0..7u64 {
+            assert!(add(&table, (key + 1) << 1, now));
+        }
+        // Another worker read the clock a moment earlier (the previous bucket), or the clock
+        // stepped back: the seven live keys stay, the new key evicts one of them (counted)
+        // rather than taking a live slot for an idle one.
+        assert!(add(&table, 100, now - 7_500));
+        assert_eq!(table.evictions(), 1);
+        let alive = (0..7u64)
+            .filter(|key| table.held((key + 1) << 1, now) == (1, 0))
+            .count();
+        assert_eq!(alive, 6, "one evicted, none silently freed");
+        // A key counted behind its newest bucket adds to that bucket.
+        assert!(add(&table, 4, now - 7_500));
+        assert_eq!(table.held(4, now - 7_500), (2, 0));
+        assert_eq!(table.held(4, now), (2, 0));
+    }
+
+    #[test]
     fn a_full_set_evicts_the_least_recently_seen() {
-        let table = Arc::new(VelocityTable::new(7, 60, false));
+        let table = Arc::new(VelocityTable::new(7, 60, false).unwrap());
         assert_eq!(table.slots(), 7, "one set");
         let now = 1_800_000_000_000;
         for key in 0..7u64 {
