@@ -175,6 +175,35 @@ fn risk(c: &mut Criterion) {
                 .approved();
         })
     });
+    // A rule set of 100 with the usual two velocity rules (per card, count; per merchant,
+    // amount) and 98 others: the 94 above and 4 more MCC blocks.
+    for i in 0..4 {
+        let _ = write!(
+            text,
+            "[[risk.rules]]\nname = \"more-mcc-{i}\"\nmerchant_categories = [{}]\ncode = \"57\"\n",
+            6500 + i
+        );
+    }
+    text.push_str("[[risk.rules]]\nname = \"card-count\"\nper = \"card\"\nwindow_seconds = 60\ncount_max = 500000\ncode = \"65\"\n");
+    text.push_str("[[risk.rules]]\nname = \"merchant-amount\"\nper = \"merchant\"\nwindow_seconds = 3600\namount_max = \"100000000.00\"\ncode = \"61\"\n");
+    let usual =
+        RiskEngine::new(Settings::parse(&text, "<bench>").expect("valid").risk).expect("memory");
+    assert_eq!(usual.rules().rules.len(), 101, "100 rules and amount_max");
+    c.bench_function(
+        "risk: 100 rules, 2 of them velocity, 1000000 distinct cards",
+        |b| {
+            b.iter(|| {
+                n += 1;
+                request.card = cards[usize::try_from(n % 1_000_000).unwrap_or(0)];
+                request.merchant = Some(merchants[usize::try_from(n % 10_000).unwrap_or(0)]);
+                request.key.terminal = terminals[usize::try_from(n % 50_000).unwrap_or(0)];
+                usual
+                    .evaluate(black_box(&request), NOON_MS + n * 60)
+                    .expect("passes")
+                    .approved();
+            })
+        },
+    );
 }
 
 criterion_group!(benches, risk);
