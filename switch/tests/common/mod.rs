@@ -74,13 +74,18 @@ impl Switch {
 
     /// Like [`Switch::start`], on the log in `wal_dir` (kept as it is).
     pub fn start_with_wal(wal_dir: &std::path::Path, args: &[&str]) -> Switch {
+        Switch::start_logging(wal_dir, args, "info")
+    }
+
+    /// Like [`Switch::start_with_wal`], with `RUST_LOG` set to `levels`.
+    pub fn start_logging(wal_dir: &std::path::Path, args: &[&str], levels: &str) -> Switch {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switch"))
             .arg("run")
             .args(args)
             .arg("--wal-dir")
             .arg(wal_dir)
             .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", levels)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
