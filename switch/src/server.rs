@@ -124,6 +124,7 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> anyhow
     tracing::info!(
         dialect = %settings.dialect,
         framing = %settings.framing,
+        tls = settings.tls.is_some(),
         config = %settings.source,
         "listening for acquirers on {}",
         running.acquirer_addr
@@ -303,6 +304,16 @@ async fn start(
     let mut risk_actors = Vec::with_capacity(workers);
     let mut routing_actors = Vec::with_capacity(workers);
     let engine = Arc::new(RiskEngine::new(settings.risk.clone()).map_err(|e| anyhow!(e))?);
+    // Read at start: an unreadable or invalid file stops it, naming the key and the file.
+    let tls = settings
+        .tls
+        .as_ref()
+        .map(|t| {
+            crate::acquirer::tls::acceptor(t)
+                .map(|acceptor| (acceptor, t.handshake_timeout))
+                .map_err(|e| anyhow!(e))
+        })
+        .transpose()?;
     for worker in 0..workers {
         let arbiter = Arbiter::new();
         let capacity = settings.limits.mailbox_capacity;
@@ -330,6 +341,7 @@ async fn start(
             shutdown: shutdown_rx.clone(),
             journal: journal.clone(),
             journal_part: worker,
+            tls: tls.clone(),
         };
         pipelines.push((arbiter.handle(), context));
         threads.arbiters.push(arbiter);

@@ -8,6 +8,7 @@ pub mod iso;
 pub mod listener;
 pub mod mac;
 pub mod session;
+pub mod tls;
 
 /// An acquirer of `[[acquirers]]` in the configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +24,10 @@ pub struct Acquirer {
     /// With `sources`: the only addresses that may speak for this acquirer (58 otherwise), and
     /// a connection from one of them speaks for it alone.
     pub sources: Vec<ipnet::IpNet>,
+    /// With `client_cert_cn` (mutual TLS): only a connection whose client certificate has this
+    /// subject common name may speak for this acquirer (58 otherwise), and such a connection
+    /// speaks for it alone.
+    pub client_cert_cn: Option<String>,
 }
 
 impl Acquirer {
@@ -73,6 +78,7 @@ mod tests {
             connections_max: 1,
             mac_key: None,
             sources: sources.iter().map(|s| s.parse().unwrap()).collect(),
+            client_cert_cn: None,
         }
     }
 

@@ -20,9 +20,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use adapters::{Dialect, DialectName, FrameError, FrameHeader, Message, PartialDecode};
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use super::Acquirer;
@@ -56,6 +55,8 @@ pub struct SessionContext {
     /// Where answers are kept for operators, and this worker's part of it.
     pub journal: Arc<Journal>,
     pub journal_part: usize,
+    /// `[tls]`: every connection is TLS (a plain one fails its handshake).
+    pub tls: Option<(tokio_rustls::TlsAcceptor, Duration)>,
 }
 
 impl std::fmt::Debug for SessionContext {
@@ -284,10 +285,42 @@ enum Close {
     Io(io::Error),
 }
 
-/// Serves one accepted connection until it closes, then waits for its in-flight requests.
+/// Serves one accepted connection until it closes, then waits for its in-flight requests:
+/// in TLS with `[tls]` (after a handshake within its timeout), else as it is.
 pub async fn run(stream: TcpStream, peer: SocketAddr, context: SessionContext) {
     let _ = stream.set_nodelay(true);
-    let (read_half, write_half) = stream.into_split();
+    let Some((acceptor, handshake_timeout)) = context.tls.clone() else {
+        let (read_half, write_half) = stream.into_split();
+        return serve(read_half, write_half, peer, None, context).await;
+    };
+    let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::warn!(%peer, %error, "TLS handshake failed: connection closed");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, ?handshake_timeout, "no TLS handshake in time (tls.handshake_timeout_seconds): connection closed");
+            return;
+        }
+    };
+    let certificate = super::tls::peer_common_name(stream.get_ref().1);
+    let (read_half, write_half) = tokio::io::split(stream);
+    serve(read_half, write_half, peer, Some(certificate), context).await;
+}
+
+/// Serves a connection's two halves. `certificate`: `None` for plain TCP; for TLS, the subject
+/// common name of the client's certificate, if it sent one.
+async fn serve<R, W>(
+    read_half: R,
+    write_half: W,
+    peer: SocketAddr,
+    certificate: Option<Option<String>>,
+    context: SessionContext,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + 'static,
+{
     let inflight = context.limits.inflight_per_connection;
     let (writer_tx, writer_rx) = mpsc::channel(inflight);
     let write_timeout = Duration::from_secs(context.limits.write_timeout_seconds);
@@ -307,7 +340,17 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, context: SessionContext) {
     }
     .start();
     let slots = Arc::new(Semaphore::new(inflight));
-    tracing::info!(%peer, "acquirer connected");
+    let tls = certificate.is_some();
+    let certificate = certificate.flatten();
+    tracing::info!(%peer, tls, certificate = certificate.as_deref(), "acquirer connected");
+    // DESIGN 2.6: bound by certificate, or else by source.
+    let by_certificate = certificate.as_deref().and_then(|cn| {
+        context
+            .acquirers
+            .values()
+            .find(|a| a.client_cert_cn.as_deref() == Some(cn))
+            .map(|a| a.id)
+    });
     let reader = Reader {
         context: &context,
         responder,
@@ -315,7 +358,9 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, context: SessionContext) {
         slots: slots.clone(),
         peer,
         bound: std::sync::Mutex::new(None),
-        by_source: super::bound_by_source(context.acquirers.values(), peer.ip()),
+        by_source: by_certificate
+            .or_else(|| super::bound_by_source(context.acquirers.values(), peer.ip())),
+        certificate,
     };
     let close = reader.read_loop(read_half).await;
     drop(reader);
@@ -338,8 +383,8 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, context: SessionContext) {
 /// Writes responses as they come. A peer that accepts no bytes for `timeout` (it stopped
 /// reading) ends the loop: the queue is dropped, which frees its slots and tells the reader to
 /// close the connection.
-async fn write_loop(
-    mut socket: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut socket: W,
     mut queue: mpsc::Receiver<Outgoing>,
     peer: SocketAddr,
     timeout: Duration,
@@ -385,8 +430,11 @@ struct Reader<'a> {
     /// The acquirer this connection speaks for, from its first financial request, with the
     /// connection permit it holds against `acquirers.connections_max`.
     bound: std::sync::Mutex<Option<Bound>>,
-    /// The acquirer this connection is bound to by its source address (`acquirers.sources`).
+    /// The acquirer this connection is bound to by its client certificate
+    /// (`acquirers.client_cert_cn`), or else by its source address (`acquirers.sources`).
     by_source: Option<u64>,
+    /// The subject common name of the client certificate (mutual TLS).
+    certificate: Option<String>,
 }
 
 /// The acquirer a connection speaks for, its place among the acquirer's connections, and its
@@ -412,7 +460,7 @@ enum Binding {
 }
 
 impl Reader<'_> {
-    async fn read_loop(&self, mut socket: OwnedReadHalf) -> Close {
+    async fn read_loop<R: AsyncRead + Unpin>(&self, mut socket: R) -> Close {
         let context = self.context;
         let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
         let mut shutdown = context.shutdown.clone();
@@ -653,10 +701,18 @@ impl Reader<'_> {
             );
             return Ok(());
         };
-        // DESIGN 2.6: a connection from an acquirer's sources speaks for it alone, and an
-        // acquirer with sources is spoken for from nowhere else.
-        if !acquirer.admits(self.peer.ip()) || self.by_source.is_some_and(|by| by != acquirer.id) {
-            tracing::warn!(peer = %self.peer, named = identity.acquirer, by_source = ?self.by_source, "request naming an acquirer this source may not speak for: 58");
+        // DESIGN 2.6: a connection bound by its certificate or its source speaks for that
+        // acquirer alone, and an acquirer with a certificate or sources is spoken for by no
+        // other connection.
+        let certified = acquirer
+            .client_cert_cn
+            .as_ref()
+            .is_none_or(|cn| self.certificate.as_ref() == Some(cn));
+        if !certified
+            || !acquirer.admits(self.peer.ip())
+            || self.by_source.is_some_and(|by| by != acquirer.id)
+        {
+            tracing::warn!(peer = %self.peer, named = identity.acquirer, bound = ?self.by_source, certificate = self.certificate.as_deref(), "request naming an acquirer this connection may not speak for: 58");
             self.respond(
                 message,
                 Outcome::decline(ResponseCode::NotPermittedToTerminal),

@@ -68,6 +68,34 @@ struct File {
     admin: AdminFile,
     #[serde(default)]
     logging: LoggingFile,
+    tls: Option<TlsFile>,
+}
+
+/// `[tls]` (DESIGN 2.6): the acquirer listener is TLS-only when it is present.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    cert: String,
+    key: String,
+    client_ca: Option<String>,
+    #[serde(default = "handshake_timeout_default")]
+    handshake_timeout_seconds: u64,
+}
+
+fn handshake_timeout_default() -> u64 {
+    10
+}
+
+/// The acquirer listener's TLS: PEM files, read at start (see `acquirer::tls`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM chain of the switch's certificate.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// With it, mutual TLS: client certificates must chain to this CA.
+    pub client_ca: Option<PathBuf>,
+    pub handshake_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -210,6 +238,7 @@ struct AcquirerFile {
     mac: Option<String>,
     mac_key: Option<String>,
     sources: Option<Vec<String>>,
+    client_cert_cn: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,6 +327,8 @@ pub struct Settings {
     /// The bearer token of the admin API (`admin.token`); `None`: the admin API is off.
     pub admin_token: Option<String>,
     pub log_format: LogFormat,
+    /// `[tls]`: `None`, plain TCP.
+    pub tls: Option<TlsSettings>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -319,6 +350,7 @@ impl std::fmt::Debug for Settings {
             .field("routes", &self.routes)
             .field("demo", &self.demo)
             .field("log_format", &self.log_format)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -742,12 +774,40 @@ impl Checker<'_> {
                 }
                 sources.push(net);
             }
+            let client_cert_cn = match a.client_cert_cn {
+                None => None,
+                Some(cn) => {
+                    let key = format!("acquirers[{i}].client_cert_cn");
+                    if raw.tls.as_ref().is_none_or(|t| t.client_ca.is_none()) {
+                        return Err(
+                            self.invalid(key, "needs mutual TLS: a [tls] section with client_ca")
+                        );
+                    }
+                    if cn.is_empty() || cn.len() > 64 || cn.chars().any(char::is_control) {
+                        return Err(self.invalid(
+                            key,
+                            format!("{cn:?} is not a common name of 1 to 64 characters"),
+                        ));
+                    }
+                    if let Some(other) = acquirers
+                        .values()
+                        .find(|o| o.client_cert_cn.as_deref() == Some(cn.as_str()))
+                    {
+                        return Err(self.invalid(
+                            key,
+                            format!("{cn:?} is already the certificate of acquirer {}: a certificate speaks for one acquirer", other.id),
+                        ));
+                    }
+                    Some(cn)
+                }
+            };
             let acquirer = Acquirer {
                 id,
                 name: a.name,
                 connections_max,
                 mac_key,
                 sources,
+                client_cert_cn,
             };
             if acquirers.insert(id, acquirer).is_some() {
                 return Err(self.invalid(
@@ -813,6 +873,24 @@ impl Checker<'_> {
             routes,
             demo,
             admin_token: self.admin_token(raw.admin.token)?,
+            tls: match raw.tls {
+                None => None,
+                Some(t) => Some(TlsSettings {
+                    cert: self.path("tls.cert", &t.cert)?,
+                    key: self.path("tls.key", &t.key)?,
+                    client_ca: t
+                        .client_ca
+                        .as_deref()
+                        .map(|c| self.path("tls.client_ca", c))
+                        .transpose()?,
+                    handshake_timeout: std::time::Duration::from_secs(self.range(
+                        "tls.handshake_timeout_seconds",
+                        t.handshake_timeout_seconds,
+                        1,
+                        300,
+                    )?),
+                }),
+            },
             log_format: match raw.logging.format.as_str() {
                 "" | "human" => LogFormat::Human,
                 "json" => LogFormat::Json,
@@ -824,6 +902,14 @@ impl Checker<'_> {
                 }
             },
         })
+    }
+
+    /// A file's path as given (relative ones from the working directory, like `wal.dir`).
+    fn path(&self, key: &str, text: &str) -> Result<PathBuf, ConfigError> {
+        if text.trim().is_empty() {
+            return Err(self.invalid(key, "an empty path"));
+        }
+        Ok(PathBuf::from(text))
     }
 
     fn admin_token(&self, token: String) -> Result<Option<String>, ConfigError> {

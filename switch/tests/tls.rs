@@ -1,0 +1,270 @@
+//! TLS on the acquirer listener (DESIGN 2.6, issue 13) against the real binary: a test CA and
+//! certificates made here by rcgen (no key is committed), a client with a certificate from the
+//! CA approved, one with none, with one from another CA, or speaking plain TCP refused, and a
+//! certificate that speaks for one acquirer only.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use adapters::{DialectName, FrameHeader, Message};
+use common::*;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// A CA that signs certificates.
+struct Authority {
+    certificate: rcgen::Certificate,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn authority(name: &str) -> Authority {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let certificate = params.self_signed(&key).unwrap();
+    Authority {
+        certificate,
+        issuer: Issuer::new(params, key),
+    }
+}
+
+/// A certificate of `authority` for `common_name`: (certificate PEM, key PEM).
+fn issue(authority: &Authority, common_name: &str, server: bool) -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let names = if server {
+        vec!["localhost".to_owned(), "127.0.0.1".to_owned()]
+    } else {
+        Vec::new()
+    };
+    let mut params = CertificateParams::new(names).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.extended_key_usages = vec![if server {
+        ExtendedKeyUsagePurpose::ServerAuth
+    } else {
+        ExtendedKeyUsagePurpose::ClientAuth
+    }];
+    let certificate = params.signed_by(&key, &authority.issuer).unwrap();
+    (certificate.pem(), key.serialize_pem())
+}
+
+fn write(name: &str, text: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("tls-{}-{name}", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A blocking TLS client link: frames ISO 8583 messages like [`Link`].
+struct TlsLink {
+    stream: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+}
+
+impl TlsLink {
+    /// Connects and completes the handshake; the error when the switch refuses it.
+    fn connect(
+        switch: &Switch,
+        ca: &Authority,
+        client: Option<&(String, String)>,
+    ) -> Result<TlsLink, std::io::Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.certificate.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match client {
+            None => builder.with_no_client_auth(),
+            Some((certificate, key)) => builder
+                .with_client_auth_cert(
+                    vec![CertificateDer::from_pem_slice(certificate.as_bytes()).unwrap()],
+                    PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+                )
+                .unwrap(),
+        };
+        let connection = rustls::ClientConnection::new(
+            Arc::new(config),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
+        let socket = TcpStream::connect(switch.addr).unwrap();
+        socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut stream = rustls::StreamOwned::new(connection, socket);
+        // The handshake; with TLS 1.3 a refused client certificate shows on the first read.
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock)?;
+        }
+        Ok(TlsLink { stream })
+    }
+
+    fn call(&mut self, message: &Message<'_>) -> Result<Message<'static>, std::io::Error> {
+        let dialect = DialectName::Default.dialect();
+        let mut body = Vec::new();
+        dialect.encode(message, &mut body).unwrap();
+        let mut frame = Vec::new();
+        FrameHeader::Binary2.write(body.len(), &mut frame).unwrap();
+        frame.extend_from_slice(&body);
+        self.stream.write_all(&frame)?;
+        self.stream.flush()?;
+        let mut header = [0u8; 2];
+        self.stream.read_exact(&mut header)?;
+        let mut reply = vec![0u8; usize::from(u16::from_be_bytes(header))];
+        self.stream.read_exact(&mut reply)?;
+        Ok(dialect.decode(&reply).unwrap().into_owned())
+    }
+}
+
+#[test]
+fn a_tls_listener_takes_certified_clients_only_and_a_certificate_speaks_for_one_acquirer() {
+    let ca = authority("switch test CA");
+    let rogue = authority("another CA");
+    let (server_certificate, server_key) = issue(&ca, "switch", true);
+    let ours = issue(&ca, "acquirer-123456", false);
+    let theirs = issue(&ca, "acquirer-654321", false);
+    let unlisted = issue(&ca, "nobody", false);
+    let forged = issue(&rogue, "acquirer-123456", false);
+    let config = format!(
+        "[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n\n\
+         [[acquirers]]\nid = \"123456\"\nname = \"Demo acquirer\"\nclient_cert_cn = \"acquirer-123456\"\n\n\
+         [[acquirers]]\nid = \"654321\"\nname = \"Second acquirer\"\nclient_cert_cn = \"acquirer-654321\"\n\n\
+         [[acquirers]]\nid = \"777777\"\nname = \"Acquirer without a certificate\"\n\n\
+         [demo]\naccounts = 2000\n",
+        write("server.pem", &server_certificate),
+        write("server.key", &server_key),
+        write("ca.pem", &ca.certificate.pem()),
+    );
+    let config = config_file("tls", &config);
+    let switch = Switch::start(&["--config", config.to_str().unwrap()]);
+    switch.wait_for_output("listening for acquirers on");
+
+    // A client with a certificate from the configured CA, naming its own acquirer: approved.
+    let mut link = TlsLink::connect(&switch, &ca, Some(&ours)).unwrap();
+    let hold = request("0100", &demo_pan(700), "000000", 100);
+    let answer = link.call(&hold).unwrap();
+    assert_eq!(code(&answer), "00");
+    assert!(answer.has(38));
+    // Naming another configured acquirer on that connection: 58.
+    let mut other = request("0100", &demo_pan(701), "000000", 100);
+    other.set(32, b"654321".to_vec());
+    assert_eq!(code(&link.call(&other).unwrap()), "58");
+    let mut keyless = request("0100", &demo_pan(702), "000000", 100);
+    keyless.set(32, b"777777".to_vec());
+    assert_eq!(
+        code(&link.call(&keyless).unwrap()),
+        "58",
+        "a certified connection speaks for its acquirer alone"
+    );
+    // The other acquirer's certificate speaks for it, and not for ours.
+    let mut second = TlsLink::connect(&switch, &ca, Some(&theirs)).unwrap();
+    assert_eq!(code(&second.call(&other).unwrap()), "00");
+    let foreign = request("0100", &demo_pan(703), "000000", 100);
+    assert_eq!(code(&second.call(&foreign).unwrap()), "58");
+    // A certificate of the CA that no acquirer names: only acquirers without a certificate.
+    let mut anonymous = TlsLink::connect(&switch, &ca, Some(&unlisted)).unwrap();
+    let unclaimed = request("0100", &demo_pan(704), "000000", 100);
+    assert_eq!(code(&anonymous.call(&unclaimed).unwrap()), "58");
+    let mut open = request("0100", &demo_pan(705), "000000", 100);
+    open.set(32, b"777777".to_vec());
+    assert_eq!(code(&anonymous.call(&open).unwrap()), "00");
+
+    // No client certificate, or one from another CA: the handshake or the first read fails.
+    for (name, client) in [("no certificate", None), ("another CA", Some(&forged))] {
+        let refused = TlsLink::connect(&switch, &ca, client)
+            .and_then(|mut link| link.call(&request("0100", &demo_pan(706), "000000", 100)));
+        assert!(refused.is_err(), "{name}: {:?}", refused.map(|m| code(&m)));
+    }
+    // Plain TCP on the TLS listener: no answer, the connection closed.
+    let mut plain = Link::connect(switch.addr, DialectName::Default, FrameHeader::Binary2);
+    plain.send(&request("0100", &demo_pan(707), "000000", 100));
+    assert!(
+        plain.try_receive().is_none(),
+        "a plain-TCP client got an answer"
+    );
+    let output = switch.wait_for_output("TLS handshake failed");
+    assert!(output.contains("TLS handshake failed"), "{output}");
+    assert!(
+        switch
+            .output()
+            .iter()
+            .any(|l| l.contains("acquirer connected") && l.contains("acquirer-123456")),
+        "the connection's certificate is in its log line"
+    );
+}
+
+#[test]
+fn unreadable_or_mismatched_tls_files_stop_the_start_with_the_key_and_file() {
+    let ca = authority("switch test CA");
+    let (certificate, key) = issue(&ca, "switch", true);
+    let (_, other_key) = issue(&ca, "switch", true);
+    let certificate = write("start.pem", &certificate);
+    let key = write("start.key", &key);
+    let other_key = write("other.key", &other_key);
+    let missing = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("no-such-file.pem");
+    let not_pem = write("not.pem", "hello");
+    let cases = [
+        (
+            format!("[tls]\ncert = {missing:?}\nkey = {key:?}\n"),
+            format!("tls.cert: {}: cannot read", missing.display()),
+        ),
+        (
+            format!("[tls]\ncert = {not_pem:?}\nkey = {key:?}\n"),
+            format!("tls.cert: {}: no certificate in it", not_pem.display()),
+        ),
+        (
+            format!("[tls]\ncert = {certificate:?}\nkey = {not_pem:?}\n"),
+            format!("tls.key: {}: no usable private key", not_pem.display()),
+        ),
+        (
+            format!("[tls]\ncert = {certificate:?}\nkey = {other_key:?}\n"),
+            format!(
+                "tls.key: {}: does not go with the certificate",
+                other_key.display()
+            ),
+        ),
+        (
+            format!("[tls]\ncert = {certificate:?}\nkey = {key:?}\nclient_ca = {not_pem:?}\n"),
+            format!("tls.client_ca: {}: no certificate in it", not_pem.display()),
+        ),
+        (
+            "[[acquirers]]\nid = \"123456\"\nname = \"x\"\nclient_cert_cn = \"a\"\n".to_owned(),
+            "acquirers[0].client_cert_cn: needs mutual TLS".to_owned(),
+        ),
+    ];
+    for (text, expected) in cases {
+        let config = config_file("tls-bad", &format!("{text}\n[demo]\naccounts = 10\n"));
+        let (code, _, stderr) = run_switch(&[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--wal-dir",
+            fresh_wal_dir().to_str().unwrap(),
+        ]);
+        assert_eq!(code, 1, "{text}\n{stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.contains(&expected),
+            "{text}\n  want: {expected}\n  got: {last}"
+        );
+    }
+}
