@@ -308,11 +308,7 @@ async fn start(
     let tls = settings
         .tls
         .as_ref()
-        .map(|t| {
-            crate::acquirer::tls::acceptor(t)
-                .map(|acceptor| (acceptor, t.handshake_timeout))
-                .map_err(|e| anyhow!(e))
-        })
+        .map(|t| crate::acquirer::tls::listener(t).map_err(|e| anyhow!(e)))
         .transpose()?;
     for worker in 0..workers {
         let arbiter = Arbiter::new();

@@ -43,7 +43,7 @@ fn authority(name: &str) -> Authority {
     }
 }
 
-/// A certificate of `authority` for `common_name`: (certificate PEM, key PEM).
+/// A certificate of `authority` for `common_name` (none when empty): (certificate PEM, key PEM).
 fn issue(authority: &Authority, common_name: &str, server: bool) -> (String, String) {
     let key = KeyPair::generate().unwrap();
     let names = if server {
@@ -52,9 +52,16 @@ fn issue(authority: &Authority, common_name: &str, server: bool) -> (String, Str
         Vec::new()
     };
     let mut params = CertificateParams::new(names).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    if common_name.is_empty() {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "an organisation, no common name");
+    } else {
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+    }
     params.extended_key_usages = vec![if server {
         ExtendedKeyUsagePurpose::ServerAuth
     } else {
@@ -140,8 +147,9 @@ fn a_tls_listener_takes_certified_clients_only_and_a_certificate_speaks_for_one_
     let theirs = issue(&ca, "acquirer-654321", false);
     let unlisted = issue(&ca, "nobody", false);
     let forged = issue(&rogue, "acquirer-123456", false);
+    let nameless = issue(&ca, "", false);
     let config = format!(
-        "[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n\n\
+        "[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\nhandshake_timeout_seconds = 1\n\n\
          [[acquirers]]\nid = \"123456\"\nname = \"Demo acquirer\"\nclient_cert_cn = \"acquirer-123456\"\n\n\
          [[acquirers]]\nid = \"654321\"\nname = \"Second acquirer\"\nclient_cert_cn = \"acquirer-654321\"\n\n\
          [[acquirers]]\nid = \"777777\"\nname = \"Acquirer without a certificate\"\n\n\
@@ -190,6 +198,30 @@ fn a_tls_listener_takes_certified_clients_only_and_a_certificate_speaks_for_one_
             .and_then(|mut link| link.call(&request("0100", &demo_pan(706), "000000", 100)));
         assert!(refused.is_err(), "{name}: {:?}", refused.map(|m| code(&m)));
     }
+    // A certificate of the CA without a common name: refused, whatever acquirer it names.
+    let refused =
+        TlsLink::connect(&switch, &ca, Some(&nameless)).and_then(|mut link| link.call(&open));
+    assert!(
+        refused.is_err(),
+        "no common name: {:?}",
+        refused.map(|m| code(&m))
+    );
+    switch.wait_for_output("client certificate refused");
+    // A peer that opens a connection and never says hello is closed after the handshake
+    // timeout (1 s here).
+    let mut silent = TcpStream::connect(switch.addr).unwrap();
+    silent
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut byte = [0u8; 1];
+    assert!(matches!(silent.read(&mut byte), Ok(0) | Err(_)));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    switch.wait_for_output("no TLS handshake in time");
     // Plain TCP on the TLS listener: no answer, the connection closed.
     let mut plain = Link::connect(switch.addr, DialectName::Default, FrameHeader::Binary2);
     plain.send(&request("0100", &demo_pan(707), "000000", 100));
@@ -234,7 +266,7 @@ fn unreadable_or_mismatched_tls_files_stop_the_start_with_the_key_and_file() {
         (
             format!("[tls]\ncert = {certificate:?}\nkey = {other_key:?}\n"),
             format!(
-                "tls.key: {}: does not go with the certificate",
+                "tls.key: {}: not usable with the certificate",
                 other_key.display()
             ),
         ),

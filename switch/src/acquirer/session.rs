@@ -56,7 +56,7 @@ pub struct SessionContext {
     pub journal: Arc<Journal>,
     pub journal_part: usize,
     /// `[tls]`: every connection is TLS (a plain one fails its handshake).
-    pub tls: Option<(tokio_rustls::TlsAcceptor, Duration)>,
+    pub tls: Option<super::tls::Listener>,
 }
 
 impl std::fmt::Debug for SessionContext {
@@ -289,22 +289,37 @@ enum Close {
 /// in TLS with `[tls]` (after a handshake within its timeout), else as it is.
 pub async fn run(stream: TcpStream, peer: SocketAddr, context: SessionContext) {
     let _ = stream.set_nodelay(true);
-    let Some((acceptor, handshake_timeout)) = context.tls.clone() else {
+    let Some(tls) = context.tls.clone() else {
         let (read_half, write_half) = stream.into_split();
         return serve(read_half, write_half, peer, None, context).await;
     };
-    let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+    // Handshakes at once are bounded apart from connections: peers that never finish one
+    // (or make the switch sign for nothing) cannot take every place.
+    let Ok(handshake) = tls.handshakes.clone().try_acquire_owned() else {
+        tracing::warn!(%peer, "connection closed: tls.handshakes_max handshakes under way");
+        return;
+    };
+    let stream = match tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(stream))
+        .await
+    {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
-            tracing::warn!(%peer, %error, "TLS handshake failed: connection closed");
+            tracing::info!(%peer, %error, "TLS handshake failed: connection closed");
             return;
         }
         Err(_) => {
-            tracing::warn!(%peer, ?handshake_timeout, "no TLS handshake in time (tls.handshake_timeout_seconds): connection closed");
+            tracing::info!(%peer, timeout = ?tls.handshake_timeout, "no TLS handshake in time (tls.handshake_timeout_seconds): connection closed");
             return;
         }
     };
-    let certificate = super::tls::peer_common_name(stream.get_ref().1);
+    drop(handshake);
+    let certificate = match super::tls::peer_common_name(stream.get_ref().1) {
+        Ok(name) => name,
+        Err(problem) => {
+            tracing::warn!(%peer, problem, "client certificate refused: connection closed");
+            return;
+        }
+    };
     let (read_half, write_half) = tokio::io::split(stream);
     serve(read_half, write_half, peer, Some(certificate), context).await;
 }
@@ -371,7 +386,12 @@ async fn serve<R, W>(
         .await
         .is_ok();
     drop(session);
-    let _ = tokio::time::timeout(drain, writer_task).await;
+    // A writer that cannot finish (a peer that reads nothing, even the close) is stopped: the
+    // connection's socket must not outlive its place among `limits.connections_max`.
+    let mut writer_task = writer_task;
+    if tokio::time::timeout(drain, &mut writer_task).await.is_err() {
+        writer_task.abort();
+    }
     match &close {
         Close::PeerClosed | Close::Shutdown => {
             tracing::info!(%peer, drained, "acquirer disconnected: {close}")
@@ -403,7 +423,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 Err(_) => break,
             }
         }
-        match tokio::time::timeout(timeout, socket.write_all(&batch)).await {
+        // With TLS, bytes written may wait in the TLS layer until flushed: flushed at once.
+        let written = async {
+            socket.write_all(&batch).await?;
+            socket.flush().await
+        };
+        match tokio::time::timeout(timeout, written).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
                 tracing::debug!(%peer, %error, "write failed");
@@ -418,7 +443,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         // Frees the slots of the responses just written.
         slots.clear();
     }
-    let _ = socket.shutdown().await;
+    let _ = tokio::time::timeout(timeout, socket.shutdown()).await;
 }
 
 struct Reader<'a> {
@@ -508,6 +533,15 @@ impl Reader<'_> {
                 Ok(Ok(0)) if buffer.is_empty() => return Close::PeerClosed,
                 Ok(Ok(0)) => return Close::PeerClosedMidFrame(buffer.len()),
                 Ok(Ok(_)) => {}
+                // A TLS peer that closes the TCP connection without close_notify, as many
+                // ISO 8583 stacks do: a close like any other.
+                Ok(Err(error)) if error.kind() == io::ErrorKind::UnexpectedEof => {
+                    return if buffer.is_empty() {
+                        Close::PeerClosed
+                    } else {
+                        Close::PeerClosedMidFrame(buffer.len())
+                    };
+                }
                 Ok(Err(error)) => return Close::Io(error),
             }
         }

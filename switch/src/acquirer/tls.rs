@@ -13,10 +13,38 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsSettings;
 
+/// What a session needs of `[tls]`.
+#[derive(Clone)]
+pub struct Listener {
+    pub acceptor: TlsAcceptor,
+    pub handshake_timeout: std::time::Duration,
+    /// A place for each handshake under way (`tls.handshakes_max`).
+    pub handshakes: Arc<tokio::sync::Semaphore>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The listener's TLS for `settings`, or an error naming the key, the file and the problem.
+pub fn listener(settings: &TlsSettings) -> Result<Listener, String> {
+    Ok(Listener {
+        acceptor: acceptor(settings)?,
+        handshake_timeout: settings.handshake_timeout,
+        handshakes: Arc::new(tokio::sync::Semaphore::new(settings.handshakes_max)),
+    })
+}
+
 /// The acceptor for `settings`, or an error naming the key, the file and the problem.
-pub fn acceptor(settings: &TlsSettings) -> Result<TlsAcceptor, String> {
+fn acceptor(settings: &TlsSettings) -> Result<TlsAcceptor, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certificates("tls.cert", &settings.cert)?;
+    std::fs::metadata(&settings.key)
+        .map_err(|error| format!("tls.key: {}: cannot read: {error}", settings.key.display()))?;
     let key = PrivateKeyDer::from_pem_file(&settings.key).map_err(|error| {
         format!(
             "tls.key: {}: no usable private key ({error})",
@@ -46,7 +74,7 @@ pub fn acceptor(settings: &TlsSettings) -> Result<TlsAcceptor, String> {
     };
     let config = builder.with_single_cert(chain, key).map_err(|error| {
         format!(
-            "tls.key: {}: does not go with the certificate of {}: {error}",
+            "tls.key: {}: not usable with the certificate of {} (a key that does not go with it, or of a kind not supported): {error}",
             settings.key.display(),
             settings.cert.display()
         )
@@ -67,16 +95,24 @@ fn certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, 
     Ok(certificates)
 }
 
-/// The subject common name of the client's certificate, when it sent one (mutual TLS).
-pub fn peer_common_name(connection: &ServerConnection) -> Option<String> {
-    let certificate = connection.peer_certificates()?.first()?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).ok()?;
-    let name = parsed
-        .subject()
-        .iter_common_name()
-        .next()?
+/// The subject common name of the client's certificate: `Ok(None)` when it sent none; an
+/// error when it sent one that does not carry exactly one common name in a text string type
+/// (tools disagree on which of several names counts, so none is trusted).
+pub fn peer_common_name(connection: &ServerConnection) -> Result<Option<String>, String> {
+    let Some(certificate) = connection.peer_certificates().and_then(|c| c.first()) else {
+        return Ok(None);
+    };
+    let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref())
+        .map_err(|error| format!("unreadable client certificate: {error}"))?;
+    let names: Vec<_> = parsed.subject().iter_common_name().collect();
+    let [name] = names.as_slice() else {
+        return Err(format!(
+            "the client certificate has {} subject common names, not one",
+            names.len()
+        ));
+    };
+    let name = name
         .as_str()
-        .ok()?
-        .to_owned();
-    Some(name)
+        .map_err(|_| "the client certificate's common name is not a text string".to_owned())?;
+    Ok(Some(name.to_owned()))
 }

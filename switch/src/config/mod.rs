@@ -80,6 +80,12 @@ struct TlsFile {
     client_ca: Option<String>,
     #[serde(default = "handshake_timeout_default")]
     handshake_timeout_seconds: u64,
+    #[serde(default = "handshakes_max_default")]
+    handshakes_max: usize,
+}
+
+fn handshakes_max_default() -> usize {
+    64
 }
 
 fn handshake_timeout_default() -> u64 {
@@ -96,6 +102,8 @@ pub struct TlsSettings {
     /// With it, mutual TLS: client certificates must chain to this CA.
     pub client_ca: Option<PathBuf>,
     pub handshake_timeout: std::time::Duration,
+    /// TLS handshakes under way at once; a connection beyond them is closed at once.
+    pub handshakes_max: usize,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -786,7 +794,7 @@ impl Checker<'_> {
                     if cn.is_empty() || cn.len() > 64 || cn.chars().any(char::is_control) {
                         return Err(self.invalid(
                             key,
-                            format!("{cn:?} is not a common name of 1 to 64 characters"),
+                            format!("{cn:?} is not a common name of 1 to 64 bytes"),
                         ));
                     }
                     if let Some(other) = acquirers
@@ -889,6 +897,12 @@ impl Checker<'_> {
                         1,
                         300,
                     )?),
+                    handshakes_max: self.range(
+                        "tls.handshakes_max",
+                        t.handshakes_max,
+                        1,
+                        100_000,
+                    )?,
                 }),
             },
             log_format: match raw.logging.format.as_str() {
