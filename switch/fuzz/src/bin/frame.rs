@@ -20,7 +20,10 @@ fn main() {
             match framing.parse(&bytes[at..], max) {
                 Ok(Some(bounds)) => {
                     assert!(bounds.total_len() > 0, "no progress");
-                    assert!(bounds.total_len() - bounds.header_len <= max, "over the limit");
+                    assert!(
+                        bounds.total_len() - bounds.header_len <= max,
+                        "over the limit"
+                    );
                     at += bounds.total_len();
                 }
                 Ok(None) | Err(_) => break,
