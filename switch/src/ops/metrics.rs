@@ -113,7 +113,7 @@ pub struct Metrics {
     ledger_transactions: IntGaugeVec,
     pub expired_holds: IntCounter,
     risk_decisions: IntCounterVec,
-    pub velocity_evictions: IntCounter,
+    pub velocity_evictions: IntGauge,
 }
 
 /// What a metric's registration can fail on is a programming error (a name used twice, a
@@ -237,10 +237,11 @@ impl Metrics {
         );
         let velocity_evictions = registered(
             &registry,
-            IntCounter::new(
-                "switch_risk_velocity_evictions_total",
-                "Live velocity keys evicted to make room for a new one (their counts start over): \
-                 risk.velocity_keys_max is too small for the keys active within a window",
+            IntGauge::new(
+                "switch_risk_velocity_evictions",
+                "Live velocity keys evicted to make room for a new one since the tables in use \
+                 were made (their counts started over): risk.velocity_keys_max is too small for \
+                 the keys active within a window",
             )?,
         );
         let process = prometheus::process_collector::ProcessCollector::for_self();

@@ -18,6 +18,8 @@ pub struct RiskActor {
     engine: Arc<RiskEngine>,
     routing: Addr<RoutingActor>,
     mailbox_capacity: usize,
+    /// Requests screened, for publishing the evictions now and then.
+    screened: u64,
 }
 
 impl RiskActor {
@@ -30,6 +32,7 @@ impl RiskActor {
             engine,
             routing,
             mailbox_capacity,
+            screened: 0,
         }
     }
 }
@@ -47,6 +50,14 @@ impl Handler<Screen> for RiskActor {
         let started = Instant::now();
         let verdict = self.engine.evaluate(&transaction.request, unix_millis());
         metrics().observe(Stage::Risk, started.elapsed());
+        self.screened = self.screened.wrapping_add(1);
+        if self.screened % 4096 == 1 {
+            // Shared tables: every worker publishes the same total, now and then.
+            let evictions = self.engine.velocity_evictions();
+            metrics()
+                .velocity_evictions
+                .set(i64::try_from(evictions).unwrap_or(i64::MAX));
+        }
         match verdict {
             Ok(mut passed) => {
                 if let Some(flag) = passed.flag.take() {

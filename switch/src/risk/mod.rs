@@ -262,6 +262,11 @@ impl RiskEngine {
         &self.rules
     }
 
+    /// Live keys evicted from every velocity table since it was made.
+    pub fn velocity_evictions(&self) -> u64 {
+        self.tables.iter().flatten().map(|t| t.evictions()).sum()
+    }
+
     /// Per rule (in order), for velocity rules: the slots of its table and the live keys
     /// evicted from it since the table was made.
     pub fn velocity_use(&self) -> impl Iterator<Item = Option<(usize, u64)>> + '_ {

@@ -235,7 +235,6 @@ impl VelocityTable {
             Some(way) => way,
             None => {
                 self.evictions.fetch_add(1, Ordering::Relaxed);
-                crate::ops::metrics::metrics().velocity_evictions.inc();
                 // The least recently seen.
                 (0..WAYS)
                     .max_by_key(|&w| age(now, set.newest[w]))
