@@ -35,6 +35,9 @@ pub struct Transaction {
     pub rule: Option<std::sync::Arc<str>>,
     /// Why a risk score flagged it for review (shown if it is approved).
     pub flag: Option<std::sync::Arc<str>>,
+    /// Its place among its acquirer's requests being decided (`acquirers.inflight_max`),
+    /// given back with the transaction once it is answered.
+    pub acquirer_slot: Option<OwnedSemaphorePermit>,
 }
 
 /// The pipeline's answer for one transaction.

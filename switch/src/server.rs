@@ -298,6 +298,13 @@ async fn start(
             .map(|a| (a.id, Arc::new(Semaphore::new(a.connections_max))))
             .collect(),
     );
+    let acquirer_inflight: Arc<HashMap<u64, Arc<Semaphore>>> = Arc::new(
+        settings
+            .acquirers
+            .values()
+            .filter_map(|a| Some((a.id, Arc::new(Semaphore::new(a.inflight_max?)))))
+            .collect(),
+    );
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let journal = Arc::new(Journal::new(workers, settings.limits.decisions_kept));
     let mut pipelines = Vec::with_capacity(workers);
@@ -330,6 +337,7 @@ async fn start(
             limits: settings.limits,
             acquirers: acquirers.clone(),
             acquirer_connections: acquirer_connections.clone(),
+            acquirer_inflight: acquirer_inflight.clone(),
             idempotency: idempotency.clone(),
             tokenizer: tokenizer.clone(),
             fingerprint_key: settings.token_key,

@@ -118,3 +118,64 @@ fn a_source_that_is_not_an_address_or_range_stops_the_start() {
         assert!(stderr.contains(problem), "{sources}: {stderr}");
     }
 }
+
+#[test]
+fn an_acquirers_requests_in_flight_are_bounded_over_all_its_connections() {
+    let config = config_file(
+        "inflight-max",
+        &default_config_with(&[
+            ("accounts = 1000000 ", "accounts = 3000 "),
+            (
+                "name = \"Demo acquirer\"",
+                "name = \"Demo acquirer\"\ninflight_max = 2",
+            ),
+        ]),
+    );
+    let switch = Switch::start(&["--config", config.to_str().unwrap()]);
+    let mut links = [switch.connect(), switch.connect()];
+    // 150 holds of 1.00 written back to back on each of two links, each on a card of its own:
+    // at most 2 are being decided at once, the rest of a burst gets 91 at once.
+    let mut sent = Vec::new();
+    for (l, link) in links.iter_mut().enumerate() {
+        for n in 0..150u64 {
+            let pan = demo_pan(1_000 + (l as u64) * 150 + n);
+            let hold = request("0100", &pan, "000000", 100);
+            link.send(&hold);
+            sent.push((pan, hold));
+        }
+    }
+    let mut codes = std::collections::BTreeMap::new();
+    let mut shed = None;
+    for link in &mut links {
+        for _ in 0..150 {
+            let answer = link.receive();
+            if code(&answer) == "91" {
+                shed = answer.get(11).map(<[u8]>::to_vec);
+            }
+            *codes.entry(code(&answer)).or_insert(0u32) += 1;
+        }
+    }
+    assert_eq!(
+        codes.values().sum::<u32>(),
+        300,
+        "every request answered: {codes:?}"
+    );
+    assert_eq!(
+        codes.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["00", "91"],
+        "{codes:?}"
+    );
+    // Money moved for the approvals only.
+    let mut check = switch.connect();
+    let held: i64 = sent
+        .iter()
+        .map(|(pan, _)| 1_000_000 - available(&mut check, pan))
+        .sum();
+    assert_eq!(held, i64::from(codes["00"]) * 100);
+    // A 91 is not remembered: the same request sent again, alone, is approved.
+    let (_, again) = sent
+        .iter()
+        .find(|(_, hold)| hold.get(11).map(<[u8]>::to_vec) == shed)
+        .unwrap();
+    assert_eq!(code(&check.call(again)), "00");
+}

@@ -28,6 +28,9 @@ pub struct Acquirer {
     /// subject common name may speak for this acquirer (58 otherwise), and such a connection
     /// speaks for it alone.
     pub client_cert_cn: Option<String>,
+    /// Requests of this acquirer being decided at once, over all its connections; beyond it,
+    /// 91 at once (`None`: only each connection's `limits.inflight_per_connection`).
+    pub inflight_max: Option<usize>,
 }
 
 impl Acquirer {
@@ -79,6 +82,7 @@ mod tests {
             mac_key: None,
             sources: sources.iter().map(|s| s.parse().unwrap()).collect(),
             client_cert_cn: None,
+            inflight_max: None,
         }
     }
 

@@ -46,6 +46,8 @@ pub struct SessionContext {
     pub acquirers: Arc<HashMap<u64, Acquirer>>,
     /// Per acquirer, a permit for each connection it may hold (`acquirers.connections_max`).
     pub acquirer_connections: Arc<HashMap<u64, Arc<Semaphore>>>,
+    /// Per acquirer with `inflight_max`, a permit for each of its requests being decided.
+    pub acquirer_inflight: Arc<HashMap<u64, Arc<Semaphore>>>,
     pub idempotency: Arc<IdempotencyStore>,
     pub tokenizer: Tokenizer,
     /// Key of the request fingerprint (`ledger.token_key`).
@@ -827,6 +829,20 @@ impl Reader<'_> {
                     self.respond(message, outcome, slot);
                 }
                 Ok(request) => {
+                    // The acquirer's requests being decided, over all its connections.
+                    let acquirer_slot = match context.acquirer_inflight.get(&identity.acquirer) {
+                        None => None,
+                        Some(permits) => match permits.clone().try_acquire_owned() {
+                            Ok(permit) => Some(permit),
+                            Err(_) => {
+                                tracing::debug!(peer = %self.peer, acquirer = identity.acquirer, "acquirer at its acquirers.inflight_max: 91");
+                                let outcome = Outcome::decline(ResponseCode::IssuerUnavailable);
+                                context.idempotency.abandon(&identity, outcome);
+                                self.respond(message, outcome, slot);
+                                return Ok(());
+                            }
+                        },
+                    };
                     let transaction = Transaction {
                         request,
                         frame: body.clone(),
@@ -840,6 +856,7 @@ impl Reader<'_> {
                         velocity: crate::risk::Passed::default(),
                         rule: None,
                         flag: None,
+                        acquirer_slot,
                     };
                     metrics().observe(Stage::Admission, received.elapsed());
                     metrics().inflight.inc();

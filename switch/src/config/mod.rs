@@ -247,6 +247,7 @@ struct AcquirerFile {
     mac_key: Option<String>,
     sources: Option<Vec<String>>,
     client_cert_cn: Option<String>,
+    inflight_max: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -708,6 +709,10 @@ impl Checker<'_> {
                     limits.connections_max,
                 )?,
             };
+            let inflight_max = a
+                .inflight_max
+                .map(|n| self.range(&format!("acquirers[{i}].inflight_max"), n, 1, 10_000_000))
+                .transpose()?;
             let mac_key = match (a.mac.as_deref(), a.mac_key.as_deref()) {
                 (None, None) => None,
                 (Some("aes-cmac"), Some(key)) => Some(crate::acquirer::mac::MacKey(self.hex16(
@@ -816,6 +821,7 @@ impl Checker<'_> {
                 mac_key,
                 sources,
                 client_cert_cn,
+                inflight_max,
             };
             if acquirers.insert(id, acquirer).is_some() {
                 return Err(self.invalid(
