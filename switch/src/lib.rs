@@ -6,6 +6,7 @@ pub mod acquirer;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod issuer;
 pub mod ledger;
 pub mod limits;
 pub mod ops;

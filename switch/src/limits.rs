@@ -32,11 +32,25 @@ pub const EXPIRY_PIECE_MAX: u32 = 4_096;
 /// original: they need no funds, so they must not crowd out real transactions.
 pub const REVERSED_FIRST_SHARE: usize = 8;
 
+// Issuer channels.
+
+/// Remote approvals each issuer channel remembers (the switch's own STAN and MTI for each),
+/// so that an acquirer's reversal or completion of one reaches the issuer with a field 90
+/// naming the switch's request; older ones are answered 25.
+pub const REMOTE_ORIGINALS_MAX: usize = 1 << 20;
+/// Malformed or unmatched frames in a row after which an issuer link is closed and reopened.
+pub const ISSUER_GARBAGE_MAX: u32 = 16;
+/// Queued advices in flight to one issuer at once (the rest wait their turn).
+pub const ADVICES_IN_FLIGHT_MAX: usize = 64;
+
 // Write-ahead log and recovery.
 
-/// The largest entry the switch writes (an `Applied` record is about 100 bytes, an `Expire`
-/// record about 40); `wal::format` pins it with a test.
-pub const ENTRY_BYTES_MAX: usize = 256;
+/// The largest message queued for an issuer: an issuer link's largest frame.
+pub const ISSUER_MESSAGE_BYTES_MAX: usize = 8 * 1024;
+/// The largest entry the switch writes: a `Remote` entry with its sealed advice (the message,
+/// a 16-byte tag, the issuer's name and a few keys). An `Applied` record is about 100 bytes,
+/// an `Expire` record about 40.
+pub const ENTRY_BYTES_MAX: usize = ISSUER_MESSAGE_BYTES_MAX + 512;
 /// Entries handed to a shard's replay thread at a time, and batches queued for it at most:
 /// recovery's memory is bounded by their product, not by the log's length.
 pub const REPLAY_BATCH: usize = 4_096;

@@ -258,6 +258,36 @@ fn wal_dump(dir: &std::path::Path) -> anyhow::Result<()> {
                 "{lsn} at={at_seconds} {card} {}",
                 if blocked { "blocked" } else { "unblocked" }
             ),
+            Entry::Remote {
+                at_seconds,
+                issuer,
+                key: k,
+                outcome,
+                sent,
+                advice,
+                ..
+            } => format!(
+                "{lsn} at={at_seconds} remote issuer={issuer} key={} sent={} -> {}{}",
+                key(&k),
+                sent.map_or("-".to_owned(), |(mti, stan)| format!(
+                    "{}/{stan:06}",
+                    String::from_utf8_lossy(&mti)
+                )),
+                outcome.code.as_str(),
+                advice.map_or(String::new(), |a| format!(" queued advice {:032x}", a.id)),
+            ),
+            Entry::AdviceDone {
+                at_seconds,
+                id,
+                delivered,
+            } => format!(
+                "{lsn} at={at_seconds} advice {id:032x} {}",
+                if delivered {
+                    "acknowledged"
+                } else {
+                    "given up"
+                }
+            ),
             Entry::Expired { at_seconds, holds } => {
                 let holds: Vec<String> = holds
                     .iter()

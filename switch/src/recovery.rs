@@ -67,6 +67,7 @@ struct Replay {
     report: ScanReport,
     replayed: u64,
     restored: u64,
+    remote: RemoteBook,
 }
 
 /// Applies one shard's entries, checking each outcome against the logged one.
@@ -160,6 +161,7 @@ fn replay(
             }
         };
         let mut restored = 0u64;
+        let mut remote = RemoteBook::default();
         let mut last_progress = Instant::now();
         let scanned = scan::scan(dir, Mode::Recover, |lsn, payload| {
             if failed.load(Ordering::Relaxed) {
@@ -234,6 +236,32 @@ fn replay(
                         );
                     }
                 }
+                Entry::Remote {
+                    at_seconds,
+                    issuer,
+                    key,
+                    fingerprint,
+                    outcome,
+                    sent,
+                    advice,
+                } => {
+                    if now_seconds.saturating_sub(at_seconds) < retention
+                        && idempotency.restore(key, fingerprint, outcome)
+                    {
+                        restored += 1;
+                    }
+                    if let Some((mti, stan)) = sent
+                        && outcome.code.is_approved()
+                    {
+                        remote.sent.push((issuer, key, mti, stan));
+                    }
+                    if let Some(advice) = advice {
+                        remote.advices.insert(advice.id, (lsn, advice));
+                    }
+                }
+                Entry::AdviceDone { id, .. } => {
+                    remote.advices.remove(&id);
+                }
                 Entry::Expired { holds, .. } => {
                     for (card, key) in holds {
                         if !covered(&card, lsn) {
@@ -285,6 +313,7 @@ fn replay(
             report,
             replayed,
             restored,
+            remote,
         })
     })
 }
@@ -393,6 +422,19 @@ pub struct Recovered {
     pub replayed: u64,
     pub idempotency_restored: u64,
     pub elapsed: Duration,
+    /// Remote issuers' business still open in the log: queued advices not acknowledged nor
+    /// given up, and the requests sent to issuers (for reversals and completions of them).
+    pub remote: RemoteBook,
+}
+
+/// What the log says about remote issuers (see [`Recovered::remote`]).
+#[derive(Debug, Default)]
+pub struct RemoteBook {
+    /// Queued advices by id, with the LSN of the record that queued them.
+    pub advices: std::collections::BTreeMap<u128, (u64, format::Advice)>,
+    /// Requests the switch sent to an issuer and had approved, in log order: issuer, the
+    /// acquirer's key, the MTI and field 11 the switch sent.
+    pub sent: Vec<(String, TxnKey, [u8; 4], u32)>,
 }
 
 /// Snapshot (or genesis) plus the log in `settings.wal.dir`, replayed; fills `idempotency` with
@@ -503,6 +545,7 @@ pub fn recover(
         replayed: replay.replayed,
         idempotency_restored: replay.restored,
         elapsed: started.elapsed(),
+        remote: replay.remote,
     })
 }
 

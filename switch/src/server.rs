@@ -27,6 +27,11 @@ use crate::acquirer::session::SessionContext;
 use crate::clock::unix_seconds;
 use crate::config::Settings;
 use crate::domain::Tokenizer;
+use crate::domain::TxnKey;
+use crate::issuer::Health as IssuerHealth;
+use crate::issuer::channel::{ChannelContext, IssuerChannel};
+use crate::issuer::message::Sealer;
+use crate::issuer::pins::Pins;
 use crate::ledger::actor::{LedgerActor, ShardTotal, TakeSnapshot, release};
 use crate::limits::ACCEPT_BACKLOG;
 use crate::ops::admin::{AdminState, Context as AdminContext};
@@ -36,7 +41,8 @@ use crate::ops::metrics::metrics;
 use crate::recovery::{self, DirectoryLock};
 use crate::risk::RiskEngine;
 use crate::risk::actor::RiskActor;
-use crate::routing::actor::RoutingActor;
+use crate::routing::actor::{Channels, RoutingActor};
+use crate::wal::format::Advice;
 use crate::wal::snapshotter;
 use crate::wal::writer::{self, Disk, SyncMode, WriterStats};
 
@@ -244,12 +250,17 @@ async fn start(
 
     let (fatal_tx, fatal_rx) = mpsc::unbounded_channel::<String>();
     let (snapshot_tx, snapshot_rx) = crossbeam_channel::unbounded();
+    let pins = Arc::new(Pins::default());
+    for (lsn, _) in recovered.remote.advices.values() {
+        pins.pin(*lsn);
+    }
     let retention = Duration::from_secs(settings.limits.idempotency_retention_seconds);
     let snapshotter = snapshotter::start(
         settings.wal.dir.clone(),
         settings.shards,
         retention,
         snapshot_rx,
+        pins.clone(),
     )
     .context("cannot start the snapshotter thread")?;
     let (wal, wal_thread) = writer::start(
@@ -285,8 +296,60 @@ async fn start(
         ));
         threads.arbiters.push(arbiter);
     }
-    drop(wal);
     let shards: Arc<[Addr<LedgerActor>]> = shards.into();
+
+    // One channel per issuer, each on its own thread (an issuer's latency never holds up a
+    // worker), with the queue and the approvals the log holds for it.
+    let sealer = Arc::new(Sealer::new(&settings.token_key));
+    let mut remote = recovered.remote;
+    let mut channels = HashMap::new();
+    let mut issuer_health = Vec::new();
+    for issuer in &settings.issuers {
+        let queued: Vec<(u64, Advice)> = remote
+            .advices
+            .values()
+            .filter(|(_, a)| a.issuer == issuer.name)
+            .cloned()
+            .collect();
+        let sent: Vec<(TxnKey, [u8; 4], u32)> = remote
+            .sent
+            .iter()
+            .filter(|(name, ..)| *name == issuer.name)
+            .map(|(_, key, mti, stan)| (*key, *mti, *stan))
+            .collect();
+        let health = Arc::new(IssuerHealth::default());
+        issuer_health.push((issuer.name.clone(), health.clone()));
+        let context = ChannelContext {
+            wal: wal.clone(),
+            pins: pins.clone(),
+            sealer: sealer.clone(),
+            acquirer_dialect: settings.dialect.dialect(),
+            health,
+        };
+        let arbiter = Arbiter::new();
+        let issuer = issuer.clone();
+        let capacity = settings.limits.mailbox_capacity;
+        let name = issuer.name.clone();
+        let channel = IssuerChannel::start_in_arbiter(&arbiter.handle(), move |ctx| {
+            ctx.set_mailbox_capacity(capacity);
+            IssuerChannel::new(issuer, context, queued, sent)
+        });
+        channels.insert(name, channel);
+        threads.arbiters.push(arbiter);
+    }
+    remote
+        .advices
+        .retain(|_, (_, a)| !settings.issuers.iter().any(|i| i.name == a.issuer));
+    for (lsn, advice) in remote.advices.values() {
+        tracing::error!(
+            issuer = advice.issuer,
+            lsn,
+            "the log holds an advice queued for an issuer no longer configured: it is kept, \
+             and sent once the issuer is configured again"
+        );
+    }
+    let channels: Channels = Arc::new(channels);
+    drop(wal);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let routes = Arc::new(settings.routes.clone());
@@ -320,9 +383,10 @@ async fn start(
     for worker in 0..workers {
         let arbiter = Arbiter::new();
         let capacity = settings.limits.mailbox_capacity;
-        let (routes, shards_for_worker) = (routes.clone(), shards.clone());
+        let (routes, shards_for_worker, channels) =
+            (routes.clone(), shards.clone(), channels.clone());
         let routing = RoutingActor::start_in_arbiter(&arbiter.handle(), move |_| {
-            RoutingActor::new(routes, shards_for_worker, capacity)
+            RoutingActor::new(routes, shards_for_worker, channels, capacity)
         });
         routing_actors.push(routing.clone());
         let engine = engine.clone();

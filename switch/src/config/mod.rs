@@ -261,6 +261,33 @@ struct RouteFile {
 #[serde(deny_unknown_fields)]
 struct IssuerFile {
     name: String,
+    address: Option<String>,
+    dialect: Option<String>,
+    framing: Option<String>,
+    connections: Option<usize>,
+    timeout_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
+    inflight_max: Option<usize>,
+    echo_idle_seconds: Option<u64>,
+    backoff_min_ms: Option<u64>,
+    backoff_max_ms: Option<u64>,
+    breaker_failures: Option<u32>,
+    breaker_open_seconds: Option<u64>,
+    queue_max: Option<usize>,
+    retry_min_ms: Option<u64>,
+    retry_max_ms: Option<u64>,
+    attempts_max: Option<u32>,
+    advice_expiry_seconds: Option<u64>,
+    stand_in: Option<StandInFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StandInFile {
+    amount_max: String,
+    currency: u16,
+    #[serde(default)]
+    merchant_categories: Vec<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -338,6 +365,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// `[tls]`: `None`, plain TCP.
     pub tls: Option<TlsSettings>,
+    /// `[[issuers]]`: one channel each.
+    pub issuers: Vec<crate::issuer::IssuerSettings>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -360,6 +389,7 @@ impl std::fmt::Debug for Settings {
             .field("demo", &self.demo)
             .field("log_format", &self.log_format)
             .field("tls", &self.tls)
+            .field("issuers", &self.issuers)
             .finish_non_exhaustive()
     }
 }
@@ -836,7 +866,21 @@ impl Checker<'_> {
                 "at least one acquirer is needed; no request would be accepted",
             ));
         }
-        let issuers: Vec<String> = raw.issuers.into_iter().map(|i| i.name).collect();
+        let issuer_settings = raw
+            .issuers
+            .into_iter()
+            .enumerate()
+            .map(|(i, file)| self.issuer(i, file))
+            .collect::<Result<Vec<_>, _>>()?;
+        let issuers: Vec<String> = issuer_settings.iter().map(|i| i.name.clone()).collect();
+        for (i, name) in issuers.iter().enumerate() {
+            if issuers[..i].contains(name) {
+                return Err(self.invalid(
+                    format!("issuers[{i}].name"),
+                    format!("{name:?} is configured twice"),
+                ));
+            }
+        }
         let mut routes = RoutingTable::default();
         for (i, r) in raw.routes.iter().enumerate() {
             let key = format!("routes[{i}]");
@@ -887,6 +931,7 @@ impl Checker<'_> {
             routes,
             demo,
             admin_token: self.admin_token(raw.admin.token)?,
+            issuers: issuer_settings,
             tls: match raw.tls {
                 None => None,
                 Some(t) => Some(TlsSettings {
@@ -925,6 +970,119 @@ impl Checker<'_> {
     }
 
     /// A file's path as given (relative ones from the working directory, like `wal.dir`).
+    /// One `[[issuers]]` entry; every key but `name` has a default.
+    fn issuer(
+        &self,
+        i: usize,
+        file: IssuerFile,
+    ) -> Result<crate::issuer::IssuerSettings, ConfigError> {
+        use std::time::Duration;
+        let key = |k: &str| format!("issuers[{i}].{k}");
+        if file.name.is_empty()
+            || file.name.len() > 32
+            || !file
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(self.invalid(
+                key("name"),
+                format!("{:?} is not 1 to 32 letters, digits, '-' or '_'", file.name),
+            ));
+        }
+        let ms = |k: &str, value: Option<u64>, default: u64, min: u64, max: u64| {
+            self.range(&key(k), value.unwrap_or(default), min, max)
+                .map(Duration::from_millis)
+        };
+        let dialect = DialectName::from_str(file.dialect.as_deref().unwrap_or("default"))
+            .map_err(|problem| self.invalid(key("dialect"), problem))?;
+        let framing = FrameHeader::from_str(file.framing.as_deref().unwrap_or("binary2"))
+            .map_err(|problem| self.invalid(key("framing"), problem))?;
+        let backoff_min = ms("backoff_min_ms", file.backoff_min_ms, 100, 1, 60_000)?;
+        let backoff_max = ms("backoff_max_ms", file.backoff_max_ms, 10_000, 1, 600_000)?;
+        if backoff_max < backoff_min {
+            return Err(self.invalid(key("backoff_max_ms"), "is below backoff_min_ms"));
+        }
+        let retry_min = ms("retry_min_ms", file.retry_min_ms, 1_000, 10, 3_600_000)?;
+        let retry_max = ms("retry_max_ms", file.retry_max_ms, 60_000, 10, 86_400_000)?;
+        if retry_max < retry_min {
+            return Err(self.invalid(key("retry_max_ms"), "is below retry_min_ms"));
+        }
+        let stand_in = match file.stand_in {
+            None => None,
+            Some(s) => Some(crate::issuer::StandIn {
+                amount_max: self.amount(&key("stand_in.amount_max"), &s.amount_max, s.currency)?,
+                currency: s.currency,
+                merchant_categories: s.merchant_categories,
+            }),
+        };
+        Ok(crate::issuer::IssuerSettings {
+            address: self.address(
+                &key("address"),
+                file.address.as_deref().unwrap_or("127.0.0.1:9584"),
+            )?,
+            dialect,
+            framing,
+            connections: self.range(&key("connections"), file.connections.unwrap_or(2), 1, 64)?,
+            timeout: ms("timeout_ms", file.timeout_ms, 2_000, 10, 60_000)?,
+            connect_timeout: ms(
+                "connect_timeout_ms",
+                file.connect_timeout_ms,
+                2_000,
+                10,
+                60_000,
+            )?,
+            inflight_max: self.range(
+                &key("inflight_max"),
+                file.inflight_max.unwrap_or(8_192),
+                1,
+                100_000,
+            )?,
+            echo_idle: Duration::from_secs(self.range(
+                &key("echo_idle_seconds"),
+                file.echo_idle_seconds.unwrap_or(30),
+                1,
+                3_600,
+            )?),
+            backoff_min,
+            backoff_max,
+            breaker_failures: self.range(
+                &key("breaker_failures"),
+                file.breaker_failures.unwrap_or(20),
+                1,
+                1_000_000,
+            )?,
+            breaker_open: Duration::from_secs(self.range(
+                &key("breaker_open_seconds"),
+                file.breaker_open_seconds.unwrap_or(5),
+                1,
+                3_600,
+            )?),
+            queue_max: self.range(
+                &key("queue_max"),
+                file.queue_max.unwrap_or(100_000),
+                1,
+                10_000_000,
+            )?,
+            retry_min,
+            retry_max,
+            attempts_max: self.range(
+                &key("attempts_max"),
+                file.attempts_max.unwrap_or(100),
+                1,
+                1_000_000,
+            )?,
+            advice_expiry: Duration::from_secs(self.range(
+                &key("advice_expiry_seconds"),
+                file.advice_expiry_seconds.unwrap_or(86_400),
+                1,
+                30 * 86_400,
+            )?),
+            stand_in,
+            name: file.name,
+        })
+    }
+
     fn path(&self, key: &str, text: &str) -> Result<PathBuf, ConfigError> {
         if text.trim().is_empty() {
             return Err(self.invalid(key, "an empty path"));

@@ -31,6 +31,13 @@ pub enum Waiting {
     Nothing,
     /// The answer to an admin API change, once the record is on disk.
     Admin(AdminDone, Outcome),
+    /// A remote issuer's decision (or an advice queued for it): the answer, if any, and what
+    /// the issuer channel does once the record is durable (queue the advice, let go of a
+    /// log record), called with the durability and the record's LSN.
+    Remote {
+        reply: Option<Reply>,
+        then: Option<AfterLogged>,
+    },
     /// A shard's image for snapshot `generation`, taken between its records before the marker
     /// LSN and those after.
     Snapshot {
@@ -94,7 +101,25 @@ pub fn release(
             // for its Idempotency-Key must not depend on the connection.
             done.call(outcome);
         }
+        Waiting::Remote { reply, then } => {
+            if let Some(reply) = reply {
+                release(Waiting::Answer(reply), durability, lsn, snapshots);
+            }
+            if let Some(then) = then {
+                (then.0)(durability, lsn);
+            }
+        }
         Waiting::Snapshot { .. } | Waiting::Nothing => {}
+    }
+}
+
+/// What an issuer channel does once its record is durable (or has failed), on the WAL
+/// writer's thread: light work only (a pin, a message to the channel).
+pub struct AfterLogged(pub Box<dyn FnOnce(Durability, u64) + Send>);
+
+impl std::fmt::Debug for AfterLogged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AfterLogged")
     }
 }
 

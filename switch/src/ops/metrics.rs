@@ -114,6 +114,10 @@ pub struct Metrics {
     pub expired_holds: IntCounter,
     risk_decisions: IntCounterVec,
     pub velocity_evictions: IntGauge,
+    issuer_events: IntCounterVec,
+    issuer_health: IntGaugeVec,
+    issuer_queued: IntGaugeVec,
+    issuer_outstanding: IntGaugeVec,
 }
 
 /// What a metric's registration can fail on is a programming error (a name used twice, a
@@ -244,6 +248,49 @@ impl Metrics {
                  the keys active within a window",
             )?,
         );
+        let issuer_events = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "switch_issuer_events_total",
+                    "What happened on issuer channels, by issuer and event: sent, answered, \
+                     timeout, unmatched (a late, duplicate or unknown answer), malformed, \
+                     stand_in, shed, advice_sent, advice_acknowledged, advice_given_up, \
+                     link_up, link_down, breaker_open",
+                ),
+                &["issuer", "event"],
+            )?,
+        );
+        let issuer_health = registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "switch_issuer_health",
+                    "Health of each issuer channel: 2 up, 1 degraded, 0 down",
+                ),
+                &["issuer"],
+            )?,
+        );
+        let issuer_queued = registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "switch_issuer_queued_advices",
+                    "Reversals and advices in each issuer's store-and-forward queue",
+                ),
+                &["issuer"],
+            )?,
+        );
+        let issuer_outstanding = registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "switch_issuer_outstanding_requests",
+                    "Requests sent to each issuer and not yet answered nor timed out",
+                ),
+                &["issuer"],
+            )?,
+        );
         let process = prometheus::process_collector::ProcessCollector::for_self();
         registry.register(Box::new(process))?;
         Ok(Metrics {
@@ -263,7 +310,27 @@ impl Metrics {
             expired_holds,
             risk_decisions,
             velocity_evictions,
+            issuer_events,
+            issuer_health,
+            issuer_queued,
+            issuer_outstanding,
         })
+    }
+
+    /// Counts an event of an issuer channel (the issuer's configured name is the label).
+    pub fn issuer_event(&self, issuer: &str, event: &'static str) {
+        self.issuer_events.with_label_values(&[issuer, event]).inc();
+    }
+
+    /// An issuer channel's health (2 up, 1 degraded, 0 down), queue and outstanding requests.
+    pub fn issuer_state(&self, issuer: &str, health: i64, queued: usize, outstanding: usize) {
+        self.issuer_health.with_label_values(&[issuer]).set(health);
+        self.issuer_queued
+            .with_label_values(&[issuer])
+            .set(i64::try_from(queued).unwrap_or(i64::MAX));
+        self.issuer_outstanding
+            .with_label_values(&[issuer])
+            .set(i64::try_from(outstanding).unwrap_or(i64::MAX));
     }
 
     /// Counts a risk decision: `declined` or `flagged`, under the rule's name. The label is the

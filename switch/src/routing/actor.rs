@@ -1,5 +1,5 @@
 //! The routing actor: sends each screened transaction to the ledger shard that owns its card,
-//! or answers for the destinations that have no channel yet.
+//! or to the channel of its remote issuer.
 
 use std::sync::Arc;
 
@@ -9,15 +9,20 @@ use std::time::Instant;
 
 use super::{Destination, RoutingTable};
 use crate::domain::{Outcome, ResponseCode};
+use crate::issuer::channel::{Forward, IssuerChannel};
 use crate::ledger::actor::LedgerActor;
 use crate::ledger::shard_of;
 use crate::ops::metrics::{Route as RouteLabel, Stage, metrics};
 use crate::pipeline::{Post, Route, reply, shed};
 
+/// The issuer channels by name.
+pub type Channels = Arc<std::collections::HashMap<String, Addr<IssuerChannel>>>;
+
 #[derive(Debug)]
 pub struct RoutingActor {
     table: Arc<RoutingTable>,
     shards: Arc<[Addr<LedgerActor>]>,
+    channels: Channels,
     mailbox_capacity: usize,
 }
 
@@ -25,11 +30,13 @@ impl RoutingActor {
     pub fn new(
         table: Arc<RoutingTable>,
         shards: Arc<[Addr<LedgerActor>]>,
+        channels: Channels,
         mailbox_capacity: usize,
     ) -> RoutingActor {
         RoutingActor {
             table,
             shards,
+            channels,
             mailbox_capacity,
         }
     }
@@ -58,10 +65,18 @@ impl Handler<Route> for RoutingActor {
                     shed(transaction);
                 }
             }
-            // Issuer channels are a later issue: no link means the issuer is unavailable.
-            Some(Destination::Issuer(_)) => {
+            Some(Destination::Issuer(name)) => {
                 transaction.route = RouteLabel::Issuer;
-                shed(transaction);
+                match self.channels.get(name) {
+                    Some(channel) => {
+                        if let Err(error) = channel.try_send(Forward(transaction)) {
+                            let (SendError::Full(Forward(transaction))
+                            | SendError::Closed(Forward(transaction))) = error;
+                            shed(transaction);
+                        }
+                    }
+                    None => shed(transaction),
+                }
             }
             None => reply(
                 transaction,

@@ -284,6 +284,49 @@ pub enum Entry {
         card: CardToken,
         blocked: bool,
     },
+    /// A decision about a card of a remote issuer (the issuer's answer, a timeout, a stand-in
+    /// decision, or an advice accepted for forwarding): restored into the idempotency table on
+    /// recovery, and, with `advice`, a message queued for the issuer until it acknowledges it.
+    Remote {
+        at_seconds: u64,
+        issuer: String,
+        key: TxnKey,
+        fingerprint: u64,
+        outcome: Outcome,
+        /// The switch's own request to the issuer: its MTI and field 11 (for field 90 of a
+        /// later reversal); `None` when nothing was sent.
+        sent: Option<([u8; 4], u32)>,
+        advice: Option<Advice>,
+    },
+    /// A queued advice acknowledged by its issuer (`delivered`), or given up.
+    AdviceDone {
+        at_seconds: u64,
+        id: u128,
+        delivered: bool,
+    },
+}
+
+/// A message queued for a remote issuer (store and forward): a reversal (0420) or an advice
+/// (0120, 0220). `sealed` is the encoded message, sealed with AES-GCM-SIV under a key derived
+/// from `ledger.token_key`: it holds the card number, which is never on disk in clear.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Advice {
+    /// Unique over the log's whole life: the process start in nanoseconds, then a counter.
+    pub id: u128,
+    pub issuer: String,
+    pub created_seconds: u64,
+    pub sealed: Vec<u8>,
+}
+
+impl std::fmt::Debug for Advice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Advice")
+            .field("id", &self.id)
+            .field("issuer", &self.issuer)
+            .field("created_seconds", &self.created_seconds)
+            .field("sealed", &format_args!("<{} bytes>", self.sealed.len()))
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, thiserror::Error)]
@@ -360,6 +403,35 @@ enum EntryRecord {
     Expire(ExpireRecord),
     AccountOpened(AccountOpenedRecord),
     AccountBlocked(AccountBlockedRecord),
+    Remote(RemoteRecord),
+    AdviceDone(AdviceDoneRecord),
+}
+
+#[derive(Encode, Decode)]
+struct AdviceRecord {
+    id: u128,
+    issuer: String,
+    created_seconds: u64,
+    sealed: Vec<u8>,
+}
+
+#[derive(Encode, Decode)]
+struct RemoteRecord {
+    at_seconds: u64,
+    issuer: String,
+    key: KeyRecord,
+    fingerprint: u64,
+    code: [u8; 2],
+    auth_id: Option<[u8; 6]>,
+    sent: Option<([u8; 4], u32)>,
+    advice: Option<AdviceRecord>,
+}
+
+#[derive(Encode, Decode)]
+struct AdviceDoneRecord {
+    at_seconds: u64,
+    id: u128,
+    delivered: bool,
 }
 
 #[derive(Encode, Decode)]
@@ -514,6 +586,38 @@ pub fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
             card: card_record(card),
             blocked: *blocked,
         }),
+        Entry::Remote {
+            at_seconds,
+            issuer,
+            key,
+            fingerprint,
+            outcome,
+            sent,
+            advice,
+        } => EntryRecord::Remote(RemoteRecord {
+            at_seconds: *at_seconds,
+            issuer: issuer.clone(),
+            key: key_record(key),
+            fingerprint: *fingerprint,
+            code: *outcome.code.as_bytes(),
+            auth_id: outcome.auth_id,
+            sent: *sent,
+            advice: advice.as_ref().map(|a| AdviceRecord {
+                id: a.id,
+                issuer: a.issuer.clone(),
+                created_seconds: a.created_seconds,
+                sealed: a.sealed.clone(),
+            }),
+        }),
+        Entry::AdviceDone {
+            at_seconds,
+            id,
+            delivered,
+        } => EntryRecord::AdviceDone(AdviceDoneRecord {
+            at_seconds: *at_seconds,
+            id: *id,
+            delivered: *delivered,
+        }),
         Entry::Expired { at_seconds, holds } => EntryRecord::Expired(ExpiredRecord {
             at_seconds: *at_seconds,
             holds: holds
@@ -602,6 +706,30 @@ pub fn decode_entry(payload: &[u8]) -> Result<Entry, EntryError> {
                 forgotten: r.forgotten,
                 more: r.more,
             },
+        },
+        EntryRecord::Remote(r) => Entry::Remote {
+            at_seconds: r.at_seconds,
+            issuer: r.issuer,
+            key: key_from(r.key),
+            fingerprint: r.fingerprint,
+            outcome: Outcome {
+                code: ResponseCode::from_bytes(r.code)
+                    .ok_or_else(|| EntryError(format!("unknown response code {:?}", r.code)))?,
+                auth_id: r.auth_id,
+                balances: None,
+            },
+            sent: r.sent,
+            advice: r.advice.map(|a| Advice {
+                id: a.id,
+                issuer: a.issuer,
+                created_seconds: a.created_seconds,
+                sealed: a.sealed,
+            }),
+        },
+        EntryRecord::AdviceDone(r) => Entry::AdviceDone {
+            at_seconds: r.at_seconds,
+            id: r.id,
+            delivered: r.delivered,
         },
         EntryRecord::Expired(r) => Entry::Expired {
             at_seconds: r.at_seconds,
@@ -1019,7 +1147,56 @@ mod tests {
                 more: true,
             },
         };
-        for entry in [sample_applied(1), expired, expire] {
+        let key = TxnKey {
+            acquirer: 123_456,
+            terminal: *b"TERM0001",
+            stan: 42,
+            transmission: 1_130_120_000,
+        };
+        let remote = Entry::Remote {
+            at_seconds: 11,
+            issuer: "sim".into(),
+            key,
+            fingerprint: 99,
+            outcome: Outcome {
+                code: ResponseCode::IssuerUnavailable,
+                auth_id: None,
+                balances: None,
+            },
+            sent: Some((*b"0100", 7)),
+            advice: Some(Advice {
+                id: u128::MAX - 1,
+                issuer: "sim".into(),
+                created_seconds: 11,
+                sealed: vec![1, 2, 3],
+            }),
+        };
+        let approved_remote = Entry::Remote {
+            at_seconds: 12,
+            issuer: "sim".into(),
+            key,
+            fingerprint: 98,
+            outcome: Outcome {
+                code: ResponseCode::Approved,
+                auth_id: Some(*b"123456"),
+                balances: None,
+            },
+            sent: None,
+            advice: None,
+        };
+        let done = Entry::AdviceDone {
+            at_seconds: 13,
+            id: 5,
+            delivered: true,
+        };
+        for entry in [
+            sample_applied(1),
+            expired,
+            expire,
+            remote,
+            approved_remote,
+            done,
+        ] {
             let mut payload = Vec::new();
             encode_entry(&entry, &mut payload);
             assert_eq!(decode_entry(&payload).unwrap(), entry);

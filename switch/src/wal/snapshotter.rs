@@ -20,6 +20,7 @@ pub fn start(
     shards: usize,
     retention: Duration,
     taken: Receiver<Taken>,
+    pins: std::sync::Arc<crate::issuer::pins::Pins>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("snapshotter".into()).spawn(move || {
         let mut pending: BTreeMap<u64, Vec<Option<Taken>>> = BTreeMap::new();
@@ -38,7 +39,10 @@ pub fn start(
             pending.retain(|g, _| *g > generation);
             let sections: Vec<SnapshotSection> =
                 parts.into_iter().flatten().map(|t| SnapshotSection { marker_lsn: t.marker_lsn, image: *t.image }).collect();
+            // Records that queued advices still open are kept too: the issuer channels'
+            // queues are rebuilt from them.
             let first_needed = sections.iter().map(|s| s.marker_lsn).min().unwrap_or(0);
+            let first_needed = pins.oldest().map_or(first_needed, |pinned| pinned.min(first_needed));
             let started = std::time::Instant::now();
             match snapshot::write(&dir, &sections, unix_seconds()) {
                 Ok(path) => {

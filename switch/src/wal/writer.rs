@@ -154,6 +154,17 @@ impl<C> Wal<C> {
         true
     }
 
+    /// Reserves a place even beyond the queue's bound (but not on a failed log): for decisions
+    /// already taken elsewhere, which must be logged (an issuer's answer, a timeout whose
+    /// reversal must be queued). Their number is bounded by the issuers' `inflight_max`.
+    pub fn reserve_beyond_bound(&self) -> bool {
+        if self.failed.load(Ordering::Acquire) {
+            return false;
+        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
     /// Gives back a reservation that will not be used.
     pub fn unreserve(&self) {
         self.queued.fetch_sub(1, Ordering::AcqRel);

@@ -1,0 +1,1074 @@
+//! The issuer channel actor: one per `[[issuers]]` entry, the single owner of that issuer's
+//! links, outstanding requests and store-and-forward queue.
+//!
+//! - **Multiplexing.** Every message the switch sends the issuer carries the switch's own
+//!   field 11, unique among the channel's outstanding messages, so that acquirers' STANs never
+//!   collide; an answer is matched by field 11, then checked against the expected response
+//!   MTI and field 41. A malformed, unmatched (late, duplicate, unknown) or mismatched answer
+//!   is logged and counted and answers nothing; [`ISSUER_GARBAGE_MAX`] of them in a row close
+//!   the link, which reconnects.
+//! - **Decisions are logged.** The issuer's answer, a timeout (91) and a stand-in decision
+//!   are each a `Remote` WAL record, answered once durable, restored into the idempotency
+//!   table on recovery: a retransmission gets the same answer, before and after a restart.
+//! - **Timeouts.** The acquirer gets 91 once `timeout` passes, and a reversal (0420) of the
+//!   timed-out request is queued in the same record. A late approval is thereby reversed too.
+//! - **Store and forward.** Queued messages (reversals, advices) are sent until the issuer
+//!   acknowledges them (0430, 0130, 0230), with a growing delay between attempts, repeats as
+//!   0421 / 0121 / 0221; each ends in an `AdviceDone` record, delivered or given up (after
+//!   `attempts_max` sends or `advice_expiry`). The records that queued them are kept from
+//!   pruning ([`super::pins`]) and rebuild the queue on recovery.
+//! - **Health.** Up when every link is signed on (0800/001), degraded when some are, down
+//!   when none is or the circuit breaker is open (`breaker_failures` timeouts in a row; it
+//!   stays open `breaker_open`, then lets traffic through again). Idle links are checked
+//!   with an echo (0800/301); a link whose sign-on or echo fails is closed and reconnects.
+//! - **Stand-in.** While the channel is down, a request the stand-in rules allow is approved
+//!   by the switch, recorded, and advised to the issuer (0120) through the queue.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use adapters::{Dialect, Message, Mti};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::link::{self, LinkEvent};
+use super::message::{self, Sealer};
+use super::pins::Pins;
+use super::{Health, HealthState, IssuerSettings};
+use crate::clock::unix_seconds;
+use crate::domain::{Outcome, ResponseCode, TxnKey};
+use crate::ledger::actor::{AfterLogged, Waiting, release};
+use crate::limits::{ADVICES_IN_FLIGHT_MAX, ISSUER_GARBAGE_MAX, REMOTE_ORIGINALS_MAX};
+use crate::ops::metrics::metrics;
+use crate::pipeline::{Reply, Transaction, reply, shed};
+use crate::wal::format::{self, Advice, Entry};
+use crate::wal::writer::{Durability, Submission, Wal};
+
+/// How often timeouts are looked for: the acquirer hears 91 at most this much after `timeout`.
+const TIMEOUT_TICK: Duration = Duration::from_millis(10);
+/// How often queued advices, idle links and the breaker are looked at.
+const HOUSEKEEPING_TICK: Duration = Duration::from_millis(100);
+
+/// A transaction for this issuer, from routing.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Forward(pub Transaction);
+
+/// A queued advice, once the record that queued it is durable at `lsn`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Enqueue {
+    advice: Advice,
+    lsn: u64,
+}
+
+/// What the channel needs from the rest of the switch.
+#[derive(Clone, Debug)]
+pub struct ChannelContext {
+    pub wal: Wal<Waiting>,
+    pub pins: Arc<Pins>,
+    pub sealer: Arc<Sealer>,
+    /// The dialect acquirers speak, to read a transaction's frame.
+    pub acquirer_dialect: &'static Dialect,
+    pub health: Arc<Health>,
+}
+
+#[derive(Debug)]
+struct Link {
+    generation: u64,
+    writer: Option<mpsc::Sender<Vec<u8>>>,
+    close: Option<oneshot::Sender<()>>,
+    signed_on: bool,
+    /// An echo or sign-on is outstanding.
+    checking: bool,
+    last_traffic: Instant,
+    /// Malformed or unmatched answers in a row.
+    garbage: u32,
+}
+
+// Nearly every outstanding message is a request: boxing it would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Purpose {
+    Request {
+        transaction: Transaction,
+        sent_mti: [u8; 4],
+    },
+    SignOn,
+    Echo,
+    Advice {
+        id: u128,
+    },
+}
+
+#[derive(Debug)]
+struct Pending {
+    serial: u64,
+    slot: usize,
+    generation: u64,
+    response_mti: Mti,
+    terminal: Option<Vec<u8>>,
+    purpose: Purpose,
+}
+
+#[derive(Debug)]
+struct Queued {
+    advice: Advice,
+    lsn: u64,
+    attempts: u32,
+    next_try: Instant,
+    /// Sent before (in this process or, for a queue rebuilt from the log, maybe before the
+    /// restart): later sends are repeats.
+    sent_before: bool,
+    in_flight: bool,
+}
+
+/// A remote approval the switch may have to reverse or complete for the acquirer.
+#[derive(Clone, Copy, Debug)]
+struct Original {
+    mti: [u8; 4],
+    stan: u32,
+    reversed: bool,
+}
+
+#[derive(Debug)]
+pub struct IssuerChannel {
+    settings: Arc<IssuerSettings>,
+    dialect: &'static Dialect,
+    context: ChannelContext,
+    links: Vec<Link>,
+    next_link: usize,
+    stop: watch::Sender<bool>,
+    next_stan: u32,
+    serial: u64,
+    pending: HashMap<u32, Pending>,
+    /// (deadline, STAN, serial) in sending order: with one timeout per kind, deadlines come
+    /// in order, so the front is always the next due.
+    deadlines: VecDeque<(Instant, u32, u64)>,
+    timeouts_in_row: u32,
+    breaker_until: Option<Instant>,
+    queue: BTreeMap<u128, Queued>,
+    advices_in_flight: usize,
+    originals: HashMap<TxnKey, Original>,
+    originals_order: VecDeque<TxnKey>,
+    /// Advice ids: the process start in nanoseconds above, a counter below.
+    id_base: u128,
+    id_counter: u64,
+    me: Option<Addr<IssuerChannel>>,
+}
+
+impl IssuerChannel {
+    /// A channel with the queue and the approvals the log holds for it.
+    pub fn new(
+        settings: IssuerSettings,
+        context: ChannelContext,
+        queued: Vec<(u64, Advice)>,
+        sent: Vec<(TxnKey, [u8; 4], u32)>,
+    ) -> IssuerChannel {
+        let now = Instant::now();
+        let id_base = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+            << 64;
+        let mut channel = IssuerChannel {
+            dialect: settings.dialect.dialect(),
+            settings: Arc::new(settings),
+            context,
+            links: Vec::new(),
+            next_link: 0,
+            stop: watch::channel(false).0,
+            next_stan: 0,
+            serial: 0,
+            pending: HashMap::new(),
+            deadlines: VecDeque::new(),
+            timeouts_in_row: 0,
+            breaker_until: None,
+            queue: BTreeMap::new(),
+            advices_in_flight: 0,
+            originals: HashMap::new(),
+            originals_order: VecDeque::new(),
+            id_base,
+            id_counter: 0,
+            me: None,
+        };
+        for (lsn, advice) in queued {
+            channel.queue.insert(
+                advice.id,
+                Queued {
+                    advice,
+                    lsn,
+                    attempts: 0,
+                    next_try: now,
+                    sent_before: true,
+                    in_flight: false,
+                },
+            );
+        }
+        for (key, mti, stan) in sent {
+            channel.remember(key, mti, stan);
+        }
+        channel
+    }
+
+    fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    fn remember(&mut self, key: TxnKey, mti: [u8; 4], stan: u32) {
+        let known = Original {
+            mti,
+            stan,
+            reversed: false,
+        };
+        if self.originals.insert(key, known).is_none() {
+            self.originals_order.push_back(key);
+            while self.originals_order.len() > REMOTE_ORIGINALS_MAX {
+                if let Some(old) = self.originals_order.pop_front() {
+                    self.originals.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn breaker_open(&self, now: Instant) -> bool {
+        self.breaker_until.is_some_and(|until| now < until)
+    }
+
+    /// Whether requests can be sent now.
+    fn available(&self, now: Instant) -> bool {
+        !self.breaker_open(now) && self.links.iter().any(|l| l.signed_on)
+    }
+
+    fn update_health(&self) {
+        let signed = self.links.iter().filter(|l| l.signed_on).count();
+        let state = if self.breaker_open(Instant::now()) || signed == 0 {
+            HealthState::Down
+        } else if signed == self.links.len() {
+            HealthState::Up
+        } else {
+            HealthState::Degraded
+        };
+        self.context.health.set(state);
+        let gauge = match state {
+            HealthState::Up => 2,
+            HealthState::Degraded => 1,
+            HealthState::Down => 0,
+        };
+        metrics().issuer_state(self.name(), gauge, self.queue.len(), self.pending.len());
+    }
+
+    fn take_stan(&mut self) -> u32 {
+        // At most inflight_max + advices + checks are outstanding, far below a million.
+        loop {
+            self.next_stan = self.next_stan % 999_999 + 1;
+            if !self.pending.contains_key(&self.next_stan) {
+                return self.next_stan;
+            }
+        }
+    }
+
+    /// Frames `message` and hands it to link `slot`; false if it could not be.
+    fn send_on(&mut self, slot: usize, message: &Message<'_>) -> bool {
+        let framing = self.settings.framing;
+        let mut frame = vec![0u8; framing.header_len()];
+        if let Err(error) = self.dialect.encode(message, &mut frame) {
+            tracing::error!(issuer = self.name(), %error, "cannot encode a message for the issuer");
+            return false;
+        }
+        let body_len = frame.len() - framing.header_len();
+        if framing.fill(body_len, &mut frame).is_err() {
+            return false;
+        }
+        let Some(link) = self.links.get_mut(slot) else {
+            return false;
+        };
+        match &link.writer {
+            Some(writer) if writer.try_send(frame).is_ok() => {
+                link.last_traffic = Instant::now();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A signed-on link, round robin.
+    fn pick_link(&mut self) -> Option<usize> {
+        let n = self.links.len();
+        (0..n)
+            .map(|i| (self.next_link + i) % n)
+            .find(|&slot| self.links[slot].signed_on)
+            .inspect(|&slot| self.next_link = (slot + 1) % n)
+    }
+
+    fn track(&mut self, stan: u32, slot: usize, sent: &Message<'_>, purpose: Purpose) {
+        let Some(response_mti) = sent.mti.response() else {
+            return;
+        };
+        self.serial += 1;
+        let generation = self.links.get(slot).map_or(0, |l| l.generation);
+        self.pending.insert(
+            stan,
+            Pending {
+                serial: self.serial,
+                slot,
+                generation,
+                response_mti,
+                terminal: sent.get(41).map(<[u8]>::to_vec),
+                purpose,
+            },
+        );
+        self.deadlines
+            .push_back((Instant::now() + self.settings.timeout, stan, self.serial));
+    }
+
+    fn forward(&mut self, transaction: Transaction) {
+        let now = Instant::now();
+        let frame = transaction.frame.clone();
+        let Ok(request) = self.context.acquirer_dialect.decode(&frame) else {
+            return reply(
+                transaction,
+                Outcome::decline(ResponseCode::SystemMalfunction),
+                true,
+            );
+        };
+        if transaction.request.kind.refers_to_original() {
+            return self.forward_advice(transaction, &request);
+        }
+        if !self.available(now) {
+            return self.stand_in(transaction, &request);
+        }
+        if self.pending.len() >= self.settings.inflight_max
+            || self.queue.len() >= self.settings.queue_max
+        {
+            metrics().issuer_event(self.name(), "shed");
+            return shed(transaction);
+        }
+        let Some(slot) = self.pick_link() else {
+            return self.stand_in(transaction, &request);
+        };
+        let stan = self.take_stan();
+        let sent = message::forward(&request, stan);
+        if !self.send_on(slot, &sent) {
+            metrics().issuer_event(self.name(), "shed");
+            return shed(transaction);
+        }
+        metrics().issuer_event(self.name(), "sent");
+        let sent_mti = sent.mti.0;
+        self.track(
+            stan,
+            slot,
+            &sent,
+            Purpose::Request {
+                transaction,
+                sent_mti,
+            },
+        );
+    }
+
+    /// The channel cannot send: a stand-in approval where the rules allow, else 91 (nothing
+    /// was sent, so nothing is decided: a retransmission is tried anew).
+    fn stand_in(&mut self, transaction: Transaction, request: &Message<'_>) {
+        let allowed = self.settings.stand_in.as_ref().is_some_and(|rules| {
+            let r = &transaction.request;
+            r.kind.is_debit()
+                && r.currency.unwrap_or(rules.currency) == rules.currency
+                && r.amount <= rules.amount_max
+                && (rules.merchant_categories.is_empty()
+                    || r.merchant_category
+                        .is_some_and(|m| rules.merchant_categories.contains(&m)))
+        });
+        if !allowed || self.queue.len() >= self.settings.queue_max {
+            metrics().issuer_event(self.name(), "shed");
+            return shed(transaction);
+        }
+        metrics().issuer_event(self.name(), "stand_in");
+        let id = self.next_id();
+        let auth_id = stand_in_code(id);
+        let advice = message::stand_in_advice(request, auth_id);
+        let outcome = Outcome {
+            code: ResponseCode::Approved,
+            auth_id: Some(auth_id),
+            balances: None,
+        };
+        tracing::info!(
+            issuer = self.name(),
+            stan = transaction.identity.stan,
+            "issuer down: approved in stand-in, advice queued"
+        );
+        self.log(transaction, outcome, None, Some((id, advice)));
+    }
+
+    /// An acquirer's reversal or completion of a remote transaction: acknowledged once the
+    /// advice for the issuer is queued durably; 25 if the switch does not know the original.
+    fn forward_advice(&mut self, transaction: Transaction, request: &Message<'_>) {
+        let Some(key) = transaction.request.original else {
+            return reply(
+                transaction,
+                Outcome::decline(ResponseCode::FormatError),
+                false,
+            );
+        };
+        let Some(original) = self.originals.get(&key).copied() else {
+            return reply(
+                transaction,
+                Outcome::decline(ResponseCode::OriginalNotFound),
+                false,
+            );
+        };
+        let reversal = transaction.request.kind.is_reversal();
+        if reversal && original.reversed {
+            // Reversing twice reverses once: acknowledged, nothing more sent.
+            return self.log(
+                transaction,
+                Outcome::decline(ResponseCode::Approved),
+                None,
+                None,
+            );
+        }
+        if self.queue.len() >= self.settings.queue_max {
+            metrics().issuer_event(self.name(), "shed");
+            return shed(transaction);
+        }
+        if reversal && let Some(known) = self.originals.get_mut(&key) {
+            known.reversed = true;
+        }
+        let advice = message::advice_of_acquirer_message(
+            request,
+            original.mti,
+            original.stan,
+            key.transmission,
+            key.acquirer,
+        );
+        let id = self.next_id();
+        self.log(
+            transaction,
+            Outcome::decline(ResponseCode::Approved),
+            None,
+            Some((id, advice)),
+        );
+    }
+
+    fn next_id(&mut self) -> u128 {
+        self.id_counter += 1;
+        self.id_base | u128::from(self.id_counter)
+    }
+
+    /// Logs a decision for `transaction` (with the advice to queue, if any) and answers it
+    /// once durable.
+    fn log(
+        &mut self,
+        transaction: Transaction,
+        outcome: Outcome,
+        sent: Option<([u8; 4], u32)>,
+        advice: Option<(u128, Message<'static>)>,
+    ) {
+        if !self.context.wal.reserve_beyond_bound() {
+            return reply(
+                transaction,
+                Outcome::decline(ResponseCode::SystemMalfunction),
+                true,
+            );
+        }
+        let advice = advice.and_then(|(id, message)| self.seal(id, &message));
+        let entry = Entry::Remote {
+            at_seconds: unix_seconds(),
+            issuer: self.settings.name.clone(),
+            key: transaction.identity,
+            fingerprint: transaction.fingerprint,
+            outcome,
+            sent,
+            advice: advice.clone(),
+        };
+        let then = advice.map(|advice| self.enqueue_when_logged(advice));
+        self.submit(
+            &entry,
+            Waiting::Remote {
+                reply: Some(Reply {
+                    transaction,
+                    outcome,
+                    shed: false,
+                }),
+                then,
+            },
+        );
+    }
+
+    fn seal(&self, id: u128, message: &Message<'_>) -> Option<Advice> {
+        let mut bytes = Vec::with_capacity(256);
+        if let Err(error) = self.dialect.encode(message, &mut bytes) {
+            tracing::error!(issuer = self.name(), %error, "cannot encode an advice for the issuer");
+            return None;
+        }
+        Some(Advice {
+            id,
+            issuer: self.settings.name.clone(),
+            created_seconds: unix_seconds(),
+            sealed: self.context.sealer.seal(id, &bytes),
+        })
+    }
+
+    /// Once the record is durable: pin it and queue the advice; if it failed, the advice was
+    /// never queued (and the answer is 96).
+    fn enqueue_when_logged(&self, advice: Advice) -> AfterLogged {
+        let me = self.me.clone();
+        let pins = self.context.pins.clone();
+        AfterLogged(Box::new(move |durability, lsn| {
+            if durability == Durability::Durable {
+                pins.pin(lsn);
+                if let Some(me) = me {
+                    me.do_send(Enqueue { advice, lsn });
+                }
+            }
+        }))
+    }
+
+    fn submit(&self, entry: &Entry, waiting: Waiting) {
+        let mut payload = Vec::with_capacity(128);
+        format::encode_entry(entry, &mut payload);
+        if let Err(submission) = self.context.wal.submit(Submission {
+            payload: Some(payload),
+            completion: waiting,
+        }) {
+            release(submission.completion, Durability::Failed, 0, None);
+        }
+    }
+
+    fn on_frames(&mut self, slot: usize, generation: u64, frames: Vec<bytes::Bytes>) {
+        if self
+            .links
+            .get(slot)
+            .is_none_or(|l| l.generation != generation)
+        {
+            return;
+        }
+        for frame in frames {
+            let Some(answer) = message::decode_owned(self.dialect, &frame) else {
+                tracing::warn!(
+                    issuer = self.name(),
+                    slot,
+                    bytes = frame.len(),
+                    "malformed message from the issuer"
+                );
+                metrics().issuer_event(self.name(), "malformed");
+                self.garbage(slot);
+                continue;
+            };
+            if let Some(link) = self.links.get_mut(slot) {
+                link.last_traffic = Instant::now();
+            }
+            // An issuer's own network management (sign-on, echo) gets its answer.
+            if answer.mti.0 == *b"0800" {
+                let mut response = Message::new(Mti(*b"0810"));
+                for field in [7, 11, 70] {
+                    if let Some(v) = answer.get(field) {
+                        response.set(field, v.to_vec());
+                    }
+                }
+                response.set(39, b"00".to_vec());
+                self.send_on(slot, &response);
+                continue;
+            }
+            let stan = answer
+                .get(11)
+                .and_then(message::digits)
+                .and_then(|s| u32::try_from(s).ok());
+            let matched = stan.and_then(|stan| {
+                let pending = self.pending.get(&stan)?;
+                let terminal_ok = pending
+                    .terminal
+                    .as_deref()
+                    .is_none_or(|t| answer.get(41) == Some(t));
+                (pending.response_mti == answer.mti && terminal_ok).then_some(stan)
+            });
+            let Some(stan) = matched.and_then(|stan| self.pending.remove(&stan).map(|p| (stan, p)))
+            else {
+                tracing::warn!(issuer = self.name(), slot, mti = %answer.mti, stan = ?stan, "answer from the issuer that matches no outstanding request (late, duplicate or unknown)");
+                metrics().issuer_event(self.name(), "unmatched");
+                self.garbage(slot);
+                continue;
+            };
+            let (stan, pending) = stan;
+            if let Some(link) = self.links.get_mut(slot) {
+                link.garbage = 0;
+            }
+            self.answered(stan, pending, &answer);
+        }
+        self.update_health();
+    }
+
+    fn garbage(&mut self, slot: usize) {
+        let Some(link) = self.links.get_mut(slot) else {
+            return;
+        };
+        link.garbage += 1;
+        if link.garbage >= ISSUER_GARBAGE_MAX {
+            tracing::warn!(
+                issuer = self.settings.name,
+                slot,
+                "closing a link that keeps sending what matches nothing"
+            );
+            self.close(slot);
+        }
+    }
+
+    fn close(&mut self, slot: usize) {
+        if let Some(link) = self.links.get_mut(slot) {
+            link.signed_on = false;
+            link.checking = false;
+            link.writer = None;
+            if let Some(close) = link.close.take() {
+                let _ = close.send(());
+            }
+        }
+        self.update_health();
+    }
+
+    fn answered(&mut self, stan: u32, pending: Pending, answer: &Message<'_>) {
+        match pending.purpose {
+            Purpose::Request {
+                transaction,
+                sent_mti,
+            } => {
+                metrics().issuer_event(self.name(), "answered");
+                self.timeouts_in_row = 0;
+                self.breaker_until = None;
+                let outcome = message::outcome_of(answer);
+                if outcome.code.is_approved() {
+                    self.remember(transaction.identity, sent_mti, stan);
+                }
+                self.log(transaction, outcome, Some((sent_mti, stan)), None);
+            }
+            Purpose::SignOn => {
+                let Some(link) = self.links.get_mut(pending.slot) else {
+                    return;
+                };
+                if link.generation != pending.generation {
+                    return;
+                }
+                link.checking = false;
+                if answer.get(39) == Some(b"00") {
+                    link.signed_on = true;
+                    tracing::info!(
+                        issuer = self.settings.name,
+                        slot = pending.slot,
+                        "issuer link signed on"
+                    );
+                    metrics().issuer_event(self.name(), "link_up");
+                } else {
+                    tracing::warn!(issuer = self.settings.name, slot = pending.slot, code = ?answer.get(39).map(String::from_utf8_lossy), "sign-on refused by the issuer");
+                    self.close(pending.slot);
+                }
+            }
+            Purpose::Echo => {
+                if let Some(link) = self.links.get_mut(pending.slot) {
+                    link.checking = false;
+                }
+            }
+            Purpose::Advice { id } => {
+                self.advices_in_flight = self.advices_in_flight.saturating_sub(1);
+                self.finish_advice(id, true);
+            }
+        }
+    }
+
+    /// Ends a queued advice: acknowledged by the issuer, or given up. Its end is logged, and
+    /// its record let go of once that is durable.
+    fn finish_advice(&mut self, id: u128, delivered: bool) {
+        let Some(queued) = self.queue.remove(&id) else {
+            return;
+        };
+        metrics().issuer_event(
+            self.name(),
+            if delivered {
+                "advice_acknowledged"
+            } else {
+                "advice_given_up"
+            },
+        );
+        if !delivered {
+            tracing::error!(
+                issuer = self.settings.name,
+                advice = %format_args!("{id:032x}"),
+                attempts = queued.attempts,
+                "advice given up after its attempts or its age: reconcile it with the issuer by hand"
+            );
+        }
+        let pins = self.context.pins.clone();
+        let lsn = queued.lsn;
+        // Logged even without room in the queue: the reservation cannot be refused but by a
+        // failed log, in which case the record stays pinned until the restart.
+        if !self.context.wal.reserve_beyond_bound() {
+            return;
+        }
+        self.submit(
+            &Entry::AdviceDone {
+                at_seconds: unix_seconds(),
+                id,
+                delivered,
+            },
+            Waiting::Remote {
+                reply: None,
+                then: Some(AfterLogged(Box::new(move |durability, _| {
+                    if durability == Durability::Durable {
+                        pins.unpin(lsn);
+                    }
+                }))),
+            },
+        );
+    }
+
+    /// Answers what has waited past its deadline.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        while let Some(&(deadline, stan, serial)) = self.deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            let current = self.pending.get(&stan).is_some_and(|p| p.serial == serial);
+            if !current {
+                continue;
+            }
+            let Some(pending) = self.pending.remove(&stan) else {
+                continue;
+            };
+            match pending.purpose {
+                Purpose::Request {
+                    transaction,
+                    sent_mti,
+                } => self.timed_out(transaction, sent_mti, stan),
+                Purpose::SignOn | Purpose::Echo => {
+                    let live = self
+                        .links
+                        .get(pending.slot)
+                        .is_some_and(|l| l.generation == pending.generation);
+                    if live {
+                        tracing::warn!(
+                            issuer = self.settings.name,
+                            slot = pending.slot,
+                            "no answer to a sign-on or echo: closing the link"
+                        );
+                        self.close(pending.slot);
+                    }
+                }
+                Purpose::Advice { id } => {
+                    self.advices_in_flight = self.advices_in_flight.saturating_sub(1);
+                    if let Some(queued) = self.queue.get_mut(&id) {
+                        queued.in_flight = false;
+                    }
+                }
+            }
+        }
+        if self.breaker_until.is_some_and(|until| now >= until) {
+            // Half open: traffic flows again; the next timeout reopens it.
+            self.breaker_until = None;
+            self.timeouts_in_row = self.settings.breaker_failures.saturating_sub(1);
+            self.update_health();
+        }
+    }
+
+    /// 91 for the acquirer, and a reversal of what the switch sent queued in the same record.
+    fn timed_out(&mut self, transaction: Transaction, sent_mti: [u8; 4], stan: u32) {
+        metrics().issuer_event(self.name(), "timeout");
+        self.timeouts_in_row += 1;
+        if self.timeouts_in_row >= self.settings.breaker_failures && self.breaker_until.is_none() {
+            tracing::warn!(issuer = self.settings.name, timeouts = self.timeouts_in_row, open_for = ?self.settings.breaker_open, "circuit breaker open: the issuer is treated as down");
+            metrics().issuer_event(self.name(), "breaker_open");
+            self.breaker_until = Some(Instant::now() + self.settings.breaker_open);
+            self.update_health();
+        }
+        let frame = transaction.frame.clone();
+        let reversal = self
+            .context
+            .acquirer_dialect
+            .decode(&frame)
+            .ok()
+            .map(|request| message::forward(&request, stan))
+            .and_then(|sent| message::reversal_of(&sent));
+        tracing::info!(
+            issuer = self.settings.name,
+            stan = transaction.identity.stan,
+            issuer_stan = stan,
+            "no answer from the issuer in time: 91, reversal queued"
+        );
+        let advice = reversal.map(|r| (self.next_id(), r));
+        self.log(
+            transaction,
+            Outcome::decline(ResponseCode::IssuerUnavailable),
+            Some((sent_mti, stan)),
+            advice,
+        );
+    }
+
+    /// Sends what is due: queued advices, echoes on idle links.
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        let idle = self.settings.echo_idle;
+        for slot in 0..self.links.len() {
+            let link = &self.links[slot];
+            if link.signed_on && !link.checking && now.duration_since(link.last_traffic) >= idle {
+                let stan = self.take_stan();
+                let echo = network_message(b"301", stan);
+                if self.send_on(slot, &echo) {
+                    self.links[slot].checking = true;
+                    self.track(stan, slot, &echo, Purpose::Echo);
+                }
+            }
+        }
+        if self.available(now) {
+            let due: Vec<u128> = self
+                .queue
+                .iter()
+                .filter(|(_, q)| !q.in_flight && q.next_try <= now)
+                .map(|(id, _)| *id)
+                .take(ADVICES_IN_FLIGHT_MAX.saturating_sub(self.advices_in_flight))
+                .collect();
+            for id in due {
+                self.send_advice(id, now);
+            }
+        }
+        self.update_health();
+    }
+
+    fn send_advice(&mut self, id: u128, now: Instant) {
+        let Some(queued) = self.queue.get(&id) else {
+            return;
+        };
+        let age = unix_seconds().saturating_sub(queued.advice.created_seconds);
+        if queued.attempts >= self.settings.attempts_max
+            || age >= self.settings.advice_expiry.as_secs()
+        {
+            return self.finish_advice(id, false);
+        }
+        let Some(advice) = self
+            .context
+            .sealer
+            .open(id, &queued.advice.sealed)
+            .and_then(|bytes| message::decode_owned(self.dialect, &bytes))
+        else {
+            tracing::error!(issuer = self.settings.name, advice = %format_args!("{id:032x}"), "a queued advice cannot be opened (ledger.token_key changed?)");
+            return self.finish_advice(id, false);
+        };
+        let repeat = queued.sent_before;
+        let Some(slot) = self.pick_link() else {
+            return;
+        };
+        let stan = self.take_stan();
+        let out = message::advice_to_send(&advice, repeat, stan);
+        if !self.send_on(slot, &out) {
+            return;
+        }
+        metrics().issuer_event(self.name(), "advice_sent");
+        let (retry_min, retry_max) = (self.settings.retry_min, self.settings.retry_max);
+        if let Some(queued) = self.queue.get_mut(&id) {
+            queued.attempts += 1;
+            queued.sent_before = true;
+            queued.in_flight = true;
+            let factor = 1u32 << queued.attempts.min(16);
+            queued.next_try = now + retry_min.saturating_mul(factor).min(retry_max);
+        }
+        self.advices_in_flight += 1;
+        self.track(stan, slot, &out, Purpose::Advice { id });
+    }
+}
+
+/// An 0800 with field 70 `code` (001 sign-on, 301 echo).
+fn network_message(code: &[u8; 3], stan: u32) -> Message<'static> {
+    let mut m = Message::new(Mti(*b"0800"));
+    m.set(7, transmission_now().into_bytes());
+    m.set(11, message::stan_field(stan));
+    m.set(70, code.to_vec());
+    m
+}
+
+/// Field 7 for now, MMDDhhmmss in UTC.
+fn transmission_now() -> String {
+    let seconds = unix_seconds();
+    let (_, month, day) = crate::acquirer::iso::civil_date(seconds / 86_400);
+    let in_day = seconds % 86_400;
+    format!(
+        "{month:02}{day:02}{:02}{:02}{:02}",
+        in_day / 3600,
+        in_day % 3600 / 60,
+        in_day % 60
+    )
+}
+
+/// The authorization code of a stand-in approval: `S` and five digits of the advice id.
+fn stand_in_code(id: u128) -> [u8; 6] {
+    let mut code = *b"S00000";
+    let digits = format!("{:05}", id % 100_000);
+    code[1..].copy_from_slice(digits.as_bytes());
+    code
+}
+
+impl Actor for IssuerChannel {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let me = ctx.address();
+        self.me = Some(me.clone());
+        let now = Instant::now();
+        for slot in 0..self.settings.connections {
+            self.links.push(Link {
+                generation: 0,
+                writer: None,
+                close: None,
+                signed_on: false,
+                checking: false,
+                last_traffic: now,
+                garbage: 0,
+            });
+            actix::spawn(link::run(
+                slot,
+                self.settings.clone(),
+                me.clone().recipient(),
+                self.stop.subscribe(),
+            ));
+        }
+        ctx.run_interval(TIMEOUT_TICK, |channel, _| channel.expire());
+        ctx.run_interval(HOUSEKEEPING_TICK, |channel, _| channel.housekeeping());
+        self.update_health();
+        tracing::info!(
+            issuer = self.settings.name,
+            address = %self.settings.address,
+            connections = self.settings.connections,
+            queued = self.queue.len(),
+            "issuer channel started"
+        );
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Handler<Forward> for IssuerChannel {
+    type Result = ();
+    fn handle(&mut self, Forward(transaction): Forward, _: &mut Self::Context) {
+        self.forward(transaction);
+    }
+}
+
+impl Handler<Enqueue> for IssuerChannel {
+    type Result = ();
+    fn handle(&mut self, Enqueue { advice, lsn }: Enqueue, _: &mut Self::Context) {
+        let id = advice.id;
+        self.queue.insert(
+            id,
+            Queued {
+                advice,
+                lsn,
+                attempts: 0,
+                next_try: Instant::now(),
+                sent_before: false,
+                in_flight: false,
+            },
+        );
+        let now = Instant::now();
+        if self.available(now) && self.advices_in_flight < ADVICES_IN_FLIGHT_MAX {
+            self.send_advice(id, now);
+        }
+    }
+}
+
+impl Handler<LinkEvent> for IssuerChannel {
+    type Result = ();
+    fn handle(&mut self, event: LinkEvent, _: &mut Self::Context) {
+        match event {
+            LinkEvent::Up {
+                slot,
+                generation,
+                writer,
+                close,
+            } => {
+                let Some(link) = self.links.get_mut(slot) else {
+                    return;
+                };
+                link.generation = generation;
+                link.writer = Some(writer);
+                link.close = Some(close);
+                link.signed_on = false;
+                link.checking = true;
+                link.garbage = 0;
+                let stan = self.take_stan();
+                let sign_on = network_message(b"001", stan);
+                if self.send_on(slot, &sign_on) {
+                    self.track(stan, slot, &sign_on, Purpose::SignOn);
+                }
+            }
+            LinkEvent::Frames {
+                slot,
+                generation,
+                frames,
+            } => self.on_frames(slot, generation, frames),
+            LinkEvent::Down {
+                slot,
+                generation,
+                reason,
+            } => {
+                let Some(link) = self.links.get_mut(slot) else {
+                    return;
+                };
+                if link.generation > generation {
+                    return;
+                }
+                let was_up = link.signed_on;
+                link.generation = generation;
+                link.writer = None;
+                link.close = None;
+                link.signed_on = false;
+                link.checking = false;
+                if was_up {
+                    tracing::warn!(
+                        issuer = self.settings.name,
+                        slot,
+                        reason,
+                        "issuer link down; reconnecting"
+                    );
+                    metrics().issuer_event(self.name(), "link_down");
+                } else {
+                    tracing::debug!(
+                        issuer = self.settings.name,
+                        slot,
+                        reason,
+                        "issuer link not up; retrying"
+                    );
+                }
+                self.update_health();
+            }
+        }
+    }
+}
+
+/// What an issuer channel looks like to operators (admin API).
+#[derive(Debug, Message)]
+#[rtype(result = "ChannelStatus")]
+pub struct Status;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChannelStatus {
+    pub name: String,
+    pub health: &'static str,
+    pub links_signed_on: usize,
+    pub links: usize,
+    pub outstanding: usize,
+    pub queued: usize,
+    pub breaker_open: bool,
+}
+
+impl Handler<Status> for IssuerChannel {
+    type Result = MessageResult<Status>;
+    fn handle(&mut self, _: Status, _: &mut Self::Context) -> Self::Result {
+        MessageResult(ChannelStatus {
+            name: self.settings.name.clone(),
+            health: self.context.health.get().as_str(),
+            links_signed_on: self.links.iter().filter(|l| l.signed_on).count(),
+            links: self.links.len(),
+            outstanding: self.pending.len(),
+            queued: self.queue.len(),
+            breaker_open: self.breaker_open(Instant::now()),
+        })
+    }
+}

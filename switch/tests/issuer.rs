@@ -1,0 +1,290 @@
+//! Issuer channels against the issuer simulator (`loadtest issuer-sim`, run in this process):
+//! remote approvals, a silent issuer (91 in time, then exactly one reversal once it answers),
+//! a late approval reversed, the queue across a `kill -9`, stand-in with its advice, an
+//! acquirer's reversal of a remote approval, and reconnection after the issuer restarts.
+
+#![allow(clippy::unwrap_used)] // helpers outside #[test] functions
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use adapters::{DialectName, FrameHeader};
+use common::*;
+use loadtest::sim::{self, Behaviour, Latency, Sim};
+
+const REMOTE_PAN: &[u8] = b"4111111111111111";
+
+/// The simulator on its own runtime thread, until dropped.
+struct Issuer {
+    sim: Sim,
+    runtime: tokio::runtime::Runtime,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Issuer {
+    fn start(listen: &str) -> Issuer {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (sim, serve) = runtime
+            .block_on(sim::bind(
+                listen.parse().unwrap(),
+                DialectName::Default,
+                FrameHeader::Binary2,
+                Behaviour::default(),
+                7,
+            ))
+            .unwrap();
+        let server = runtime.spawn(serve);
+        Issuer {
+            sim,
+            runtime,
+            server: Some(server),
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.sim.addr
+    }
+
+    fn count(&self, name: &str) -> u64 {
+        self.sim.counts.json()[name].as_u64().unwrap()
+    }
+
+    /// Waits until `name` reaches `at_least`, or fails with every count.
+    fn wait_count(&self, name: &str, at_least: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.count(name) < at_least {
+            assert!(
+                Instant::now() < deadline,
+                "{name} stayed below {at_least}: {}",
+                self.sim.counts.json()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops listening and closes every connection (the runtime ends its tasks).
+    fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        self.runtime.shutdown_timeout(Duration::from_secs(1));
+    }
+}
+
+/// The default configuration with the issuer at `addr`, short timeouts and retries.
+fn config(addr: SocketAddr, extra: &[(&str, &str)]) -> std::path::PathBuf {
+    let address = format!("address = \"{addr}\"");
+    let mut edits = vec![
+        ("address = \"127.0.0.1:9584\"", address.as_str()),
+        ("timeout_ms = 2000", "timeout_ms = 300"),
+        ("retry_min_ms = 1000", "retry_min_ms = 100"),
+        ("retry_max_ms = 60000", "retry_max_ms = 400"),
+        ("backoff_max_ms = 10000", "backoff_max_ms = 300"),
+        ("connect_timeout_ms = 2000", "connect_timeout_ms = 300"),
+    ];
+    edits.extend_from_slice(extra);
+    config_file(
+        &format!("issuer-{}", addr.port()),
+        &default_config_with(&edits),
+    )
+}
+
+fn start_switch(config: &std::path::Path, wal: &std::path::Path) -> Switch {
+    let switch = Switch::start_with_wal(wal, &["--config", config.to_str().unwrap()]);
+    switch.wait_for_output("issuer link signed on");
+    switch
+}
+
+fn authorization(amount_minor: u64) -> adapters::Message<'static> {
+    request("0100", REMOTE_PAN, "000000", amount_minor)
+}
+
+#[test]
+fn remote_approvals_a_silent_issuer_and_exactly_one_reversal() {
+    let issuer = Issuer::start("127.0.0.1:0");
+    let config = config(issuer.addr(), &[]);
+    let switch = start_switch(&config, &fresh_wal_dir());
+    let mut link = switch.connect();
+
+    // The issuer's decision and authorization code come back to the acquirer.
+    let approved = link.call(&authorization(1_000));
+    assert_eq!(code(&approved), "00");
+    let auth = approved.get(38).expect("an approval carries field 38");
+    assert_eq!(auth.len(), 6);
+    assert!(auth.iter().all(u8::is_ascii_digit), "the simulator's code");
+    assert_eq!(issuer.count("authorizations"), 1);
+    issuer.sim.control.set_behaviour(Behaviour {
+        approve_permille: 0,
+        ..Behaviour::default()
+    });
+    assert_eq!(code(&link.call(&authorization(1_000))), "05");
+    issuer.sim.control.set_behaviour(Behaviour::default());
+
+    // Silent: 91 once the timeout passes, well before an acquirer's own (tens of seconds).
+    issuer.sim.control.set_silent(true);
+    let silent = authorization(2_000);
+    let started = Instant::now();
+    let answer = link.call(&silent);
+    assert_eq!(code(&answer), "91");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "91 after {:?}",
+        started.elapsed()
+    );
+    // The retransmission gets the same answer; nothing more reaches the issuer.
+    let sent_before = issuer.count("authorizations");
+    assert_eq!(code(&link.call(&silent)), "91");
+    assert_eq!(issuer.count("authorizations"), sent_before);
+    // While silent, the reversal is tried and repeated; once the issuer answers, it is
+    // acknowledged, and no reversal of that request is ever sent as a new one twice.
+    issuer.wait_count("reversal_repeats", 1, Duration::from_secs(10));
+    issuer.sim.control.set_silent(false);
+    switch.wait_for_output("issuer link signed on");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, metrics) = switch.http_get("/metrics");
+        if metrics.lines().any(|l| {
+            l.starts_with("switch_issuer_events_total{")
+                && l.contains("\"advice_acknowledged\"")
+                && l.ends_with(" 1")
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reversal never acknowledged:\n{}",
+            issuer.sim.counts.json()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        issuer.count("reversals_distinct"),
+        1,
+        "{}",
+        issuer.sim.counts.json()
+    );
+    assert_eq!(issuer.count("reversal_duplicates"), 0);
+
+    // A late approval (after the timeout) is answered 91 and reversed in the same way.
+    issuer.sim.control.set_behaviour(Behaviour {
+        latency: Latency::Fixed(700),
+        ..Behaviour::default()
+    });
+    assert_eq!(code(&link.call(&authorization(3_000))), "91");
+    issuer.wait_count("approved", 2, Duration::from_secs(5));
+    issuer.sim.control.set_behaviour(Behaviour::default());
+    issuer.wait_count("reversals_distinct", 2, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(issuer.count("reversals_distinct"), 2);
+    assert_eq!(issuer.count("reversal_duplicates"), 0);
+
+    // The acquirer's reversal of a remote approval reaches the issuer as 0420 naming the
+    // switch's request; a second one is acknowledged without sending it again.
+    let original = authorization(4_000);
+    assert_eq!(code(&link.call(&original)), "00");
+    assert_eq!(code(&link.call(&referring("0400", &original, 4_000))), "00");
+    issuer.wait_count("reversals_distinct", 3, Duration::from_secs(10));
+    assert_eq!(code(&link.call(&referring("0400", &original, 4_000))), "00");
+    // A reversal of a remote transaction the switch never approved: 25.
+    let unknown = authorization(5_000);
+    assert_eq!(code(&link.call(&referring("0400", &unknown, 5_000))), "25");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(issuer.count("reversals_distinct"), 3);
+    assert_eq!(issuer.count("reversal_duplicates"), 0);
+
+    // No card number in what the switch logged.
+    let output = switch.kill();
+    assert!(
+        output.iter().all(|l| !l.contains("4111111111111111")),
+        "a PAN in the output"
+    );
+    issuer.stop();
+}
+
+#[test]
+fn the_reversal_queue_survives_kill_9_and_the_issuer_restarting() {
+    let issuer = Issuer::start("127.0.0.1:0");
+    let addr = issuer.addr();
+    let config = config(addr, &[]);
+    let wal = fresh_wal_dir();
+    let switch = start_switch(&config, &wal);
+    let mut link = switch.connect();
+    issuer.sim.control.set_silent(true);
+    let timed_out = authorization(2_500);
+    assert_eq!(code(&link.call(&timed_out)), "91");
+    // Killed with the reversal queued (tried, never acknowledged).
+    issuer.wait_count("reversals", 1, Duration::from_secs(10));
+    drop(link);
+    switch.kill();
+    // The issuer restarts too: a new process on the same port, nothing remembered.
+    issuer.stop();
+    let issuer = Issuer::start(&addr.to_string());
+    let switch = start_switch(&config, &wal);
+    issuer.wait_count("reversals_distinct", 1, Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(800));
+    // After the restart it goes as a repeat (it may have reached the issuer before).
+    assert_eq!(
+        issuer.count("reversal_repeats"),
+        1,
+        "{}",
+        issuer.sim.counts.json()
+    );
+    assert_eq!(issuer.count("reversal_duplicates"), 0);
+    // The retransmission of the timed-out request still gets 91, from the log.
+    let mut link = switch.connect();
+    assert_eq!(code(&link.call(&timed_out)), "91");
+    assert_eq!(issuer.count("authorizations"), 0);
+    // Delivered once: a further restart sends nothing.
+    drop(link);
+    switch.kill();
+    let switch = start_switch(&config, &wal);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(issuer.count("reversal_repeats"), 1);
+    assert_eq!(issuer.count("reversals"), 0);
+    drop(switch);
+    issuer.stop();
+}
+
+#[test]
+fn stand_in_while_the_issuer_is_down_then_advices_once_it_is_back() {
+    // A port with nobody on it yet: the issuer is down from the start.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let config = config(
+        addr,
+        &[(
+            "advice_expiry_seconds = 86400",
+            "advice_expiry_seconds = 86400\nstand_in = { amount_max = \"50.00\", currency = 840 }",
+        )],
+    );
+    let switch = Switch::start_with_wal(&fresh_wal_dir(), &["--config", config.to_str().unwrap()]);
+    let mut link = switch.connect();
+    let small = link.call(&authorization(1_000));
+    assert_eq!(code(&small), "00");
+    assert_eq!(small.get(38).map(|a| a[0]), Some(b'S'), "a stand-in code");
+    assert_eq!(
+        code(&link.call(&authorization(6_000))),
+        "91",
+        "above amount_max"
+    );
+    let issuer = Issuer::start(&addr.to_string());
+    switch.wait_for_output("issuer link signed on");
+    issuer.wait_count("authorization_advices", 1, Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(issuer.count("authorization_advices"), 1);
+    assert_eq!(issuer.count("authorizations"), 0);
+    // Back up: decisions are the issuer's again.
+    let now = link.call(&authorization(1_000));
+    assert_eq!(code(&now), "00");
+    assert!(now.get(38).is_some_and(|a| a[0] != b'S'));
+    drop(switch);
+    issuer.stop();
+}
