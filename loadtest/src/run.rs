@@ -141,7 +141,7 @@ impl Tally {
             let change = match sent.operation {
                 Operation::Authorization | Operation::Purchase => -sent.amount,
                 Operation::Reversal => sent.amount,
-                Operation::Balance => 0,
+                Operation::Balance | Operation::Remote => 0,
             };
             *self.moves.entry(sent.account).or_default() += change;
         } else if !echo {

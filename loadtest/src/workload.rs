@@ -23,6 +23,9 @@ pub enum Operation {
     Balance,
     /// 0400 of an earlier approved authorization or purchase of this connection.
     Reversal,
+    /// 0100 of 0.01 to 0.09 on a card of the remote issuer (BIN 411111 in the demo routes):
+    /// the issuer channel's path, beside the on-us one. Moves no on-us money.
+    Remote,
 }
 
 impl Operation {
@@ -32,6 +35,7 @@ impl Operation {
             Operation::Purchase => "purchase",
             Operation::Balance => "balance",
             Operation::Reversal => "reversal",
+            Operation::Remote => "remote",
         }
     }
 }
@@ -56,9 +60,10 @@ impl std::str::FromStr for Mix {
                 "purchase" => Operation::Purchase,
                 "balance" => Operation::Balance,
                 "reversal" => Operation::Reversal,
+                "remote" => Operation::Remote,
                 other => {
                     return Err(format!(
-                        "unknown operation {other:?}; use auth, purchase, balance, reversal"
+                        "unknown operation {other:?}; use auth, purchase, balance, reversal, remote"
                     ));
                 }
             };
@@ -117,6 +122,13 @@ fn luhn(payload: &[u8]) -> u8 {
 /// The demo PAN of `index`: 400000 + 9-digit index + Luhn digit.
 pub fn demo_pan(index: u64) -> Vec<u8> {
     let mut pan = format!("400000{index:09}").into_bytes();
+    pan.push(luhn(&pan));
+    pan
+}
+
+/// A card of the demo's remote issuer (routed to `issuer:sim`).
+pub fn remote_pan(index: u64) -> Vec<u8> {
+    let mut pan = format!("411111{index:09}").into_bytes();
     pan.push(luhn(&pan));
     pan
 }
@@ -296,18 +308,27 @@ impl Generator {
             _ => {
                 let account = self.accounts.draw(&mut self.rng);
                 let (mti, processing, amount): ([u8; 4], &'static [u8], i64) = match operation {
-                    Operation::Authorization => {
+                    Operation::Authorization | Operation::Remote => {
                         (*b"0100", b"000000", 1 + self.rng.random_range(0..9))
                     }
                     Operation::Purchase => (*b"0200", b"000000", 1 + self.rng.random_range(0..9)),
                     _ => (*b"0200", b"310000", 0),
                 };
                 message = Message::new(Mti(mti));
-                message.set(2, demo_pan(account));
+                let remote = operation == Operation::Remote;
+                message.set(
+                    2,
+                    if remote {
+                        remote_pan(account)
+                    } else {
+                        demo_pan(account)
+                    },
+                );
                 message.set(3, processing);
                 message.set(4, format!("{amount:012}").into_bytes());
                 message.set(41, terminal.clone());
-                let original = (operation != Operation::Balance).then(|| Reversible {
+                let reversible = !matches!(operation, Operation::Balance | Operation::Remote);
+                let original = reversible.then(|| Reversible {
                     mti,
                     account,
                     amount,
