@@ -253,6 +253,10 @@ fn replay(
                     if let Some((mti, stan)) = sent
                         && outcome.code.is_approved()
                     {
+                        // The channels remember this many at most; so does recovery.
+                        if remote.sent.len() >= 2 * crate::limits::REMOTE_ORIGINALS_MAX {
+                            remote.sent.drain(..crate::limits::REMOTE_ORIGINALS_MAX);
+                        }
                         remote.sent.push((issuer, key, mti, stan));
                     }
                     if let Some(advice) = advice {

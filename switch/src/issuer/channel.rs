@@ -39,7 +39,9 @@ use super::{Health, HealthState, IssuerSettings};
 use crate::clock::unix_seconds;
 use crate::domain::{Outcome, ResponseCode, TxnKey};
 use crate::ledger::actor::{AfterLogged, Waiting, release};
-use crate::limits::{ADVICES_IN_FLIGHT_MAX, ISSUER_GARBAGE_MAX, REMOTE_ORIGINALS_MAX};
+use crate::limits::{
+    ADVICES_IN_FLIGHT_MAX, ISSUER_GARBAGE_MAX, ISSUER_MESSAGE_BYTES_MAX, REMOTE_ORIGINALS_MAX,
+};
 use crate::ops::metrics::metrics;
 use crate::pipeline::{Reply, Transaction, reply, shed};
 use crate::wal::format::{self, Advice, Entry};
@@ -108,9 +110,14 @@ struct Pending {
     slot: usize,
     generation: u64,
     response_mti: Mti,
-    terminal: Option<Vec<u8>>,
+    /// Fields 41, 7 and 37 as sent: an answer that carries one must carry the same, so that a
+    /// very late answer cannot be taken for a later request under a reused field 11.
+    echoed: Vec<(u8, Vec<u8>)>,
     purpose: Purpose,
 }
+
+/// Fields an answer must echo unchanged when it carries them.
+const MATCHED_FIELDS: [u8; 3] = [41, 7, 37];
 
 #[derive(Debug)]
 struct Queued {
@@ -156,6 +163,8 @@ pub struct IssuerChannel {
     id_base: u128,
     id_counter: u64,
     me: Option<Addr<IssuerChannel>>,
+    /// Housekeeping ticks, for what runs every so many.
+    ticks: u64,
 }
 
 impl IssuerChannel {
@@ -178,7 +187,9 @@ impl IssuerChannel {
             links: Vec::new(),
             next_link: 0,
             stop: watch::channel(false).0,
-            next_stan: 0,
+            // From the clock, so that a quick restart does not reuse the fields 11 (and so the
+            // fields 90 of reversals) of the requests just before it.
+            next_stan: u32::try_from(unix_seconds() % 999_999).unwrap_or(0),
             serial: 0,
             pending: HashMap::new(),
             deadlines: VecDeque::new(),
@@ -191,6 +202,7 @@ impl IssuerChannel {
             id_base,
             id_counter: 0,
             me: None,
+            ticks: 0,
         };
         for (lsn, advice) in queued {
             channel.queue.insert(
@@ -314,7 +326,10 @@ impl IssuerChannel {
                 slot,
                 generation,
                 response_mti,
-                terminal: sent.get(41).map(<[u8]>::to_vec),
+                echoed: MATCHED_FIELDS
+                    .iter()
+                    .filter_map(|&f| sent.get(f).map(|v| (f, v.to_vec())))
+                    .collect(),
                 purpose,
             },
         );
@@ -332,6 +347,14 @@ impl IssuerChannel {
                 true,
             );
         };
+        // A message too large for an issuer link could not be queued for reversal either.
+        if frame.len() > ISSUER_MESSAGE_BYTES_MAX {
+            return reply(
+                transaction,
+                Outcome::decline(ResponseCode::FormatError),
+                false,
+            );
+        }
         if transaction.request.kind.refers_to_original() {
             return self.forward_advice(transaction, &request);
         }
@@ -575,17 +598,22 @@ impl IssuerChannel {
                 .and_then(|s| u32::try_from(s).ok());
             let matched = stan.and_then(|stan| {
                 let pending = self.pending.get(&stan)?;
-                let terminal_ok = pending
-                    .terminal
-                    .as_deref()
-                    .is_none_or(|t| answer.get(41) == Some(t));
-                (pending.response_mti == answer.mti && terminal_ok).then_some(stan)
+                let echoed = pending.echoed.iter().all(|(field, value)| {
+                    answer.get(*field).is_none_or(|got| got == value.as_slice())
+                });
+                // Field 41 must be there when it was sent: it is part of the match (DESIGN 3.2).
+                let terminal = pending
+                    .echoed
+                    .iter()
+                    .all(|(field, _)| *field != 41 || answer.has(41));
+                (pending.response_mti == answer.mti && echoed && terminal).then_some(stan)
             });
             let Some(stan) = matched.and_then(|stan| self.pending.remove(&stan).map(|p| (stan, p)))
             else {
                 tracing::warn!(issuer = self.name(), slot, mti = %answer.mti, stan = ?stan, "answer from the issuer that matches no outstanding request (late, duplicate or unknown)");
+                // Not counted toward closing the link: after a stall, late answers are expected,
+                // and closing would only time out what is still outstanding on it.
                 metrics().issuer_event(self.name(), "unmatched");
-                self.garbage(slot);
                 continue;
             };
             let (stan, pending) = stan;
@@ -814,6 +842,23 @@ impl IssuerChannel {
                     self.links[slot].checking = true;
                     self.track(stan, slot, &echo, Purpose::Echo);
                 }
+            }
+        }
+        self.ticks = self.ticks.wrapping_add(1);
+        if !self.available(now) && self.ticks.is_multiple_of(100) {
+            // Down for long: what is past its age is given up all the same (every 10 s).
+            let expiry = self.settings.advice_expiry.as_secs();
+            let today = unix_seconds();
+            let old: Vec<u128> = self
+                .queue
+                .iter()
+                .filter(|(_, q)| {
+                    !q.in_flight && today.saturating_sub(q.advice.created_seconds) >= expiry
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for id in old {
+                self.finish_advice(id, false);
             }
         }
         if self.available(now) {

@@ -90,8 +90,14 @@ pub async fn run(
         let reason = tokio::select! {
             connected = connect => match connected {
                 Ok(Ok(stream)) => {
-                    failures = 0;
-                    serve(slot, generation, stream, &settings, &events, &mut stop).await
+                    // Only a connection that lasted starts the backoff over: an issuer that
+                    // accepts and closes (or refuses the sign-on) is not redialled in a loop.
+                    let connected = tokio::time::Instant::now();
+                    let reason = serve(slot, generation, stream, &settings, &events, &mut stop).await;
+                    if connected.elapsed() >= settings.backoff_max.max(Duration::from_secs(10)) {
+                        failures = 0;
+                    }
+                    reason
                 }
                 Ok(Err(error)) => format!("cannot connect: {error}"),
                 Err(_) => format!("cannot connect within {:?}", settings.connect_timeout),
