@@ -265,9 +265,10 @@ fn wal_dump(dir: &std::path::Path) -> anyhow::Result<()> {
                 outcome,
                 sent,
                 advice,
+                original,
                 ..
             } => format!(
-                "{lsn} at={at_seconds} remote issuer={issuer} key={} sent={} -> {}{}",
+                "{lsn} at={at_seconds} remote issuer={issuer} key={} sent={} -> {}{}{}",
                 key(&k),
                 sent.map_or("-".to_owned(), |(mti, stan)| format!(
                     "{}/{stan:06}",
@@ -275,6 +276,19 @@ fn wal_dump(dir: &std::path::Path) -> anyhow::Result<()> {
                 )),
                 outcome.code.as_str(),
                 advice.map_or(String::new(), |a| format!(" queued advice {:032x}", a.id)),
+                original.map_or(String::new(), |o| format!(" reverses {}", key(&o))),
+            ),
+            Entry::RemoteSent {
+                at_seconds,
+                issuer,
+                key: k,
+                sent: (mti, stan),
+                reversal,
+            } => format!(
+                "{lsn} at={at_seconds} sent to issuer={issuer} key={} as {}/{stan:06} (reversal {:032x} if undecided)",
+                key(&k),
+                String::from_utf8_lossy(&mti),
+                reversal.id
             ),
             Entry::AdviceDone {
                 at_seconds,

@@ -8,7 +8,7 @@
 //! one, refuses to start: the log and the state it would build disagree, and guessing would
 //! risk money.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -244,7 +244,14 @@ fn replay(
                     outcome,
                     sent,
                     advice,
+                    original,
                 } => {
+                    remote.unanswered.remove(&(issuer.clone(), key));
+                    if let Some(original) = original
+                        && remote.reversed.len() < 2 * crate::limits::REMOTE_ORIGINALS_MAX
+                    {
+                        remote.reversed.insert(original);
+                    }
                     if now_seconds.saturating_sub(at_seconds) < retention
                         && idempotency.restore(key, fingerprint, outcome)
                     {
@@ -265,6 +272,17 @@ fn replay(
                 }
                 Entry::AdviceDone { id, .. } => {
                     remote.advices.remove(&id);
+                }
+                Entry::RemoteSent {
+                    issuer,
+                    key,
+                    sent: (mti, stan),
+                    reversal,
+                    ..
+                } => {
+                    remote
+                        .unanswered
+                        .insert((issuer, key), (lsn, mti, stan, reversal));
                 }
                 Entry::Expired { holds, .. } => {
                     for (card, key) in holds {
@@ -312,6 +330,13 @@ fn replay(
         }
         let report =
             scanned.with_context(|| format!("cannot recover from the WAL in {}", dir.display()))?;
+        let unanswered = remote.settle();
+        if unanswered > 0 {
+            tracing::warn!(
+                unanswered,
+                "requests were outstanding at remote issuers when the switch stopped: their reversals are queued"
+            );
+        }
         Ok(Replay {
             shards,
             report,
@@ -436,9 +461,33 @@ pub struct Recovered {
 pub struct RemoteBook {
     /// Queued advices by id, with the LSN of the record that queued them.
     pub advices: std::collections::BTreeMap<u128, (u64, format::Advice)>,
-    /// Requests the switch sent to an issuer and had approved, in log order: issuer, the
-    /// acquirer's key, the MTI and field 11 the switch sent.
+    /// Requests the switch sent to an issuer and had approved (or approved in stand-in), in
+    /// log order: issuer, the acquirer's key, the MTI and field 11 the switch sent.
     pub sent: Vec<(String, TxnKey, [u8; 4], u32)>,
+    /// Remote originals already reversed (by the acquirer, or by recovery below).
+    pub reversed: HashSet<TxnKey>,
+    /// Requests logged as sent with no decision logged yet, by issuer and key.
+    unanswered: HashMap<(String, TxnKey), Unanswered>,
+}
+
+/// A request logged as sent: its record's LSN, the MTI and field 11 the switch sent, and its
+/// reversal.
+type Unanswered = (u64, [u8; 4], u32, format::Advice);
+
+impl RemoteBook {
+    /// After the whole log: a request sent with no decision logged was outstanding at the
+    /// crash. The acquirer never heard an answer, and the issuer may have approved it: its
+    /// reversal is queued, and it counts as reversed. Returns how many.
+    fn settle(&mut self) -> usize {
+        let unanswered = std::mem::take(&mut self.unanswered);
+        let count = unanswered.len();
+        for ((issuer, key), (lsn, mti, stan, reversal)) in unanswered {
+            self.advices.insert(reversal.id, (lsn, reversal));
+            self.sent.push((issuer, key, mti, stan));
+            self.reversed.insert(key);
+        }
+        count
+    }
 }
 
 /// Snapshot (or genesis) plus the log in `settings.wal.dir`, replayed; fills `idempotency` with

@@ -311,11 +311,11 @@ async fn start(
             .filter(|(_, a)| a.issuer == issuer.name)
             .cloned()
             .collect();
-        let sent: Vec<(TxnKey, [u8; 4], u32)> = remote
+        let sent: Vec<(TxnKey, [u8; 4], u32, bool)> = remote
             .sent
             .iter()
             .filter(|(name, ..)| *name == issuer.name)
-            .map(|(_, key, mti, stan)| (*key, *mti, *stan))
+            .map(|(_, key, mti, stan)| (*key, *mti, *stan, remote.reversed.contains(key)))
             .collect();
         let health = Arc::new(IssuerHealth::default());
         issuer_health.push((issuer.name.clone(), health.clone()));

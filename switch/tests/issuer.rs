@@ -267,7 +267,8 @@ fn stand_in_while_the_issuer_is_down_then_advices_once_it_is_back() {
     );
     let switch = Switch::start_with_wal(&fresh_wal_dir(), &["--config", config.to_str().unwrap()]);
     let mut link = switch.connect();
-    let small = link.call(&authorization(1_000));
+    let small_request = authorization(1_000);
+    let small = link.call(&small_request);
     assert_eq!(code(&small), "00");
     assert_eq!(small.get(38).map(|a| a[0]), Some(b'S'), "a stand-in code");
     assert_eq!(
@@ -281,10 +282,103 @@ fn stand_in_while_the_issuer_is_down_then_advices_once_it_is_back() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(issuer.count("authorization_advices"), 1);
     assert_eq!(issuer.count("authorizations"), 0);
+    // The stand-in approval can be reversed: a 0420 naming its 0120 reaches the issuer.
+    assert_eq!(
+        code(&link.call(&referring("0400", &small_request, 1_000))),
+        "00"
+    );
+    issuer.wait_count("reversals_distinct", 1, Duration::from_secs(10));
     // Back up: decisions are the issuer's again.
     let now = link.call(&authorization(1_000));
     assert_eq!(code(&now), "00");
     assert!(now.get(38).is_some_and(|a| a[0] != b'S'));
+    drop(switch);
+    issuer.stop();
+}
+
+#[test]
+fn a_request_outstanding_at_kill_9_is_reversed_after_the_restart() {
+    let issuer = Issuer::start("127.0.0.1:0");
+    // A timeout long enough that the request is still outstanding when the switch dies.
+    let config = config(issuer.addr(), &[("timeout_ms = 300", "timeout_ms = 20000")]);
+    let wal = fresh_wal_dir();
+    let switch = start_switch(&config, &wal);
+    let mut link = switch.connect();
+    issuer.sim.control.set_silent(true);
+    let outstanding = authorization(7_000);
+    link.send(&outstanding);
+    issuer.wait_count("authorizations", 1, Duration::from_secs(10));
+    switch.kill();
+    issuer.sim.control.set_silent(false);
+    // The acquirer heard nothing; the issuer may have approved: recovery queues the reversal.
+    let switch = start_switch(&config, &wal);
+    assert!(
+        switch
+            .output()
+            .iter()
+            .any(|l| l.contains("requests were outstanding at remote issuers")),
+        "recovery says what it queued"
+    );
+    issuer.wait_count("reversals_distinct", 1, Duration::from_secs(15));
+    // The acquirer's own reversal of it (it timed out too) is acknowledged, not sent again.
+    let mut link = switch.connect();
+    assert_eq!(
+        code(&link.call(&referring("0400", &outstanding, 7_000))),
+        "00"
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        issuer.count("reversals_distinct"),
+        1,
+        "{}",
+        issuer.sim.counts.json()
+    );
+    assert_eq!(issuer.count("reversal_duplicates"), 0);
+    assert_eq!(issuer.count("authorizations"), 1);
+    drop(link);
+    drop(switch);
+    issuer.stop();
+}
+
+#[test]
+fn the_circuit_breaker_opens_on_timeouts_and_a_probe_closes_it() {
+    let issuer = Issuer::start("127.0.0.1:0");
+    let config = config(
+        issuer.addr(),
+        &[
+            ("breaker_failures = 20", "breaker_failures = 2"),
+            ("breaker_open_seconds = 5", "breaker_open_seconds = 1"),
+        ],
+    );
+    let switch = start_switch(&config, &fresh_wal_dir());
+    let mut link = switch.connect();
+    issuer.sim.control.set_silent(true);
+    assert_eq!(code(&link.call(&authorization(100))), "91");
+    assert_eq!(code(&link.call(&authorization(100))), "91");
+    switch.wait_for_output("circuit breaker open");
+    let sent = issuer.count("authorizations");
+    assert_eq!(sent, 2);
+    // Open: answered 91 at once, nothing reaches the issuer; health is down.
+    assert_eq!(code(&link.call(&authorization(100))), "91");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(issuer.count("authorizations"), sent);
+    let (_, metrics) = switch.http_get("/metrics");
+    assert!(
+        metrics.contains("switch_issuer_health{issuer=\"sim\"} 0"),
+        "health while open:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("issuer"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // After the open time one probe goes out; its answer closes the breaker.
+    issuer.sim.control.set_silent(false);
+    std::thread::sleep(Duration::from_millis(1_200));
+    assert_eq!(code(&link.call(&authorization(100))), "00");
+    assert_eq!(code(&link.call(&authorization(100))), "00");
+    switch.wait_for_output("circuit breaker closed");
+    drop(link);
     drop(switch);
     issuer.stop();
 }

@@ -57,6 +57,15 @@ const HOUSEKEEPING_TICK: Duration = Duration::from_millis(100);
 #[rtype(result = "()")]
 pub struct Forward(pub Transaction);
 
+/// A request's `RemoteSent` record is durable at `lsn` (or failed: `None`): it may go out.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Logged {
+    stan: u32,
+    serial: u64,
+    lsn: Option<u64>,
+}
+
 /// A queued advice, once the record that queued it is durable at `lsn`.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -96,6 +105,13 @@ enum Purpose {
     Request {
         transaction: Transaction,
         sent_mti: [u8; 4],
+        /// The message, while its `RemoteSent` record is being made durable; `None` once sent.
+        outgoing: Option<Box<Message<'static>>>,
+        /// The LSN of its `RemoteSent` record, once durable: kept from pruning until the
+        /// decision's record is durable.
+        sent_lsn: Option<u64>,
+        /// Its reversal, queued if it times out (or by recovery, if no decision was logged).
+        reversal: Advice,
     },
     SignOn,
     Echo,
@@ -118,6 +134,19 @@ struct Pending {
 
 /// Fields an answer must echo unchanged when it carries them.
 const MATCHED_FIELDS: [u8; 3] = [41, 7, 37];
+
+/// What the answer to a message must look like: its MTI, and the fields it must echo.
+type Expected = (Mti, Vec<(u8, Vec<u8>)>);
+
+fn expectation(sent: &Message<'_>) -> Option<Expected> {
+    Some((
+        sent.mti.response()?,
+        MATCHED_FIELDS
+            .iter()
+            .filter_map(|&f| sent.get(f).map(|v| (f, v.to_vec())))
+            .collect(),
+    ))
+}
 
 #[derive(Debug)]
 struct Queued {
@@ -155,6 +184,10 @@ pub struct IssuerChannel {
     deadlines: VecDeque<(Instant, u32, u64)>,
     timeouts_in_row: u32,
     breaker_until: Option<Instant>,
+    /// After the breaker's open time: one request (the probe) goes out; the rest wait for its
+    /// answer (stand-in or 91). An answer closes the breaker; a timeout opens it again.
+    half_open: bool,
+    probe: Option<u32>,
     queue: BTreeMap<u128, Queued>,
     advices_in_flight: usize,
     originals: HashMap<TxnKey, Original>,
@@ -168,12 +201,13 @@ pub struct IssuerChannel {
 }
 
 impl IssuerChannel {
-    /// A channel with the queue and the approvals the log holds for it.
+    /// A channel with the queue and the approvals the log holds for it (each with whether it
+    /// was reversed already).
     pub fn new(
         settings: IssuerSettings,
         context: ChannelContext,
         queued: Vec<(u64, Advice)>,
-        sent: Vec<(TxnKey, [u8; 4], u32)>,
+        sent: Vec<(TxnKey, [u8; 4], u32, bool)>,
     ) -> IssuerChannel {
         let now = Instant::now();
         let id_base = std::time::SystemTime::now()
@@ -195,6 +229,8 @@ impl IssuerChannel {
             deadlines: VecDeque::new(),
             timeouts_in_row: 0,
             breaker_until: None,
+            half_open: false,
+            probe: None,
             queue: BTreeMap::new(),
             advices_in_flight: 0,
             originals: HashMap::new(),
@@ -217,8 +253,11 @@ impl IssuerChannel {
                 },
             );
         }
-        for (key, mti, stan) in sent {
+        for (key, mti, stan, reversed) in sent {
             channel.remember(key, mti, stan);
+            if reversed && let Some(known) = channel.originals.get_mut(&key) {
+                known.reversed = true;
+            }
         }
         channel
     }
@@ -249,14 +288,15 @@ impl IssuerChannel {
 
     /// Whether requests can be sent now.
     fn available(&self, now: Instant) -> bool {
-        !self.breaker_open(now) && self.links.iter().any(|l| l.signed_on)
+        let probing = self.half_open && self.probe.is_some();
+        !self.breaker_open(now) && !probing && self.links.iter().any(|l| l.signed_on)
     }
 
     fn update_health(&self) {
         let signed = self.links.iter().filter(|l| l.signed_on).count();
         let state = if self.breaker_open(Instant::now()) || signed == 0 {
             HealthState::Down
-        } else if signed == self.links.len() {
+        } else if signed == self.links.len() && !self.half_open {
             HealthState::Up
         } else {
             HealthState::Degraded
@@ -313,10 +353,20 @@ impl IssuerChannel {
             .inspect(|&slot| self.next_link = (slot + 1) % n)
     }
 
-    fn track(&mut self, stan: u32, slot: usize, sent: &Message<'_>, purpose: Purpose) {
-        let Some(response_mti) = sent.mti.response() else {
-            return;
-        };
+    fn track(&mut self, stan: u32, slot: usize, sent: &Message<'_>, purpose: Purpose) -> u64 {
+        match expectation(sent) {
+            Some(expected) => self.track_expecting(stan, slot, expected, purpose),
+            None => 0,
+        }
+    }
+
+    fn track_expecting(
+        &mut self,
+        stan: u32,
+        slot: usize,
+        (response_mti, echoed): Expected,
+        purpose: Purpose,
+    ) -> u64 {
         self.serial += 1;
         let generation = self.links.get(slot).map_or(0, |l| l.generation);
         self.pending.insert(
@@ -326,15 +376,13 @@ impl IssuerChannel {
                 slot,
                 generation,
                 response_mti,
-                echoed: MATCHED_FIELDS
-                    .iter()
-                    .filter_map(|&f| sent.get(f).map(|v| (f, v.to_vec())))
-                    .collect(),
+                echoed,
                 purpose,
             },
         );
         self.deadlines
             .push_back((Instant::now() + self.settings.timeout, stan, self.serial));
+        self.serial
     }
 
     fn forward(&mut self, transaction: Transaction) {
@@ -367,26 +415,164 @@ impl IssuerChannel {
             metrics().issuer_event(self.name(), "shed");
             return shed(transaction);
         }
-        let Some(slot) = self.pick_link() else {
-            return self.stand_in(transaction, &request);
-        };
+        // Logged before it goes out, with its reversal: should the switch stop before a
+        // decision is logged, recovery queues the reversal (the issuer may have approved).
         let stan = self.take_stan();
-        let sent = message::forward(&request, stan);
-        if !self.send_on(slot, &sent) {
-            metrics().issuer_event(self.name(), "shed");
-            return shed(transaction);
+        let sent = message::forward(&request, stan).into_owned();
+        let reversal = message::reversal_of(&sent).map(|mut r| {
+            r.set(11, message::stan_field(self.take_stan()));
+            r
+        });
+        let id = self.next_id();
+        let Some(reversal) = reversal.and_then(|r| self.seal(id, &r)) else {
+            return reply(
+                transaction,
+                Outcome::decline(ResponseCode::FormatError),
+                false,
+            );
+        };
+        if !self.context.wal.reserve_beyond_bound() {
+            return reply(
+                transaction,
+                Outcome::decline(ResponseCode::SystemMalfunction),
+                true,
+            );
         }
-        metrics().issuer_event(self.name(), "sent");
         let sent_mti = sent.mti.0;
-        self.track(
+        let entry = Entry::RemoteSent {
+            at_seconds: unix_seconds(),
+            issuer: self.settings.name.clone(),
+            key: transaction.identity,
+            sent: (sent_mti, stan),
+            reversal: reversal.clone(),
+        };
+        let Some(expected) = expectation(&sent) else {
+            self.context.wal.unreserve();
+            return reply(
+                transaction,
+                Outcome::decline(ResponseCode::InvalidTransaction),
+                false,
+            );
+        };
+        if self.half_open {
+            tracing::info!(
+                issuer = self.settings.name,
+                "circuit breaker half open: one request goes out as a probe"
+            );
+            self.probe = Some(stan);
+        }
+        // Not on a link yet: `slot` is set when it goes out.
+        let serial = self.track_expecting(
             stan,
-            slot,
-            &sent,
+            usize::MAX,
+            expected,
             Purpose::Request {
                 transaction,
                 sent_mti,
+                outgoing: Some(Box::new(sent)),
+                sent_lsn: None,
+                reversal,
             },
         );
+        let (me, pins) = (self.me.clone(), self.context.pins.clone());
+        let then = AfterLogged(Box::new(move |durability, lsn| {
+            let lsn = (durability == Durability::Durable).then(|| {
+                pins.pin(lsn);
+                lsn
+            });
+            match me {
+                Some(me) => me.do_send(Logged { stan, serial, lsn }),
+                None => {
+                    if let Some(lsn) = lsn {
+                        pins.unpin(lsn);
+                    }
+                }
+            }
+        }));
+        self.submit(
+            &entry,
+            Waiting::Remote {
+                reply: None,
+                then: Some(then),
+            },
+        );
+    }
+
+    /// A probe that never went out: the next request is the probe.
+    fn not_sent(&mut self, stan: u32) {
+        if self.probe == Some(stan) {
+            self.probe = None;
+        }
+    }
+
+    /// A request's `RemoteSent` record is durable: it goes out now, on a signed-on link.
+    fn logged(&mut self, stan: u32, serial: u64, lsn: Option<u64>) {
+        let current = self.pending.get(&stan).is_some_and(|p| p.serial == serial);
+        if !current {
+            // Timed out while being logged: its 91 (nothing sent) is logged already.
+            if let Some(lsn) = lsn {
+                self.context.pins.unpin(lsn);
+            }
+            return;
+        }
+        let Some(lsn) = lsn else {
+            // The log failed: nothing was sent, nothing is decided; the answer is 96.
+            self.not_sent(stan);
+            if let Some(Pending {
+                purpose: Purpose::Request { transaction, .. },
+                ..
+            }) = self.pending.remove(&stan)
+            {
+                reply(
+                    transaction,
+                    Outcome::decline(ResponseCode::SystemMalfunction),
+                    true,
+                );
+            }
+            return;
+        };
+        let slot = self.pick_link();
+        let generation = slot
+            .and_then(|s| self.links.get(s))
+            .map_or(0, |l| l.generation);
+        let Some(pending) = self.pending.get_mut(&stan) else {
+            return;
+        };
+        let Purpose::Request {
+            outgoing, sent_lsn, ..
+        } = &mut pending.purpose
+        else {
+            return;
+        };
+        *sent_lsn = Some(lsn);
+        let Some(message) = outgoing.take() else {
+            return;
+        };
+        if let Some(slot) = slot {
+            pending.slot = slot;
+            pending.generation = generation;
+        }
+        if slot.is_some_and(|slot| self.send_on(slot, &message)) {
+            metrics().issuer_event(self.name(), "sent");
+            return;
+        }
+        // No link took it: nothing went out. Its record is closed by a 91 without a reversal.
+        metrics().issuer_event(self.name(), "shed");
+        self.not_sent(stan);
+        if let Some(Pending {
+            purpose: Purpose::Request { transaction, .. },
+            ..
+        }) = self.pending.remove(&stan)
+        {
+            self.log(
+                transaction,
+                Outcome::decline(ResponseCode::IssuerUnavailable),
+                None,
+                None,
+                None,
+                Some(lsn),
+            );
+        }
     }
 
     /// The channel cannot send: a stand-in approval where the rules allow, else 91 (nothing
@@ -408,7 +594,13 @@ impl IssuerChannel {
         metrics().issuer_event(self.name(), "stand_in");
         let id = self.next_id();
         let auth_id = stand_in_code(id);
-        let advice = message::stand_in_advice(request, auth_id);
+        let mut advice = message::stand_in_advice(request, auth_id);
+        // Its field 11 stays the same on every send (repeats included), so that a reversal of
+        // the stand-in approval can name it in field 90.
+        let stan = self.take_stan();
+        advice.set(11, message::stan_field(stan));
+        let advice_mti = advice.mti.0;
+        self.remember(transaction.identity, advice_mti, stan);
         let outcome = Outcome {
             code: ResponseCode::Approved,
             auth_id: Some(auth_id),
@@ -419,7 +611,15 @@ impl IssuerChannel {
             stan = transaction.identity.stan,
             "issuer down: approved in stand-in, advice queued"
         );
-        self.log(transaction, outcome, None, Some((id, advice)));
+        let advice = self.seal(id, &advice);
+        self.log(
+            transaction,
+            outcome,
+            Some((advice_mti, stan)),
+            advice,
+            None,
+            None,
+        );
     }
 
     /// An acquirer's reversal or completion of a remote transaction: acknowledged once the
@@ -447,6 +647,8 @@ impl IssuerChannel {
                 Outcome::decline(ResponseCode::Approved),
                 None,
                 None,
+                Some(key),
+                None,
             );
         }
         if self.queue.len() >= self.settings.queue_max {
@@ -456,19 +658,23 @@ impl IssuerChannel {
         if reversal && let Some(known) = self.originals.get_mut(&key) {
             known.reversed = true;
         }
-        let advice = message::advice_of_acquirer_message(
+        let mut advice = message::advice_of_acquirer_message(
             request,
             original.mti,
             original.stan,
             key.transmission,
             key.acquirer,
         );
+        advice.set(11, message::stan_field(self.take_stan()));
         let id = self.next_id();
+        let advice = self.seal(id, &advice);
         self.log(
             transaction,
             Outcome::decline(ResponseCode::Approved),
             None,
-            Some((id, advice)),
+            advice,
+            reversal.then_some(key),
+            None,
         );
     }
 
@@ -477,23 +683,27 @@ impl IssuerChannel {
         self.id_base | u128::from(self.id_counter)
     }
 
-    /// Logs a decision for `transaction` (with the advice to queue, if any) and answers it
-    /// once durable.
+    /// Logs a decision for `transaction` (with the advice to queue, if any, and the original
+    /// an acquirer's reversal reverses) and answers it once durable; then lets go of the
+    /// request's `RemoteSent` record at `unpin`, which this decision closes.
     fn log(
         &mut self,
         transaction: Transaction,
         outcome: Outcome,
         sent: Option<([u8; 4], u32)>,
-        advice: Option<(u128, Message<'static>)>,
+        advice: Option<Advice>,
+        original: Option<TxnKey>,
+        unpin: Option<u64>,
     ) {
         if !self.context.wal.reserve_beyond_bound() {
+            // The log has failed: the process is ending. A request sent has its RemoteSent
+            // record, from which recovery queues the reversal.
             return reply(
                 transaction,
                 Outcome::decline(ResponseCode::SystemMalfunction),
                 true,
             );
         }
-        let advice = advice.and_then(|(id, message)| self.seal(id, &message));
         let entry = Entry::Remote {
             at_seconds: unix_seconds(),
             issuer: self.settings.name.clone(),
@@ -502,8 +712,23 @@ impl IssuerChannel {
             outcome,
             sent,
             advice: advice.clone(),
+            original,
         };
-        let then = advice.map(|advice| self.enqueue_when_logged(advice));
+        let enqueue = advice.map(|advice| self.enqueue_when_logged(advice));
+        let pins = self.context.pins.clone();
+        let then = match (enqueue, unpin) {
+            (None, None) => None,
+            (enqueue, unpin) => Some(AfterLogged(Box::new(move |durability, lsn| {
+                if let Some(enqueue) = enqueue {
+                    (enqueue.0)(durability, lsn);
+                }
+                if durability == Durability::Durable
+                    && let Some(unpin) = unpin
+                {
+                    pins.unpin(unpin);
+                }
+            }))),
+        };
         self.submit(
             &entry,
             Waiting::Remote {
@@ -657,15 +882,32 @@ impl IssuerChannel {
             Purpose::Request {
                 transaction,
                 sent_mti,
+                sent_lsn,
+                ..
             } => {
                 metrics().issuer_event(self.name(), "answered");
                 self.timeouts_in_row = 0;
+                if self.half_open {
+                    tracing::info!(
+                        issuer = self.settings.name,
+                        "the issuer answered: circuit breaker closed"
+                    );
+                }
                 self.breaker_until = None;
+                self.half_open = false;
+                self.probe = None;
                 let outcome = message::outcome_of(answer);
                 if outcome.code.is_approved() {
                     self.remember(transaction.identity, sent_mti, stan);
                 }
-                self.log(transaction, outcome, Some((sent_mti, stan)), None);
+                self.log(
+                    transaction,
+                    outcome,
+                    Some((sent_mti, stan)),
+                    None,
+                    None,
+                    sent_lsn,
+                );
             }
             Purpose::SignOn => {
                 let Some(link) = self.links.get_mut(pending.slot) else {
@@ -765,7 +1007,25 @@ impl IssuerChannel {
                 Purpose::Request {
                     transaction,
                     sent_mti,
-                } => self.timed_out(transaction, sent_mti, stan),
+                    outgoing,
+                    sent_lsn,
+                    reversal,
+                } => {
+                    if outgoing.is_some() {
+                        // Never sent (its record was not yet durable): 91, nothing to reverse.
+                        self.not_sent(stan);
+                        self.log(
+                            transaction,
+                            Outcome::decline(ResponseCode::IssuerUnavailable),
+                            None,
+                            None,
+                            None,
+                            sent_lsn,
+                        );
+                    } else {
+                        self.timed_out(transaction, sent_mti, stan, reversal, sent_lsn);
+                    }
+                }
                 Purpose::SignOn | Purpose::Echo => {
                     let live = self
                         .links
@@ -789,43 +1049,50 @@ impl IssuerChannel {
             }
         }
         if self.breaker_until.is_some_and(|until| now >= until) {
-            // Half open: traffic flows again; the next timeout reopens it.
             self.breaker_until = None;
-            self.timeouts_in_row = self.settings.breaker_failures.saturating_sub(1);
+            self.half_open = true;
+            self.probe = None;
             self.update_health();
         }
     }
 
     /// 91 for the acquirer, and a reversal of what the switch sent queued in the same record.
-    fn timed_out(&mut self, transaction: Transaction, sent_mti: [u8; 4], stan: u32) {
+    fn timed_out(
+        &mut self,
+        transaction: Transaction,
+        sent_mti: [u8; 4],
+        stan: u32,
+        reversal: Advice,
+        sent_lsn: Option<u64>,
+    ) {
         metrics().issuer_event(self.name(), "timeout");
         self.timeouts_in_row += 1;
-        if self.timeouts_in_row >= self.settings.breaker_failures && self.breaker_until.is_none() {
+        let probe_failed = self.half_open && self.probe == Some(stan);
+        if probe_failed {
+            self.half_open = false;
+            self.probe = None;
+        }
+        if (probe_failed || self.timeouts_in_row >= self.settings.breaker_failures)
+            && self.breaker_until.is_none()
+        {
             tracing::warn!(issuer = self.settings.name, timeouts = self.timeouts_in_row, open_for = ?self.settings.breaker_open, "circuit breaker open: the issuer is treated as down");
             metrics().issuer_event(self.name(), "breaker_open");
             self.breaker_until = Some(Instant::now() + self.settings.breaker_open);
             self.update_health();
         }
-        let frame = transaction.frame.clone();
-        let reversal = self
-            .context
-            .acquirer_dialect
-            .decode(&frame)
-            .ok()
-            .map(|request| message::forward(&request, stan))
-            .and_then(|sent| message::reversal_of(&sent));
         tracing::info!(
             issuer = self.settings.name,
             stan = transaction.identity.stan,
             issuer_stan = stan,
             "no answer from the issuer in time: 91, reversal queued"
         );
-        let advice = reversal.map(|r| (self.next_id(), r));
         self.log(
             transaction,
             Outcome::decline(ResponseCode::IssuerUnavailable),
             Some((sent_mti, stan)),
-            advice,
+            Some(reversal),
+            None,
+            sent_lsn,
         );
     }
 
@@ -896,10 +1163,20 @@ impl IssuerChannel {
             return self.finish_advice(id, false);
         };
         let repeat = queued.sent_before;
+        // Its own field 11, the same on every send; while something else outstanding has it
+        // (the counter came round), it waits.
+        let stan = match advice
+            .get(11)
+            .and_then(message::digits)
+            .and_then(|s| u32::try_from(s).ok())
+        {
+            Some(stan) if self.pending.contains_key(&stan) => return,
+            Some(stan) => stan,
+            None => self.take_stan(),
+        };
         let Some(slot) = self.pick_link() else {
             return;
         };
-        let stan = self.take_stan();
         let out = message::advice_to_send(&advice, repeat, stan);
         if !self.send_on(slot, &out) {
             return;
@@ -993,6 +1270,13 @@ impl Handler<Forward> for IssuerChannel {
     type Result = ();
     fn handle(&mut self, Forward(transaction): Forward, _: &mut Self::Context) {
         self.forward(transaction);
+    }
+}
+
+impl Handler<Logged> for IssuerChannel {
+    type Result = ();
+    fn handle(&mut self, Logged { stan, serial, lsn }: Logged, _: &mut Self::Context) {
+        self.logged(stan, serial, lsn);
     }
 }
 

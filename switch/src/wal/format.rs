@@ -294,9 +294,22 @@ pub enum Entry {
         fingerprint: u64,
         outcome: Outcome,
         /// The switch's own request to the issuer: its MTI and field 11 (for field 90 of a
-        /// later reversal); `None` when nothing was sent.
+        /// later reversal; for a stand-in approval, those of its 0120 advice); `None` when
+        /// nothing was sent.
         sent: Option<([u8; 4], u32)>,
         advice: Option<Advice>,
+        /// For an acquirer's reversal of a remote transaction: the original it reverses.
+        original: Option<TxnKey>,
+    },
+    /// A request about to be sent to an issuer, logged (and durable) before it is sent, with
+    /// the reversal to queue should no decision about it ever be logged (a crash while it was
+    /// outstanding): the `Remote` record of its answer or timeout closes it.
+    RemoteSent {
+        at_seconds: u64,
+        issuer: String,
+        key: TxnKey,
+        sent: ([u8; 4], u32),
+        reversal: Advice,
     },
     /// A queued advice acknowledged by its issuer (`delivered`), or given up.
     AdviceDone {
@@ -405,6 +418,34 @@ enum EntryRecord {
     AccountBlocked(AccountBlockedRecord),
     Remote(RemoteRecord),
     AdviceDone(AdviceDoneRecord),
+    RemoteSent(RemoteSentRecord),
+}
+
+#[derive(Encode, Decode)]
+struct RemoteSentRecord {
+    at_seconds: u64,
+    issuer: String,
+    key: KeyRecord,
+    sent: ([u8; 4], u32),
+    reversal: AdviceRecord,
+}
+
+fn advice_record(a: &Advice) -> AdviceRecord {
+    AdviceRecord {
+        id: a.id,
+        issuer: a.issuer.clone(),
+        created_seconds: a.created_seconds,
+        sealed: a.sealed.clone(),
+    }
+}
+
+fn advice_from(a: AdviceRecord) -> Advice {
+    Advice {
+        id: a.id,
+        issuer: a.issuer,
+        created_seconds: a.created_seconds,
+        sealed: a.sealed,
+    }
 }
 
 #[derive(Encode, Decode)]
@@ -425,6 +466,7 @@ struct RemoteRecord {
     auth_id: Option<[u8; 6]>,
     sent: Option<([u8; 4], u32)>,
     advice: Option<AdviceRecord>,
+    original: Option<KeyRecord>,
 }
 
 #[derive(Encode, Decode)]
@@ -594,6 +636,7 @@ pub fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
             outcome,
             sent,
             advice,
+            original,
         } => EntryRecord::Remote(RemoteRecord {
             at_seconds: *at_seconds,
             issuer: issuer.clone(),
@@ -602,12 +645,21 @@ pub fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
             code: *outcome.code.as_bytes(),
             auth_id: outcome.auth_id,
             sent: *sent,
-            advice: advice.as_ref().map(|a| AdviceRecord {
-                id: a.id,
-                issuer: a.issuer.clone(),
-                created_seconds: a.created_seconds,
-                sealed: a.sealed.clone(),
-            }),
+            advice: advice.as_ref().map(advice_record),
+            original: original.as_ref().map(key_record),
+        }),
+        Entry::RemoteSent {
+            at_seconds,
+            issuer,
+            key,
+            sent,
+            reversal,
+        } => EntryRecord::RemoteSent(RemoteSentRecord {
+            at_seconds: *at_seconds,
+            issuer: issuer.clone(),
+            key: key_record(key),
+            sent: *sent,
+            reversal: advice_record(reversal),
         }),
         Entry::AdviceDone {
             at_seconds,
@@ -719,12 +771,15 @@ pub fn decode_entry(payload: &[u8]) -> Result<Entry, EntryError> {
                 balances: None,
             },
             sent: r.sent,
-            advice: r.advice.map(|a| Advice {
-                id: a.id,
-                issuer: a.issuer,
-                created_seconds: a.created_seconds,
-                sealed: a.sealed,
-            }),
+            advice: r.advice.map(advice_from),
+            original: r.original.map(key_from),
+        },
+        EntryRecord::RemoteSent(r) => Entry::RemoteSent {
+            at_seconds: r.at_seconds,
+            issuer: r.issuer,
+            key: key_from(r.key),
+            sent: r.sent,
+            reversal: advice_from(r.reversal),
         },
         EntryRecord::AdviceDone(r) => Entry::AdviceDone {
             at_seconds: r.at_seconds,
@@ -1170,6 +1225,19 @@ mod tests {
                 created_seconds: 11,
                 sealed: vec![1, 2, 3],
             }),
+            original: Some(key),
+        };
+        let remote_sent = Entry::RemoteSent {
+            at_seconds: 10,
+            issuer: "sim".into(),
+            key,
+            sent: (*b"0200", 999_999),
+            reversal: Advice {
+                id: 3,
+                issuer: "sim".into(),
+                created_seconds: 10,
+                sealed: vec![9; 40],
+            },
         };
         let approved_remote = Entry::Remote {
             at_seconds: 12,
@@ -1183,6 +1251,7 @@ mod tests {
             },
             sent: None,
             advice: None,
+            original: None,
         };
         let done = Entry::AdviceDone {
             at_seconds: 13,
@@ -1194,6 +1263,7 @@ mod tests {
             expired,
             expire,
             remote,
+            remote_sent,
             approved_remote,
             done,
         ] {
