@@ -303,7 +303,6 @@ async fn start(
     let sealer = Arc::new(Sealer::new(&settings.token_key));
     let mut remote = recovered.remote;
     let mut channels = HashMap::new();
-    let mut issuer_health = Vec::new();
     for issuer in &settings.issuers {
         let queued: Vec<(u64, Advice)> = remote
             .advices
@@ -318,13 +317,12 @@ async fn start(
             .map(|(_, key, mti, stan)| (*key, *mti, *stan, remote.reversed.contains(key)))
             .collect();
         let health = Arc::new(IssuerHealth::default());
-        issuer_health.push((issuer.name.clone(), health.clone()));
         let context = ChannelContext {
             wal: wal.clone(),
             pins: pins.clone(),
             sealer: sealer.clone(),
             acquirer_dialect: settings.dialect.dialect(),
-            health,
+            health: health.clone(),
         };
         let arbiter = Arbiter::new();
         let issuer = issuer.clone();
@@ -334,7 +332,7 @@ async fn start(
             ctx.set_mailbox_capacity(capacity);
             IssuerChannel::new(issuer, context, queued, sent)
         });
-        channels.insert(name, channel);
+        channels.insert(name, (channel, health));
         threads.arbiters.push(arbiter);
     }
     remote

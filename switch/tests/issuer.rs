@@ -382,3 +382,45 @@ fn the_circuit_breaker_opens_on_timeouts_and_a_probe_closes_it() {
     drop(switch);
     issuer.stop();
 }
+
+#[test]
+fn a_fallback_issuer_takes_over_and_its_approvals_are_reversed_there() {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = probe.local_addr().unwrap();
+    drop(probe);
+    let fallback = Issuer::start("127.0.0.1:0");
+    let second = format!(
+        "[[issuers]]\nname = \"sim2\"\naddress = \"{}\"\ntimeout_ms = 300\nretry_min_ms = 100\n\n[demo]\n",
+        fallback.addr()
+    );
+    let config = config(
+        dead,
+        &[
+            (
+                "to = \"issuer:sim\"",
+                "fallbacks = [\"issuer:sim2\"]\nto = \"issuer:sim\"",
+            ),
+            ("[demo]\n", second.as_str()),
+        ],
+    );
+    let switch = start_switch(&config, &fresh_wal_dir());
+    let mut link = switch.connect();
+    let request = authorization(1_500);
+    assert_eq!(code(&link.call(&request)), "00");
+    assert_eq!(fallback.count("authorizations"), 1);
+    // The reversal goes to the primary first, which does not know it, then to the fallback.
+    assert_eq!(code(&link.call(&referring("0400", &request, 1_500))), "00");
+    fallback.wait_count("reversals_distinct", 1, Duration::from_secs(10));
+    let (_, metrics) = switch.http_get("/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switch_issuer_events_total{")
+                && l.contains("\"fallback\"")
+                && l.contains("\"sim2\"")),
+        "the fallback is counted"
+    );
+    drop(link);
+    drop(switch);
+    fallback.stop();
+}

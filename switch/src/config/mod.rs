@@ -255,6 +255,9 @@ struct AcquirerFile {
 struct RouteFile {
     prefix: String,
     to: String,
+    /// Issuers (`issuer:NAME`) tried in order when `to` is down.
+    #[serde(default)]
+    fallbacks: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -905,7 +908,28 @@ impl Checker<'_> {
                     }
                 },
             };
-            if !routes.insert(r.prefix.as_bytes(), destination) {
+            let mut fallbacks = Vec::with_capacity(r.fallbacks.len());
+            for (j, fallback) in r.fallbacks.iter().enumerate() {
+                let fkey = format!("{key}.fallbacks[{j}]");
+                let Some(name) = fallback.strip_prefix("issuer:") else {
+                    return Err(self.invalid(fkey, format!("{fallback:?} is not \"issuer:NAME\"")));
+                };
+                if !issuers.iter().any(|n| n == name) {
+                    return Err(
+                        self.invalid(fkey, format!("issuer {name:?} is not in [[issuers]]"))
+                    );
+                }
+                if destination == Destination::OnUs {
+                    return Err(self.invalid(fkey, "an on-us route has no fallbacks"));
+                }
+                if destination == Destination::Issuer(name.to_owned())
+                    || fallbacks.iter().any(|f| f == name)
+                {
+                    return Err(self.invalid(fkey, format!("issuer {name:?} is named twice")));
+                }
+                fallbacks.push(name.to_owned());
+            }
+            if !routes.insert_with_fallbacks(r.prefix.as_bytes(), destination, fallbacks) {
                 return Err(self.invalid(
                     format!("{key}.prefix"),
                     format!("{:?} is routed twice", r.prefix),
@@ -1230,6 +1254,26 @@ mod tests {
                 "to = \"issuer:sim\"",
                 "to = \"issuer:nobody\"",
                 "test.toml: routes[1].to: issuer \"nobody\" is not in [[issuers]]",
+            ),
+            (
+                "to = \"issuer:sim\"",
+                "to = \"issuer:sim\"\nfallbacks = [\"issuer:sim\"]",
+                "test.toml: routes[1].fallbacks[0]: issuer \"sim\" is named twice",
+            ),
+            (
+                "to = \"issuer:sim\"",
+                "to = \"issuer:sim\"\nfallbacks = [\"on-us\"]",
+                "test.toml: routes[1].fallbacks[0]: \"on-us\" is not \"issuer:NAME\"",
+            ),
+            (
+                "timeout_ms = 2000",
+                "timeout_ms = 0",
+                "test.toml: issuers[0].timeout_ms: 0 is below the minimum 10",
+            ),
+            (
+                "backoff_max_ms = 10000",
+                "backoff_max_ms = 10",
+                "test.toml: issuers[0].backoff_max_ms: is below backoff_min_ms",
             ),
             (
                 "balance = \"10000.00\"",

@@ -52,10 +52,11 @@ const TIMEOUT_TICK: Duration = Duration::from_millis(10);
 /// How often queued advices, idle links and the breaker are looked at.
 const HOUSEKEEPING_TICK: Duration = Duration::from_millis(100);
 
-/// A transaction for this issuer, from routing.
+/// A transaction for this issuer, from routing; for a reversal or completion, the other
+/// issuers of its route, asked in turn if this one does not know the original.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Forward(pub Transaction);
+pub struct Forward(pub Transaction, pub Vec<Addr<IssuerChannel>>);
 
 /// A request's `RemoteSent` record is durable at `lsn` (or failed: `None`): it may go out.
 #[derive(Debug, Message)]
@@ -385,7 +386,7 @@ impl IssuerChannel {
         self.serial
     }
 
-    fn forward(&mut self, transaction: Transaction) {
+    fn forward(&mut self, transaction: Transaction, others: Vec<Addr<IssuerChannel>>) {
         let now = Instant::now();
         let frame = transaction.frame.clone();
         let Ok(request) = self.context.acquirer_dialect.decode(&frame) else {
@@ -404,7 +405,7 @@ impl IssuerChannel {
             );
         }
         if transaction.request.kind.refers_to_original() {
-            return self.forward_advice(transaction, &request);
+            return self.forward_advice(transaction, &request, others);
         }
         if !self.available(now) {
             return self.stand_in(transaction, &request);
@@ -624,7 +625,12 @@ impl IssuerChannel {
 
     /// An acquirer's reversal or completion of a remote transaction: acknowledged once the
     /// advice for the issuer is queued durably; 25 if the switch does not know the original.
-    fn forward_advice(&mut self, transaction: Transaction, request: &Message<'_>) {
+    fn forward_advice(
+        &mut self,
+        transaction: Transaction,
+        request: &Message<'_>,
+        mut others: Vec<Addr<IssuerChannel>>,
+    ) {
         let Some(key) = transaction.request.original else {
             return reply(
                 transaction,
@@ -633,6 +639,15 @@ impl IssuerChannel {
             );
         };
         let Some(original) = self.originals.get(&key).copied() else {
+            if !others.is_empty() {
+                let next = others.remove(0);
+                if let Err(error) = next.try_send(Forward(transaction, others)) {
+                    let (SendError::Full(Forward(transaction, _))
+                    | SendError::Closed(Forward(transaction, _))) = error;
+                    shed(transaction);
+                }
+                return;
+            }
             return reply(
                 transaction,
                 Outcome::decline(ResponseCode::OriginalNotFound),
@@ -1268,8 +1283,8 @@ impl Actor for IssuerChannel {
 
 impl Handler<Forward> for IssuerChannel {
     type Result = ();
-    fn handle(&mut self, Forward(transaction): Forward, _: &mut Self::Context) {
-        self.forward(transaction);
+    fn handle(&mut self, Forward(transaction, others): Forward, _: &mut Self::Context) {
+        self.forward(transaction, others);
     }
 }
 

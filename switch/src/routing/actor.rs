@@ -10,13 +10,14 @@ use std::time::Instant;
 use super::{Destination, RoutingTable};
 use crate::domain::{Outcome, ResponseCode};
 use crate::issuer::channel::{Forward, IssuerChannel};
+use crate::issuer::{Health, HealthState};
 use crate::ledger::actor::LedgerActor;
 use crate::ledger::shard_of;
 use crate::ops::metrics::{Route as RouteLabel, Stage, metrics};
 use crate::pipeline::{Post, Route, reply, shed};
 
-/// The issuer channels by name.
-pub type Channels = Arc<std::collections::HashMap<String, Addr<IssuerChannel>>>;
+/// The issuer channels by name, with their health.
+pub type Channels = Arc<std::collections::HashMap<String, (Addr<IssuerChannel>, Arc<Health>)>>;
 
 #[derive(Debug)]
 pub struct RoutingActor {
@@ -53,10 +54,10 @@ impl Handler<Route> for RoutingActor {
     type Result = ();
     fn handle(&mut self, Route(mut transaction): Route, _: &mut Self::Context) {
         let started = Instant::now();
-        let destination = self.table.route(&transaction.request.pan);
+        let destination = self.table.route_with_fallbacks(&transaction.request.pan);
         metrics().observe(Stage::Routing, started.elapsed());
         match destination {
-            Some(Destination::OnUs) => {
+            Some((Destination::OnUs, _)) => {
                 transaction.route = RouteLabel::OnUs;
                 let shard = &self.shards[shard_of(&transaction.request.card, self.shards.len())];
                 if let Err(error) = shard.try_send(Post(transaction)) {
@@ -65,13 +66,35 @@ impl Handler<Route> for RoutingActor {
                     shed(transaction);
                 }
             }
-            Some(Destination::Issuer(name)) => {
+            Some((Destination::Issuer(primary), fallbacks)) => {
                 transaction.route = RouteLabel::Issuer;
-                match self.channels.get(name) {
-                    Some(channel) => {
-                        if let Err(error) = channel.try_send(Forward(transaction)) {
-                            let (SendError::Full(Forward(transaction))
-                            | SendError::Closed(Forward(transaction))) = error;
+                // A reversal or completion goes where its original went: to each issuer of
+                // the route in turn, until one knows it. Anything else goes to the first issuer
+                // not down, in order; if all are, to the primary (stand-in or 91 there).
+                let candidates = std::iter::once(primary).chain(fallbacks);
+                let (chosen, others) = if transaction.request.kind.refers_to_original() {
+                    let others: Vec<Addr<IssuerChannel>> = fallbacks
+                        .iter()
+                        .filter_map(|name| self.channels.get(name).map(|(c, _)| c.clone()))
+                        .collect();
+                    (primary, others)
+                } else {
+                    let up = |name: &&String| {
+                        self.channels
+                            .get(*name)
+                            .is_some_and(|(_, health)| health.get() != HealthState::Down)
+                    };
+                    let chosen = candidates.clone().find(up).unwrap_or(primary);
+                    if chosen != primary {
+                        metrics().issuer_event(chosen, "fallback");
+                    }
+                    (chosen, Vec::new())
+                };
+                match self.channels.get(chosen) {
+                    Some((channel, _)) => {
+                        if let Err(error) = channel.try_send(Forward(transaction, others)) {
+                            let (SendError::Full(Forward(transaction, _))
+                            | SendError::Closed(Forward(transaction, _))) = error;
                             shed(transaction);
                         }
                     }

@@ -16,35 +16,53 @@ pub enum Destination {
 /// hundreds of prefixes; a linear scan over them stays in the nanoseconds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RoutingTable {
-    routes: Vec<(Vec<u8>, Destination)>,
+    /// (prefix, destination, fallback issuers in order).
+    routes: Vec<(Vec<u8>, Destination, Vec<String>)>,
 }
 
 impl RoutingTable {
     /// Adds a route; false if the prefix is already routed.
     pub fn insert(&mut self, prefix: &[u8], destination: Destination) -> bool {
-        if self.routes.iter().any(|(p, _)| p == prefix) {
+        self.insert_with_fallbacks(prefix, destination, Vec::new())
+    }
+
+    /// Adds a route to an issuer with the issuers to try, in order, when it is down; false
+    /// if the prefix is already routed.
+    pub fn insert_with_fallbacks(
+        &mut self,
+        prefix: &[u8],
+        destination: Destination,
+        fallbacks: Vec<String>,
+    ) -> bool {
+        if self.routes.iter().any(|(p, ..)| p == prefix) {
             return false;
         }
         let at = self
             .routes
-            .partition_point(|(p, _)| p.len() >= prefix.len());
-        self.routes.insert(at, (prefix.to_vec(), destination));
+            .partition_point(|(p, ..)| p.len() >= prefix.len());
+        self.routes
+            .insert(at, (prefix.to_vec(), destination, fallbacks));
         true
     }
 
     pub fn route(&self, pan: &Pan) -> Option<&Destination> {
+        self.route_with_fallbacks(pan).map(|(d, _)| d)
+    }
+
+    /// The destination of `pan` and the issuers to fall back on, in order.
+    pub fn route_with_fallbacks(&self, pan: &Pan) -> Option<(&Destination, &[String])> {
         let (digits, len) = pan.digits();
         let digits = &digits[..len];
         self.routes
             .iter()
-            .find(|(prefix, _)| digits.starts_with(prefix))
-            .map(|(_, d)| d)
+            .find(|(prefix, ..)| digits.starts_with(prefix))
+            .map(|(_, d, f)| (d, f.as_slice()))
     }
 
     /// Every route as (prefix, destination as configured: `on-us` or `issuer:NAME`), longest
     /// prefix first.
     pub fn routes(&self) -> impl Iterator<Item = (String, String)> + '_ {
-        self.routes.iter().map(|(prefix, destination)| {
+        self.routes.iter().map(|(prefix, destination, _)| {
             let to = match destination {
                 Destination::OnUs => "on-us".to_owned(),
                 Destination::Issuer(name) => format!("issuer:{name}"),
