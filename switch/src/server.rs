@@ -303,7 +303,9 @@ async fn start(
     let sealer = Arc::new(Sealer::new(&settings.token_key));
     let mut remote = recovered.remote;
     let mut channels = HashMap::new();
-    for issuer in &settings.issuers {
+    for (index, issuer) in settings.issuers.iter().enumerate() {
+        // Read at start: an unreadable or invalid file stops it, naming the key and the file.
+        let tls = crate::issuer::tls::client(index, issuer).map_err(|e| anyhow!(e))?;
         let queued: Vec<(u64, Advice)> = remote
             .advices
             .values()
@@ -323,6 +325,7 @@ async fn start(
             sealer: sealer.clone(),
             acquirer_dialect: settings.dialect.dialect(),
             health: health.clone(),
+            tls,
         };
         let arbiter = Arbiter::new();
         let issuer = issuer.clone();

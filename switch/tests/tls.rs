@@ -278,6 +278,16 @@ fn unreadable_or_mismatched_tls_files_stop_the_start_with_the_key_and_file() {
             "[[acquirers]]\nid = \"123456\"\nname = \"x\"\nclient_cert_cn = \"a\"\n".to_owned(),
             "acquirers[0].client_cert_cn: needs mutual TLS".to_owned(),
         ),
+        (
+            format!("[[issuers]]\nname = \"sim\"\ntls = {{ ca = {missing:?} }}\n"),
+            format!("issuers[0].tls.ca: {}: cannot read", missing.display()),
+        ),
+        (
+            format!(
+                "[[issuers]]\nname = \"sim\"\ntls = {{ ca = {certificate:?}, cert = {certificate:?} }}\n"
+            ),
+            "issuers[0].tls.cert: cert and key go together".to_owned(),
+        ),
     ];
     for (text, expected) in cases {
         let config = config_file("tls-bad", &format!("{text}\n[demo]\naccounts = 10\n"));
@@ -299,4 +309,131 @@ fn unreadable_or_mismatched_tls_files_stop_the_start_with_the_key_and_file() {
             "{text}\n  want: {expected}\n  got: {last}"
         );
     }
+}
+
+/// The issuer simulator behind a TLS-terminating proxy that requires a client certificate of
+/// `ca`: (its address, the simulator, the runtime running both).
+fn tls_issuer(
+    ca: &Authority,
+) -> (
+    std::net::SocketAddr,
+    loadtest::sim::Sim,
+    tokio::runtime::Runtime,
+) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (cert, key) = issue(ca, "issuer", true);
+    let roots = {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca.certificate.pem().as_bytes()).unwrap())
+            .unwrap();
+        Arc::new(roots)
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (sim, serve) = runtime
+        .block_on(loadtest::sim::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            DialectName::Default,
+            FrameHeader::Binary2,
+            loadtest::sim::Behaviour::default(),
+            3,
+        ))
+        .unwrap();
+    runtime.spawn(serve);
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let target = sim.addr;
+    runtime.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (addr, sim, runtime)
+}
+
+#[test]
+fn issuer_links_speak_mutual_tls_and_refuse_an_issuer_of_another_ca() {
+    let ca = authority("issuer network CA");
+    let (addr, sim, runtime) = tls_issuer(&ca);
+    let (client_cert, client_key) = issue(&ca, "switch", false);
+    let ca_file = write("issuer-ca.pem", &ca.certificate.pem());
+    let cert_file = write("issuer-client.pem", &client_cert);
+    let key_file = write("issuer-client.key", &client_key);
+    let issuer_tls = |ca: &PathBuf| {
+        format!(
+            "address = \"{addr}\"\ntls = {{ ca = \"{}\", cert = \"{}\", key = \"{}\" }}",
+            ca.display(),
+            cert_file.display(),
+            key_file.display()
+        )
+    };
+    let good = issuer_tls(&ca_file);
+    let config = config_file(
+        "issuer-tls",
+        &default_config_with(&[("address = \"127.0.0.1:9584\"", good.as_str())]),
+    );
+    let switch = Switch::start(&["--config", config.to_str().unwrap()]);
+    switch.wait_for_output("issuer link signed on");
+    let mut link = switch.connect();
+    let answer = link.call(&request("0100", b"4111111111111111", "000000", 1_000));
+    assert_eq!(code(&answer), "00");
+    assert_eq!(sim.counts.json()["authorizations"], 1);
+    drop(link);
+    drop(switch);
+
+    // An issuer whose certificate does not chain to the configured CA is never signed on to.
+    let other = authority("someone else");
+    let other_file = write("issuer-other-ca.pem", &other.certificate.pem());
+    let bad = issuer_tls(&other_file);
+    let config = config_file(
+        "issuer-tls-bad",
+        &default_config_with(&[("address = \"127.0.0.1:9584\"", bad.as_str())]),
+    );
+    let switch = Switch::start(&["--config", config.to_str().unwrap()]);
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    let mut link = switch.connect();
+    let answer = link.call(&request("0100", b"4111111111111111", "000000", 1_000));
+    assert_eq!(code(&answer), "91");
+    assert_eq!(sim.counts.json()["authorizations"], 1);
+    assert!(
+        !switch
+            .output()
+            .iter()
+            .any(|l| l.contains("issuer link signed on"))
+    );
+    drop(link);
+    drop(switch);
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
 }

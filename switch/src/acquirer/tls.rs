@@ -83,7 +83,7 @@ fn acceptor(settings: &TlsSettings) -> Result<TlsAcceptor, String> {
 }
 
 /// Every certificate of a PEM file (at least one).
-fn certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let text = std::fs::read(path)
         .map_err(|error| format!("{key}: {}: cannot read: {error}", path.display()))?;
     let certificates = CertificateDer::pem_slice_iter(&text)

@@ -282,6 +282,16 @@ struct IssuerFile {
     attempts_max: Option<u32>,
     advice_expiry_seconds: Option<u64>,
     stand_in: Option<StandInFile>,
+    tls: Option<IssuerTlsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssuerTlsFile {
+    ca: String,
+    cert: Option<String>,
+    key: Option<String>,
+    server_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1103,6 +1113,23 @@ impl Checker<'_> {
                 30 * 86_400,
             )?),
             stand_in,
+            tls: match file.tls {
+                None => None,
+                Some(t) => Some(crate::issuer::tls::IssuerTls {
+                    ca: self.path(&key("tls.ca"), &t.ca)?,
+                    cert: t
+                        .cert
+                        .as_deref()
+                        .map(|c| self.path(&key("tls.cert"), c))
+                        .transpose()?,
+                    key: t
+                        .key
+                        .as_deref()
+                        .map(|k| self.path(&key("tls.key"), k))
+                        .transpose()?,
+                    server_name: t.server_name,
+                }),
+            },
             name: file.name,
         })
     }

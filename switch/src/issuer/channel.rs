@@ -84,6 +84,8 @@ pub struct ChannelContext {
     /// The dialect acquirers speak, to read a transaction's frame.
     pub acquirer_dialect: &'static Dialect,
     pub health: Arc<Health>,
+    /// TLS to the issuer (`[issuers.tls]`), read at start.
+    pub tls: Option<super::tls::Client>,
 }
 
 #[derive(Debug)]
@@ -1260,6 +1262,7 @@ impl Actor for IssuerChannel {
             actix::spawn(link::run(
                 slot,
                 self.settings.clone(),
+                self.context.tls.clone(),
                 me.clone().recipient(),
                 self.stop.subscribe(),
             ));

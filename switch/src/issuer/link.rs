@@ -67,6 +67,7 @@ fn next_seed(seed: &mut u64) -> u64 {
 pub async fn run(
     slot: usize,
     settings: Arc<IssuerSettings>,
+    tls: Option<super::tls::Client>,
     events: Recipient<LinkEvent>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -93,7 +94,18 @@ pub async fn run(
                     // Only a connection that lasted starts the backoff over: an issuer that
                     // accepts and closes (or refuses the sign-on) is not redialled in a loop.
                     let connected = tokio::time::Instant::now();
-                    let reason = serve(slot, generation, stream, &settings, &events, &mut stop).await;
+                    let _ = stream.set_nodelay(true);
+                    let reason = match &tls {
+                        None => serve(slot, generation, stream, &settings, &events, &mut stop).await,
+                        Some(client) => {
+                            let handshake = client.connector.connect(client.server_name.clone(), stream);
+                            match tokio::time::timeout(settings.connect_timeout, handshake).await {
+                                Ok(Ok(stream)) => serve(slot, generation, stream, &settings, &events, &mut stop).await,
+                                Ok(Err(error)) => format!("TLS handshake failed: {error}"),
+                                Err(_) => format!("no TLS handshake within {:?}", settings.connect_timeout),
+                            }
+                        }
+                    };
                     if connected.elapsed() >= settings.backoff_max.max(Duration::from_secs(10)) {
                         failures = 0;
                     }
@@ -120,16 +132,18 @@ pub async fn run(
 
 /// One connection, until it fails, the issuer closes it, the channel closes it or `stop`.
 /// Returns why it ended.
-async fn serve(
+async fn serve<S>(
     slot: usize,
     generation: u64,
-    stream: TcpStream,
+    stream: S,
     settings: &IssuerSettings,
     events: &Recipient<LinkEvent>,
     stop: &mut watch::Receiver<bool>,
-) -> String {
-    let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
+) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let (frames_tx, mut frames_rx) = mpsc::channel::<Vec<u8>>(settings.inflight_max.max(16));
     let (close_tx, mut close_rx) = oneshot::channel::<()>();
     events.do_send(LinkEvent::Up {

@@ -7,11 +7,13 @@
 //! - [`message`]: what the switch sends an issuer, built from the acquirer's request, and
 //!   how an issuer's answer is read; sealing queued messages for the log.
 //! - [`pins`]: the log records that queued advices still need, which pruning keeps.
+//! - [`tls`]: TLS on issuer links, optionally mutual.
 
 pub mod channel;
 pub mod link;
 pub mod message;
 pub mod pins;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -54,6 +56,8 @@ pub struct IssuerSettings {
     /// Age after which a queued advice is given up.
     pub advice_expiry: Duration,
     pub stand_in: Option<StandIn>,
+    /// `[issuers.tls]`: `None`, plain TCP.
+    pub tls: Option<tls::IssuerTls>,
 }
 
 /// Stand-in processing: while the issuer is down, approve what these rules allow, record it,
