@@ -275,6 +275,7 @@ fn chain(c: &mut Criterion) {
                             code: outcome.code,
                             route: switch::ops::metrics::Route::OnUs,
                             rule: None,
+                            via: None,
                         },
                     );
                 }

@@ -38,6 +38,16 @@ pub struct Transaction {
     /// Its place among its acquirer's requests being decided (`acquirers.inflight_max`),
     /// given back with the transaction once it is answered.
     pub acquirer_slot: Option<OwnedSemaphorePermit>,
+    /// For a remote card: the issuer that decided it, and how it got there.
+    pub via: Option<Via>,
+}
+
+/// The issuer channel a remote transaction went to, for its log line and the journal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Via {
+    pub issuer: std::sync::Arc<str>,
+    /// `primary`, `fallback` (the primary was down) or `stand-in` (the switch decided).
+    pub how: &'static str,
 }
 
 /// The pipeline's answer for one transaction.

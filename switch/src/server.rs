@@ -335,7 +335,8 @@ async fn start(
             ctx.set_mailbox_capacity(capacity);
             IssuerChannel::new(issuer, context, queued, sent)
         });
-        channels.insert(name, (channel, health));
+        let label: Arc<str> = Arc::from(name.as_str());
+        channels.insert(name, (channel, health, label));
         threads.arbiters.push(arbiter);
     }
     remote
@@ -466,6 +467,11 @@ async fn start(
         journal,
         risk_actors,
         routing_actors,
+        channels: settings
+            .issuers
+            .iter()
+            .filter_map(|i| channels.get(&i.name).map(|(c, ..)| c.clone()))
+            .collect(),
         source: settings.source.clone(),
     });
     let mut timers = vec![sweeper];

@@ -408,6 +408,27 @@ fn a_fallback_issuer_takes_over_and_its_approvals_are_reversed_there() {
     let request = authorization(1_500);
     assert_eq!(code(&link.call(&request)), "00");
     assert_eq!(fallback.count("authorizations"), 1);
+    // Operators see where it went: the decision names the fallback; the channels' states.
+    let rrn = String::from_utf8(request.get(37).unwrap().to_vec()).unwrap();
+    let (status, body) = http(
+        &switch,
+        "GET",
+        &format!("/v1/decisions?rrn={rrn}"),
+        Some(TOKEN),
+        &[],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let decision = &json(&body)["decisions"][0];
+    assert_eq!(decision["issuer"], "sim2", "{body}");
+    assert_eq!(decision["issuer_route"], "fallback", "{body}");
+    let (status, body) = http(&switch, "GET", "/v1/issuers", Some(TOKEN), &[], "");
+    assert_eq!(status, 200, "{body}");
+    let issuers = json(&body)["issuers"].clone();
+    assert_eq!(issuers[0]["name"], "sim");
+    assert_eq!(issuers[0]["health"], "down", "{body}");
+    assert_eq!(issuers[1]["name"], "sim2");
+    assert_eq!(issuers[1]["health"], "up", "{body}");
     // The reversal goes to the primary first, which does not know it, then to the fallback.
     assert_eq!(code(&link.call(&referring("0400", &request, 1_500))), "00");
     fallback.wait_count("reversals_distinct", 1, Duration::from_secs(10));
@@ -423,4 +444,37 @@ fn a_fallback_issuer_takes_over_and_its_approvals_are_reversed_there() {
     drop(link);
     drop(switch);
     fallback.stop();
+}
+
+#[test]
+fn links_reconnect_and_sign_on_again_after_the_issuer_restarts() {
+    let issuer = Issuer::start("127.0.0.1:0");
+    let addr = issuer.addr();
+    let config = config(addr, &[]);
+    let switch = start_switch(&config, &fresh_wal_dir());
+    let mut link = switch.connect();
+    assert_eq!(code(&link.call(&authorization(100))), "00");
+    // The issuer goes away: its links drop, nothing is signed on, requests get 91 at once.
+    issuer.stop();
+    switch.wait_for_output("issuer link down; reconnecting");
+    let started = Instant::now();
+    assert_eq!(code(&link.call(&authorization(100))), "91");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Back on the same port: the links reconnect (backoff at most 300 ms here) and sign on.
+    let issuer = Issuer::start(&addr.to_string());
+    issuer.wait_count("sign_ons", 2, Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = http(&switch, "GET", "/v1/issuers", Some(TOKEN), &[], "");
+        if json(&body)["issuers"][0]["health"] == "up" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never up again: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(code(&link.call(&authorization(100))), "00");
+    assert_eq!(issuer.count("authorizations"), 1);
+    drop(link);
+    drop(switch);
+    issuer.stop();
 }

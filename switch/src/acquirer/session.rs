@@ -197,6 +197,7 @@ impl Handler<Reply> for Session {
                     transaction.identity.stan,
                     outcome.code,
                     rule.as_deref(),
+                    transaction.via.as_ref(),
                 );
                 self.journal.record(
                     self.journal_part,
@@ -210,6 +211,7 @@ impl Handler<Reply> for Session {
                         code: outcome.code,
                         route: transaction.route,
                         rule,
+                        via: transaction.via.take(),
                     },
                 );
                 if let Some(response) = iso::response(&request, &outcome) {
@@ -238,7 +240,13 @@ fn rrn(message: &Message<'_>) -> [u8; 12] {
 /// One line per declined financial request, at info, naming the check that decided it and,
 /// for a risk decline, the rule (never the card: the STAN and MTI identify it to the acquirer);
 /// and one per approval that a risk score flagged for review.
-fn log_decline(mti: &[u8; 4], stan: u32, code: ResponseCode, rule: Option<&str>) {
+fn log_decline(
+    mti: &[u8; 4],
+    stan: u32,
+    code: ResponseCode,
+    rule: Option<&str>,
+    via: Option<&crate::pipeline::Via>,
+) {
     // Not the overload sheds (91): a line each would add to the overload (metrics count them).
     if !code.is_approved() && code != ResponseCode::IssuerUnavailable {
         tracing::info!(
@@ -247,7 +255,22 @@ fn log_decline(mti: &[u8; 4], stan: u32, code: ResponseCode, rule: Option<&str>)
             response_code = code.as_str(),
             check = code.check(),
             rule,
+            issuer = via.map(|v| &*v.issuer),
+            issuer_route = via.map(|v| v.how),
             "declined"
+        );
+    } else if let Some(via) = via
+        && via.how != "primary"
+    {
+        // A remote answer not from the primary issuer (a fallback's, or the switch's own
+        // stand-in): rare, and an operator wants each.
+        tracing::info!(
+            mti = %String::from_utf8_lossy(mti),
+            stan,
+            response_code = code.as_str(),
+            issuer = &*via.issuer,
+            issuer_route = via.how,
+            "answered by a fallback or in stand-in"
         );
     } else if code.is_approved()
         && let Some(rule) = rule
@@ -583,7 +606,7 @@ impl Reader<'_> {
             if iso::classify(request.mti) == Class::Financial
                 && let Some(key) = iso::identity(request)
             {
-                log_decline(&request.mti.0, key.stan, outcome.code, None);
+                log_decline(&request.mti.0, key.stan, outcome.code, None, None);
                 let amount = request
                     .get(4)
                     .and_then(|a| std::str::from_utf8(a).ok())
@@ -601,6 +624,7 @@ impl Reader<'_> {
                         code: outcome.code,
                         route: Route::None,
                         rule: None,
+                        via: None,
                     },
                 );
             }
@@ -857,6 +881,7 @@ impl Reader<'_> {
                         rule: None,
                         flag: None,
                         acquirer_slot,
+                        via: None,
                     };
                     metrics().observe(Stage::Admission, received.elapsed());
                     metrics().inflight.inc();

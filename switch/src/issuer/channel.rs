@@ -595,6 +595,10 @@ impl IssuerChannel {
             return shed(transaction);
         }
         metrics().issuer_event(self.name(), "stand_in");
+        let mut transaction = transaction;
+        if let Some(via) = &mut transaction.via {
+            via.how = "stand-in";
+        }
         let id = self.next_id();
         let auth_id = stand_in_code(id);
         let mut advice = message::stand_in_advice(request, auth_id);

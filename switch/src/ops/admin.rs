@@ -58,6 +58,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/accounts/{pan}/transactions"),
     ("GET", "/v1/decisions"),
     ("GET", "/v1/config/routing"),
+    ("GET", "/v1/issuers"),
     ("GET", "/v1/config/risk"),
     ("POST", "/v1/config/reload"),
 ];
@@ -78,6 +79,8 @@ pub struct Context {
     pub journal: Arc<Journal>,
     pub risk_actors: Vec<Addr<RiskActor>>,
     pub routing_actors: Vec<Addr<RoutingActor>>,
+    /// The issuer channels, in configuration order.
+    pub channels: Vec<Addr<crate::issuer::channel::IssuerChannel>>,
     /// The configuration file the switch started with (or the embedded default's name).
     pub source: String,
 }
@@ -643,6 +646,30 @@ pub async fn totals(state: web::Data<AdminState>, request: HttpRequest) -> HttpR
     .await)
 }
 
+/// Each issuer channel's state: health, links, outstanding requests, queued advices.
+pub async fn issuers(state: web::Data<AdminState>, request: HttpRequest) -> HttpResponse {
+    answer(
+        async {
+            let context = authorize(&state, &request)?;
+            let mut issuers = Vec::with_capacity(context.channels.len());
+            for channel in &context.channels {
+                let status = channel
+                    .send(crate::issuer::channel::Status)
+                    .await
+                    .map_err(|_| {
+                        Problem(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "the switch is stopping".into(),
+                        )
+                    })?;
+                issuers.push(status);
+            }
+            Ok(HttpResponse::Ok().json(json!({ "issuers": issuers })))
+        }
+        .await,
+    )
+}
+
 pub async fn routing(state: web::Data<AdminState>, request: HttpRequest) -> HttpResponse {
     answer(
         async {
@@ -850,6 +877,8 @@ fn decision_json(decision: &Decision, currency: Option<u16>) -> serde_json::Valu
         "check": decision.code.check(),
         "rule": decision.rule.as_deref(),
         "route": decision.route.name(),
+        "issuer": decision.via.as_ref().map(|v| &*v.issuer),
+        "issuer_route": decision.via.as_ref().map(|v| v.how),
     })
 }
 
@@ -1034,6 +1063,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         )
         .route("/v1/decisions", web::get().to(decisions))
         .route("/v1/config/routing", web::get().to(routing))
+        .route("/v1/issuers", web::get().to(issuers))
         .route("/v1/config/risk", web::get().to(risk))
         .route("/v1/config/reload", web::post().to(reload_config));
 }

@@ -27,6 +27,8 @@ pub struct Decision {
     pub route: Route,
     /// The risk rule that declined it.
     pub rule: Option<std::sync::Arc<str>>,
+    /// For a remote card: the issuer that decided it, and how.
+    pub via: Option<crate::pipeline::Via>,
 }
 
 #[derive(Debug)]
@@ -100,6 +102,7 @@ mod tests {
             code: ResponseCode::InsufficientFunds,
             route: Route::OnUs,
             rule: None,
+            via: None,
         }
     }
 

@@ -14,10 +14,11 @@ use crate::issuer::{Health, HealthState};
 use crate::ledger::actor::LedgerActor;
 use crate::ledger::shard_of;
 use crate::ops::metrics::{Route as RouteLabel, Stage, metrics};
-use crate::pipeline::{Post, Route, reply, shed};
+use crate::pipeline::{Post, Route, Via, reply, shed};
 
-/// The issuer channels by name, with their health.
-pub type Channels = Arc<std::collections::HashMap<String, (Addr<IssuerChannel>, Arc<Health>)>>;
+/// The issuer channels by name, with their health and their name as the log lines carry it.
+pub type Channels =
+    Arc<std::collections::HashMap<String, (Addr<IssuerChannel>, Arc<Health>, Arc<str>)>>;
 
 #[derive(Debug)]
 pub struct RoutingActor {
@@ -75,14 +76,14 @@ impl Handler<Route> for RoutingActor {
                 let (chosen, others) = if transaction.request.kind.refers_to_original() {
                     let others: Vec<Addr<IssuerChannel>> = fallbacks
                         .iter()
-                        .filter_map(|name| self.channels.get(name).map(|(c, _)| c.clone()))
+                        .filter_map(|name| self.channels.get(name).map(|(c, ..)| c.clone()))
                         .collect();
                     (primary, others)
                 } else {
                     let up = |name: &&String| {
                         self.channels
                             .get(*name)
-                            .is_some_and(|(_, health)| health.get() != HealthState::Down)
+                            .is_some_and(|(_, health, _)| health.get() != HealthState::Down)
                     };
                     let chosen = candidates.clone().find(up).unwrap_or(primary);
                     if chosen != primary {
@@ -91,7 +92,15 @@ impl Handler<Route> for RoutingActor {
                     (chosen, Vec::new())
                 };
                 match self.channels.get(chosen) {
-                    Some((channel, _)) => {
+                    Some((channel, _, name)) => {
+                        transaction.via = Some(Via {
+                            issuer: name.clone(),
+                            how: if chosen == primary {
+                                "primary"
+                            } else {
+                                "fallback"
+                            },
+                        });
                         if let Err(error) = channel.try_send(Forward(transaction, others)) {
                             let (SendError::Full(Forward(transaction, _))
                             | SendError::Closed(Forward(transaction, _))) = error;
