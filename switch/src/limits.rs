@@ -34,10 +34,10 @@ pub const REVERSED_FIRST_SHARE: usize = 8;
 
 // Issuer channels.
 
-/// Remote approvals each issuer channel remembers (the switch's own STAN and MTI for each),
-/// so that an acquirer's reversal or completion of one reaches the issuer with a field 90
-/// naming the switch's request; older ones are answered 25.
-pub const REMOTE_ORIGINALS_MAX: usize = 1 << 20;
+/// Remote approvals each issuer channel remembers at most (`issuers.originals_max`; about 100
+/// bytes each in memory, 40 in a snapshot), so that an acquirer's reversal or completion of one
+/// reaches the issuer with a field 90 naming the switch's request; older ones are answered 25.
+pub const REMOTE_ORIGINALS_MAX: usize = 50_000_000;
 /// Malformed or unmatched frames in a row after which an issuer link is closed and reopened.
 pub const ISSUER_GARBAGE_MAX: u32 = 16;
 /// Queued advices in flight to one issuer at once (the rest wait their turn).

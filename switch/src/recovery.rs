@@ -130,6 +130,7 @@ fn replay(
     settings: &Settings,
     shards: Vec<LedgerShard>,
     markers: &[u64],
+    remote: RemoteBook,
     idempotency: &IdempotencyStore,
     now_seconds: u64,
 ) -> anyhow::Result<Replay> {
@@ -161,7 +162,7 @@ fn replay(
             }
         };
         let mut restored = 0u64;
-        let mut remote = RemoteBook::default();
+        let mut remote = remote;
         let mut last_progress = Instant::now();
         let scanned = scan::scan(dir, Mode::Recover, |lsn, payload| {
             if failed.load(Ordering::Relaxed) {
@@ -247,8 +248,10 @@ fn replay(
                     original,
                 } => {
                     remote.unanswered.remove(&(issuer.clone(), key));
+                    let covered = remote.covered(&issuer, lsn);
                     if let Some(original) = original
-                        && remote.reversed.len() < 2 * crate::limits::REMOTE_ORIGINALS_MAX
+                        && !covered
+                        && remote.reversed.len() < remote.keep
                     {
                         remote.reversed.insert(original);
                     }
@@ -259,10 +262,12 @@ fn replay(
                     }
                     if let Some((mti, stan)) = sent
                         && outcome.code.is_approved()
+                        && !covered
                     {
                         // The channels remember this many at most; so does recovery.
-                        if remote.sent.len() >= 2 * crate::limits::REMOTE_ORIGINALS_MAX {
-                            remote.sent.drain(..crate::limits::REMOTE_ORIGINALS_MAX);
+                        if remote.sent.len() >= remote.keep {
+                            let half = remote.keep / 2;
+                            remote.sent.drain(..half);
                         }
                         remote.sent.push((issuer, key, mti, stan));
                     }
@@ -468,6 +473,11 @@ pub struct RemoteBook {
     pub reversed: HashSet<TxnKey>,
     /// Requests logged as sent with no decision logged yet, by issuer and key.
     unanswered: HashMap<(String, TxnKey), Unanswered>,
+    /// Each issuer's snapshot marker: its records before it are in `sent` and `reversed`
+    /// already (from the snapshot's part).
+    markers: HashMap<String, u64>,
+    /// Approvals kept at most while replaying: what the channels remember in all, twice.
+    keep: usize,
 }
 
 /// A request logged as sent: its record's LSN, the MTI and field 11 the switch sent, and its
@@ -475,6 +485,50 @@ pub struct RemoteBook {
 type Unanswered = (u64, [u8; 4], u32, format::Advice);
 
 impl RemoteBook {
+    /// The book as of a snapshot's issuer parts.
+    fn from_snapshot(parts: Vec<format::RemotePart>) -> RemoteBook {
+        let mut book = RemoteBook::default();
+        for part in parts {
+            for o in part.originals {
+                book.sent.push((part.issuer.clone(), o.key, o.mti, o.stan));
+                if o.reversed {
+                    book.reversed.insert(o.key);
+                }
+            }
+            book.markers.insert(part.issuer, part.marker_lsn);
+        }
+        book
+    }
+
+    /// Whether the record at `lsn` of `issuer` is in the snapshot's part already.
+    fn covered(&self, issuer: &str, lsn: u64) -> bool {
+        self.markers.get(issuer).is_some_and(|&marker| lsn < marker)
+    }
+
+    /// The issuers' parts of a snapshot taken now, at `marker_lsn`.
+    pub fn parts(&self, marker_lsn: u64) -> Vec<format::RemotePart> {
+        let mut parts: HashMap<&str, Vec<format::RemoteOriginal>> = HashMap::new();
+        for (issuer, key, mti, stan) in &self.sent {
+            parts
+                .entry(issuer)
+                .or_default()
+                .push(format::RemoteOriginal {
+                    key: *key,
+                    mti: *mti,
+                    stan: *stan,
+                    reversed: self.reversed.contains(key),
+                });
+        }
+        parts
+            .into_iter()
+            .map(|(issuer, originals)| format::RemotePart {
+                issuer: issuer.to_owned(),
+                marker_lsn,
+                originals,
+            })
+            .collect()
+    }
+
     /// After the whole log: a request sent with no decision logged was outstanding at the
     /// crash. The acquirer never heard an answer, and the issuer may have approved it: its
     /// reversal is queued, and it counts as reversed. Returns how many.
@@ -500,11 +554,18 @@ pub fn recover(
 ) -> anyhow::Result<Recovered> {
     let started = Instant::now();
     let dir = &settings.wal.dir;
-    let found = snapshot::latest(dir)
+    let mut found = snapshot::latest(dir)
         .with_context(|| format!("cannot read snapshots in {}", dir.display()))?;
     for (path, problem) in &found.invalid {
         tracing::warn!(file = %path.display(), problem, "snapshot unusable; trying an older one");
     }
+    let mut remote = RemoteBook::from_snapshot(std::mem::take(&mut found.remote));
+    remote.keep = 2 * settings
+        .issuers
+        .iter()
+        .map(|i| i.originals_max)
+        .sum::<usize>()
+        .max(1);
     let (mut shards, markers, snapshot_path) = match found.snapshot {
         Some((path, sections)) => {
             let markers: Vec<u64> = sections.iter().map(|s| s.marker_lsn).collect();
@@ -547,7 +608,7 @@ pub fn recover(
     for shard in &mut shards {
         shard.reserve_transactions(per_shard.min(settings.shard_limits.transactions_max));
     }
-    let replay = replay(settings, shards, &markers, idempotency, now_seconds)?;
+    let replay = replay(settings, shards, &markers, remote, idempotency, now_seconds)?;
     let (mut shards, report) = (replay.shards, replay.report);
     if report.next_lsn < last_marker {
         bail!(
@@ -576,7 +637,8 @@ pub fn recover(
                 image: shard.image(),
             })
             .collect();
-        snapshot::write(dir, &sections, now_seconds).with_context(|| {
+        let remote = replay.remote.parts(report.next_lsn);
+        snapshot::write_with_remote(dir, &sections, &remote, now_seconds).with_context(|| {
             format!(
                 "cannot write a snapshot of the new split in {}",
                 dir.display()

@@ -258,6 +258,7 @@ async fn start(
     let snapshotter = snapshotter::start(
         settings.wal.dir.clone(),
         settings.shards,
+        settings.issuers.len(),
         retention,
         snapshot_rx,
         pins.clone(),
@@ -419,6 +420,8 @@ async fn start(
 
     let snapshots = settings.snapshot_interval.map(|interval| {
         let shards = shards.clone();
+        let channels: Vec<Addr<IssuerChannel>> =
+            channels.values().map(|(c, ..)| c.clone()).collect();
         actix::spawn(async move {
             let mut tick =
                 tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -426,6 +429,9 @@ async fn start(
                 tick.tick().await;
                 for shard in shards.iter() {
                     shard.do_send(TakeSnapshot { generation });
+                }
+                for channel in &channels {
+                    channel.do_send(TakeSnapshot { generation });
                 }
             }
         })

@@ -478,3 +478,56 @@ fn links_reconnect_and_sign_on_again_after_the_issuer_restarts() {
     drop(switch);
     issuer.stop();
 }
+
+#[test]
+fn remote_approvals_outlive_the_log_behind_a_snapshot() {
+    let issuer = Issuer::start("127.0.0.1:0");
+    let config = config(
+        issuer.addr(),
+        &[
+            ("segment_bytes = 67108864", "segment_bytes = 4096"),
+            (
+                "snapshot_interval_seconds = 300",
+                "snapshot_interval_seconds = 1",
+            ),
+            (
+                "idempotency_retention_seconds = 300",
+                "idempotency_retention_seconds = 1",
+            ),
+        ],
+    );
+    let wal = fresh_wal_dir();
+    let switch = start_switch(&config, &wal);
+    let mut link = switch.connect();
+    let original = authorization(2_200);
+    assert_eq!(code(&link.call(&original)), "00");
+    // Enough on-us traffic to fill segments, then snapshots and pruning take the first one,
+    // which holds the remote approval's record.
+    for i in 0..300 {
+        let request = request("0100", &demo_pan(2_000 + i), "000000", 100);
+        assert_eq!(code(&link.call(&request)), "00");
+    }
+    let first = wal.join("00000000000000000000.wal");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while first.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the first segment was never pruned"
+        );
+        // A record now and then, so that newer segments age past the retention too.
+        let request = request("0200", &demo_pan(1_500), "310000", 0);
+        let _ = link.call(&request);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(link);
+    switch.kill();
+    // After the restart the approval is known from the snapshot: its reversal reaches the
+    // issuer, naming the switch's request (25 if it were forgotten).
+    let switch = start_switch(&config, &wal);
+    let mut link = switch.connect();
+    assert_eq!(code(&link.call(&referring("0400", &original, 2_200))), "00");
+    issuer.wait_count("reversals_distinct", 1, Duration::from_secs(10));
+    drop(link);
+    drop(switch);
+    issuer.stop();
+}

@@ -283,6 +283,7 @@ struct IssuerFile {
     advice_expiry_seconds: Option<u64>,
     stand_in: Option<StandInFile>,
     tls: Option<IssuerTlsFile>,
+    originals_max: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1113,6 +1114,12 @@ impl Checker<'_> {
                 30 * 86_400,
             )?),
             stand_in,
+            originals_max: self.range(
+                &key("originals_max"),
+                file.originals_max.unwrap_or(4_194_304),
+                1,
+                crate::limits::REMOTE_ORIGINALS_MAX,
+            )?,
             tls: match file.tls {
                 None => None,
                 Some(t) => Some(crate::issuer::tls::IssuerTls {

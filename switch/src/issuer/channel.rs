@@ -38,13 +38,11 @@ use super::pins::Pins;
 use super::{Health, HealthState, IssuerSettings};
 use crate::clock::unix_seconds;
 use crate::domain::{Outcome, ResponseCode, TxnKey};
-use crate::ledger::actor::{AfterLogged, Waiting, release};
-use crate::limits::{
-    ADVICES_IN_FLIGHT_MAX, ISSUER_GARBAGE_MAX, ISSUER_MESSAGE_BYTES_MAX, REMOTE_ORIGINALS_MAX,
-};
+use crate::ledger::actor::{AfterLogged, TakeSnapshot, Waiting, release};
+use crate::limits::{ADVICES_IN_FLIGHT_MAX, ISSUER_GARBAGE_MAX, ISSUER_MESSAGE_BYTES_MAX};
 use crate::ops::metrics::metrics;
 use crate::pipeline::{Reply, Transaction, reply, shed};
-use crate::wal::format::{self, Advice, Entry};
+use crate::wal::format::{self, Advice, Entry, RemoteOriginal};
 use crate::wal::writer::{Durability, Submission, Wal};
 
 /// How often timeouts are looked for: the acquirer hears 91 at most this much after `timeout`.
@@ -277,7 +275,7 @@ impl IssuerChannel {
         };
         if self.originals.insert(key, known).is_none() {
             self.originals_order.push_back(key);
-            while self.originals_order.len() > REMOTE_ORIGINALS_MAX {
+            while self.originals_order.len() > self.settings.originals_max {
                 if let Some(old) = self.originals_order.pop_front() {
                     self.originals.remove(&old);
                 }
@@ -1292,6 +1290,30 @@ impl Handler<Forward> for IssuerChannel {
     type Result = ();
     fn handle(&mut self, Forward(transaction, others): Forward, _: &mut Self::Context) {
         self.forward(transaction, others);
+    }
+}
+
+/// This channel's part of a snapshot: the approvals reversals and completions may still name.
+impl Handler<TakeSnapshot> for IssuerChannel {
+    type Result = ();
+    fn handle(&mut self, message: TakeSnapshot, _: &mut Self::Context) {
+        let originals = self
+            .originals_order
+            .iter()
+            .filter_map(|key| {
+                self.originals.get(key).map(|o| RemoteOriginal {
+                    key: *key,
+                    mti: o.mti,
+                    stan: o.stan,
+                    reversed: o.reversed,
+                })
+            })
+            .collect();
+        let _ = self.context.wal.submit_marker(Waiting::RemoteSnapshot {
+            generation: message.generation,
+            issuer: self.settings.name.clone(),
+            originals,
+        });
     }
 }
 

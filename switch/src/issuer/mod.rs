@@ -56,6 +56,8 @@ pub struct IssuerSettings {
     /// Age after which a queued advice is given up.
     pub advice_expiry: Duration,
     pub stand_in: Option<StandIn>,
+    /// Remote approvals remembered for reversals and completions (the oldest go first).
+    pub originals_max: usize,
     /// `[issuers.tls]`: `None`, plain TCP.
     pub tls: Option<tls::IssuerTls>,
 }

@@ -45,15 +45,32 @@ pub enum Waiting {
         shard: usize,
         image: Box<ShardImage>,
     },
+    /// An issuer channel's approvals for snapshot `generation`, split the same way.
+    RemoteSnapshot {
+        generation: u64,
+        issuer: String,
+        originals: Vec<crate::wal::format::RemoteOriginal>,
+    },
 }
 
-/// A shard image with its marker LSN, on its way to the snapshotter.
+/// A part of a snapshot with its marker LSN, on its way to the snapshotter.
 #[derive(Debug)]
 pub struct Taken {
     pub generation: u64,
-    pub shard: usize,
     pub marker_lsn: u64,
-    pub image: Box<ShardImage>,
+    pub part: TakenPart,
+}
+
+#[derive(Debug)]
+pub enum TakenPart {
+    Shard {
+        shard: usize,
+        image: Box<ShardImage>,
+    },
+    Remote {
+        issuer: String,
+        originals: Vec<crate::wal::format::RemoteOriginal>,
+    },
 }
 
 /// Called by the WAL writer thread, in log order, once a group is durable or has failed. A
@@ -85,9 +102,21 @@ pub fn release(
             if let Some(snapshots) = snapshots {
                 let _ = snapshots.send(Taken {
                     generation,
-                    shard,
                     marker_lsn: lsn,
-                    image,
+                    part: TakenPart::Shard { shard, image },
+                });
+            }
+        }
+        Waiting::RemoteSnapshot {
+            generation,
+            issuer,
+            originals,
+        } if durability == Durability::Durable => {
+            if let Some(snapshots) = snapshots {
+                let _ = snapshots.send(Taken {
+                    generation,
+                    marker_lsn: lsn,
+                    part: TakenPart::Remote { issuer, originals },
                 });
             }
         }
@@ -109,7 +138,7 @@ pub fn release(
                 (then.0)(durability, lsn);
             }
         }
-        Waiting::Snapshot { .. } | Waiting::Nothing => {}
+        Waiting::Snapshot { .. } | Waiting::RemoteSnapshot { .. } | Waiting::Nothing => {}
     }
 }
 

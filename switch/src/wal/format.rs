@@ -37,14 +37,17 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `SWITCHSN` |
-//! | 8 | 4 | format version, u32 LE (2; version 1 is still read) |
+//! | 8 | 4 | format version, u32 LE (3; versions 1 and 2 are still read) |
 //! | 12 | 4 | shard count, u32 LE |
 //! | 16 | 8 | creation time, Unix seconds, u64 LE |
 //! | 24 | 4 | CRC-32C of bytes 0..24, u32 LE |
 //!
 //! Each section: body length u64 LE, CRC-32C (u32 LE) of the length bytes and the body, then
 //! the body: the shard's marker LSN (u64 LE; the shard's records from this LSN on are not in
-//! the image) and its image in bincode 2.
+//! the image) and its image in bincode 2. From version 3 one more section follows the shards',
+//! framed the same way: the remote issuers' approvals that reversals and completions may still
+//! name ([`RemotePart`], each channel's with its own marker LSN), in bincode 2 after 8 zero
+//! bytes.
 //!
 //! # Entries
 //! `Applied`: one request the ledger decided (posting with the card as a token, decision time,
@@ -72,7 +75,7 @@ pub const FORMAT_VERSION: u32 = 3;
 pub const MARKED_GROUPS_VERSION: u32 = 3;
 /// Snapshots: version 2 keeps each transaction's effective, held and captured amounts and the
 /// hold a completion captured; version 1 files are still read.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
 pub const SEGMENT_HEADER_LEN: usize = 32;
 /// Length and checksum before each record body.
 pub const RECORD_PREFIX_LEN: usize = 8;
@@ -915,6 +918,32 @@ impl ImageRecordV1 {
     }
 }
 
+/// A remote approval an acquirer may still reverse or complete: the switch's request to the
+/// issuer (MTI, field 11) for the acquirer's key, and whether it was reversed already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemoteOriginal {
+    pub key: TxnKey,
+    pub mti: [u8; 4],
+    pub stan: u32,
+    pub reversed: bool,
+}
+
+/// One issuer channel's part of a snapshot: its approvals as of its marker LSN (its records
+/// from that LSN on are not in it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemotePart {
+    pub issuer: String,
+    pub marker_lsn: u64,
+    pub originals: Vec<RemoteOriginal>,
+}
+
+#[derive(Encode, Decode)]
+struct RemotePartRecord {
+    issuer: String,
+    marker_lsn: u64,
+    originals: Vec<(KeyRecord, [u8; 4], u32, bool)>,
+}
+
 /// One shard's section of a snapshot: its marker LSN and its image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotSection {
@@ -932,6 +961,15 @@ pub enum SnapshotError {
 
 /// The whole snapshot file for `sections`, in order of shard.
 pub fn encode_snapshot(sections: &[SnapshotSection], created_seconds: u64) -> Vec<u8> {
+    encode_snapshot_with_remote(sections, &[], created_seconds)
+}
+
+/// A snapshot of the shards' `sections` and the issuer channels' `remote` parts.
+pub fn encode_snapshot_with_remote(
+    sections: &[SnapshotSection],
+    remote: &[RemotePart],
+    created_seconds: u64,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(
         SNAPSHOT_HEADER_LEN
             + sections
@@ -1008,10 +1046,36 @@ pub fn encode_snapshot(sections: &[SnapshotSection], created_seconds: u64) -> Ve
         out.extend_from_slice(&crc.to_le_bytes());
         out.extend_from_slice(&body);
     }
+    let parts: Vec<RemotePartRecord> = remote
+        .iter()
+        .map(|part| RemotePartRecord {
+            issuer: part.issuer.clone(),
+            marker_lsn: part.marker_lsn,
+            originals: part
+                .originals
+                .iter()
+                .map(|o| (key_record(&o.key), o.mti, o.stan, o.reversed))
+                .collect(),
+        })
+        .collect();
+    let mut body = 0u64.to_le_bytes().to_vec();
+    let _ = bincode::encode_into_std_write(parts, &mut body, CONFIG);
+    let length = (body.len() as u64).to_le_bytes();
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&length), &body);
+    out.extend_from_slice(&length);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&body);
     out
 }
 
 pub fn decode_snapshot(bytes: &[u8]) -> Result<Vec<SnapshotSection>, SnapshotError> {
+    decode_snapshot_with_remote(bytes).map(|(sections, _)| sections)
+}
+
+/// The shards' sections and (from version 3) the issuer channels' parts.
+pub fn decode_snapshot_with_remote(
+    bytes: &[u8],
+) -> Result<(Vec<SnapshotSection>, Vec<RemotePart>), SnapshotError> {
     if bytes.len() < SNAPSHOT_HEADER_LEN {
         return Err(SnapshotError::Header("file shorter than its header"));
     }
@@ -1120,10 +1184,48 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Vec<SnapshotSection>, SnapshotErr
         });
         at += 12 + length;
     }
+    let mut remote = Vec::new();
+    if version >= 3 {
+        let fail = |problem: &str| SnapshotError::Section(count, problem.to_owned());
+        let prefix = bytes.get(at..at + 12).ok_or_else(|| fail("cut short"))?;
+        let length = usize::try_from(u64_at(prefix, 0)).map_err(|_| fail("length out of range"))?;
+        let body = bytes
+            .get(at + 12..)
+            .and_then(|rest| rest.get(..length))
+            .ok_or_else(|| fail("cut short"))?;
+        if length < 8
+            || crc32c::crc32c_append(crc32c::crc32c(&prefix[0..8]), body) != u32_at(prefix, 8)
+        {
+            return Err(fail("checksum mismatch"));
+        }
+        let (parts, read): (Vec<RemotePartRecord>, usize) =
+            bincode::decode_from_slice(&body[8..], CONFIG).map_err(|e| fail(&e.to_string()))?;
+        if read != length - 8 {
+            return Err(fail("bytes after the issuers' part"));
+        }
+        remote = parts
+            .into_iter()
+            .map(|p| RemotePart {
+                issuer: p.issuer,
+                marker_lsn: p.marker_lsn,
+                originals: p
+                    .originals
+                    .into_iter()
+                    .map(|(key, mti, stan, reversed)| RemoteOriginal {
+                        key: key_from(key),
+                        mti,
+                        stan,
+                        reversed,
+                    })
+                    .collect(),
+            })
+            .collect();
+        at += 12 + length;
+    }
     if at != bytes.len() {
         return Err(SnapshotError::Header("bytes after the last section"));
     }
-    Ok(sections)
+    Ok((sections, remote))
 }
 
 #[cfg(test)]
@@ -1526,7 +1628,7 @@ mod tests {
             },
         ];
         let bytes = encode_snapshot(&sections, 99);
-        assert_eq!(decode_snapshot(&bytes), Ok(sections));
+        assert_eq!(decode_snapshot(&bytes), Ok(sections.clone()));
         for at in [3, 20, SNAPSHOT_HEADER_LEN + 5, bytes.len() - 3] {
             let mut damaged = bytes.clone();
             damaged[at] ^= 0x10;
@@ -1534,6 +1636,46 @@ mod tests {
         }
         assert!(decode_snapshot(&bytes[..bytes.len() - 1]).is_err());
         assert_eq!(snapshot_lsn(&snapshot_file_name(38)), Some(38));
+
+        // With the issuer channels' parts (format 3).
+        let remote = vec![
+            RemotePart {
+                issuer: "sim".into(),
+                marker_lsn: 41,
+                originals: vec![
+                    RemoteOriginal {
+                        key,
+                        mti: *b"0100",
+                        stan: 999_999,
+                        reversed: false,
+                    },
+                    RemoteOriginal {
+                        key: TxnKey { stan: 9, ..key },
+                        mti: *b"0120",
+                        stan: 1,
+                        reversed: true,
+                    },
+                ],
+            },
+            RemotePart {
+                issuer: "other".into(),
+                marker_lsn: 39,
+                originals: Vec::new(),
+            },
+        ];
+        let bytes = encode_snapshot_with_remote(&sections, &remote, 99);
+        assert_eq!(
+            decode_snapshot_with_remote(&bytes),
+            Ok((sections.clone(), remote))
+        );
+        let mut damaged = bytes.clone();
+        let at = bytes.len() - 5;
+        damaged[at] ^= 0x10;
+        assert!(
+            decode_snapshot_with_remote(&damaged).is_err(),
+            "a flip in the issuers' part"
+        );
+        assert!(decode_snapshot_with_remote(&bytes[..bytes.len() - 1]).is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::format::{self, SnapshotSection};
+use super::format::{self, RemotePart, SnapshotSection};
 use super::scan;
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -20,10 +20,26 @@ pub fn write(
     sections: &[SnapshotSection],
     created_seconds: u64,
 ) -> io::Result<PathBuf> {
-    let first_lsn = sections.iter().map(|s| s.marker_lsn).min().unwrap_or(0);
+    write_with_remote(dir, sections, &[], created_seconds)
+}
+
+/// [`write`], with the issuer channels' parts. The file is named by the lowest marker of
+/// either.
+pub fn write_with_remote(
+    dir: &Path,
+    sections: &[SnapshotSection],
+    remote: &[RemotePart],
+    created_seconds: u64,
+) -> io::Result<PathBuf> {
+    let first_lsn = sections
+        .iter()
+        .map(|s| s.marker_lsn)
+        .chain(remote.iter().map(|r| r.marker_lsn))
+        .min()
+        .unwrap_or(0);
     let path = dir.join(format::snapshot_file_name(first_lsn));
     let temporary = path.with_extension("snap.tmp");
-    let bytes = format::encode_snapshot(sections, created_seconds);
+    let bytes = format::encode_snapshot_with_remote(sections, remote, created_seconds);
     {
         let mut file = fs::File::create(&temporary)?;
         file.write_all(&bytes)?;
@@ -51,6 +67,8 @@ pub fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 #[derive(Debug, Default)]
 pub struct Found {
     pub snapshot: Option<(PathBuf, Vec<SnapshotSection>)>,
+    /// The issuer channels' parts of that snapshot (none before format 3).
+    pub remote: Vec<RemotePart>,
     /// Newer snapshot files that did not read back, with the reason.
     pub invalid: Vec<(PathBuf, String)>,
 }
@@ -60,9 +78,10 @@ pub fn latest(dir: &Path) -> io::Result<Found> {
     let mut found = Found::default();
     for (_, path) in list(dir)? {
         let bytes = fs::read(&path)?;
-        match format::decode_snapshot(&bytes) {
-            Ok(sections) => {
+        match format::decode_snapshot_with_remote(&bytes) {
+            Ok((sections, remote)) => {
                 found.snapshot = Some((path, sections));
+                found.remote = remote;
                 break;
             }
             Err(error) => found.invalid.push((path, error.to_string())),

@@ -1,6 +1,6 @@
-//! The snapshotter thread: gathers one image per shard for a snapshot generation, writes the
-//! snapshot file and prunes the log behind it. Its work (encoding, writing, fsync) never runs
-//! on an actor thread.
+//! The snapshotter thread: gathers one image per shard and one part per issuer channel for a
+//! snapshot generation, writes the snapshot file and prunes the log behind it. Its work
+//! (encoding, writing, fsync) never runs on an actor thread.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,41 +10,63 @@ use std::time::{Duration, SystemTime};
 use crossbeam_channel::Receiver;
 
 use crate::clock::unix_seconds;
-use crate::ledger::actor::Taken;
-use crate::wal::format::SnapshotSection;
+use crate::ledger::actor::{Taken, TakenPart};
+use crate::wal::format::{RemotePart, SnapshotSection};
 use crate::wal::snapshot;
 
-/// Starts the thread; it ends when every sender of `taken` is gone.
+/// One generation's parts, as they arrive.
+struct Gathering {
+    shards: Vec<Option<SnapshotSection>>,
+    remote: Vec<RemotePart>,
+}
+
+/// Starts the thread; it ends when every sender of `taken` is gone. A generation is written
+/// once every one of `shards` shards and `channels` issuer channels has given its part.
 pub fn start(
     dir: PathBuf,
     shards: usize,
+    channels: usize,
     retention: Duration,
     taken: Receiver<Taken>,
     pins: std::sync::Arc<crate::issuer::pins::Pins>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("snapshotter".into()).spawn(move || {
-        let mut pending: BTreeMap<u64, Vec<Option<Taken>>> = BTreeMap::new();
+        let mut pending: BTreeMap<u64, Gathering> = BTreeMap::new();
         for part in taken {
             let generation = part.generation;
-            let parts = pending.entry(generation).or_insert_with(|| (0..shards).map(|_| None).collect());
-            let shard = part.shard;
-            if let Some(slot) = parts.get_mut(shard) {
-                *slot = Some(part);
+            let gathering = pending.entry(generation).or_insert_with(|| Gathering {
+                shards: (0..shards).map(|_| None).collect(),
+                remote: Vec::new(),
+            });
+            match part.part {
+                TakenPart::Shard { shard, image } => {
+                    if let Some(slot) = gathering.shards.get_mut(shard) {
+                        *slot = Some(SnapshotSection { marker_lsn: part.marker_lsn, image: *image });
+                    }
+                }
+                TakenPart::Remote { issuer, originals } => {
+                    gathering.remote.retain(|r| r.issuer != issuer);
+                    gathering.remote.push(RemotePart { issuer, marker_lsn: part.marker_lsn, originals });
+                }
             }
-            if !parts.iter().all(Option::is_some) {
+            if !gathering.shards.iter().all(Option::is_some) || gathering.remote.len() < channels {
                 continue;
             }
-            let Some(parts) = pending.remove(&generation) else { continue };
+            let Some(gathering) = pending.remove(&generation) else { continue };
             // An older generation still incomplete can no longer complete usefully.
             pending.retain(|g, _| *g > generation);
-            let sections: Vec<SnapshotSection> =
-                parts.into_iter().flatten().map(|t| SnapshotSection { marker_lsn: t.marker_lsn, image: *t.image }).collect();
+            let sections: Vec<SnapshotSection> = gathering.shards.into_iter().flatten().collect();
             // Records that queued advices still open are kept too: the issuer channels'
             // queues are rebuilt from them.
-            let first_needed = sections.iter().map(|s| s.marker_lsn).min().unwrap_or(0);
+            let first_needed = sections
+                .iter()
+                .map(|s| s.marker_lsn)
+                .chain(gathering.remote.iter().map(|r| r.marker_lsn))
+                .min()
+                .unwrap_or(0);
             let first_needed = pins.oldest().map_or(first_needed, |pinned| pinned.min(first_needed));
             let started = std::time::Instant::now();
-            match snapshot::write(&dir, &sections, unix_seconds()) {
+            match snapshot::write_with_remote(&dir, &sections, &gathering.remote, unix_seconds()) {
                 Ok(path) => {
                     let pruned = snapshot::prune(&dir, &path, first_needed, retention, SystemTime::now());
                     tracing::info!(
