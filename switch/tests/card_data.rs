@@ -51,6 +51,23 @@ fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 #[test]
 fn no_pan_track_data_or_pin_block_in_any_artifact_of_a_full_run() {
     let wal = fresh_wal_dir();
+    // The remote issuer: the simulator in this process.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (sim, serve) = runtime
+        .block_on(loadtest::sim::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            adapters::DialectName::Default,
+            adapters::FrameHeader::Binary2,
+            loadtest::sim::Behaviour::default(),
+            5,
+        ))
+        .unwrap();
+    runtime.spawn(serve);
+    let issuer_address = format!("address = \"{}\"", sim.addr);
     let config = config_file(
         "card-data",
         &default_config_with(&[
@@ -59,6 +76,8 @@ fn no_pan_track_data_or_pin_block_in_any_artifact_of_a_full_run() {
                 "snapshot_interval_seconds = 300",
                 "snapshot_interval_seconds = 1",
             ),
+            ("address = \"127.0.0.1:9584\"", issuer_address.as_str()),
+            ("timeout_ms = 2000", "timeout_ms = 300"),
         ]),
     );
     // Trace logging, the most any operator could turn on (but mio's, whose trace lines print
@@ -68,8 +87,27 @@ fn no_pan_track_data_or_pin_block_in_any_artifact_of_a_full_run() {
         &["--config", config.to_str().unwrap()],
         "trace,mio=info",
     );
+    switch.wait_for_output("issuer link signed on");
     let mut link = switch.connect();
     let mut pans: Vec<String> = Vec::new();
+
+    // Remote cards: an approval and its reversal, and a timeout whose reversal is queued (the
+    // queued messages hold the card number, sealed in the log).
+    let remote = "4111111111111111";
+    let mut remote_pans = vec![remote.to_owned()];
+    let approved = request("0100", remote.as_bytes(), "000000", 400);
+    assert_eq!(code(&link.call(&approved)), "00");
+    assert_eq!(code(&link.call(&referring("0400", &approved, 400))), "00");
+    let silent_pan = {
+        let pan = switch::domain::Pan::from_scheme("411111", 7, 9).unwrap();
+        let (digits, len) = pan.digits();
+        String::from_utf8(digits[..len].to_vec()).unwrap()
+    };
+    remote_pans.push(silent_pan.clone());
+    sim.control.set_silent(true);
+    let timed_out = request("0100", silent_pan.as_bytes(), "000000", 500);
+    assert_eq!(code(&link.call(&timed_out)), "91");
+    sim.control.set_silent(false);
 
     // On-us traffic of every kind, on cards of their own.
     for index in [600u64, 601, 602, 603] {
@@ -98,12 +136,9 @@ fn no_pan_track_data_or_pin_block_in_any_artifact_of_a_full_run() {
         .map(|_| code(&link.call(&request("0100", &busy, "000000", 1))))
         .collect();
     assert_eq!(codes.last().map(String::as_str), Some("65"));
-    // A remote BIN (91), an unknown BIN (15), a PAN that fails the Luhn check (14).
-    for (pan, expected) in [
-        ("4111111111111111", "91"),
-        ("5500000000000004", "15"),
-        ("4000000000000003", "14"),
-    ] {
+    pans.extend(remote_pans);
+    // An unknown BIN (15), a PAN that fails the Luhn check (14).
+    for (pan, expected) in [("5500000000000004", "15"), ("4000000000000003", "14")] {
         pans.push(pan.to_owned());
         assert_eq!(
             code(&link.call(&request("0100", pan.as_bytes(), "000000", 100))),
@@ -232,7 +267,15 @@ fn no_pan_track_data_or_pin_block_in_any_artifact_of_a_full_run() {
         "track 2 discretionary data".into(),
         b"=30121010000000000000".to_vec(),
     ));
-    // A positive control: the cards are in the artifacts, masked.
+    // Positive controls: the log holds queued messages for the issuer (sealed), and the
+    // cards are in the artifacts, masked.
+    assert!(
+        artifacts
+            .iter()
+            .any(|(name, bytes)| name == "wal dump"
+                && bytes.windows(13).any(|w| w == b"queued advice")),
+        "no queued advice in the log: the remote path was not exercised"
+    );
     let masked = format!("{}******{}", &pans[0][..6], &pans[0][pans[0].len() - 4..]);
     assert!(
         artifacts
