@@ -276,7 +276,10 @@ fn wal_dump(dir: &std::path::Path) -> anyhow::Result<()> {
                 )),
                 outcome.code.as_str(),
                 advice.map_or(String::new(), |a| format!(" queued advice {:032x}", a.id)),
-                original.map_or(String::new(), |o| format!(" reverses {}", key(&o))),
+                original.map_or(String::new(), |(o, stan)| format!(
+                    " reverses {} (sent as {stan:06})",
+                    key(&o)
+                )),
             ),
             Entry::RemoteSent {
                 at_seconds,
@@ -284,6 +287,7 @@ fn wal_dump(dir: &std::path::Path) -> anyhow::Result<()> {
                 key: k,
                 sent: (mti, stan),
                 reversal,
+                ..
             } => format!(
                 "{lsn} at={at_seconds} sent to issuer={issuer} key={} as {}/{stan:06} (reversal {:032x} if undecided)",
                 key(&k),

@@ -247,13 +247,14 @@ fn replay(
                     advice,
                     original,
                 } => {
-                    remote.unanswered.remove(&(issuer.clone(), key));
+                    if let Some((_, stan)) = sent {
+                        remote.unanswered.remove(&(issuer.clone(), key, stan));
+                    }
                     let covered = remote.covered(&issuer, lsn);
                     if let Some(original) = original
                         && !covered
-                        && remote.reversed.len() < remote.keep
                     {
-                        remote.reversed.insert(original);
+                        remote.reverse(original);
                     }
                     if now_seconds.saturating_sub(at_seconds) < retention
                         && idempotency.restore(key, fingerprint, outcome)
@@ -277,17 +278,26 @@ fn replay(
                 }
                 Entry::AdviceDone { id, .. } => {
                     remote.advices.remove(&id);
+                    remote.done.insert(id);
                 }
                 Entry::RemoteSent {
+                    at_seconds,
                     issuer,
                     key,
+                    fingerprint,
                     sent: (mti, stan),
                     reversal,
-                    ..
                 } => {
-                    remote
-                        .unanswered
-                        .insert((issuer, key), (lsn, mti, stan, reversal));
+                    remote.unanswered.insert(
+                        (issuer, key, stan),
+                        Unanswered {
+                            lsn,
+                            at_seconds,
+                            fingerprint,
+                            mti,
+                            reversal,
+                        },
+                    );
                 }
                 Entry::Expired { holds, .. } => {
                     for (card, key) in holds {
@@ -336,6 +346,19 @@ fn replay(
         let report =
             scanned.with_context(|| format!("cannot recover from the WAL in {}", dir.display()))?;
         let unanswered = remote.settle();
+        // Their retransmissions get 91: the switch answered nothing, and each one's reversal
+        // is on its way to the issuer.
+        for settled in &remote.settled {
+            if now_seconds.saturating_sub(settled.at_seconds) < retention
+                && idempotency.restore(
+                    settled.key,
+                    settled.fingerprint,
+                    crate::domain::Outcome::decline(crate::domain::ResponseCode::IssuerUnavailable),
+                )
+            {
+                restored += 1;
+            }
+        }
         if unanswered > 0 {
             tracing::warn!(
                 unanswered,
@@ -469,10 +492,16 @@ pub struct RemoteBook {
     /// Requests the switch sent to an issuer and had approved (or approved in stand-in), in
     /// log order: issuer, the acquirer's key, the MTI and field 11 the switch sent.
     pub sent: Vec<(String, TxnKey, [u8; 4], u32)>,
-    /// Remote originals already reversed (by the acquirer, or by recovery below).
-    pub reversed: HashSet<TxnKey>,
-    /// Requests logged as sent with no decision logged yet, by issuer and key.
-    unanswered: HashMap<(String, TxnKey), Unanswered>,
+    /// Remote originals already reversed (by the acquirer, or by recovery below), by the
+    /// acquirer's key and the switch's field 11.
+    pub reversed: HashSet<(TxnKey, u32)>,
+    /// Requests logged as sent with no decision logged, by issuer, key and field 11.
+    unanswered: HashMap<(String, TxnKey, u32), Unanswered>,
+    /// Those of them still unanswered at the end of the log, which the channels close (a 91
+    /// with the reversal queued) once they start.
+    pub settled: Vec<Settled>,
+    /// Advices the log says were acknowledged or given up.
+    done: HashSet<u128>,
     /// Each issuer's snapshot marker: its records before it are in `sent` and `reversed`
     /// already (from the snapshot's part).
     markers: HashMap<String, u64>,
@@ -480,9 +509,32 @@ pub struct RemoteBook {
     keep: usize,
 }
 
-/// A request logged as sent: its record's LSN, the MTI and field 11 the switch sent, and its
-/// reversal.
-type Unanswered = (u64, [u8; 4], u32, format::Advice);
+/// A request logged as sent (`RemoteSent`).
+#[derive(Debug)]
+struct Unanswered {
+    lsn: u64,
+    at_seconds: u64,
+    fingerprint: u64,
+    mti: [u8; 4],
+    reversal: format::Advice,
+}
+
+/// A request sent to an issuer with no decision logged: the channel logs one (91, the
+/// reversal queued) when it starts, and lets go of the `RemoteSent` record at `lsn` then.
+#[derive(Clone, Debug)]
+pub struct Settled {
+    pub issuer: String,
+    pub key: TxnKey,
+    pub at_seconds: u64,
+    pub fingerprint: u64,
+    pub mti: [u8; 4],
+    pub stan: u32,
+    pub reversal: format::Advice,
+    /// Whether the reversal is queued (or was delivered) already: an acquirer's reversal that
+    /// overtook the answer queued it.
+    pub reversal_queued: bool,
+    pub lsn: u64,
+}
 
 impl RemoteBook {
     /// The book as of a snapshot's issuer parts.
@@ -492,7 +544,7 @@ impl RemoteBook {
             for o in part.originals {
                 book.sent.push((part.issuer.clone(), o.key, o.mti, o.stan));
                 if o.reversed {
-                    book.reversed.insert(o.key);
+                    book.reversed.insert((o.key, o.stan));
                 }
             }
             book.markers.insert(part.issuer, part.marker_lsn);
@@ -516,7 +568,7 @@ impl RemoteBook {
                     key: *key,
                     mti: *mti,
                     stan: *stan,
-                    reversed: self.reversed.contains(key),
+                    reversed: self.reversed.contains(&(*key, *stan)),
                 });
         }
         parts
@@ -529,17 +581,47 @@ impl RemoteBook {
             .collect()
     }
 
+    /// Marks the approval sent under `stan` for `key` reversed; bounded by `keep`, dropping
+    /// the marks of approvals no longer kept when full.
+    fn reverse(&mut self, (key, stan): (TxnKey, u32)) {
+        if self.reversed.len() >= self.keep {
+            let kept: HashSet<(TxnKey, u32)> =
+                self.sent.iter().map(|(_, k, _, s)| (*k, *s)).collect();
+            self.reversed.retain(|r| kept.contains(r));
+        }
+        if self.reversed.len() < self.keep {
+            self.reversed.insert((key, stan));
+        }
+    }
+
     /// After the whole log: a request sent with no decision logged was outstanding at the
-    /// crash. The acquirer never heard an answer, and the issuer may have approved it: its
-    /// reversal is queued, and it counts as reversed. Returns how many.
+    /// crash. The acquirer never heard an answer, and the issuer may have approved it: it is
+    /// settled as 91 with its reversal (logged by its channel once started), and counts as
+    /// reversed. Returns how many.
     fn settle(&mut self) -> usize {
         let unanswered = std::mem::take(&mut self.unanswered);
         let count = unanswered.len();
-        for ((issuer, key), (lsn, mti, stan, reversal)) in unanswered {
-            self.advices.insert(reversal.id, (lsn, reversal));
-            self.sent.push((issuer, key, mti, stan));
-            self.reversed.insert(key);
+        let mut settled: Vec<Settled> = unanswered
+            .into_iter()
+            .map(|((issuer, key, stan), u)| Settled {
+                issuer,
+                key,
+                at_seconds: u.at_seconds,
+                fingerprint: u.fingerprint,
+                mti: u.mti,
+                stan,
+                reversal_queued: self.advices.contains_key(&u.reversal.id)
+                    || self.done.contains(&u.reversal.id),
+                reversal: u.reversal,
+                lsn: u.lsn,
+            })
+            .collect();
+        settled.sort_by_key(|s| s.lsn);
+        for s in &settled {
+            self.sent.push((s.issuer.clone(), s.key, s.mti, s.stan));
+            self.reverse((s.key, s.stan));
         }
+        self.settled = settled;
         count
     }
 }

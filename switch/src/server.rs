@@ -254,6 +254,11 @@ async fn start(
     for (lsn, _) in recovered.remote.advices.values() {
         pins.pin(*lsn);
     }
+    // Requests sent with no decision logged: their RemoteSent records are needed until their
+    // channels have logged the decision (91, with the reversal).
+    for settled in &recovered.remote.settled {
+        pins.pin(settled.lsn);
+    }
     let retention = Duration::from_secs(settings.limits.idempotency_retention_seconds);
     let snapshotter = snapshotter::start(
         settings.wal.dir.clone(),
@@ -317,7 +322,16 @@ async fn start(
             .sent
             .iter()
             .filter(|(name, ..)| *name == issuer.name)
-            .map(|(_, key, mti, stan)| (*key, *mti, *stan, remote.reversed.contains(key)))
+            .map(|(_, key, mti, stan)| {
+                let reversed = remote.reversed.contains(&(*key, *stan));
+                (*key, *mti, *stan, reversed)
+            })
+            .collect();
+        let settled: Vec<crate::recovery::Settled> = remote
+            .settled
+            .iter()
+            .filter(|s| s.issuer == issuer.name)
+            .cloned()
             .collect();
         let health = Arc::new(IssuerHealth::default());
         let context = ChannelContext {
@@ -334,7 +348,7 @@ async fn start(
         let name = issuer.name.clone();
         let channel = IssuerChannel::start_in_arbiter(&arbiter.handle(), move |ctx| {
             ctx.set_mailbox_capacity(capacity);
-            IssuerChannel::new(issuer, context, queued, sent)
+            IssuerChannel::new(issuer, context, queued, sent, settled)
         });
         let label: Arc<str> = Arc::from(name.as_str());
         channels.insert(name, (channel, health, label));
@@ -343,6 +357,16 @@ async fn start(
     remote
         .advices
         .retain(|_, (_, a)| !settings.issuers.iter().any(|i| i.name == a.issuer));
+    for settled in &remote.settled {
+        if !settings.issuers.iter().any(|i| i.name == settled.issuer) {
+            tracing::error!(
+                issuer = settled.issuer,
+                lsn = settled.lsn,
+                "a request sent to an issuer no longer configured has no decision in the log: \
+                 its reversal goes once the issuer is configured again; reconcile it by hand"
+            );
+        }
+    }
     for (lsn, advice) in remote.advices.values() {
         tracing::error!(
             issuer = advice.issuer,

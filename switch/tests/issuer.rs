@@ -335,7 +335,74 @@ fn a_request_outstanding_at_kill_9_is_reversed_after_the_restart() {
     );
     assert_eq!(issuer.count("reversal_duplicates"), 0);
     assert_eq!(issuer.count("authorizations"), 1);
+    // Its retransmission gets 91 (the decision recovery logged), and is not sent again.
+    assert_eq!(code(&link.call(&outstanding)), "91");
+    assert_eq!(issuer.count("authorizations"), 1);
+    // Settled once: a further restart sends nothing more.
     drop(link);
+    switch.kill();
+    let sent = issuer.count("reversals") + issuer.count("reversal_repeats");
+    let switch = start_switch(&config, &wal);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        issuer.count("reversals") + issuer.count("reversal_repeats"),
+        sent,
+        "{}",
+        issuer.sim.counts.json()
+    );
+    assert!(
+        !switch
+            .output()
+            .iter()
+            .any(|l| l.contains("requests were outstanding at remote issuers")),
+        "settled twice"
+    );
+    drop(switch);
+    issuer.stop();
+}
+
+#[test]
+fn a_reversal_that_overtakes_its_originals_answer_is_queued_once() {
+    let issuer = Issuer::start("127.0.0.1:0");
+    let config = config(issuer.addr(), &[("timeout_ms = 300", "timeout_ms = 5000")]);
+    let switch = start_switch(&config, &fresh_wal_dir());
+    issuer.sim.control.set_behaviour(Behaviour {
+        latency: Latency::Fixed(1_500),
+        ..Behaviour::default()
+    });
+    let mut first = switch.connect();
+    let mut second = switch.connect();
+    let original = authorization(3_300);
+    first.send(&original);
+    issuer.wait_count("authorizations", 1, Duration::from_secs(5));
+    // The terminal gave up before the issuer answered: its reversal is acknowledged at once.
+    issuer.sim.control.set_behaviour(Behaviour::default());
+    let started = Instant::now();
+    assert_eq!(
+        code(&second.call(&referring("0400", &original, 3_300))),
+        "00"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "not held up by the original"
+    );
+    // The original's answer still comes (approved), and the issuer gets its reversal once.
+    assert_eq!(code(&first.receive()), "00");
+    issuer.wait_count("reversals_distinct", 1, Duration::from_secs(10));
+    assert_eq!(
+        code(&second.call(&referring("0400", &original, 3_300))),
+        "00"
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        issuer.count("reversals_distinct"),
+        1,
+        "{}",
+        issuer.sim.counts.json()
+    );
+    assert_eq!(issuer.count("reversal_duplicates"), 0);
+    drop(first);
+    drop(second);
     drop(switch);
     issuer.stop();
 }

@@ -42,6 +42,7 @@ use crate::ledger::actor::{AfterLogged, TakeSnapshot, Waiting, release};
 use crate::limits::{ADVICES_IN_FLIGHT_MAX, ISSUER_GARBAGE_MAX, ISSUER_MESSAGE_BYTES_MAX};
 use crate::ops::metrics::metrics;
 use crate::pipeline::{Reply, Transaction, reply, shed};
+use crate::recovery::Settled;
 use crate::wal::format::{self, Advice, Entry, RemoteOriginal};
 use crate::wal::writer::{Durability, Submission, Wal};
 
@@ -111,8 +112,9 @@ enum Purpose {
         /// The LSN of its `RemoteSent` record, once durable: kept from pruning until the
         /// decision's record is durable.
         sent_lsn: Option<u64>,
-        /// Its reversal, queued if it times out (or by recovery, if no decision was logged).
-        reversal: Advice,
+        /// Its reversal, queued if it times out (or by recovery, if no decision was logged);
+        /// `None` once an acquirer's reversal that overtook the answer has queued it.
+        reversal: Option<Advice>,
     },
     SignOn,
     Echo,
@@ -199,6 +201,8 @@ pub struct IssuerChannel {
     me: Option<Addr<IssuerChannel>>,
     /// Housekeeping ticks, for what runs every so many.
     ticks: u64,
+    /// Requests recovery found sent with no decision logged: closed once started.
+    settled: Vec<Settled>,
 }
 
 impl IssuerChannel {
@@ -209,6 +213,7 @@ impl IssuerChannel {
         context: ChannelContext,
         queued: Vec<(u64, Advice)>,
         sent: Vec<(TxnKey, [u8; 4], u32, bool)>,
+        settled: Vec<Settled>,
     ) -> IssuerChannel {
         let now = Instant::now();
         let id_base = std::time::SystemTime::now()
@@ -240,6 +245,7 @@ impl IssuerChannel {
             id_counter: 0,
             me: None,
             ticks: 0,
+            settled,
         };
         for (lsn, advice) in queued {
             channel.queue.insert(
@@ -295,7 +301,10 @@ impl IssuerChannel {
 
     fn update_health(&self) {
         let signed = self.links.iter().filter(|l| l.signed_on).count();
-        let state = if self.breaker_open(Instant::now()) || signed == 0 {
+        // While the probe is out the channel takes nothing more: down, so routing prefers a
+        // fallback.
+        let probing = self.half_open && self.probe.is_some();
+        let state = if self.breaker_open(Instant::now()) || signed == 0 || probing {
             HealthState::Down
         } else if signed == self.links.len() && !self.half_open {
             HealthState::Up
@@ -444,6 +453,7 @@ impl IssuerChannel {
             at_seconds: unix_seconds(),
             issuer: self.settings.name.clone(),
             key: transaction.identity,
+            fingerprint: transaction.fingerprint,
             sent: (sent_mti, stan),
             reversal: reversal.clone(),
         };
@@ -472,7 +482,7 @@ impl IssuerChannel {
                 sent_mti,
                 outgoing: Some(Box::new(sent)),
                 sent_lsn: None,
-                reversal,
+                reversal: Some(reversal),
             },
         );
         let (me, pins) = (self.me.clone(), self.context.pins.clone());
@@ -561,14 +571,20 @@ impl IssuerChannel {
         metrics().issuer_event(self.name(), "shed");
         self.not_sent(stan);
         if let Some(Pending {
-            purpose: Purpose::Request { transaction, .. },
+            purpose:
+                Purpose::Request {
+                    transaction,
+                    sent_mti,
+                    ..
+                },
             ..
         }) = self.pending.remove(&stan)
         {
+            // Names the request (never sent) so that recovery matches it to its RemoteSent.
             self.log(
                 transaction,
                 Outcome::decline(ResponseCode::IssuerUnavailable),
-                None,
+                Some((sent_mti, stan)),
                 None,
                 None,
                 Some(lsn),
@@ -605,6 +621,10 @@ impl IssuerChannel {
         let stan = self.take_stan();
         advice.set(11, message::stan_field(stan));
         let advice_mti = advice.mti.0;
+        let Some(advice) = self.seal(id, &advice) else {
+            // No approval the issuer would never hear of.
+            return shed(transaction);
+        };
         self.remember(transaction.identity, advice_mti, stan);
         let outcome = Outcome {
             code: ResponseCode::Approved,
@@ -616,12 +636,11 @@ impl IssuerChannel {
             stan = transaction.identity.stan,
             "issuer down: approved in stand-in, advice queued"
         );
-        let advice = self.seal(id, &advice);
         self.log(
             transaction,
             outcome,
             Some((advice_mti, stan)),
-            advice,
+            Some(advice),
             None,
             None,
         );
@@ -643,6 +662,9 @@ impl IssuerChannel {
             );
         };
         let Some(original) = self.originals.get(&key).copied() else {
+            if transaction.request.kind.is_reversal() && self.reverse_pending(&key, &transaction) {
+                return self.reversal_of_pending(transaction, key);
+            }
             if !others.is_empty() {
                 let next = others.remove(0);
                 if let Err(error) = next.try_send(Forward(transaction, others)) {
@@ -666,16 +688,13 @@ impl IssuerChannel {
                 Outcome::decline(ResponseCode::Approved),
                 None,
                 None,
-                Some(key),
+                Some((key, original.stan)),
                 None,
             );
         }
         if self.queue.len() >= self.settings.queue_max {
             metrics().issuer_event(self.name(), "shed");
             return shed(transaction);
-        }
-        if reversal && let Some(known) = self.originals.get_mut(&key) {
-            known.reversed = true;
         }
         let mut advice = message::advice_of_acquirer_message(
             request,
@@ -686,13 +705,104 @@ impl IssuerChannel {
         );
         advice.set(11, message::stan_field(self.take_stan()));
         let id = self.next_id();
-        let advice = self.seal(id, &advice);
+        let Some(advice) = self.seal(id, &advice) else {
+            // Not acknowledged without the advice that carries it to the issuer.
+            return reply(
+                transaction,
+                Outcome::decline(ResponseCode::FormatError),
+                false,
+            );
+        };
+        if reversal && let Some(known) = self.originals.get_mut(&key) {
+            known.reversed = true;
+        }
         self.log(
             transaction,
             Outcome::decline(ResponseCode::Approved),
             None,
-            advice,
-            reversal.then_some(key),
+            Some(advice),
+            reversal.then_some((key, original.stan)),
+            None,
+        );
+    }
+
+    /// Whether a request of `key` is still outstanding here (its answer not yet in).
+    fn reverse_pending(&self, key: &TxnKey, _reversal: &Transaction) -> bool {
+        self.pending.values().any(|p| {
+            matches!(&p.purpose, Purpose::Request { transaction, .. } if transaction.identity == *key)
+        })
+    }
+
+    /// An acquirer's reversal of a request still outstanding here (the terminal gave up before
+    /// the switch did). Not yet sent: it never will be (91), and the reversal is acknowledged
+    /// with nothing to send. Sent: its reversal is queued now, with this acknowledgement, and
+    /// its answer or timeout queues nothing more.
+    fn reversal_of_pending(&mut self, transaction: Transaction, key: TxnKey) {
+        let Some(stan) = self.pending.iter().find_map(|(stan, p)| match &p.purpose {
+            Purpose::Request { transaction: t, .. } if t.identity == key => Some(*stan),
+            _ => None,
+        }) else {
+            return reply(
+                transaction,
+                Outcome::decline(ResponseCode::OriginalNotFound),
+                false,
+            );
+        };
+        let not_sent = matches!(
+            self.pending.get(&stan).map(|p| &p.purpose),
+            Some(Purpose::Request {
+                outgoing: Some(_),
+                ..
+            })
+        );
+        if not_sent {
+            if let Some(Pending {
+                purpose:
+                    Purpose::Request {
+                        transaction: original,
+                        sent_mti,
+                        sent_lsn,
+                        ..
+                    },
+                ..
+            }) = self.pending.remove(&stan)
+            {
+                self.not_sent(stan);
+                self.log(
+                    original,
+                    Outcome::decline(ResponseCode::IssuerUnavailable),
+                    Some((sent_mti, stan)),
+                    None,
+                    None,
+                    sent_lsn,
+                );
+            }
+            return self.log(
+                transaction,
+                Outcome::decline(ResponseCode::Approved),
+                None,
+                None,
+                None,
+                None,
+            );
+        }
+        let queued = match self.pending.get_mut(&stan).map(|p| &mut p.purpose) {
+            Some(Purpose::Request { reversal, .. }) => reversal.take(),
+            _ => None,
+        };
+        tracing::info!(
+            issuer = self.settings.name,
+            stan = transaction.identity.stan,
+            issuer_stan = stan,
+            "a reversal overtook its original's answer: the reversal is queued"
+        );
+        let original = queued.is_some().then_some((key, stan));
+        self.log(
+            transaction,
+            Outcome::decline(ResponseCode::Approved),
+            None,
+            queued,
+            original,
             None,
         );
     }
@@ -711,7 +821,7 @@ impl IssuerChannel {
         outcome: Outcome,
         sent: Option<([u8; 4], u32)>,
         advice: Option<Advice>,
-        original: Option<TxnKey>,
+        original: Option<(TxnKey, u32)>,
         unpin: Option<u64>,
     ) {
         if !self.context.wal.reserve_beyond_bound() {
@@ -757,6 +867,43 @@ impl IssuerChannel {
                     shed: false,
                 }),
                 then,
+            },
+        );
+    }
+
+    /// Logs the decision of a request recovery found sent with no decision: 91 (the acquirer
+    /// heard nothing; a retransmission gets this), its reversal queued, and its `RemoteSent`
+    /// record let go of once this is durable.
+    fn close_settled(&mut self, settled: Settled) {
+        if !self.context.wal.reserve_beyond_bound() {
+            return;
+        }
+        let entry = Entry::Remote {
+            at_seconds: unix_seconds(),
+            issuer: self.settings.name.clone(),
+            key: settled.key,
+            fingerprint: settled.fingerprint,
+            outcome: Outcome::decline(ResponseCode::IssuerUnavailable),
+            sent: Some((settled.mti, settled.stan)),
+            advice: (!settled.reversal_queued).then(|| settled.reversal.clone()),
+            original: None,
+        };
+        let enqueue =
+            (!settled.reversal_queued).then(|| self.enqueue_when_logged(settled.reversal));
+        let pins = self.context.pins.clone();
+        let lsn_sent = settled.lsn;
+        self.submit(
+            &entry,
+            Waiting::Remote {
+                reply: None,
+                then: Some(AfterLogged(Box::new(move |durability, lsn| {
+                    if let Some(enqueue) = enqueue {
+                        (enqueue.0)(durability, lsn);
+                    }
+                    if durability == Durability::Durable {
+                        pins.unpin(lsn_sent);
+                    }
+                }))),
             },
         );
     }
@@ -902,6 +1049,7 @@ impl IssuerChannel {
                 transaction,
                 sent_mti,
                 sent_lsn,
+                reversal,
                 ..
             } => {
                 metrics().issuer_event(self.name(), "answered");
@@ -918,6 +1066,12 @@ impl IssuerChannel {
                 let outcome = message::outcome_of(answer);
                 if outcome.code.is_approved() {
                     self.remember(transaction.identity, sent_mti, stan);
+                    if reversal.is_none()
+                        && let Some(known) = self.originals.get_mut(&transaction.identity)
+                    {
+                        // Its reversal overtook this answer and is queued already.
+                        known.reversed = true;
+                    }
                 }
                 self.log(
                     transaction,
@@ -956,7 +1110,23 @@ impl IssuerChannel {
             }
             Purpose::Advice { id } => {
                 self.advices_in_flight = self.advices_in_flight.saturating_sub(1);
-                self.finish_advice(id, true);
+                // Taken: 00; or an answer that says there is nothing (more) to do: original
+                // not found (25), duplicate (94), invalid (12). Anything else (91, 96, ...)
+                // means the issuer could not take it now: it is sent again.
+                let taken = matches!(answer.get(39), Some(b"00" | b"25" | b"94" | b"12") | None);
+                if taken {
+                    self.finish_advice(id, true);
+                } else {
+                    tracing::warn!(
+                        issuer = self.settings.name,
+                        advice = %format_args!("{id:032x}"),
+                        code = %String::from_utf8_lossy(answer.get(39).unwrap_or_default()),
+                        "the issuer did not take a queued advice: it is sent again"
+                    );
+                    if let Some(queued) = self.queue.get_mut(&id) {
+                        queued.in_flight = false;
+                    }
+                }
             }
         }
     }
@@ -1036,7 +1206,7 @@ impl IssuerChannel {
                         self.log(
                             transaction,
                             Outcome::decline(ResponseCode::IssuerUnavailable),
-                            None,
+                            Some((sent_mti, stan)),
                             None,
                             None,
                             sent_lsn,
@@ -1081,7 +1251,7 @@ impl IssuerChannel {
         transaction: Transaction,
         sent_mti: [u8; 4],
         stan: u32,
-        reversal: Advice,
+        reversal: Option<Advice>,
         sent_lsn: Option<u64>,
     ) {
         metrics().issuer_event(self.name(), "timeout");
@@ -1109,7 +1279,7 @@ impl IssuerChannel {
             transaction,
             Outcome::decline(ResponseCode::IssuerUnavailable),
             Some((sent_mti, stan)),
-            Some(reversal),
+            reversal,
             None,
             sent_lsn,
         );
@@ -1269,6 +1439,9 @@ impl Actor for IssuerChannel {
                 self.stop.subscribe(),
             ));
         }
+        for settled in std::mem::take(&mut self.settled) {
+            self.close_settled(settled);
+        }
         ctx.run_interval(TIMEOUT_TICK, |channel, _| channel.expire());
         ctx.run_interval(HOUSEKEEPING_TICK, |channel, _| channel.housekeeping());
         self.update_health();
@@ -1328,6 +1501,11 @@ impl Handler<Enqueue> for IssuerChannel {
     type Result = ();
     fn handle(&mut self, Enqueue { advice, lsn }: Enqueue, _: &mut Self::Context) {
         let id = advice.id;
+        if self.queue.contains_key(&id) {
+            // Queued already (by an earlier record): this record is not needed for it.
+            self.context.pins.unpin(lsn);
+            return;
+        }
         self.queue.insert(
             id,
             Queued {

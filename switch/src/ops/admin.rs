@@ -653,15 +653,24 @@ pub async fn issuers(state: web::Data<AdminState>, request: HttpRequest) -> Http
             let context = authorize(&state, &request)?;
             let mut issuers = Vec::with_capacity(context.channels.len());
             for channel in &context.channels {
-                let status = channel
-                    .send(crate::issuer::channel::Status)
-                    .await
-                    .map_err(|_| {
-                        Problem(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "the switch is stopping".into(),
-                        )
-                    })?;
+                // Bounded: a channel with a full mailbox must not hang the operator's call.
+                let status = tokio::time::timeout(
+                    std::time::Duration::from_secs(2),
+                    channel.send(crate::issuer::channel::Status),
+                )
+                .await
+                .map_err(|_| {
+                    Problem(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "an issuer channel did not answer within 2 s".into(),
+                    )
+                })?
+                .map_err(|_| {
+                    Problem(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the switch is stopping".into(),
+                    )
+                })?;
                 issuers.push(status);
             }
             Ok(HttpResponse::Ok().json(json!({ "issuers": issuers })))

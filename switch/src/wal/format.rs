@@ -301,8 +301,10 @@ pub enum Entry {
         /// nothing was sent.
         sent: Option<([u8; 4], u32)>,
         advice: Option<Advice>,
-        /// For an acquirer's reversal of a remote transaction: the original it reverses.
-        original: Option<TxnKey>,
+        /// For an acquirer's reversal of a remote transaction: the original it reverses, with
+        /// the field 11 the switch sent it under (the same acquirer key may have been sent
+        /// twice, after a restart).
+        original: Option<(TxnKey, u32)>,
     },
     /// A request about to be sent to an issuer, logged (and durable) before it is sent, with
     /// the reversal to queue should no decision about it ever be logged (a crash while it was
@@ -311,6 +313,9 @@ pub enum Entry {
         at_seconds: u64,
         issuer: String,
         key: TxnKey,
+        /// The request's fingerprint: recovery answers its retransmissions 91 if no decision
+        /// was logged.
+        fingerprint: u64,
         sent: ([u8; 4], u32),
         reversal: Advice,
     },
@@ -429,6 +434,7 @@ struct RemoteSentRecord {
     at_seconds: u64,
     issuer: String,
     key: KeyRecord,
+    fingerprint: u64,
     sent: ([u8; 4], u32),
     reversal: AdviceRecord,
 }
@@ -469,7 +475,7 @@ struct RemoteRecord {
     auth_id: Option<[u8; 6]>,
     sent: Option<([u8; 4], u32)>,
     advice: Option<AdviceRecord>,
-    original: Option<KeyRecord>,
+    original: Option<(KeyRecord, u32)>,
 }
 
 #[derive(Encode, Decode)]
@@ -649,18 +655,20 @@ pub fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
             auth_id: outcome.auth_id,
             sent: *sent,
             advice: advice.as_ref().map(advice_record),
-            original: original.as_ref().map(key_record),
+            original: original.as_ref().map(|(k, stan)| (key_record(k), *stan)),
         }),
         Entry::RemoteSent {
             at_seconds,
             issuer,
             key,
+            fingerprint,
             sent,
             reversal,
         } => EntryRecord::RemoteSent(RemoteSentRecord {
             at_seconds: *at_seconds,
             issuer: issuer.clone(),
             key: key_record(key),
+            fingerprint: *fingerprint,
             sent: *sent,
             reversal: advice_record(reversal),
         }),
@@ -775,12 +783,13 @@ pub fn decode_entry(payload: &[u8]) -> Result<Entry, EntryError> {
             },
             sent: r.sent,
             advice: r.advice.map(advice_from),
-            original: r.original.map(key_from),
+            original: r.original.map(|(k, stan)| (key_from(k), stan)),
         },
         EntryRecord::RemoteSent(r) => Entry::RemoteSent {
             at_seconds: r.at_seconds,
             issuer: r.issuer,
             key: key_from(r.key),
+            fingerprint: r.fingerprint,
             sent: r.sent,
             reversal: advice_from(r.reversal),
         },
@@ -1327,12 +1336,13 @@ mod tests {
                 created_seconds: 11,
                 sealed: vec![1, 2, 3],
             }),
-            original: Some(key),
+            original: Some((key, 12)),
         };
         let remote_sent = Entry::RemoteSent {
             at_seconds: 10,
             issuer: "sim".into(),
             key,
+            fingerprint: 77,
             sent: (*b"0200", 999_999),
             reversal: Advice {
                 id: 3,
