@@ -32,6 +32,7 @@ use actix::prelude::*;
 use adapters::{Dialect, Message, Mti};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::book::Book;
 use super::link::{self, LinkEvent};
 use super::message::{self, Sealer};
 use super::pins::Pins;
@@ -43,7 +44,7 @@ use crate::limits::{ADVICES_IN_FLIGHT_MAX, ISSUER_GARBAGE_MAX, ISSUER_MESSAGE_BY
 use crate::ops::metrics::metrics;
 use crate::pipeline::{Reply, Transaction, reply, shed};
 use crate::recovery::Settled;
-use crate::wal::format::{self, Advice, Entry, RemoteOriginal};
+use crate::wal::format::{self, Advice, Entry};
 use crate::wal::writer::{Durability, Submission, Wal};
 
 /// How often timeouts are looked for: the acquirer hears 91 at most this much after `timeout`.
@@ -163,14 +164,6 @@ struct Queued {
     in_flight: bool,
 }
 
-/// A remote approval the switch may have to reverse or complete for the acquirer.
-#[derive(Clone, Copy, Debug)]
-struct Original {
-    mti: [u8; 4],
-    stan: u32,
-    reversed: bool,
-}
-
 #[derive(Debug)]
 pub struct IssuerChannel {
     settings: Arc<IssuerSettings>,
@@ -193,8 +186,7 @@ pub struct IssuerChannel {
     probe: Option<u32>,
     queue: BTreeMap<u128, Queued>,
     advices_in_flight: usize,
-    originals: HashMap<TxnKey, Original>,
-    originals_order: VecDeque<TxnKey>,
+    originals: Book,
     /// Advice ids: the process start in nanoseconds above, a counter below.
     id_base: u128,
     id_counter: u64,
@@ -215,6 +207,7 @@ impl IssuerChannel {
         sent: Vec<(TxnKey, [u8; 4], u32, bool)>,
         settled: Vec<Settled>,
     ) -> IssuerChannel {
+        let originals_max = settings.originals_max;
         let now = Instant::now();
         let id_base = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -239,8 +232,7 @@ impl IssuerChannel {
             probe: None,
             queue: BTreeMap::new(),
             advices_in_flight: 0,
-            originals: HashMap::new(),
-            originals_order: VecDeque::new(),
+            originals: Book::new(originals_max),
             id_base,
             id_counter: 0,
             me: None,
@@ -262,8 +254,8 @@ impl IssuerChannel {
         }
         for (key, mti, stan, reversed) in sent {
             channel.remember(key, mti, stan);
-            if reversed && let Some(known) = channel.originals.get_mut(&key) {
-                known.reversed = true;
+            if reversed {
+                channel.originals.set_reversed(&key);
             }
         }
         channel
@@ -274,19 +266,7 @@ impl IssuerChannel {
     }
 
     fn remember(&mut self, key: TxnKey, mti: [u8; 4], stan: u32) {
-        let known = Original {
-            mti,
-            stan,
-            reversed: false,
-        };
-        if self.originals.insert(key, known).is_none() {
-            self.originals_order.push_back(key);
-            while self.originals_order.len() > self.settings.originals_max {
-                if let Some(old) = self.originals_order.pop_front() {
-                    self.originals.remove(&old);
-                }
-            }
-        }
+        self.originals.insert(key, mti, stan);
     }
 
     fn breaker_open(&self, now: Instant) -> bool {
@@ -661,7 +641,7 @@ impl IssuerChannel {
                 false,
             );
         };
-        let Some(original) = self.originals.get(&key).copied() else {
+        let Some(original) = self.originals.get(&key) else {
             if transaction.request.kind.is_reversal() && self.reverse_pending(&key, &transaction) {
                 return self.reversal_of_pending(transaction, key);
             }
@@ -713,8 +693,8 @@ impl IssuerChannel {
                 false,
             );
         };
-        if reversal && let Some(known) = self.originals.get_mut(&key) {
-            known.reversed = true;
+        if reversal {
+            self.originals.set_reversed(&key);
         }
         self.log(
             transaction,
@@ -1066,11 +1046,9 @@ impl IssuerChannel {
                 let outcome = message::outcome_of(answer);
                 if outcome.code.is_approved() {
                     self.remember(transaction.identity, sent_mti, stan);
-                    if reversal.is_none()
-                        && let Some(known) = self.originals.get_mut(&transaction.identity)
-                    {
+                    if reversal.is_none() {
                         // Its reversal overtook this answer and is queued already.
-                        known.reversed = true;
+                        self.originals.set_reversed(&transaction.identity);
                     }
                 }
                 self.log(
@@ -1470,18 +1448,8 @@ impl Handler<Forward> for IssuerChannel {
 impl Handler<TakeSnapshot> for IssuerChannel {
     type Result = ();
     fn handle(&mut self, message: TakeSnapshot, _: &mut Self::Context) {
-        let originals = self
-            .originals_order
-            .iter()
-            .filter_map(|key| {
-                self.originals.get(key).map(|o| RemoteOriginal {
-                    key: *key,
-                    mti: o.mti,
-                    stan: o.stan,
-                    reversed: o.reversed,
-                })
-            })
-            .collect();
+        // The chunks, shared: no copy on this thread (DESIGN: no stall from maintenance).
+        let originals = self.originals.take();
         let _ = self.context.wal.submit_marker(Waiting::RemoteSnapshot {
             generation: message.generation,
             issuer: self.settings.name.clone(),

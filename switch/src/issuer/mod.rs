@@ -3,12 +3,14 @@
 //! - [`channel`]: the channel actor, one per `[[issuers]]` entry: a pool of links, requests
 //!   multiplexed on them under the switch's own field 11, timeouts, health and circuit
 //!   breaker, stand-in, and the store-and-forward queue of reversals and advices.
+//! - [`book`]: the remote approvals a channel remembers, shared with snapshots without a copy.
 //! - [`link`]: one TCP connection's task: connect with backoff and jitter, frames in and out.
 //! - [`message`]: what the switch sends an issuer, built from the acquirer's request, and
 //!   how an issuer's answer is read; sealing queued messages for the log.
 //! - [`pins`]: the log records that queued advices still need, which pruning keeps.
 //! - [`tls`]: TLS on issuer links, optionally mutual.
 
+pub mod book;
 pub mod channel;
 pub mod link;
 pub mod message;

@@ -49,7 +49,7 @@ pub enum Waiting {
     RemoteSnapshot {
         generation: u64,
         issuer: String,
-        originals: Vec<crate::wal::format::RemoteOriginal>,
+        originals: crate::issuer::book::Taken,
     },
 }
 
@@ -69,7 +69,7 @@ pub enum TakenPart {
     },
     Remote {
         issuer: String,
-        originals: Vec<crate::wal::format::RemoteOriginal>,
+        originals: crate::issuer::book::Taken,
     },
 }
 

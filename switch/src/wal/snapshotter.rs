@@ -45,6 +45,8 @@ pub fn start(
                     }
                 }
                 TakenPart::Remote { issuer, originals } => {
+                    // Flattened here, off the channel's thread and the WAL writer's.
+                    let originals = originals.iter().flat_map(|chunk| chunk.iter().copied()).collect();
                     gathering.remote.retain(|r| r.issuer != issuer);
                     gathering.remote.push(RemotePart { issuer, marker_lsn: part.marker_lsn, originals });
                 }
