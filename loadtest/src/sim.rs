@@ -151,6 +151,7 @@ pub struct Counts {
     pub authorizations: AtomicU64,
     pub financial: AtomicU64,
     pub authorization_advices: AtomicU64,
+    pub authorization_advice_repeats: AtomicU64,
     pub completions: AtomicU64,
     pub reversals: AtomicU64,
     pub reversal_repeats: AtomicU64,
@@ -179,6 +180,7 @@ impl Counts {
             "authorizations": n(&self.authorizations),
             "financial": n(&self.financial),
             "authorization_advices": n(&self.authorization_advices),
+            "authorization_advice_repeats": n(&self.authorization_advice_repeats),
             "completions": n(&self.completions),
             "reversals": n(&self.reversals),
             "reversal_repeats": n(&self.reversal_repeats),
@@ -399,7 +401,8 @@ fn count(counts: &Counts, request: &Message<'_>) {
         },
         b"0100" => &counts.authorizations,
         b"0200" => &counts.financial,
-        b"0120" | b"0121" => &counts.authorization_advices,
+        b"0120" => &counts.authorization_advices,
+        b"0121" => &counts.authorization_advice_repeats,
         b"0220" | b"0221" => &counts.completions,
         b"0400" | b"0401" | b"0420" | b"0421" => {
             counts.reversal(request);

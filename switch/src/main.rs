@@ -264,7 +264,7 @@ fn wal_dump(dir: &std::path::Path) -> anyhow::Result<()> {
                 key: k,
                 outcome,
                 sent,
-                advice,
+                advices,
                 original,
                 ..
             } => format!(
@@ -275,7 +275,10 @@ fn wal_dump(dir: &std::path::Path) -> anyhow::Result<()> {
                     String::from_utf8_lossy(&mti)
                 )),
                 outcome.code.as_str(),
-                advice.map_or(String::new(), |a| format!(" queued advice {:032x}", a.id)),
+                advices
+                    .iter()
+                    .map(|a| format!(" queued advice {:032x}", a.id))
+                    .collect::<String>(),
                 original.map_or(String::new(), |(o, stan)| format!(
                     " reverses {} (sent as {stan:06})",
                     key(&o)

@@ -244,7 +244,7 @@ fn replay(
                     fingerprint,
                     outcome,
                     sent,
-                    advice,
+                    advices,
                     original,
                 } => {
                     if let Some((_, stan)) = sent {
@@ -272,7 +272,14 @@ fn replay(
                         }
                         remote.sent.push((issuer, key, mti, stan));
                     }
-                    if let Some(advice) = advice {
+                    if !advices.is_empty() {
+                        // A record that queues a request's reversal decides that request
+                        // (a stand-in approval after a timeout names its 0120 in `sent`).
+                        remote
+                            .unanswered
+                            .retain(|_, u| !advices.iter().any(|a| a.id == u.reversal.id));
+                    }
+                    for advice in advices {
                         remote.advices.insert(advice.id, (lsn, advice));
                     }
                 }

@@ -598,3 +598,161 @@ fn remote_approvals_outlive_the_log_behind_a_snapshot() {
     drop(switch);
     issuer.stop();
 }
+
+#[test]
+fn stand_in_on_timeout_reverses_the_request_and_advises_the_approval() {
+    let issuer = Issuer::start("127.0.0.1:0");
+    let config = config(
+        issuer.addr(),
+        &[(
+            "advice_expiry_seconds = 86400",
+            "advice_expiry_seconds = 86400\nstand_in = { amount_max = \"50.00\", currency = 840 }",
+        )],
+    );
+    let switch = start_switch(&config, &fresh_wal_dir());
+    let mut link = switch.connect();
+    issuer.sim.control.set_silent(true);
+    let answer = link.call(&authorization(1_200));
+    assert_eq!(
+        code(&answer),
+        "00",
+        "approved in stand-in after the timeout"
+    );
+    assert_eq!(answer.get(38).map(|a| a[0]), Some(b'S'));
+    // Above the stand-in limit: 91.
+    assert_eq!(code(&link.call(&authorization(9_000))), "91");
+    issuer.sim.control.set_silent(false);
+    // The issuer hears of both: the reversal of what it may have approved, and the switch's
+    // approval; the second request's reversal too.
+    issuer.wait_count("authorization_advices", 1, Duration::from_secs(15));
+    issuer.wait_count("reversals_distinct", 2, Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(800));
+    // Sent once as 0120 (and repeated as 0121 while the issuer did not answer).
+    assert_eq!(
+        issuer.count("authorization_advices"),
+        1,
+        "{}",
+        issuer.sim.counts.json()
+    );
+    assert_eq!(issuer.count("reversals_distinct"), 2);
+    assert_eq!(issuer.count("reversal_duplicates"), 0);
+    drop(link);
+    drop(switch);
+    issuer.stop();
+}
+
+/// A fake issuer that signs on properly, then answers each 0100 with garbage (20 frames of it
+/// for an amount of 9.99; else one), an answer for
+/// another terminal, a duplicate, and the right answer; and every new connection is counted.
+fn garbage_issuer() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    std::thread::spawn(move || {
+        let dialect = DialectName::Default.dialect();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            counted.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut chunk) else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buffer.extend_from_slice(&chunk[..n]);
+                    while let Ok(Some(b)) = FrameHeader::Binary2.parse(&buffer, 8192) {
+                        let body = buffer[b.header_len..b.total_len()].to_vec();
+                        buffer.drain(..b.total_len());
+                        let Ok(request) = dialect.decode(&body) else {
+                            continue;
+                        };
+                        let mut out = Vec::new();
+                        let mut answer = adapters::Message::new(request.mti.response().unwrap());
+                        for field in [7, 11, 37, 41, 70] {
+                            if let Some(v) = request.get(field) {
+                                answer.set(field, v.to_vec());
+                            }
+                        }
+                        answer.set(39, b"00".to_vec());
+                        if request.mti.0 == *b"0100" {
+                            answer.set(38, b"123456".to_vec());
+                            // Garbage, an answer naming another terminal, then the answer
+                            // twice: only the right one may answer the request.
+                            let garbage = if request.get(4) == Some(b"000000000999") {
+                                20
+                            } else {
+                                1
+                            };
+                            for _ in 0..garbage {
+                                FrameHeader::Binary2
+                                    .write_frame(b"\x00\x01garbage", &mut out)
+                                    .unwrap();
+                            }
+                            let mut wrong = answer.clone();
+                            wrong.set(41, b"OTHER001".to_vec());
+                            wrong.set(38, b"999999".to_vec());
+                            let mut bytes = Vec::new();
+                            dialect.encode(&wrong, &mut bytes).unwrap();
+                            FrameHeader::Binary2.write_frame(&bytes, &mut out).unwrap();
+                        }
+                        let mut bytes = Vec::new();
+                        dialect.encode(&answer, &mut bytes).unwrap();
+                        FrameHeader::Binary2.write_frame(&bytes, &mut out).unwrap();
+                        if request.mti.0 == *b"0100" {
+                            FrameHeader::Binary2.write_frame(&bytes, &mut out).unwrap();
+                        }
+                        if stream.write_all(&out).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, connections)
+}
+
+#[test]
+fn garbage_from_an_issuer_answers_nothing_and_a_link_full_of_it_is_reopened() {
+    let (addr, connections) = garbage_issuer();
+    let config = config(addr, &[("connections = 2 ", "connections = 1 ")]);
+    let switch = start_switch(&config, &fresh_wal_dir());
+    let mut link = switch.connect();
+    // Each answer comes with garbage, a wrong terminal and a duplicate around it: the
+    // acquirer still gets the one right answer, with the right code.
+    for _ in 0..3 {
+        let answer = link.call(&authorization(100));
+        assert_eq!(code(&answer), "00");
+        assert_eq!(answer.get(38), Some(&b"123456"[..]));
+    }
+    // (`call` checks field 11: an extra answer would have been taken for the next request.)
+    let (_, metrics) = switch.http_get("/metrics");
+    for event in ["malformed", "unmatched"] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("switch_issuer_events_total{")
+                    && l.contains(&format!("\"{event}\""))),
+            "{event} not counted"
+        );
+    }
+    // Enough garbage in a row (16 malformed frames: this issuer sends 20 before answering an
+    // amount of 9.99) closes the link, and it is opened again. (The answer that came in the
+    // same read as the garbage is still taken.)
+    assert_eq!(code(&link.call(&authorization(999))), "00");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while connections.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "the link was never reopened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    switch.wait_for_output("closing a link that keeps sending what matches nothing");
+    drop(link);
+    drop(switch);
+}

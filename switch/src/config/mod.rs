@@ -289,6 +289,10 @@ struct IssuerFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IssuerTlsFile {
+    /// DESIGN 2.6 names the keys of issuer links as those of `[tls]`; for a link the switch
+    /// opens, `client_ca` can only mean the CA the peer's certificate must chain to, so it is
+    /// taken as `ca`.
+    #[serde(alias = "client_ca")]
     ca: String,
     cert: Option<String>,
     key: Option<String>,

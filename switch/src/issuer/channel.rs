@@ -575,16 +575,7 @@ impl IssuerChannel {
     /// The channel cannot send: a stand-in approval where the rules allow, else 91 (nothing
     /// was sent, so nothing is decided: a retransmission is tried anew).
     fn stand_in(&mut self, transaction: Transaction, request: &Message<'_>) {
-        let allowed = self.settings.stand_in.as_ref().is_some_and(|rules| {
-            let r = &transaction.request;
-            r.kind.is_debit()
-                && r.currency.unwrap_or(rules.currency) == rules.currency
-                && r.amount <= rules.amount_max
-                && (rules.merchant_categories.is_empty()
-                    || r.merchant_category
-                        .is_some_and(|m| rules.merchant_categories.contains(&m)))
-        });
-        if !allowed || self.queue.len() >= self.settings.queue_max {
+        if !self.stand_in_allows(&transaction.request) {
             metrics().issuer_event(self.name(), "shed");
             return shed(transaction);
         }
@@ -593,15 +584,7 @@ impl IssuerChannel {
         if let Some(via) = &mut transaction.via {
             via.how = "stand-in";
         }
-        let id = self.next_id();
-        let auth_id = stand_in_code(id);
-        let mut advice = message::stand_in_advice(request, auth_id);
-        // Its field 11 stays the same on every send (repeats included), so that a reversal of
-        // the stand-in approval can name it in field 90.
-        let stan = self.take_stan();
-        advice.set(11, message::stan_field(stan));
-        let advice_mti = advice.mti.0;
-        let Some(advice) = self.seal(id, &advice) else {
+        let Some((auth_id, advice_mti, stan, advice)) = self.stand_in_advice(request) else {
             // No approval the issuer would never hear of.
             return shed(transaction);
         };
@@ -624,6 +607,36 @@ impl IssuerChannel {
             None,
             None,
         );
+    }
+
+    /// Whether the stand-in rules approve `request` (and the queue has room for its advice).
+    fn stand_in_allows(&self, r: &crate::domain::Request) -> bool {
+        let allowed = self.settings.stand_in.as_ref().is_some_and(|rules| {
+            r.kind.is_debit()
+                && r.currency.unwrap_or(rules.currency) == rules.currency
+                && r.amount <= rules.amount_max
+                && (rules.merchant_categories.is_empty()
+                    || r.merchant_category
+                        .is_some_and(|m| rules.merchant_categories.contains(&m)))
+        });
+        allowed && self.queue.len() < self.settings.queue_max
+    }
+
+    /// A stand-in approval's authorization code and its 0120 advice (sealed, with a field 11
+    /// of its own kept for all its sends, so that a reversal can name it); `None` if the
+    /// advice cannot be encoded.
+    fn stand_in_advice(
+        &mut self,
+        request: &Message<'_>,
+    ) -> Option<([u8; 6], [u8; 4], u32, Advice)> {
+        let id = self.next_id();
+        let auth_id = stand_in_code(id);
+        let mut advice = message::stand_in_advice(request, auth_id);
+        let stan = self.take_stan();
+        advice.set(11, message::stan_field(stan));
+        let mti = advice.mti.0;
+        let sealed = self.seal(id, &advice)?;
+        Some((auth_id, mti, stan, sealed))
     }
 
     /// An acquirer's reversal or completion of a remote transaction: acknowledged once the
@@ -804,6 +817,20 @@ impl IssuerChannel {
         original: Option<(TxnKey, u32)>,
         unpin: Option<u64>,
     ) {
+        let advices = advice.into_iter().collect();
+        self.log_advices(transaction, outcome, sent, advices, original, unpin);
+    }
+
+    /// [`Self::log`] with any number of advices queued by the same record.
+    fn log_advices(
+        &mut self,
+        transaction: Transaction,
+        outcome: Outcome,
+        sent: Option<([u8; 4], u32)>,
+        advices: Vec<Advice>,
+        original: Option<(TxnKey, u32)>,
+        unpin: Option<u64>,
+    ) {
         if !self.context.wal.reserve_beyond_bound() {
             // The log has failed: the process is ending. A request sent has its RemoteSent
             // record, from which recovery queues the reversal.
@@ -820,15 +847,18 @@ impl IssuerChannel {
             fingerprint: transaction.fingerprint,
             outcome,
             sent,
-            advice: advice.clone(),
+            advices: advices.clone(),
             original,
         };
-        let enqueue = advice.map(|advice| self.enqueue_when_logged(advice));
+        let enqueue: Vec<AfterLogged> = advices
+            .into_iter()
+            .map(|advice| self.enqueue_when_logged(advice))
+            .collect();
         let pins = self.context.pins.clone();
-        let then = match (enqueue, unpin) {
-            (None, None) => None,
-            (enqueue, unpin) => Some(AfterLogged(Box::new(move |durability, lsn| {
-                if let Some(enqueue) = enqueue {
+        let then = match (enqueue.is_empty(), unpin) {
+            (true, None) => None,
+            (_, unpin) => Some(AfterLogged(Box::new(move |durability, lsn| {
+                for enqueue in enqueue {
                     (enqueue.0)(durability, lsn);
                 }
                 if durability == Durability::Durable
@@ -865,7 +895,10 @@ impl IssuerChannel {
             fingerprint: settled.fingerprint,
             outcome: Outcome::decline(ResponseCode::IssuerUnavailable),
             sent: Some((settled.mti, settled.stan)),
-            advice: (!settled.reversal_queued).then(|| settled.reversal.clone()),
+            advices: (!settled.reversal_queued)
+                .then(|| settled.reversal.clone())
+                .into_iter()
+                .collect(),
             original: None,
         };
         let enqueue =
@@ -1246,6 +1279,47 @@ impl IssuerChannel {
             metrics().issuer_event(self.name(), "breaker_open");
             self.breaker_until = Some(Instant::now() + self.settings.breaker_open);
             self.update_health();
+        }
+        // Stand-in where configured: the switch approves within its rules, reverses what it
+        // sent, and advises the issuer of its approval (0120), all in one record.
+        if self.stand_in_allows(&transaction.request) {
+            let frame = transaction.frame.clone();
+            let advice = self
+                .context
+                .acquirer_dialect
+                .decode(&frame)
+                .ok()
+                .and_then(|request| self.stand_in_advice(&request));
+            if let Some((auth_id, advice_mti, advice_stan, advice)) = advice {
+                metrics().issuer_event(self.name(), "stand_in");
+                tracing::info!(
+                    issuer = self.settings.name,
+                    stan = transaction.identity.stan,
+                    issuer_stan = stan,
+                    "no answer from the issuer in time: approved in stand-in, reversal and advice queued"
+                );
+                let mut transaction = transaction;
+                if let Some(via) = &mut transaction.via {
+                    via.how = "stand-in";
+                }
+                self.remember(transaction.identity, advice_mti, advice_stan);
+                let advices = reversal
+                    .into_iter()
+                    .chain(std::iter::once(advice))
+                    .collect();
+                return self.log_advices(
+                    transaction,
+                    Outcome {
+                        code: ResponseCode::Approved,
+                        auth_id: Some(auth_id),
+                        balances: None,
+                    },
+                    Some((advice_mti, advice_stan)),
+                    advices,
+                    None,
+                    sent_lsn,
+                );
+            }
         }
         tracing::info!(
             issuer = self.settings.name,

@@ -300,7 +300,9 @@ pub enum Entry {
         /// later reversal; for a stand-in approval, those of its 0120 advice); `None` when
         /// nothing was sent.
         sent: Option<([u8; 4], u32)>,
-        advice: Option<Advice>,
+        /// Messages queued for the issuer with it: a reversal, an advice, or both (a stand-in
+        /// approval of a timed-out request: the request's reversal and the 0120).
+        advices: Vec<Advice>,
         /// For an acquirer's reversal of a remote transaction: the original it reverses, with
         /// the field 11 the switch sent it under (the same acquirer key may have been sent
         /// twice, after a restart).
@@ -474,7 +476,7 @@ struct RemoteRecord {
     code: [u8; 2],
     auth_id: Option<[u8; 6]>,
     sent: Option<([u8; 4], u32)>,
-    advice: Option<AdviceRecord>,
+    advices: Vec<AdviceRecord>,
     original: Option<(KeyRecord, u32)>,
 }
 
@@ -644,7 +646,7 @@ pub fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
             fingerprint,
             outcome,
             sent,
-            advice,
+            advices,
             original,
         } => EntryRecord::Remote(RemoteRecord {
             at_seconds: *at_seconds,
@@ -654,7 +656,7 @@ pub fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
             code: *outcome.code.as_bytes(),
             auth_id: outcome.auth_id,
             sent: *sent,
-            advice: advice.as_ref().map(advice_record),
+            advices: advices.iter().map(advice_record).collect(),
             original: original.as_ref().map(|(k, stan)| (key_record(k), *stan)),
         }),
         Entry::RemoteSent {
@@ -782,7 +784,7 @@ pub fn decode_entry(payload: &[u8]) -> Result<Entry, EntryError> {
                 balances: None,
             },
             sent: r.sent,
-            advice: r.advice.map(advice_from),
+            advices: r.advices.into_iter().map(advice_from).collect(),
             original: r.original.map(|(k, stan)| (key_from(k), stan)),
         },
         EntryRecord::RemoteSent(r) => Entry::RemoteSent {
@@ -1330,12 +1332,20 @@ mod tests {
                 balances: None,
             },
             sent: Some((*b"0100", 7)),
-            advice: Some(Advice {
-                id: u128::MAX - 1,
-                issuer: "sim".into(),
-                created_seconds: 11,
-                sealed: vec![1, 2, 3],
-            }),
+            advices: vec![
+                Advice {
+                    id: u128::MAX - 1,
+                    issuer: "sim".into(),
+                    created_seconds: 11,
+                    sealed: vec![1, 2, 3],
+                },
+                Advice {
+                    id: 4,
+                    issuer: "sim".into(),
+                    created_seconds: 11,
+                    sealed: vec![4; 20],
+                },
+            ],
             original: Some((key, 12)),
         };
         let remote_sent = Entry::RemoteSent {
@@ -1362,7 +1372,7 @@ mod tests {
                 balances: None,
             },
             sent: None,
-            advice: None,
+            advices: Vec::new(),
             original: None,
         };
         let done = Entry::AdviceDone {
