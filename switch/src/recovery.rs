@@ -247,13 +247,16 @@ fn replay(
                     advices,
                     original,
                 } => {
-                    if let Some((_, stan)) = sent {
-                        remote.unanswered.remove(&(issuer.clone(), key, stan));
+                    if let Some((_, stan)) = sent
+                        && let Some(u) = remote.unanswered.remove(&(issuer.clone(), key, stan))
+                    {
+                        remote.by_reversal.remove(&u.reversal.id);
                     }
                     let covered = remote.covered(&issuer, lsn);
-                    if let Some(original) = original
-                        && !covered
-                    {
+                    // Marked even if covered: the snapshot may predate the approval it marks
+                    // (a reversal that overtook its original's answer); marking twice is
+                    // harmless.
+                    if let Some(original) = original {
                         remote.reverse(original);
                     }
                     if now_seconds.saturating_sub(at_seconds) < retention
@@ -272,12 +275,18 @@ fn replay(
                         }
                         remote.sent.push((issuer, key, mti, stan));
                     }
-                    if !advices.is_empty() {
-                        // A record that queues a request's reversal decides that request
-                        // (a stand-in approval after a timeout names its 0120 in `sent`).
-                        remote
-                            .unanswered
-                            .retain(|_, u| !advices.iter().any(|a| a.id == u.reversal.id));
+                    // A record about the request itself that queues its reversal decides it (a
+                    // stand-in approval after a timeout names its 0120 in `sent`). An
+                    // acquirer's reversal that queued it (under its own key) does not: the
+                    // request's decision is still to come.
+                    for advice in &advices {
+                        if let Some(request) = remote.by_reversal.get(&advice.id)
+                            && request.1 == key
+                        {
+                            let request = request.clone();
+                            remote.by_reversal.remove(&advice.id);
+                            remote.unanswered.remove(&request);
+                        }
                     }
                     for advice in advices {
                         remote.advices.insert(advice.id, (lsn, advice));
@@ -285,7 +294,12 @@ fn replay(
                 }
                 Entry::AdviceDone { id, .. } => {
                     remote.advices.remove(&id);
-                    remote.done.insert(id);
+                    // The reversal of a request still undecided was delivered already.
+                    if let Some(request) = remote.by_reversal.get(&id)
+                        && let Some(u) = remote.unanswered.get_mut(request)
+                    {
+                        u.reversal_done = true;
+                    }
                 }
                 Entry::RemoteSent {
                     at_seconds,
@@ -295,6 +309,9 @@ fn replay(
                     sent: (mti, stan),
                     reversal,
                 } => {
+                    remote
+                        .by_reversal
+                        .insert(reversal.id, (issuer.clone(), key, stan));
                     remote.unanswered.insert(
                         (issuer, key, stan),
                         Unanswered {
@@ -303,6 +320,7 @@ fn replay(
                             fingerprint,
                             mti,
                             reversal,
+                            reversal_done: false,
                         },
                     );
                 }
@@ -507,8 +525,8 @@ pub struct RemoteBook {
     /// Those of them still unanswered at the end of the log, which the channels close (a 91
     /// with the reversal queued) once they start.
     pub settled: Vec<Settled>,
-    /// Advices the log says were acknowledged or given up.
-    done: HashSet<u128>,
+    /// The unanswered requests by the id of their reversal.
+    by_reversal: HashMap<u128, (String, TxnKey, u32)>,
     /// Each issuer's snapshot marker: its records before it are in `sent` and `reversed`
     /// already (from the snapshot's part).
     markers: HashMap<String, u64>,
@@ -524,6 +542,8 @@ struct Unanswered {
     fingerprint: u64,
     mti: [u8; 4],
     reversal: format::Advice,
+    /// Its reversal was acknowledged (or given up) already.
+    reversal_done: bool,
 }
 
 /// A request sent to an issuer with no decision logged: the channel logs one (91, the
@@ -617,8 +637,7 @@ impl RemoteBook {
                 fingerprint: u.fingerprint,
                 mti: u.mti,
                 stan,
-                reversal_queued: self.advices.contains_key(&u.reversal.id)
-                    || self.done.contains(&u.reversal.id),
+                reversal_queued: self.advices.contains_key(&u.reversal.id) || u.reversal_done,
                 reversal: u.reversal,
                 lsn: u.lsn,
             })

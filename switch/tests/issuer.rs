@@ -756,3 +756,42 @@ fn garbage_from_an_issuer_answers_nothing_and_a_link_full_of_it_is_reopened() {
     drop(link);
     drop(switch);
 }
+
+#[test]
+fn an_overtaking_reversal_then_kill_9_settles_the_original_as_91_and_reverses_it_once() {
+    let issuer = Issuer::start("127.0.0.1:0");
+    let config = config(issuer.addr(), &[("timeout_ms = 300", "timeout_ms = 20000")]);
+    let wal = fresh_wal_dir();
+    let switch = start_switch(&config, &wal);
+    issuer.sim.control.set_silent(true);
+    let mut first = switch.connect();
+    let mut second = switch.connect();
+    let original = authorization(4_400);
+    first.send(&original);
+    issuer.wait_count("authorizations", 1, Duration::from_secs(5));
+    assert_eq!(
+        code(&second.call(&referring("0400", &original, 4_400))),
+        "00"
+    );
+    drop(first);
+    drop(second);
+    switch.kill();
+    issuer.sim.control.set_silent(false);
+    let switch = start_switch(&config, &wal);
+    issuer.wait_count("reversals_distinct", 1, Duration::from_secs(15));
+    let mut link = switch.connect();
+    // The original, retransmitted: 91 (it was never answered), not sent again.
+    assert_eq!(code(&link.call(&original)), "91");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(issuer.count("authorizations"), 1);
+    assert_eq!(
+        issuer.count("reversals_distinct"),
+        1,
+        "{}",
+        issuer.sim.counts.json()
+    );
+    assert_eq!(issuer.count("reversal_duplicates"), 0);
+    drop(link);
+    drop(switch);
+    issuer.stop();
+}

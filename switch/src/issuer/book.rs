@@ -27,6 +27,8 @@ pub struct Book {
     first: u64,
     /// Each key's newest entry, by sequence number.
     index: HashMap<TxnKey, u64>,
+    /// Entries in the chunks (superseded ones included).
+    total: usize,
     max: usize,
 }
 
@@ -37,12 +39,13 @@ impl Book {
             chunks: VecDeque::new(),
             first: 0,
             index: HashMap::new(),
+            total: 0,
             max: max.max(1),
         }
     }
 
     fn next_seq(&self) -> u64 {
-        self.first + self.chunks.iter().map(|c| c.len() as u64).sum::<u64>()
+        self.first + self.total as u64
     }
 
     fn locate(&self, seq: u64) -> Option<(usize, usize)> {
@@ -70,7 +73,11 @@ impl Book {
             }
         }
         self.index.insert(key, seq);
-        while self.chunks.len() > 1 && (self.chunks.len() - 1) * CHUNK >= self.max {
+        self.total += 1;
+        // The oldest chunk goes once the rest hold `max` entries: never fewer are kept.
+        while self.chunks.len() > 1
+            && self.total - self.chunks.front().map_or(0, |c| c.len()) >= self.max
+        {
             self.evict_oldest_chunk();
         }
     }
@@ -86,6 +93,7 @@ impl Book {
             }
         }
         self.first += oldest.len() as u64;
+        self.total -= oldest.len();
     }
 
     /// The newest approval of `key`.
@@ -140,7 +148,7 @@ mod tests {
         // Three chunks' worth, bound two: the first chunk is gone, the rest found.
         assert!(book.get(&key(0)).is_none());
         assert_eq!(book.get(&key(n - 1)).map(|o| o.stan), Some(n - 1));
-        assert!(book.len() <= 2 * CHUNK && book.len() >= CHUNK);
+        assert_eq!(book.len(), 2 * CHUNK);
         // A key sent again: the newest counts; reversing marks that one.
         let again = n - 1;
         book.insert(key(again), *b"0100", 999_999);
@@ -148,6 +156,29 @@ mod tests {
         assert!(book.set_reversed(&key(again)));
         assert_eq!(book.get(&key(again)).map(|o| o.reversed), Some(true));
         assert!(!book.set_reversed(&key(0)));
+    }
+
+    #[test]
+    fn never_fewer_than_the_bound_are_kept() {
+        for max in [1, 10_000, CHUNK, CHUNK + 1, 3 * CHUNK - 7] {
+            let mut book = Book::new(max);
+            let n = u32::try_from(4 * CHUNK + 5).unwrap();
+            for i in 0..n {
+                book.insert(key(i), *b"0100", i);
+                let inserted = i as usize + 1;
+                assert!(
+                    book.len() >= max.min(inserted),
+                    "max {max}: {} kept",
+                    book.len()
+                );
+                assert!(book.len() <= max + CHUNK, "max {max}: {} kept", book.len());
+            }
+            // The newest `max` are all there.
+            let newest = u32::try_from(max).unwrap();
+            for i in n - newest..n {
+                assert!(book.get(&key(i)).is_some(), "max {max}: {i} forgotten");
+            }
+        }
     }
 
     #[test]

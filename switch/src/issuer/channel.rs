@@ -175,6 +175,9 @@ pub struct IssuerChannel {
     next_stan: u32,
     serial: u64,
     pending: HashMap<u32, Pending>,
+    /// The field 11 of each outstanding request, by the acquirer's key (reversals that
+    /// overtake their original's answer look it up).
+    pending_by_key: HashMap<TxnKey, u32>,
     /// (deadline, STAN, serial) in sending order: with one timeout per kind, deadlines come
     /// in order, so the front is always the next due.
     deadlines: VecDeque<(Instant, u32, u64)>,
@@ -225,6 +228,7 @@ impl IssuerChannel {
             next_stan: u32::try_from(unix_seconds() % 999_999).unwrap_or(0),
             serial: 0,
             pending: HashMap::new(),
+            pending_by_key: HashMap::new(),
             deadlines: VecDeque::new(),
             timeouts_in_row: 0,
             breaker_until: None,
@@ -358,6 +362,9 @@ impl IssuerChannel {
         purpose: Purpose,
     ) -> u64 {
         self.serial += 1;
+        if let Purpose::Request { transaction, .. } = &purpose {
+            self.pending_by_key.insert(transaction.identity, stan);
+        }
         let generation = self.links.get(slot).map_or(0, |l| l.generation);
         self.pending.insert(
             stan,
@@ -489,6 +496,17 @@ impl IssuerChannel {
         );
     }
 
+    /// Takes an outstanding message off the books.
+    fn remove_pending(&mut self, stan: u32) -> Option<Pending> {
+        let pending = self.pending.remove(&stan)?;
+        if let Purpose::Request { transaction, .. } = &pending.purpose
+            && self.pending_by_key.get(&transaction.identity) == Some(&stan)
+        {
+            self.pending_by_key.remove(&transaction.identity);
+        }
+        Some(pending)
+    }
+
     /// A probe that never went out: the next request is the probe.
     fn not_sent(&mut self, stan: u32) {
         if self.probe == Some(stan) {
@@ -512,7 +530,7 @@ impl IssuerChannel {
             if let Some(Pending {
                 purpose: Purpose::Request { transaction, .. },
                 ..
-            }) = self.pending.remove(&stan)
+            }) = self.remove_pending(stan)
             {
                 reply(
                     transaction,
@@ -558,7 +576,7 @@ impl IssuerChannel {
                     ..
                 },
             ..
-        }) = self.pending.remove(&stan)
+        }) = self.remove_pending(stan)
         {
             // Names the request (never sent) so that recovery matches it to its RemoteSent.
             self.log(
@@ -721,9 +739,7 @@ impl IssuerChannel {
 
     /// Whether a request of `key` is still outstanding here (its answer not yet in).
     fn reverse_pending(&self, key: &TxnKey, _reversal: &Transaction) -> bool {
-        self.pending.values().any(|p| {
-            matches!(&p.purpose, Purpose::Request { transaction, .. } if transaction.identity == *key)
-        })
+        self.pending_by_key.contains_key(key)
     }
 
     /// An acquirer's reversal of a request still outstanding here (the terminal gave up before
@@ -731,10 +747,7 @@ impl IssuerChannel {
     /// with nothing to send. Sent: its reversal is queued now, with this acknowledgement, and
     /// its answer or timeout queues nothing more.
     fn reversal_of_pending(&mut self, transaction: Transaction, key: TxnKey) {
-        let Some(stan) = self.pending.iter().find_map(|(stan, p)| match &p.purpose {
-            Purpose::Request { transaction: t, .. } if t.identity == key => Some(*stan),
-            _ => None,
-        }) else {
+        let Some(stan) = self.pending_by_key.get(&key).copied() else {
             return reply(
                 transaction,
                 Outcome::decline(ResponseCode::OriginalNotFound),
@@ -758,7 +771,7 @@ impl IssuerChannel {
                         ..
                     },
                 ..
-            }) = self.pending.remove(&stan)
+            }) = self.remove_pending(stan)
             {
                 self.not_sent(stan);
                 self.log(
@@ -1012,7 +1025,7 @@ impl IssuerChannel {
                     .all(|(field, _)| *field != 41 || answer.has(41));
                 (pending.response_mti == answer.mti && echoed && terminal).then_some(stan)
             });
-            let Some(stan) = matched.and_then(|stan| self.pending.remove(&stan).map(|p| (stan, p)))
+            let Some(stan) = matched.and_then(|stan| self.remove_pending(stan).map(|p| (stan, p)))
             else {
                 tracing::warn!(issuer = self.name(), slot, mti = %answer.mti, stan = ?stan, "answer from the issuer that matches no outstanding request (late, duplicate or unknown)");
                 // Not counted toward closing the link: after a stall, late answers are expected,
@@ -1200,7 +1213,7 @@ impl IssuerChannel {
             if !current {
                 continue;
             }
-            let Some(pending) = self.pending.remove(&stan) else {
+            let Some(pending) = self.remove_pending(stan) else {
                 continue;
             };
             match pending.purpose {
@@ -1282,7 +1295,8 @@ impl IssuerChannel {
         }
         // Stand-in where configured: the switch approves within its rules, reverses what it
         // sent, and advises the issuer of its approval (0120), all in one record.
-        if self.stand_in_allows(&transaction.request) {
+        // Not when an acquirer's reversal of it came first: the acquirer wants none of it.
+        if reversal.is_some() && self.stand_in_allows(&transaction.request) {
             let frame = transaction.frame.clone();
             let advice = self
                 .context
