@@ -379,6 +379,15 @@ impl IssuerChannel {
         );
         self.deadlines
             .push_back((Instant::now() + self.settings.timeout, stan, self.serial));
+        // Answered messages leave their deadlines behind until they pass: at a high rate and
+        // a long timeout that would be rate × timeout entries. Past a bound set by the
+        // outstanding limit, the ones of answered messages are dropped (amortised O(1)).
+        let bound = 4 * (self.settings.inflight_max + ADVICES_IN_FLIGHT_MAX + 64);
+        if self.deadlines.len() > bound {
+            let pending = &self.pending;
+            self.deadlines
+                .retain(|(_, stan, serial)| pending.get(stan).is_some_and(|p| p.serial == *serial));
+        }
         self.serial
     }
 
