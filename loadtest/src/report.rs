@@ -19,7 +19,17 @@ fn table(title: &str, outcome: &Outcome, expect_codes: bool) {
     }
     println!("latency max      {} us", h.max());
     for (operation, count) in &tally.operations {
-        println!("operation {operation:<9}{count}");
+        let latency = tally
+            .latency_by_operation
+            .get(operation)
+            .map_or_else(String::new, |h| {
+                format!(
+                    "   p50 {} us  p99 {} us",
+                    h.value_at_quantile(0.5),
+                    h.value_at_quantile(0.99)
+                )
+            });
+        println!("operation {operation:<9}{count}{latency}");
     }
     for (code, count) in &tally.codes {
         println!("response {code}      {count}");
@@ -50,6 +60,18 @@ fn json(outcome: &Outcome) -> serde_json::Value {
         "throughput_per_second": outcome.throughput(),
         "latency_us": latency,
         "operations": tally.operations,
+        "latency_us_by_operation": tally
+            .latency_by_operation
+            .iter()
+            .map(|(operation, h)| {
+                let mut quantiles = serde_json::Map::new();
+                for (name, q) in QUANTILES {
+                    quantiles.insert(name.to_owned(), h.value_at_quantile(q).into());
+                }
+                quantiles.insert("max".to_owned(), h.max().into());
+                ((*operation).to_owned(), serde_json::Value::Object(quantiles))
+            })
+            .collect::<serde_json::Map<_, _>>(),
         "response_codes": tally.codes,
         "unexpected_codes": tally.unexpected,
         "unmatched": tally.unmatched,

@@ -85,6 +85,8 @@ pub struct Tally {
     pub latency_us: Histogram<u64>,
     pub codes: BTreeMap<String, u64>,
     pub operations: BTreeMap<&'static str, u64>,
+    /// Latency per operation, so that routes can be compared within one run.
+    pub latency_by_operation: BTreeMap<&'static str, Histogram<u64>>,
     /// Answers other than 00, by code.
     pub unexpected: BTreeMap<String, u64>,
     pub unmatched: u64,
@@ -100,6 +102,7 @@ impl Tally {
             latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).context("histogram bounds")?,
             codes: BTreeMap::new(),
             operations: BTreeMap::new(),
+            latency_by_operation: BTreeMap::new(),
             unexpected: BTreeMap::new(),
             unmatched: 0,
             timeouts: 0,
@@ -117,6 +120,15 @@ impl Tally {
         }
         for (operation, count) in &other.operations {
             *self.operations.entry(operation).or_default() += count;
+        }
+        for (operation, histogram) in &other.latency_by_operation {
+            match self.latency_by_operation.get_mut(operation) {
+                Some(mine) => mine.add(histogram).context("merging histograms")?,
+                None => {
+                    self.latency_by_operation
+                        .insert(operation, histogram.clone());
+                }
+            }
         }
         for (code, count) in &other.unexpected {
             *self.unexpected.entry(code.clone()).or_default() += count;
@@ -136,6 +148,16 @@ impl Tally {
             self.latency_us.saturating_record(latency_us.max(1));
             *self.codes.entry(code.to_owned()).or_default() += 1;
             *self.operations.entry(sent.operation.name()).or_default() += 1;
+            let empty = &self.latency_us;
+            self.latency_by_operation
+                .entry(sent.operation.name())
+                .or_insert_with(|| {
+                    // Same bounds as the run's histogram.
+                    let mut h = empty.clone();
+                    h.reset();
+                    h
+                })
+                .saturating_record(latency_us.max(1));
         }
         if code == "00" {
             let change = match sent.operation {
@@ -694,6 +716,15 @@ mod tests {
                 total.codes["00"]
             ),
             (8, -6, 6)
+        );
+        // Per operation too, merged: purchases' latencies apart from the others'.
+        let purchases = &total.latency_by_operation["purchase"];
+        assert_eq!(purchases.len(), 4);
+        assert_eq!(purchases.max(), purchases.highest_equivalent(900));
+        assert_eq!(total.latency_by_operation["auth"].len(), 2);
+        assert!(
+            !total.latency_by_operation.contains_key("balance"),
+            "not measured"
         );
     }
 
