@@ -78,7 +78,7 @@ struct Running {
     workers: Vec<(ArbiterHandle, SessionContext)>,
     shutdown_tx: watch::Sender<bool>,
     fatal_rx: mpsc::UnboundedReceiver<String>,
-    /// The snapshot and idempotency-sweep timers.
+    /// The snapshot, idempotency-sweep and orphan-expiry timers.
     timers: Vec<tokio::task::JoinHandle<()>>,
     wal_thread: JoinHandle<WriterStats>,
     snapshotter: JoinHandle<()>,
@@ -354,27 +354,34 @@ async fn start(
         channels.insert(name, (channel, health, label));
         threads.arbiters.push(arbiter);
     }
-    remote
-        .advices
-        .retain(|_, (_, a)| !settings.issuers.iter().any(|i| i.name == a.issuer));
-    for settled in &remote.settled {
-        if !settings.issuers.iter().any(|i| i.name == settled.issuer) {
+    // What the log holds for issuers no longer configured: kept (pinned) a day, then given
+    // up, so that a removed issuer cannot stop the log from being pruned.
+    let configured = |name: &str| settings.issuers.iter().any(|i| i.name == name);
+    let mut orphans = Vec::new();
+    for (lsn, advice) in std::mem::take(&mut remote.advices).into_values() {
+        if !configured(&advice.issuer) {
+            tracing::error!(
+                issuer = advice.issuer,
+                lsn,
+                "the log holds an advice queued for an issuer no longer configured: it is kept \
+                 for a day after it was made (sent if the issuer is configured again), then given up"
+            );
+            orphans.push(crate::issuer::orphans::Orphan::Advice { lsn, advice });
+        }
+    }
+    for settled in std::mem::take(&mut remote.settled) {
+        if !configured(&settled.issuer) {
             tracing::error!(
                 issuer = settled.issuer,
                 lsn = settled.lsn,
                 "a request sent to an issuer no longer configured has no decision in the log: \
-                 its reversal goes once the issuer is configured again; reconcile it by hand"
+                 kept for a day (its reversal goes if the issuer is configured again), then \
+                 given up; reconcile it by hand"
             );
+            orphans.push(crate::issuer::orphans::Orphan::Settled(settled));
         }
     }
-    for (lsn, advice) in remote.advices.values() {
-        tracing::error!(
-            issuer = advice.issuer,
-            lsn,
-            "the log holds an advice queued for an issuer no longer configured: it is kept, \
-             and sent once the issuer is configured again"
-        );
-    }
+    let orphans = crate::issuer::orphans::start(wal.clone(), pins.clone(), orphans);
     let channels: Channels = Arc::new(channels);
     drop(wal);
 
@@ -506,6 +513,7 @@ async fn start(
     });
     let mut timers = vec![sweeper];
     timers.extend(snapshots);
+    timers.extend(orphans);
     let running = Running {
         acquirer_addr,
         health,

@@ -7,6 +7,7 @@
 //! - [`link`]: one TCP connection's task: connect with backoff and jitter, frames in and out.
 //! - [`message`]: what the switch sends an issuer, built from the acquirer's request, and
 //!   how an issuer's answer is read; sealing queued messages for the log.
+//! - [`orphans`]: what the log holds for issuers no longer configured, given up after a day.
 //! - [`pins`]: the log records that queued advices still need, which pruning keeps.
 //! - [`tls`]: TLS on issuer links, optionally mutual.
 
@@ -14,6 +15,7 @@ pub mod book;
 pub mod channel;
 pub mod link;
 pub mod message;
+pub mod orphans;
 pub mod pins;
 pub mod tls;
 
