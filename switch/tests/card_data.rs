@@ -52,21 +52,8 @@ fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 fn no_pan_track_data_or_pin_block_in_any_artifact_of_a_full_run() {
     let wal = fresh_wal_dir();
     // The remote issuer: the simulator in this process.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (sim, serve) = runtime
-        .block_on(loadtest::sim::bind(
-            "127.0.0.1:0".parse().unwrap(),
-            adapters::DialectName::Default,
-            adapters::FrameHeader::Binary2,
-            loadtest::sim::Behaviour::default(),
-            5,
-        ))
-        .unwrap();
-    runtime.spawn(serve);
+    let issuer = Issuer::start("127.0.0.1:0");
+    let sim = &issuer.sim;
     let issuer_address = format!("address = \"{}\"", sim.addr);
     let config = config_file(
         "card-data",

@@ -12,70 +12,9 @@ use std::time::{Duration, Instant};
 
 use adapters::{DialectName, FrameHeader};
 use common::*;
-use loadtest::sim::{self, Behaviour, Latency, Sim};
+use loadtest::sim::{Behaviour, Latency};
 
 const REMOTE_PAN: &[u8] = b"4111111111111111";
-
-/// The simulator on its own runtime thread, until dropped.
-struct Issuer {
-    sim: Sim,
-    runtime: tokio::runtime::Runtime,
-    server: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Issuer {
-    fn start(listen: &str) -> Issuer {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let (sim, serve) = runtime
-            .block_on(sim::bind(
-                listen.parse().unwrap(),
-                DialectName::Default,
-                FrameHeader::Binary2,
-                Behaviour::default(),
-                7,
-            ))
-            .unwrap();
-        let server = runtime.spawn(serve);
-        Issuer {
-            sim,
-            runtime,
-            server: Some(server),
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.sim.addr
-    }
-
-    fn count(&self, name: &str) -> u64 {
-        self.sim.counts.json()[name].as_u64().unwrap()
-    }
-
-    /// Waits until `name` reaches `at_least`, or fails with every count.
-    fn wait_count(&self, name: &str, at_least: u64, within: Duration) {
-        let deadline = Instant::now() + within;
-        while self.count(name) < at_least {
-            assert!(
-                Instant::now() < deadline,
-                "{name} stayed below {at_least}: {}",
-                self.sim.counts.json()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Stops listening and closes every connection (the runtime ends its tasks).
-    fn stop(mut self) {
-        if let Some(server) = self.server.take() {
-            server.abort();
-        }
-        self.runtime.shutdown_timeout(Duration::from_secs(1));
-    }
-}
 
 /// The default configuration with the issuer at `addr`, short timeouts and retries.
 fn config(addr: SocketAddr, extra: &[(&str, &str)]) -> std::path::PathBuf {

@@ -516,6 +516,27 @@ impl IssuerChannel {
         Some(pending)
     }
 
+    /// A request that never went out (no link, an overtaking reversal, or a timeout while its
+    /// `RemoteSent` record was being made durable): 91 with nothing to reverse, naming the
+    /// request so that recovery matches it to its `RemoteSent`.
+    fn close_unsent(
+        &mut self,
+        transaction: Transaction,
+        sent_mti: [u8; 4],
+        stan: u32,
+        sent_lsn: Option<u64>,
+    ) {
+        self.not_sent(stan);
+        self.log(
+            transaction,
+            Outcome::decline(ResponseCode::IssuerUnavailable),
+            Some((sent_mti, stan)),
+            None,
+            None,
+            sent_lsn,
+        );
+    }
+
     /// A probe that never went out: the next request is the probe.
     fn not_sent(&mut self, stan: u32) {
         if self.probe == Some(stan) {
@@ -574,9 +595,8 @@ impl IssuerChannel {
             metrics().issuer_event(self.name(), "sent");
             return;
         }
-        // No link took it: nothing went out. Its record is closed by a 91 without a reversal.
+        // No link took it: nothing went out.
         metrics().issuer_event(self.name(), "shed");
-        self.not_sent(stan);
         if let Some(Pending {
             purpose:
                 Purpose::Request {
@@ -587,15 +607,7 @@ impl IssuerChannel {
             ..
         }) = self.remove_pending(stan)
         {
-            // Names the request (never sent) so that recovery matches it to its RemoteSent.
-            self.log(
-                transaction,
-                Outcome::decline(ResponseCode::IssuerUnavailable),
-                Some((sent_mti, stan)),
-                None,
-                None,
-                Some(lsn),
-            );
+            self.close_unsent(transaction, sent_mti, stan, Some(lsn));
         }
     }
 
@@ -682,7 +694,8 @@ impl IssuerChannel {
             );
         };
         let Some(original) = self.originals.get(&key) else {
-            if transaction.request.kind.is_reversal() && self.reverse_pending(&key, &transaction) {
+            // Its original still outstanding here (the answer not yet in).
+            if transaction.request.kind.is_reversal() && self.pending_by_key.contains_key(&key) {
                 return self.reversal_of_pending(transaction, key);
             }
             if !others.is_empty() {
@@ -746,11 +759,6 @@ impl IssuerChannel {
         );
     }
 
-    /// Whether a request of `key` is still outstanding here (its answer not yet in).
-    fn reverse_pending(&self, key: &TxnKey, _reversal: &Transaction) -> bool {
-        self.pending_by_key.contains_key(key)
-    }
-
     /// An acquirer's reversal of a request still outstanding here (the terminal gave up before
     /// the switch did). Not yet sent: it never will be (91), and the reversal is acknowledged
     /// with nothing to send. Sent: its reversal is queued now, with this acknowledgement, and
@@ -782,15 +790,7 @@ impl IssuerChannel {
                 ..
             }) = self.remove_pending(stan)
             {
-                self.not_sent(stan);
-                self.log(
-                    original,
-                    Outcome::decline(ResponseCode::IssuerUnavailable),
-                    Some((sent_mti, stan)),
-                    None,
-                    None,
-                    sent_lsn,
-                );
+                self.close_unsent(original, sent_mti, stan, sent_lsn);
             }
             return self.log(
                 transaction,
@@ -1234,16 +1234,7 @@ impl IssuerChannel {
                     reversal,
                 } => {
                     if outgoing.is_some() {
-                        // Never sent (its record was not yet durable): 91, nothing to reverse.
-                        self.not_sent(stan);
-                        self.log(
-                            transaction,
-                            Outcome::decline(ResponseCode::IssuerUnavailable),
-                            Some((sent_mti, stan)),
-                            None,
-                            None,
-                            sent_lsn,
-                        );
+                        self.close_unsent(transaction, sent_mti, stan, sent_lsn);
                     } else {
                         self.timed_out(transaction, sent_mti, stan, reversal, sent_lsn);
                     }

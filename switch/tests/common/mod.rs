@@ -533,3 +533,64 @@ pub fn http(
 pub fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
+
+/// The issuer simulator (`loadtest issuer-sim`) in this process, on its own runtime thread.
+pub struct Issuer {
+    pub sim: loadtest::sim::Sim,
+    pub runtime: tokio::runtime::Runtime,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Issuer {
+    pub fn start(listen: &str) -> Issuer {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (sim, serve) = runtime
+            .block_on(loadtest::sim::bind(
+                listen.parse().unwrap(),
+                DialectName::Default,
+                FrameHeader::Binary2,
+                loadtest::sim::Behaviour::default(),
+                7,
+            ))
+            .unwrap();
+        let server = runtime.spawn(serve);
+        Issuer {
+            sim,
+            runtime,
+            server: Some(server),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.sim.addr
+    }
+
+    pub fn count(&self, name: &str) -> u64 {
+        self.sim.counts.json()[name].as_u64().unwrap()
+    }
+
+    /// Waits until `name` reaches `at_least`, or fails with every count.
+    pub fn wait_count(&self, name: &str, at_least: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.count(name) < at_least {
+            assert!(
+                Instant::now() < deadline,
+                "{name} stayed below {at_least}: {}",
+                self.sim.counts.json()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops listening and closes every connection (the runtime ends its tasks).
+    pub fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        self.runtime.shutdown_timeout(Duration::from_secs(1));
+    }
+}
