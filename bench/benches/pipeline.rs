@@ -47,6 +47,7 @@ fn authorization(index: u64, stan: u32) -> Vec<u8> {
 fn shard(settings: &Settings, tokenizer: &Tokenizer) -> LedgerShard {
     let limits = ShardLimits {
         transactions_max: 100_000_000,
+        hot_max: 100_000_000,
         ..settings.shard_limits
     };
     let mut shard = LedgerShard::new(0, limits);

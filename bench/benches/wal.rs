@@ -191,6 +191,7 @@ fn wal_benches(c: &mut Criterion) {
     let genesis = {
         let limits = ShardLimits {
             transactions_max: 10_000_000,
+            hot_max: 10_000_000,
             hold_expiry_seconds: 604_800,
             reversal_window_seconds: 86_400,
         };
@@ -222,6 +223,7 @@ fn wal_benches(c: &mut Criterion) {
                     0,
                     ShardLimits {
                         transactions_max: 10_000_000,
+                        hot_max: 10_000_000,
                         hold_expiry_seconds: 604_800,
                         reversal_window_seconds: 86_400,
                     },

@@ -28,6 +28,12 @@ pub const DEMO_ACCOUNTS_MAX: u64 = 50_000_000;
 /// Holds (and, separately, postings) one expiry step takes off at most: about a millisecond
 /// of a shard's time, and one small record, however much falls due at once.
 pub const EXPIRY_PIECE_MAX: u32 = 4_096;
+/// Transactions a shard moves from memory to disk at a time, at most (twice this when it is
+/// catching up): one write batch of about 60 KiB, a fraction of a millisecond.
+pub const SPILL_PIECE: usize = 512;
+/// Transactions on disk that recovery reads back into memory to split them over a changed
+/// number of shards; with more, it refuses to start (`ledger.shards` must stay as it was).
+pub const RESHARD_IN_MEMORY_MAX: u64 = 4_000_000;
 /// At most 1/this of a shard's transaction table holds reversals that came before their
 /// original: they need no funds, so they must not crowd out real transactions.
 pub const REVERSED_FIRST_SHARE: usize = 8;

@@ -73,11 +73,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// Info by default; the store on disk (fjall and its LSM tree) logs its routine at info too
+/// (every flush and compaction), so only its warnings.
+const LOG_FILTER: &str = "info,fjall=warn,lsm_tree=warn";
+
 /// Log lines to stderr: human-readable, or one JSON object per line (`logging.format`).
-/// `RUST_LOG` sets the levels (info by default).
+/// `RUST_LOG` sets the levels (`LOG_FILTER` by default).
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

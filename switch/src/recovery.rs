@@ -11,6 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,13 @@ use anyhow::{Context as _, bail};
 use crate::acquirer::idempotency::IdempotencyStore;
 use crate::config::{AccountOverride, Settings};
 use crate::domain::{CardToken, Outcome, Posting, Tokenizer, TxnKey};
+use crate::ledger::cold::ColdStore;
 use crate::ledger::{Account, Expiry, ExpiryStep, LedgerShard, ShardImage, reshard, shard_of};
+use crate::limits::RESHARD_IN_MEMORY_MAX;
+
+/// Where the transactions beyond the hot windows are kept, inside the WAL directory (whose
+/// lock covers it): derived from the log, and moved with it.
+pub const COLD_DIR: &str = "cold";
 use crate::limits::{REPLAY_BATCH, REPLAY_BATCHES_QUEUED};
 use crate::wal::format::{self, Entry, SnapshotSection};
 use crate::wal::scan::{self, Mode, ScanReport};
@@ -445,17 +452,32 @@ pub fn genesis(settings: &Settings, tokenizer: &Tokenizer) -> anyhow::Result<Vec
         .collect())
 }
 
-/// Shards 0, 1, … from their images, with the configured limits.
-fn shards_from(images: Vec<ShardImage>, settings: &Settings) -> Vec<LedgerShard> {
+/// Shards 0, 1, … from their images, with the configured limits, each with its part of the
+/// store on disk rolled back to the image's version.
+fn shards_from(
+    images: Vec<ShardImage>,
+    settings: &Settings,
+    cold: Option<&Arc<ColdStore>>,
+) -> anyhow::Result<Vec<LedgerShard>> {
     images
         .into_iter()
         .enumerate()
         .map(|(i, image)| {
-            LedgerShard::from_image(
-                u32::try_from(i).unwrap_or(u32::MAX),
-                settings.shard_limits,
-                image,
-            )
+            let index = u32::try_from(i).unwrap_or(u32::MAX);
+            let state = image.cold;
+            let shard = LedgerShard::from_image(index, settings.shard_limits, image);
+            Ok(match cold {
+                Some(cold) => shard.with_cold(Box::new(cold.shard(index, &state)?)),
+                None => {
+                    if state.count > 0 {
+                        bail!(
+                            "the snapshot puts {} transactions of shard {index} on disk, and                              ledger.hot_transactions_per_shard_max = 0 keeps none there: set it as it was",
+                            state.count
+                        );
+                    }
+                    shard
+                }
+            })
         })
         .collect()
 }
@@ -507,6 +529,9 @@ pub struct Recovered {
     /// Remote issuers' business still open in the log: queued advices not acknowledged nor
     /// given up, and the requests sent to issuers (for reversals and completions of them).
     pub remote: RemoteBook,
+    /// The transactions beyond the hot windows, on disk (none if `ledger.
+    /// hot_transactions_per_shard_max` is 0).
+    pub cold: Option<Arc<ColdStore>>,
 }
 
 /// What the log says about remote issuers (see [`Recovered::remote`]).
@@ -674,20 +699,21 @@ pub fn recover(
         .map(|i| i.originals_max)
         .sum::<usize>()
         .max(1);
-    let (mut shards, markers, snapshot_path) = match found.snapshot {
+    let (images, markers, snapshot_path) = match found.snapshot {
         Some((path, sections)) => {
             let markers: Vec<u64> = sections.iter().map(|s| s.marker_lsn).collect();
             // Replayed with the shard count the log was written under (expiry is per shard);
             // resharded afterwards if the configuration changed it.
             let images: Vec<ShardImage> = sections.into_iter().map(|s| s.image).collect();
-            let shards = shards_from(images, settings);
-            (shards, markers, Some(path))
+            (images, markers, Some(path))
         }
-        None => (
-            genesis(settings, tokenizer)?,
-            vec![0; settings.shards],
-            None,
-        ),
+        None => {
+            let images = genesis(settings, tokenizer)?
+                .iter()
+                .map(LedgerShard::image)
+                .collect();
+            (images, vec![0; settings.shards], None)
+        }
     };
     let first_needed = markers.iter().copied().min().unwrap_or(0);
     let last_marker = markers.iter().copied().max().unwrap_or(0);
@@ -704,6 +730,18 @@ pub fn recover(
             dir.display()
         );
     }
+    // Only now, with the log known to follow the snapshot (or genesis), is the store on disk
+    // rolled back to it (emptied for genesis: nothing on disk is older than the log).
+    let cold = if settings.shard_limits.hot_max > 0 {
+        let cold = ColdStore::open(&dir.join(COLD_DIR))?;
+        if snapshot_path.is_none() {
+            cold.clear()?;
+        }
+        Some(cold)
+    } else {
+        None
+    };
+    let mut shards = shards_from(images, settings, cold.as_ref())?;
     // Every record of the log may hold a transaction: size the tables once instead of
     // rehashing them as replay grows them.
     let log_bytes: u64 = segments
@@ -713,8 +751,12 @@ pub fn recover(
         .sum();
     let per_shard = usize::try_from(log_bytes / APPROXIMATE_RECORD_BYTES).unwrap_or(usize::MAX)
         / settings.shards.max(1);
+    let in_memory = match cold {
+        Some(_) => settings.shard_limits.hot_max,
+        None => settings.shard_limits.transactions_max,
+    };
     for shard in &mut shards {
-        shard.reserve_transactions(per_shard.min(settings.shard_limits.transactions_max));
+        shard.reserve_transactions(per_shard.min(in_memory));
     }
     let replay = replay(settings, shards, &markers, remote, idempotency, now_seconds)?;
     let (mut shards, report) = (replay.shards, replay.report);
@@ -731,11 +773,34 @@ pub fn recover(
             to = settings.shards,
             "ledger.shards changed since the snapshot: resharding, and taking a snapshot of the new split"
         );
+        // What is on disk is read back and split anew, when it fits in memory.
+        let on_disk: u64 = shards.iter().map(|s| s.cold_state().count).sum();
+        if on_disk > RESHARD_IN_MEMORY_MAX {
+            bail!(
+                "ledger.shards changed from {} to {} with {on_disk} transactions on disk, more than can be split                  anew in memory ({RESHARD_IN_MEMORY_MAX}): set ledger.shards = {} (the count the log was written with)",
+                shards.len(),
+                settings.shards,
+                shards.len()
+            );
+        }
         let images = reshard(
-            shards.iter().map(LedgerShard::image).collect(),
+            shards.iter().map(LedgerShard::full_image).collect(),
             settings.shards,
         );
-        shards = shards_from(images, settings);
+        drop(shards);
+        // The new split starts with nothing on disk: the snapshot below holds it all, and a
+        // crash before the store is cleared rolls it back to nothing anyway (version 0).
+        shards = images
+            .into_iter()
+            .enumerate()
+            .map(|(i, image)| {
+                LedgerShard::from_image(
+                    u32::try_from(i).unwrap_or(u32::MAX),
+                    settings.shard_limits,
+                    image,
+                )
+            })
+            .collect();
         // From here on the log is written with the new count: a snapshot at its start keeps
         // a later recovery from replaying the old count's expiry onto the new split.
         let sections: Vec<SnapshotSection> = shards
@@ -752,6 +817,16 @@ pub fn recover(
                 dir.display()
             )
         })?;
+        if let Some(cold) = &cold {
+            cold.clear()?;
+            shards = shards
+                .into_iter()
+                .map(|shard| {
+                    let tier = cold.shard(shard.index(), &shard.cold_state())?;
+                    Ok(shard.with_cold(Box::new(tier)))
+                })
+                .collect::<anyhow::Result<_>>()?;
+        }
     }
     if let Some(torn) = &report.torn_tail {
         tracing::warn!(
@@ -769,6 +844,7 @@ pub fn recover(
         idempotency_restored: replay.restored,
         elapsed: started.elapsed(),
         remote: replay.remote,
+        cold,
     })
 }
 
@@ -1024,6 +1100,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(recovered.replayed, 60);
+        drop(recovered);
         // Without the snapshot, the pruned log cannot be replayed from genesis: refuse.
         fs::remove_file(&snapshot_path).unwrap();
         let error = recover(

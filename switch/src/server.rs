@@ -267,6 +267,7 @@ async fn start(
         retention,
         snapshot_rx,
         pins.clone(),
+        recovered.cold.clone(),
     )
     .context("cannot start the snapshotter thread")?;
     let (wal, wal_thread) = writer::start(

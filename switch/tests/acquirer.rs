@@ -333,7 +333,7 @@ fn configured_limits_and_rules_answer_96_and_57() {
     let config = default_config_with(&[
         ("shards = 0 ", "shards = 1 "),
         (
-            "transactions_per_shard_max = 4000000",
+            "transactions_per_shard_max = 100000000",
             "transactions_per_shard_max = 2",
         ),
         (

@@ -30,6 +30,7 @@ const TRANSMISSION: u64 = 1_126_143_015;
 const START: u64 = 1_795_703_415;
 const LIMITS: ShardLimits = ShardLimits {
     transactions_max: 100_000,
+    hot_max: 100_000,
     hold_expiry_seconds: 400,
     reversal_window_seconds: 200,
 };

@@ -96,6 +96,13 @@ fn settings(dir: &Path, shards: usize) -> Settings {
             &format!("idempotency_retention_seconds = {RETENTION}"),
             1,
         )
+        // A hot window of three transactions: nearly everything lives on disk, is rolled back
+        // to each snapshot's version at recovery and made again by replay.
+        .replacen(
+            "hot_transactions_per_shard_max = 1000000",
+            "hot_transactions_per_shard_max = 3",
+            1,
+        )
         // Small segments, so that lives rotate them.
         .replacen("segment_bytes = 67108864", "segment_bytes = 16384", 1)
         .replacen(
@@ -229,8 +236,9 @@ fn same_union(recovered: &[ShardImage], live: &[ShardImage]) -> bool {
         })
 }
 
+/// The whole state of each shard, in memory and on disk.
 fn images(shards: &[LedgerShard]) -> Vec<ShardImage> {
-    shards.iter().map(LedgerShard::image).collect()
+    shards.iter().map(LedgerShard::full_image).collect()
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
@@ -317,6 +325,26 @@ struct Report {
     snapshots: u64,
     retransmissions: u64,
     simulated_seconds: u64,
+    /// The most transactions on disk at once.
+    on_disk_max: u64,
+}
+
+/// Writes a snapshot as the snapshotter does: the store on disk synced first, its undo log
+/// settled after.
+fn write_snapshot(
+    dir: &Path,
+    sections: &[SnapshotSection],
+    cold: Option<&switch::ledger::cold::ColdStore>,
+    now: u64,
+) {
+    if let Some(cold) = cold {
+        cold.persist().unwrap();
+    }
+    snapshot::write(dir, sections, now).unwrap();
+    if let Some(cold) = cold {
+        let images: Vec<&ShardImage> = sections.iter().map(|s| &s.image).collect();
+        cold.settle(&images).unwrap();
+    }
 }
 
 fn simulate(seed: u64, verbose: bool) -> Report {
@@ -380,6 +408,8 @@ fn simulate(seed: u64, verbose: bool) -> Report {
             }
         }
         let mut log = Log::open(&settings, &recovered);
+        let cold = recovered.cold.clone();
+        assert!(cold.is_some(), "the simulation keeps transactions on disk");
         let mut shards = recovered.shards;
         report.restarts += u64::from(life > 0);
         let steps = 50 + rng.below(250);
@@ -530,6 +560,8 @@ fn simulate(seed: u64, verbose: bool) -> Report {
                 lsn
             };
             report.records += 1;
+            let on_disk: u64 = shards.iter().map(|s| s.cold_state().count).sum();
+            report.on_disk_max = report.on_disk_max.max(on_disk);
             if waits {
                 log.durable(lsn);
                 expected = Some(images(&shards));
@@ -542,7 +574,7 @@ fn simulate(seed: u64, verbose: bool) -> Report {
                             image: s.image(),
                         })
                         .collect();
-                    snapshot::write(&dir, &sections, now).unwrap();
+                    write_snapshot(&dir, &sections, cold.as_deref(), now);
                     report.snapshots += 1;
                 }
             } else {
@@ -559,7 +591,7 @@ fn simulate(seed: u64, verbose: bool) -> Report {
                     image: s.image(),
                 })
                 .collect();
-            snapshot::write(&dir, &sections, now).unwrap();
+            write_snapshot(&dir, &sections, cold.as_deref(), now);
             report.snapshots += 1;
         }
         // The crash: the batch that was not waited for may be torn anywhere.
@@ -640,11 +672,16 @@ fn seeded_runs_with_crashes_recover_the_live_state() {
         total.snapshots += report.snapshots;
         total.retransmissions += report.retransmissions;
         total.simulated_seconds += report.simulated_seconds;
+        total.on_disk_max = total.on_disk_max.max(report.on_disk_max);
         assert!(report.restarts > 0);
     }
+    assert!(
+        total.on_disk_max > 0,
+        "no transaction ever left the hot window: the store on disk went untested"
+    );
     let tenths_of_days = total.simulated_seconds / 8_640;
     println!(
-        "{} seeds: {} steps, {} records, {} restarts ({} torn), {} snapshots, {} retransmissions, {}.{} simulated days",
+        "{} seeds: {} steps, {} records, {} restarts ({} torn), {} snapshots, {} retransmissions, {}.{} simulated days, up to {} transactions on disk",
         seeds.len(),
         total.steps,
         total.records,
@@ -653,6 +690,7 @@ fn seeded_runs_with_crashes_recover_the_live_state() {
         total.snapshots,
         total.retransmissions,
         tenths_of_days / 10,
-        tenths_of_days % 10
+        tenths_of_days % 10,
+        total.on_disk_max
     );
 }

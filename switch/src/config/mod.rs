@@ -193,6 +193,7 @@ struct LedgerFile {
     shards: usize,
     token_key: String,
     transactions_per_shard_max: usize,
+    hot_transactions_per_shard_max: usize,
     hold_expiry_seconds: u64,
     reversal_window_seconds: u64,
 }
@@ -202,7 +203,8 @@ impl Default for LedgerFile {
         LedgerFile {
             shards: 0,
             token_key: String::new(),
-            transactions_per_shard_max: 4_000_000,
+            transactions_per_shard_max: 100_000_000,
+            hot_transactions_per_shard_max: 1_000_000,
             hold_expiry_seconds: 7 * 24 * 3600,
             reversal_window_seconds: 24 * 3600,
         }
@@ -671,6 +673,12 @@ impl Checker<'_> {
                 "ledger.transactions_per_shard_max",
                 raw.ledger.transactions_per_shard_max,
                 1,
+                4_000_000_000,
+            )?,
+            hot_max: self.range(
+                "ledger.hot_transactions_per_shard_max",
+                raw.ledger.hot_transactions_per_shard_max,
+                0,
                 1_000_000_000,
             )?,
             hold_expiry_seconds: self.range(

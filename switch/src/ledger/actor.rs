@@ -180,9 +180,7 @@ impl LedgerActor {
     /// One bounded piece of expiry, logged; schedules the next piece at once if more is due,
     /// so that a million holds falling due together are released in pieces between requests.
     fn expire(&mut self, ctx: &mut Context<Self>) {
-        metrics()
-            .ledger_transactions(self.shard.index())
-            .set(i64::try_from(self.shard.transaction_count()).unwrap_or(i64::MAX));
+        self.export_counts();
         // Reserve first: a release that cannot be logged must not happen yet.
         if !self.wal.try_reserve() {
             return;
@@ -191,6 +189,9 @@ impl LedgerActor {
             .shard
             .expiry_step(unix_seconds(), EXPIRY_PIECE_MAX, EXPIRY_PIECE_MAX);
         let done = self.shard.expire_step(&step);
+        if self.cold_failed() {
+            return;
+        }
         if done.is_empty() {
             self.wal.unreserve();
             return;
@@ -222,15 +223,42 @@ impl LedgerActor {
     }
 }
 
+impl LedgerActor {
+    /// After a change: if the store on disk failed during it, the shard's state can no longer
+    /// be trusted. The change is not logged (its reservation is given back), and the log is
+    /// stopped: every waiting request gets 96, `/readyz` turns 503, the process exits 1, and
+    /// recovery rebuilds the state from the snapshot and the log.
+    fn export_counts(&self) {
+        let index = self.shard.index();
+        metrics()
+            .ledger_transactions(index)
+            .set(i64::try_from(self.shard.hot_count()).unwrap_or(i64::MAX));
+        metrics()
+            .ledger_transactions_on_disk(index)
+            .set(i64::try_from(self.shard.cold_state().count).unwrap_or(i64::MAX));
+    }
+
+    fn cold_failed(&mut self) -> bool {
+        let Some(failure) = self.shard.cold_failure() else {
+            return false;
+        };
+        self.wal.unreserve();
+        if !self.wal.has_failed() {
+            tracing::error!(shard = self.shard.index(), "{failure}");
+        }
+        self.wal.poison(failure);
+        let _ = self.wal.submit_marker(Waiting::Nothing);
+        true
+    }
+}
+
 impl Actor for LedgerActor {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.mailbox_capacity);
         ctx.run_interval(EXPIRY_INTERVAL, |actor, ctx| actor.expire(ctx));
         // Exported from the start; brought up to date at every expiry tick.
-        metrics()
-            .ledger_transactions(self.shard.index())
-            .set(i64::try_from(self.shard.transaction_count()).unwrap_or(i64::MAX));
+        self.export_counts();
     }
 }
 
@@ -273,6 +301,13 @@ impl Handler<Post> for LedgerActor {
         let at_seconds = unix_seconds();
         let posting = transaction.request.posting();
         let outcome = self.shard.apply(&posting, at_seconds);
+        if self.cold_failed() {
+            return reply(
+                transaction,
+                Outcome::decline(ResponseCode::SystemMalfunction),
+                true,
+            );
+        }
         let mut payload = Vec::with_capacity(128);
         let entry = Entry::Applied {
             posting,
@@ -369,6 +404,10 @@ impl Handler<Admin> for LedgerActor {
                 fingerprint,
             } => {
                 let outcome = self.shard.apply(&posting, at_seconds);
+                if self.cold_failed() {
+                    done.call(Outcome::decline(ResponseCode::SystemMalfunction));
+                    return;
+                }
                 let entry = Entry::Applied {
                     posting,
                     at_seconds,
@@ -426,7 +465,7 @@ pub struct GetRecord(pub crate::domain::TxnKey);
 impl Handler<GetRecord> for LedgerActor {
     type Result = MessageResult<GetRecord>;
     fn handle(&mut self, GetRecord(key): GetRecord, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.shard.transaction(&key).copied())
+        MessageResult(self.shard.transaction(&key))
     }
 }
 

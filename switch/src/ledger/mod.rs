@@ -3,13 +3,17 @@
 //! - [`shard`]: the plain shard logic (accounts, holds, postings, completions, reversals,
 //!   expiry) and its image for snapshots. **It does no I/O** and imports neither actix nor
 //!   tokio: the money rules are tested and benchmarked alone.
+//! - [`cold`]: the transactions beyond a shard's hot window, on disk (fjall), behind the
+//!   shard's [`ColdTier`]; derived from the log, rolled back to a snapshot's version at
+//!   recovery.
 //! - [`actor`]: the shard actor: reserve a place in the log, apply, submit the record with
 //!   the waiting answer; expiry steps; its part of snapshots.
 
 pub mod actor;
+pub mod cold;
 pub mod shard;
 
 pub use shard::{
-    Account, Expiry, ExpiryStep, LedgerShard, Part, Record, ShardImage, ShardLimits, State,
-    reshard, shard_of,
+    Account, ColdState, ColdTier, Expiry, ExpiryStep, LedgerShard, Part, Queue, Record, ShardImage,
+    ShardLimits, Span, State, reshard, shard_of,
 };

@@ -27,7 +27,7 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::domain::request::{Kind, Posting, TxnKey, transmission_unix_seconds};
 use crate::domain::{Balances, CardToken, Minor, Outcome, ResponseCode};
-use crate::limits::REVERSED_FIRST_SHARE;
+use crate::limits::{REVERSED_FIRST_SHARE, SPILL_PIECE};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Account {
@@ -138,6 +138,108 @@ pub struct ShardImage {
     pub postings_by_age: Vec<(u64, TxnKey)>,
     pub settlement: Vec<(u64, i64)>,
     pub auth_counter: u64,
+    /// Where the transactions on disk stand: the queues hold their newest entries here and
+    /// the older ones on disk ([`ColdTier`]).
+    pub cold: ColdState,
+}
+
+/// Which queue by age an entry is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Queue {
+    Holds,
+    Postings,
+}
+
+/// A queue's entries on disk: sequence numbers `front..back`, oldest first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    pub front: u64,
+    pub back: u64,
+}
+
+impl Span {
+    pub fn len(&self) -> u64 {
+        self.back.saturating_sub(self.front)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where a shard's transactions on disk stand. A snapshot stores it with the image, and
+/// recovery rolls the store back to `version` before replaying the log after the snapshot:
+/// the store is derived state, and the log stays the truth.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ColdState {
+    /// Changes made to the store so far, each a set of writes committed at once.
+    pub version: u64,
+    pub holds: Span,
+    pub postings: Span,
+    /// Transactions on disk.
+    pub count: u64,
+    /// Of those, reversals remembered before their original.
+    pub tombstones: u64,
+}
+
+/// The store that keeps a shard's transactions beyond its hot window, with the older part of
+/// its queues by age: plain storage, no rules. Writes are gathered until [`ColdTier::commit`],
+/// which makes them one change, undone as one if recovery rolls the store back. A failed read
+/// or write is kept in [`ColdTier::failure`] (and reads then find nothing): the shard's state
+/// can no longer be trusted, so its owner answers 96 and stops, and recovery rebuilds.
+pub trait ColdTier: Send + std::fmt::Debug {
+    fn get(&self, key: &TxnKey) -> Option<Record>;
+    /// Writes `record` under `key`; true if the key held one already.
+    fn put(&mut self, key: &TxnKey, record: &Record) -> bool;
+    /// Removes what `key` holds and returns it.
+    fn remove(&mut self, key: &TxnKey) -> Option<Record>;
+    fn push_age(&mut self, queue: Queue, seq: u64, entry: (u64, TxnKey));
+    fn age(&self, queue: Queue, seq: u64) -> Option<(u64, TxnKey)>;
+    fn remove_age(&mut self, queue: Queue, seq: u64);
+    /// Makes the writes since the last commit change `version`.
+    fn commit(&mut self, version: u64);
+    fn failure(&self) -> Option<String>;
+    /// Every transaction in the store, for tests and for resharding a small store.
+    fn all(&self) -> Vec<(TxnKey, Record)>;
+}
+
+/// A [`ColdTier`] in memory: what the store on disk does, without the disk, for tests and
+/// benchmarks of the hot window's rules.
+#[derive(Debug, Default)]
+pub struct MemoryTier {
+    transactions: HashMap<TxnKey, Record>,
+    ages: HashMap<(bool, u64), (u64, TxnKey)>,
+    pub commits: u64,
+}
+
+impl ColdTier for MemoryTier {
+    fn get(&self, key: &TxnKey) -> Option<Record> {
+        self.transactions.get(key).copied()
+    }
+    fn put(&mut self, key: &TxnKey, record: &Record) -> bool {
+        self.transactions.insert(*key, *record).is_some()
+    }
+    fn remove(&mut self, key: &TxnKey) -> Option<Record> {
+        self.transactions.remove(key)
+    }
+    fn push_age(&mut self, queue: Queue, seq: u64, entry: (u64, TxnKey)) {
+        self.ages.insert((queue == Queue::Holds, seq), entry);
+    }
+    fn age(&self, queue: Queue, seq: u64) -> Option<(u64, TxnKey)> {
+        self.ages.get(&(queue == Queue::Holds, seq)).copied()
+    }
+    fn remove_age(&mut self, queue: Queue, seq: u64) {
+        self.ages.remove(&(queue == Queue::Holds, seq));
+    }
+    fn commit(&mut self, _version: u64) {
+        self.commits += 1;
+    }
+    fn failure(&self) -> Option<String> {
+        None
+    }
+    fn all(&self) -> Vec<(TxnKey, Record)> {
+        self.transactions.iter().map(|(k, r)| (*k, *r)).collect()
+    }
 }
 
 /// Everything one expiry step depends on: the WAL records it, and replay repeats it.
@@ -190,6 +292,7 @@ impl ShardImage {
             && self.holds_by_age == other.holds_by_age
             && self.postings_by_age == other.postings_by_age
             && self.auth_counter == other.auth_counter
+            && self.cold == other.cold
     }
 }
 
@@ -281,8 +384,11 @@ pub fn reshard(images: Vec<ShardImage>, shards: usize) -> Vec<ShardImage> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShardLimits {
-    /// Transactions remembered for completion and reversal; over it new ones decline with 96.
+    /// Transactions remembered for completion and reversal, in memory and on disk; over it new
+    /// ones decline with 96.
     pub transactions_max: usize,
+    /// Of those, the newest kept in memory (with a store on disk; without one, all are).
+    pub hot_max: usize,
     /// A hold not captured within this many seconds is released.
     pub hold_expiry_seconds: u64,
     /// Posted transactions stay reversible for this many seconds.
@@ -337,6 +443,11 @@ pub struct LedgerShard {
     /// Reversals remembered before their original (counted against `REVERSED_FIRST_SHARE`).
     reversed_first: usize,
     limits: ShardLimits,
+    /// The transactions beyond the hot window, with the older part of the queues by age.
+    cold: Option<Box<dyn ColdTier>>,
+    cold_state: ColdState,
+    /// Written to the cold tier since its last commit.
+    cold_dirty: bool,
 }
 
 impl LedgerShard {
@@ -351,7 +462,26 @@ impl LedgerShard {
             auth_counter: 0,
             reversed_first: 0,
             limits,
+            cold: None,
+            cold_state: ColdState::default(),
+            cold_dirty: false,
         }
+    }
+
+    /// Keeps the transactions beyond the hot window in `tier`, which must hold what this
+    /// shard's image says it holds (recovery rolls it back to the image's version).
+    pub fn with_cold(mut self, tier: Box<dyn ColdTier>) -> LedgerShard {
+        self.cold = Some(tier);
+        self
+    }
+
+    /// Why the cold tier can no longer be trusted, if it cannot.
+    pub fn cold_failure(&self) -> Option<String> {
+        self.cold.as_ref().and_then(|c| c.failure())
+    }
+
+    pub fn cold_state(&self) -> ColdState {
+        self.cold_state
     }
 
     pub fn index(&self) -> u32 {
@@ -367,7 +497,34 @@ impl LedgerShard {
             postings_by_age: self.postings_by_age.iter().copied().collect(),
             settlement: self.settlement.iter().map(|(a, p)| (*a, *p)).collect(),
             auth_counter: self.auth_counter,
+            cold: self.cold_state,
         }
+    }
+
+    /// The whole state as plain data, whether in memory or on disk (with no cold state): what
+    /// two shards holding the same transactions split differently have in common. Reads every
+    /// transaction on disk: for tests, and for resharding a small store.
+    pub fn full_image(&self) -> ShardImage {
+        let mut image = self.image();
+        let Some(cold) = &self.cold else {
+            return image;
+        };
+        image.transactions.extend(cold.all());
+        let queue = |queue: Queue, span: Span, hot: &[(u64, TxnKey)]| {
+            let mut all: Vec<(u64, TxnKey)> = (span.front..span.back)
+                .filter_map(|seq| cold.age(queue, seq))
+                .collect();
+            all.extend_from_slice(hot);
+            all
+        };
+        image.holds_by_age = queue(Queue::Holds, self.cold_state.holds, &image.holds_by_age);
+        image.postings_by_age = queue(
+            Queue::Postings,
+            self.cold_state.postings,
+            &image.postings_by_age,
+        );
+        image.cold = ColdState::default();
+        image
     }
 
     pub fn from_image(index: u32, limits: ShardLimits, image: ShardImage) -> LedgerShard {
@@ -375,7 +532,8 @@ impl LedgerShard {
             .transactions
             .iter()
             .filter(|(_, r)| r.state == State::ReversedBeforeArrival)
-            .count();
+            .count()
+            + usize::try_from(image.cold.tombstones).unwrap_or(usize::MAX);
         LedgerShard {
             reversed_first,
             index,
@@ -386,6 +544,9 @@ impl LedgerShard {
             settlement: image.settlement.into_iter().collect(),
             auth_counter: image.auth_counter,
             limits,
+            cold: None,
+            cold_state: image.cold,
+            cold_dirty: false,
         }
     }
 
@@ -426,17 +587,158 @@ impl LedgerShard {
         }
     }
 
-    /// A transaction kept for completion or reversal.
-    pub fn transaction(&self, key: &TxnKey) -> Option<&Record> {
-        self.transactions.get(key)
+    /// A transaction kept for completion or reversal, in memory or on disk.
+    pub fn transaction(&self, key: &TxnKey) -> Option<Record> {
+        if let Some(record) = self.transactions.get(key) {
+            return Some(*record);
+        }
+        if self.cold_state.count == 0 {
+            return None;
+        }
+        self.cold.as_ref()?.get(key)
     }
 
     pub fn account_count(&self) -> usize {
         self.accounts.len()
     }
 
+    /// Transactions kept, in memory and on disk.
     pub fn transaction_count(&self) -> usize {
+        self.transactions
+            .len()
+            .saturating_add(usize::try_from(self.cold_state.count).unwrap_or(usize::MAX))
+    }
+
+    /// Transactions kept in memory.
+    pub fn hot_count(&self) -> usize {
         self.transactions.len()
+    }
+
+    /// Writes `record` over the transaction `key` where it is kept (found by
+    /// [`LedgerShard::transaction`] just before).
+    fn update(&mut self, key: TxnKey, record: Record) {
+        if let Some(slot) = self.transactions.get_mut(&key) {
+            *slot = record;
+        } else if let Some(cold) = &mut self.cold {
+            cold.put(&key, &record);
+            self.cold_dirty = true;
+        }
+    }
+
+    /// Removes the transaction `key` wherever it is kept.
+    fn take(&mut self, key: &TxnKey) -> Option<Record> {
+        if let Some(record) = self.transactions.remove(key) {
+            return Some(record);
+        }
+        if self.cold_state.count == 0 {
+            return None;
+        }
+        let record = self.cold.as_mut()?.remove(key);
+        self.cold_dirty = true;
+        if let Some(record) = record {
+            self.cold_state.count = self.cold_state.count.saturating_sub(1);
+            if record.state == State::ReversedBeforeArrival {
+                self.cold_state.tombstones = self.cold_state.tombstones.saturating_sub(1);
+            }
+        }
+        record
+    }
+
+    /// The oldest entry of `queue`: on disk if any are there, else in memory.
+    fn front(&self, queue: Queue) -> Option<(u64, TxnKey)> {
+        let span = self.span(queue);
+        if !span.is_empty()
+            && let Some(cold) = &self.cold
+        {
+            return cold.age(queue, span.front);
+        }
+        match queue {
+            Queue::Holds => self.holds_by_age.front().copied(),
+            Queue::Postings => self.postings_by_age.front().copied(),
+        }
+    }
+
+    fn pop_front(&mut self, queue: Queue) {
+        let span = self.span(queue);
+        if !span.is_empty()
+            && let Some(cold) = &mut self.cold
+        {
+            cold.remove_age(queue, span.front);
+            self.cold_dirty = true;
+            self.span_mut(queue).front += 1;
+            return;
+        }
+        match queue {
+            Queue::Holds => self.holds_by_age.pop_front(),
+            Queue::Postings => self.postings_by_age.pop_front(),
+        };
+    }
+
+    fn span(&self, queue: Queue) -> Span {
+        match queue {
+            Queue::Holds => self.cold_state.holds,
+            Queue::Postings => self.cold_state.postings,
+        }
+    }
+
+    fn span_mut(&mut self, queue: Queue) -> &mut Span {
+        match queue {
+            Queue::Holds => &mut self.cold_state.holds,
+            Queue::Postings => &mut self.cold_state.postings,
+        }
+    }
+
+    /// Moves the oldest transactions in memory to disk while more than the hot window are in
+    /// memory, a bounded piece at a time: with their queue entries, oldest first, so that
+    /// whatever is on disk is older than whatever is not.
+    fn spill(&mut self) {
+        let hot_max = self.limits.hot_max;
+        if self.cold.is_none() || self.transactions.len() <= hot_max {
+            return;
+        }
+        // Some room below the bound, so that the next spill is not at the next request.
+        let slack = (hot_max / 16).clamp(1, SPILL_PIECE);
+        let mut moved = 0;
+        while self.transactions.len() + slack > hot_max && moved < 2 * SPILL_PIECE {
+            let queue = match (self.holds_by_age.front(), self.postings_by_age.front()) {
+                (Some(hold), Some(posting)) if posting.0 < hold.0 => Queue::Postings,
+                (Some(_), _) => Queue::Holds,
+                (None, Some(_)) => Queue::Postings,
+                (None, None) => break,
+            };
+            let entry = match queue {
+                Queue::Holds => self.holds_by_age.pop_front(),
+                Queue::Postings => self.postings_by_age.pop_front(),
+            };
+            let Some((due, key)) = entry else { break };
+            let seq = self.span(queue).back;
+            let record = self.transactions.remove(&key);
+            let Some(cold) = &mut self.cold else { break };
+            cold.push_age(queue, seq, (due, key));
+            if let Some(record) = record
+                && !cold.put(&key, &record)
+            {
+                self.cold_state.count += 1;
+                if record.state == State::ReversedBeforeArrival {
+                    self.cold_state.tombstones += 1;
+                }
+            }
+            self.span_mut(queue).back += 1;
+            self.cold_dirty = true;
+            moved += 1;
+        }
+    }
+
+    /// Ends one change of the state: what it wrote to disk becomes one version.
+    fn commit_cold(&mut self) {
+        if !self.cold_dirty {
+            return;
+        }
+        self.cold_dirty = false;
+        self.cold_state.version += 1;
+        if let Some(cold) = &mut self.cold {
+            cold.commit(self.cold_state.version);
+        }
     }
 
     /// Card balances plus settlement positions: constant under every operation of
@@ -454,6 +756,12 @@ impl LedgerShard {
     /// Applies one request that routing sent to this shard. `now_seconds` is the decision's
     /// time, which the WAL records with it: expiry and the reversal window are measured by it.
     pub fn apply(&mut self, request: &Posting, now_seconds: u64) -> Outcome {
+        let outcome = self.apply_inner(request, now_seconds);
+        self.commit_cold();
+        outcome
+    }
+
+    fn apply_inner(&mut self, request: &Posting, now_seconds: u64) -> Outcome {
         let Some(account) = self.accounts.get(&request.card).copied() else {
             return Outcome::decline(ResponseCode::InvalidCardNumber);
         };
@@ -467,7 +775,7 @@ impl LedgerShard {
             return self.reverse(request, now_seconds);
         }
         if request.kind != Kind::BalanceInquiry
-            && let Some(existing) = self.transactions.get(&request.key)
+            && let Some(existing) = self.transaction(&request.key)
         {
             if existing.state == State::ReversedBeforeArrival && existing.card == request.card {
                 // Its reversal came first: the acquirer already counts it as undone.
@@ -507,7 +815,7 @@ impl LedgerShard {
         if request.kind == Kind::Authorization && request.amount == 0 {
             return self.approve_with_balances(request.card, false);
         }
-        if self.transactions.len() >= self.limits.transactions_max {
+        if self.transaction_count() >= self.limits.transactions_max {
             return Outcome::decline(ResponseCode::SystemMalfunction);
         }
         let amount = signed(request.amount);
@@ -550,6 +858,7 @@ impl LedgerShard {
             self.postings_by_age.push_back((now_seconds.max(sent), key));
         }
         self.transactions.insert(key, record);
+        self.spill();
     }
 
     /// A completion (0220): captures from what remains authorized on the hold it names.
@@ -557,7 +866,7 @@ impl LedgerShard {
         let Some(original) = request.original else {
             return Outcome::decline(ResponseCode::FormatError);
         };
-        let Some(hold) = self.transactions.get(&original).copied() else {
+        let Some(hold) = self.transaction(&original) else {
             return Outcome::decline(ResponseCode::OriginalNotFound);
         };
         if hold.card != request.card {
@@ -574,18 +883,22 @@ impl LedgerShard {
         if request.amount == 0 || request.amount > remaining {
             return Outcome::decline(ResponseCode::InvalidAmount);
         }
-        if self.transactions.len() >= self.limits.transactions_max {
+        if self.transaction_count() >= self.limits.transactions_max {
             return Outcome::decline(ResponseCode::SystemMalfunction);
         }
         // The capture moves the money; whatever is still held is released with it.
         self.release(request.card, signed(held));
         self.transfer(request.card, original.acquirer, -signed(request.amount));
-        if let Some(stored) = self.transactions.get_mut(&original) {
-            stored.part = Part::Hold {
-                held: 0,
-                captured: captured + request.amount,
-            };
-        }
+        self.update(
+            original,
+            Record {
+                part: Part::Hold {
+                    held: 0,
+                    captured: captured + request.amount,
+                },
+                ..hold
+            },
+        );
         let mut record = Record::new(request.card, Kind::Completion, request.amount);
         record.part = Part::Capture {
             stan: original.stan,
@@ -608,7 +921,7 @@ impl LedgerShard {
         let Some(original) = request.original else {
             return Outcome::decline(ResponseCode::FormatError);
         };
-        let Some(mut record) = self.transactions.get(&original).copied() else {
+        let Some(mut record) = self.transaction(&original) else {
             // Overtaken by its own reversal (or never approved): acknowledged and remembered,
             // so that the original, if it comes, moves no money. A partial reversal says some
             // of the original happened, so it presupposes an approval the switch would know.
@@ -617,7 +930,7 @@ impl LedgerShard {
             {
                 return Outcome::decline(ResponseCode::OriginalNotFound);
             }
-            if self.transactions.len() >= self.limits.transactions_max {
+            if self.transaction_count() >= self.limits.transactions_max {
                 return Outcome::decline(ResponseCode::SystemMalfunction);
             }
             if self.reversed_first >= self.limits.transactions_max / REVERSED_FIRST_SHARE {
@@ -671,14 +984,15 @@ impl LedgerShard {
                     transmission,
                     ..original
                 };
-                if let Some(Record {
-                    part: Part::Hold { captured, .. },
-                    card,
-                    ..
-                }) = self.transactions.get_mut(&hold)
-                    && *card == record.card
+                if let Some(mut stored) = self.transaction(&hold)
+                    && stored.card == record.card
+                    && let Part::Hold { held, captured } = stored.part
                 {
-                    *captured = captured.saturating_sub(back);
+                    stored.part = Part::Hold {
+                        held,
+                        captured: captured.saturating_sub(back),
+                    };
+                    self.update(hold, stored);
                 }
             }
             (Part::Other, Kind::Purchase | Kind::CashWithdrawal) => {
@@ -692,7 +1006,7 @@ impl LedgerShard {
             }
         }
         record.effective = target;
-        self.transactions.insert(original, record);
+        self.update(original, record);
         self.approve_with_balances(record.card, false)
     }
 
@@ -774,6 +1088,12 @@ impl LedgerShard {
     /// One expiry step with every argument given, as the WAL records it: replay repeats it
     /// with the limits of its time, whatever the configuration says now.
     pub fn expire_step(&mut self, step: &ExpiryStep) -> Expiry {
+        let done = self.expire_step_inner(step);
+        self.commit_cold();
+        done
+    }
+
+    fn expire_step_inner(&mut self, step: &ExpiryStep) -> Expiry {
         let ExpiryStep {
             at_seconds: now_seconds,
             hold_expiry_seconds,
@@ -782,7 +1102,7 @@ impl LedgerShard {
             postings_max,
         } = *step;
         let mut done = Expiry::default();
-        while let Some(&(created, key)) = self.holds_by_age.front() {
+        while let Some((created, key)) = self.front(Queue::Holds) {
             if now_seconds.saturating_sub(created) < hold_expiry_seconds {
                 break;
             }
@@ -790,9 +1110,9 @@ impl LedgerShard {
                 done.more = true;
                 break;
             }
-            self.holds_by_age.pop_front();
+            self.pop_front(Queue::Holds);
             done.holds += 1;
-            if let Some(record) = self.transactions.remove(&key)
+            if let Some(record) = self.take(&key)
                 && record.held() > 0
             {
                 self.release(record.card, signed(record.held()));
@@ -801,7 +1121,7 @@ impl LedgerShard {
         }
         // In order of decision, each due a window after the later of its decision and field 7:
         // one sent with a clock ahead holds back those behind it by that much, a day at most.
-        while let Some(&(created, key)) = self.postings_by_age.front() {
+        while let Some((created, key)) = self.front(Queue::Postings) {
             if now_seconds.saturating_sub(created) < reversal_window_seconds {
                 break;
             }
@@ -809,9 +1129,9 @@ impl LedgerShard {
                 done.more = true;
                 break;
             }
-            self.postings_by_age.pop_front();
+            self.pop_front(Queue::Postings);
             done.forgotten += 1;
-            if let Some(record) = self.transactions.remove(&key)
+            if let Some(record) = self.take(&key)
                 && record.state == State::ReversedBeforeArrival
             {
                 self.reversed_first = self.reversed_first.saturating_sub(1);
@@ -823,14 +1143,16 @@ impl LedgerShard {
     /// Replays the release of one hold that [`LedgerShard::expire`] released before a restart.
     /// False if there is no such open hold (which replay reports as a mismatch).
     pub fn release_expired(&mut self, key: &TxnKey) -> bool {
-        match self.transactions.get(key).copied() {
+        let released = match self.transaction(key) {
             Some(record) if record.held() > 0 => {
-                self.transactions.remove(key);
+                self.take(key);
                 self.release(record.card, signed(record.held()));
                 true
             }
             _ => false,
-        }
+        };
+        self.commit_cold();
+        released
     }
 }
 
@@ -843,6 +1165,7 @@ mod tests {
     const ACQUIRER: u64 = 123_456;
     const LIMITS: ShardLimits = ShardLimits {
         transactions_max: 1_000,
+        hot_max: 1_000,
         hold_expiry_seconds: 100,
         reversal_window_seconds: 50,
     };
@@ -1619,6 +1942,46 @@ mod tests {
                     prop_assert!(account.held >= 0);
                 }
             }
+        }
+
+        /// Where a transaction is kept must change no decision: a shard with a hot window of
+        /// a few transactions and the rest in a cold tier decides every request, expiry step
+        /// and partial reversal exactly as a shard holding everything in memory, and ends in
+        /// the same state.
+        #[test]
+        fn a_tiny_hot_window_decides_exactly_as_all_in_memory(
+            steps in proptest::collection::vec((any_step(), 0u64..4_000), 1..300),
+            hot_max in 1usize..6,
+        ) {
+            let limits = ShardLimits { hot_max, hold_expiry_seconds: 3_000, reversal_window_seconds: 1_500, ..LIMITS };
+            let build = |cold: bool| {
+                let mut shard = LedgerShard::from_image(0, limits, shard().image());
+                shard.open_account(token(3), Account::new(50_000, 840));
+                if cold { shard.with_cold(Box::<MemoryTier>::default()) } else { shard }
+            };
+            let (mut hot, mut split) = (build(false), build(true));
+            let mut now = NOW;
+            for (i, ((op, card, amount, stan), advance)) in steps.into_iter().enumerate() {
+                let kinds = [Kind::Authorization, Kind::AuthorizationAdvice, Kind::Purchase, Kind::CashWithdrawal,
+                    Kind::Refund, Kind::Deposit, Kind::BalanceInquiry, Kind::Completion, Kind::Reversal, Kind::ReversalAdvice];
+                let kind = kinds[usize::from(op)];
+                let own_stan = 1_000 + u32::try_from(i).unwrap();
+                let mut request = if kind.refers_to_original() {
+                    referring(kind, card, amount, own_stan, stan)
+                } else {
+                    request(kind, card, amount, stan)
+                };
+                if kind.is_reversal() && amount % 3 == 0 {
+                    request.replacement = Some(amount / 2);
+                }
+                now += advance / 10;
+                prop_assert_eq!(hot.apply(&request, now), split.apply(&request, now), "step {}", i);
+                let step = hot.expiry_step(now, 2, 2);
+                prop_assert_eq!(hot.expire_step(&step), split.expire_step(&step), "expiry at step {}", i);
+                prop_assert!(split.hot_count() <= hot_max + 1);
+            }
+            prop_assert!(hot.full_image().same_state(&split.full_image()));
+            prop_assert_eq!(hot.transaction_count(), split.transaction_count());
         }
     }
 }

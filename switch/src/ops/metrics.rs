@@ -111,6 +111,7 @@ pub struct Metrics {
     connections: IntGaugeVec,
     pub idempotency_entries: IntGauge,
     ledger_transactions: IntGaugeVec,
+    ledger_transactions_on_disk: IntGaugeVec,
     pub expired_holds: IntCounter,
     risk_decisions: IntCounterVec,
     pub velocity_evictions: IntGauge,
@@ -221,6 +222,16 @@ impl Metrics {
                 &["shard"],
             )?,
         );
+        let ledger_transactions_on_disk = registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "switch_ledger_transactions_on_disk",
+                    "Transactions a shard keeps on disk (past its hot window) for completion and reversal",
+                ),
+                &["shard"],
+            )?,
+        );
         let expired_holds = registered(
             &registry,
             IntCounter::new(
@@ -307,6 +318,7 @@ impl Metrics {
             connections,
             idempotency_entries,
             ledger_transactions,
+            ledger_transactions_on_disk,
             expired_holds,
             risk_decisions,
             velocity_evictions,
@@ -375,6 +387,11 @@ impl Metrics {
 
     pub fn connections(&self, acquirer: u64) -> IntGauge {
         self.connections.with_label_values(&[&acquirer.to_string()])
+    }
+
+    pub fn ledger_transactions_on_disk(&self, shard: u32) -> IntGauge {
+        self.ledger_transactions_on_disk
+            .with_label_values(&[&shard.to_string()])
     }
 
     pub fn ledger_transactions(&self, shard: u32) -> IntGauge {

@@ -63,7 +63,9 @@
 use bincode::{Decode, Encode};
 
 use crate::domain::{Balances, CardToken, Kind, Outcome, Posting, ResponseCode, TxnKey};
-use crate::ledger::{Account, Expiry, ExpiryStep, Part, Record, ShardImage, State};
+use crate::ledger::{
+    Account, ColdState, Expiry, ExpiryStep, Part, Record, ShardImage, Span, State,
+};
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SWITCHWL";
 /// Segments: version 3 marks the first record of each group (version 2, written only by
@@ -75,7 +77,7 @@ pub const FORMAT_VERSION: u32 = 3;
 pub const MARKED_GROUPS_VERSION: u32 = 3;
 /// Snapshots: version 2 keeps each transaction's effective, held and captured amounts and the
 /// hold a completion captured; version 1 files are still read.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 4;
 pub const SEGMENT_HEADER_LEN: usize = 32;
 /// Length and checksum before each record body.
 pub const RECORD_PREFIX_LEN: usize = 8;
@@ -878,6 +880,102 @@ struct ImageRecord {
     auth_counter: u64,
 }
 
+/// Where a shard's transactions on disk stand (snapshot version 4).
+#[derive(Encode, Decode)]
+struct ColdRecord {
+    version: u64,
+    holds: (u64, u64),
+    postings: (u64, u64),
+    count: u64,
+    tombstones: u64,
+}
+
+fn cold_record(state: &ColdState) -> ColdRecord {
+    ColdRecord {
+        version: state.version,
+        holds: (state.holds.front, state.holds.back),
+        postings: (state.postings.front, state.postings.back),
+        count: state.count,
+        tombstones: state.tombstones,
+    }
+}
+
+fn cold_from(r: &ColdRecord) -> Result<ColdState, &'static str> {
+    if r.holds.0 > r.holds.1 || r.postings.0 > r.postings.1 {
+        return Err("a queue on disk that ends before it starts");
+    }
+    Ok(ColdState {
+        version: r.version,
+        holds: Span {
+            front: r.holds.0,
+            back: r.holds.1,
+        },
+        postings: Span {
+            front: r.postings.0,
+            back: r.postings.1,
+        },
+        count: r.count,
+        tombstones: r.tombstones,
+    })
+}
+
+fn transaction_record(r: &Record) -> TransactionRecord {
+    let (hold, capture_of) = match r.part {
+        Part::Hold { held, captured } => (Some((held, captured)), None),
+        Part::Capture { stan, transmission } => (None, Some((stan, transmission))),
+        Part::Other => (None, None),
+    };
+    TransactionRecord {
+        card: card_record(&r.card),
+        kind: kind_code(r.kind),
+        amount: r.amount,
+        effective: r.effective,
+        hold,
+        capture_of,
+        reversed_before_arrival: r.state == State::ReversedBeforeArrival,
+    }
+}
+
+fn record_from(r: TransactionRecord) -> Result<Record, &'static str> {
+    let kind = *KINDS
+        .get(usize::from(r.kind))
+        .ok_or("unknown transaction kind")?;
+    let state = if r.reversed_before_arrival {
+        State::ReversedBeforeArrival
+    } else {
+        State::Live
+    };
+    let part = match (r.hold, r.capture_of) {
+        (Some((held, captured)), None) => Part::Hold { held, captured },
+        (None, Some((stan, transmission))) => Part::Capture { stan, transmission },
+        (None, None) => Part::Other,
+        (Some(_), Some(_)) => return Err("a hold that is also a capture"),
+    };
+    Ok(Record {
+        card: card_from(r.card),
+        kind,
+        state,
+        amount: r.amount,
+        effective: r.effective,
+        part,
+    })
+}
+
+/// A kept transaction as the ledger's store on disk holds it (the snapshot's encoding).
+pub fn encode_transaction(record: &Record, out: &mut Vec<u8>) {
+    let _ = bincode::encode_into_std_write(transaction_record(record), out, CONFIG);
+}
+
+/// A kept transaction read back from the ledger's store on disk.
+pub fn decode_transaction(bytes: &[u8]) -> Result<Record, String> {
+    let (record, read): (TransactionRecord, usize) =
+        bincode::decode_from_slice(bytes, CONFIG).map_err(|e| e.to_string())?;
+    if read != bytes.len() {
+        return Err("bytes after the transaction".to_owned());
+    }
+    record_from(record).map_err(str::to_owned)
+}
+
 impl ImageRecordV1 {
     /// The same state in today's shape: an open transaction in full effect, a captured hold
     /// with nothing held, a closed one reversed to zero.
@@ -1018,23 +1116,7 @@ pub fn encode_snapshot_with_remote(
             transactions: image
                 .transactions
                 .iter()
-                .map(|(key, r)| {
-                    let (hold, capture_of) = match r.part {
-                        Part::Hold { held, captured } => (Some((held, captured)), None),
-                        Part::Capture { stan, transmission } => (None, Some((stan, transmission))),
-                        Part::Other => (None, None),
-                    };
-                    let record = TransactionRecord {
-                        card: card_record(&r.card),
-                        kind: kind_code(r.kind),
-                        amount: r.amount,
-                        effective: r.effective,
-                        hold,
-                        capture_of,
-                        reversed_before_arrival: r.state == State::ReversedBeforeArrival,
-                    };
-                    (key_record(key), record)
-                })
+                .map(|(key, r)| (key_record(key), transaction_record(r)))
                 .collect(),
             holds_by_age: image
                 .holds_by_age
@@ -1051,6 +1133,7 @@ pub fn encode_snapshot_with_remote(
         };
         let mut body = section.marker_lsn.to_le_bytes().to_vec();
         let _ = bincode::encode_into_std_write(record, &mut body, CONFIG);
+        let _ = bincode::encode_into_std_write(cold_record(&image.cold), &mut body, CONFIG);
         let length = (body.len() as u64).to_le_bytes();
         let crc = crc32c::crc32c_append(crc32c::crc32c(&length), &body);
         out.extend_from_slice(&length);
@@ -1119,46 +1202,29 @@ pub fn decode_snapshot_with_remote(
         {
             return Err(fail("checksum mismatch"));
         }
-        let (record, read): (ImageRecord, usize) = if version == 1 {
+        let (record, mut read): (ImageRecord, usize) = if version == 1 {
             let (old, read): (ImageRecordV1, usize) =
                 bincode::decode_from_slice(&body[8..], CONFIG).map_err(|e| fail(&e.to_string()))?;
             (old.upgrade().map_err(fail)?, read)
         } else {
             bincode::decode_from_slice(&body[8..], CONFIG).map_err(|e| fail(&e.to_string()))?
         };
+        // From version 4, where the shard's transactions on disk stand (none before).
+        let mut cold = ColdState::default();
+        if version >= 4 {
+            let rest = body.get(8 + read..).ok_or_else(|| fail("cut short"))?;
+            let (state, more): (ColdRecord, usize) =
+                bincode::decode_from_slice(rest, CONFIG).map_err(|e| fail(&e.to_string()))?;
+            cold = cold_from(&state).map_err(fail)?;
+            read += more;
+        }
         if read != length - 8 {
             return Err(fail("bytes after the image"));
         }
         let transactions = record
             .transactions
             .into_iter()
-            .map(|(key, r)| {
-                let kind = *KINDS
-                    .get(usize::from(r.kind))
-                    .ok_or_else(|| fail("unknown transaction kind"))?;
-                let state = if r.reversed_before_arrival {
-                    State::ReversedBeforeArrival
-                } else {
-                    State::Live
-                };
-                let part = match (r.hold, r.capture_of) {
-                    (Some((held, captured)), None) => Part::Hold { held, captured },
-                    (None, Some((stan, transmission))) => Part::Capture { stan, transmission },
-                    (None, None) => Part::Other,
-                    (Some(_), Some(_)) => return Err(fail("a hold that is also a capture")),
-                };
-                Ok((
-                    key_from(key),
-                    Record {
-                        card: card_from(r.card),
-                        kind,
-                        state,
-                        amount: r.amount,
-                        effective: r.effective,
-                        part,
-                    },
-                ))
-            })
+            .map(|(key, r)| Ok((key_from(key), record_from(r).map_err(fail)?)))
             .collect::<Result<_, _>>()?;
         let image = ShardImage {
             accounts: record
@@ -1188,6 +1254,7 @@ pub fn decode_snapshot_with_remote(
                 .collect(),
             settlement: record.settlement,
             auth_counter: record.auth_counter,
+            cold,
         };
         sections.push(SnapshotSection {
             marker_lsn: u64_at(body, 0),
@@ -1636,6 +1703,13 @@ mod tests {
             postings_by_age: vec![],
             settlement: vec![(123_456, 3)],
             auth_counter: 17,
+            cold: ColdState {
+                version: 12,
+                holds: Span { front: 3, back: 9 },
+                postings: Span { front: 0, back: 2 },
+                count: 7,
+                tombstones: 1,
+            },
         };
         let sections = vec![
             SnapshotSection {

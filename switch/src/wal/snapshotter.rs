@@ -29,6 +29,7 @@ pub fn start(
     retention: Duration,
     taken: Receiver<Taken>,
     pins: std::sync::Arc<crate::issuer::pins::Pins>,
+    cold: Option<std::sync::Arc<crate::ledger::cold::ColdStore>>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("snapshotter".into()).spawn(move || {
         let mut pending: BTreeMap<u64, Gathering> = BTreeMap::new();
@@ -68,8 +69,21 @@ pub fn start(
                 .unwrap_or(0);
             let first_needed = pins.oldest().map_or(first_needed, |pinned| pinned.min(first_needed));
             let started = std::time::Instant::now();
+            // The images count on every change the store made before them being durable.
+            if let Some(cold) = &cold
+                && let Err(error) = cold.persist()
+            {
+                tracing::error!("{error:#}; the snapshot is not written, and the log is kept whole");
+                continue;
+            }
             match snapshot::write_with_remote(&dir, &sections, &gathering.remote, unix_seconds()) {
                 Ok(path) => {
+                    if let Some(cold) = &cold {
+                        let images: Vec<_> = sections.iter().map(|s| &s.image).collect();
+                        if let Err(error) = cold.settle(&images) {
+                            tracing::warn!("{error:#}: the store's undo log is kept; it will be settled after the next snapshot");
+                        }
+                    }
                     let pruned = snapshot::prune(&dir, &path, first_needed, retention, SystemTime::now());
                     tracing::info!(
                         file = %path.display(),

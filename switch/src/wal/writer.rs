@@ -127,6 +127,8 @@ pub struct Wal<C> {
     queued: Arc<AtomicUsize>,
     capacity: usize,
     failed: Arc<AtomicBool>,
+    /// Why a shard stopped the log ([`Wal::poison`]), until the writer reports it.
+    poison: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl<C> Clone for Wal<C> {
@@ -136,6 +138,7 @@ impl<C> Clone for Wal<C> {
             queued: self.queued.clone(),
             capacity: self.capacity,
             failed: self.failed.clone(),
+            poison: self.poison.clone(),
         }
     }
 }
@@ -194,6 +197,18 @@ impl<C> Wal<C> {
     pub fn has_failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
     }
+
+    /// Fails the log for a reason outside it (a shard whose state can no longer be trusted):
+    /// nothing more is made durable, what waits is answered as failed, and the writer reports
+    /// `reason` through its failure hook at its next group. Submit a marker after this, so that
+    /// there is a next group.
+    pub fn poison(&self, reason: String) {
+        let mut poison = self.poison.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.failed.swap(true, Ordering::AcqRel) {
+            *poison = Some(reason);
+            metrics().wal_failed.set(1);
+        }
+    }
 }
 
 struct Writer<C, R> {
@@ -206,6 +221,7 @@ struct Writer<C, R> {
     receiver: Receiver<Submission<C>>,
     queued: Arc<AtomicUsize>,
     failed: Arc<AtomicBool>,
+    poison: Arc<std::sync::Mutex<Option<String>>>,
     release: R,
     on_failure: Option<Box<dyn FnOnce(String) + Send>>,
     /// Segment and length at the end of the last durable group.
@@ -259,11 +275,13 @@ where
     let (sender, receiver) = crossbeam_channel::unbounded();
     let queued = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicBool::new(false));
+    let poison = Arc::new(std::sync::Mutex::new(None));
     let wal = Wal {
         sender,
         queued: queued.clone(),
         capacity: config.queue_records_max,
         failed: failed.clone(),
+        poison: poison.clone(),
     };
     let writer = Writer {
         config,
@@ -275,6 +293,7 @@ where
         receiver,
         queued,
         failed,
+        poison,
         release,
         on_failure: Some(Box::new(on_failure)),
         released: (segment_sequence, segment_len),
@@ -370,7 +389,8 @@ impl<C, R: Fn(C, Durability, u64)> Writer<C, R> {
                 problem = self.take(next, buffer, completions).err();
             }
             let result = if self.failed.load(Ordering::Acquire) {
-                Err(None)
+                // Failed before (reported then), or stopped by a shard (reported now).
+                Err(self.poison.lock().unwrap_or_else(|e| e.into_inner()).take())
             } else if let Some(problem) = problem {
                 // A record the format cannot hold: the shard already applied what it says, so
                 // the log can no longer follow the state; stop like on a failed write.
