@@ -77,6 +77,7 @@ fn json(outcome: &Outcome) -> serde_json::Value {
         "unmatched": tally.unmatched,
         "timeouts": tally.timeouts,
         "errors": tally.errors + outcome.connection_errors,
+        "samples": outcome.samples,
     })
 }
 

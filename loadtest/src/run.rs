@@ -74,9 +74,37 @@ pub struct RunOptions {
     pub(crate) no_money_check: bool,
     #[arg(long, default_value_t = 1)]
     pub(crate) seed: u64,
-    /// Write the report as JSON here.
+    /// Write the report as JSON here (with one sample per second: answers, latency, and with
+    /// --watch-pid the resident memory of that process).
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
+    /// Sample this process's resident memory (VmRSS, from /proc) every second: the switch's,
+    /// for soak runs.
+    #[arg(long)]
+    pub(crate) watch_pid: Option<u32>,
+}
+
+/// One second of a run, as the progress line shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Sample {
+    /// Seconds since the start, at the end of the second.
+    pub t: u64,
+    pub answers: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+    /// Answers other than 00 so far.
+    pub unexpected: u64,
+    /// The watched process's resident memory, if one is watched (and still there).
+    pub rss_bytes: Option<u64>,
+}
+
+/// A process's resident set size from /proc/PID/status (Linux).
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// What one connection (or a whole run) measured.
@@ -214,6 +242,7 @@ struct Shared {
     request_limit: u64,
     live: Mutex<Histogram<u64>>,
     live_unexpected: AtomicU64,
+    samples: Mutex<Vec<Sample>>,
 }
 
 impl Shared {
@@ -361,6 +390,8 @@ pub struct Outcome {
     pub tally: Tally,
     pub measured_seconds: f64,
     pub connection_errors: u64,
+    /// One per second of the run.
+    pub samples: Vec<Sample>,
 }
 
 impl Outcome {
@@ -383,6 +414,7 @@ async fn drive(options: &RunOptions, echo: bool) -> anyhow::Result<Outcome> {
         request_limit: options.requests,
         live: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).context("histogram bounds")?),
         live_unexpected: AtomicU64::new(0),
+        samples: Mutex::new(Vec::new()),
     });
     let mut tasks = Vec::with_capacity(options.connections);
     for index in 0..options.connections {
@@ -395,23 +427,44 @@ async fn drive(options: &RunOptions, echo: bool) -> anyhow::Result<Outcome> {
     }
     let progress = {
         let shared = shared.clone();
+        let watch = options.watch_pid;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let Ok(mut live) = shared.live.lock() else {
-                    break;
+                let rss_bytes = watch.and_then(resident_bytes);
+                let sample = {
+                    let Ok(mut live) = shared.live.lock() else {
+                        break;
+                    };
+                    let sample = Sample {
+                        t: (shared.start.elapsed() + Duration::from_millis(500)).as_secs(),
+                        answers: live.len(),
+                        p50_us: live.value_at_quantile(0.5),
+                        p99_us: live.value_at_quantile(0.99),
+                        max_us: live.max(),
+                        unexpected: shared.live_unexpected.load(Ordering::Relaxed),
+                        rss_bytes,
+                    };
+                    live.reset();
+                    sample
                 };
                 eprintln!(
-                    "{:>4.0}s  {:>9} answers/s  p50 {:>6} us  p99 {:>6} us  unexpected {}",
-                    shared.start.elapsed().as_secs_f64(),
-                    live.len(),
-                    live.value_at_quantile(0.5),
-                    live.value_at_quantile(0.99),
-                    shared.live_unexpected.load(Ordering::Relaxed)
+                    "{:>4}s  {:>9} answers/s  p50 {:>6} us  p99 {:>6} us  max {:>7} us  unexpected {}{}",
+                    sample.t,
+                    sample.answers,
+                    sample.p50_us,
+                    sample.p99_us,
+                    sample.max_us,
+                    sample.unexpected,
+                    sample
+                        .rss_bytes
+                        .map_or_else(String::new, |b| format!("  rss {} MiB", b >> 20))
                 );
-                live.reset();
+                if let Ok(mut samples) = shared.samples.lock() {
+                    samples.push(sample);
+                }
             }
         })
     };
@@ -431,6 +484,7 @@ async fn drive(options: &RunOptions, echo: bool) -> anyhow::Result<Outcome> {
         }
     }
     progress.abort();
+    let samples = shared.samples.lock().map(|s| s.clone()).unwrap_or_default();
     let measured_seconds = options
         .duration
         .saturating_sub(shared.measure_from - start)
@@ -439,6 +493,7 @@ async fn drive(options: &RunOptions, echo: bool) -> anyhow::Result<Outcome> {
         tally,
         measured_seconds,
         connection_errors,
+        samples,
     })
 }
 
