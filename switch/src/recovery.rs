@@ -22,7 +22,7 @@ use crate::config::{AccountOverride, Settings};
 use crate::domain::{CardToken, Outcome, Posting, Tokenizer, TxnKey};
 use crate::ledger::cold::ColdStore;
 use crate::ledger::{Account, Expiry, ExpiryStep, LedgerShard, ShardImage, reshard, shard_of};
-use crate::limits::RESHARD_IN_MEMORY_MAX;
+use crate::limits::{RESHARD_IN_MEMORY_MAX, SPILL_PIECE};
 
 /// Where the transactions beyond the hot windows are kept, inside the WAL directory (whose
 /// lock covers it): derived from the log, and moved with it.
@@ -751,12 +751,14 @@ pub fn recover(
         .sum();
     let per_shard = usize::try_from(log_bytes / APPROXIMATE_RECORD_BYTES).unwrap_or(usize::MAX)
         / settings.shards.max(1);
+    // With a store on disk, the whole hot window at once (its memory is what the
+    // configuration sets): growing a table of millions stalls its shard for tens of ms.
     let in_memory = match cold {
-        Some(_) => settings.shard_limits.hot_max,
-        None => settings.shard_limits.transactions_max,
+        Some(_) => settings.shard_limits.hot_max + 2 * SPILL_PIECE,
+        None => per_shard.min(settings.shard_limits.transactions_max),
     };
     for shard in &mut shards {
-        shard.reserve_transactions(per_shard.min(in_memory));
+        shard.reserve_transactions(in_memory);
     }
     let replay = replay(settings, shards, &markers, remote, idempotency, now_seconds)?;
     let (mut shards, report) = (replay.shards, replay.report);
@@ -821,7 +823,8 @@ pub fn recover(
             cold.clear()?;
             shards = shards
                 .into_iter()
-                .map(|shard| {
+                .map(|mut shard| {
+                    shard.reserve_transactions(in_memory);
                     let tier = cold.shard(shard.index(), &shard.cold_state())?;
                     Ok(shard.with_cold(Box::new(tier)))
                 })

@@ -21,7 +21,7 @@ fn config() -> std::path::PathBuf {
             ("\nenabled = true\n", "\nenabled = false\n"),
             ("shards = 0 ", "shards = 1 "),
             (
-                "hot_transactions_per_shard_max = 1000000",
+                "hot_transactions_per_shard_max = 4000000",
                 "hot_transactions_per_shard_max = 16",
             ),
             (

@@ -462,7 +462,7 @@ fn a_full_disk_answers_96_exits_1_and_a_restart_keeps_exactly_the_approvals_seen
     // than 128 KiB to start.
     let mut changes = SMALL.to_vec();
     changes.push((
-        "hot_transactions_per_shard_max = 1000000",
+        "hot_transactions_per_shard_max = 4000000",
         "hot_transactions_per_shard_max = 0",
     ));
     let config = config_file("durability-full", &default_config_with(&changes));

@@ -99,7 +99,7 @@ fn settings(dir: &Path, shards: usize) -> Settings {
         // A hot window of three transactions: nearly everything lives on disk, is rolled back
         // to each snapshot's version at recovery and made again by replay.
         .replacen(
-            "hot_transactions_per_shard_max = 1000000",
+            "hot_transactions_per_shard_max = 4000000",
             "hot_transactions_per_shard_max = 3",
             1,
         )

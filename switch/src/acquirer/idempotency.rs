@@ -137,11 +137,19 @@ impl IdempotencyStore {
         retention_seconds: u64,
         now_seconds: u64,
     ) -> IdempotencyStore {
+        let generation_max = (entries_max / 2).max(1);
+        // Sized once for what the configuration allows: a map of millions growing by doubling
+        // holds its lock for tens of milliseconds, and every session waits. Only the control
+        // bytes are written now; the slots take memory as they fill.
+        let generation = || Generation {
+            entries: DashMap::with_capacity(generation_max),
+            count: AtomicUsize::new(0),
+        };
         IdempotencyStore {
-            generations: [Generation::default(), Generation::default()],
+            generations: [generation(), generation()],
             current: AtomicUsize::new(0),
             current_since_seconds: AtomicU64::new(now_seconds),
-            generation_max: (entries_max / 2).max(1),
+            generation_max,
             retention_seconds,
             waiters_max: WAITERS_PER_IDENTITY_DEFAULT,
         }

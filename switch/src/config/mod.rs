@@ -204,7 +204,7 @@ impl Default for LedgerFile {
             shards: 0,
             token_key: String::new(),
             transactions_per_shard_max: 100_000_000,
-            hot_transactions_per_shard_max: 1_000_000,
+            hot_transactions_per_shard_max: 4_000_000,
             hold_expiry_seconds: 7 * 24 * 3600,
             reversal_window_seconds: 24 * 3600,
         }

@@ -5,7 +5,9 @@
 //! transactions (key → record), the older part of its two queues by age (queue and sequence
 //! number → due time and key), and an undo log: every change (one request, one expiry step)
 //! is one atomic write batch holding the change and, under the change's version, what each
-//! key it wrote held before. A snapshot records each shard's version (in [`ColdState`]);
+//! key it wrote held before. A spill (transactions leaving the hot window) writes no undo: it
+//! only appends to the queues, so rolling back removes the queue entries past the snapshot's
+//! ends, with their transactions. A snapshot records each shard's version (in [`ColdState`]);
 //! recovery rolls the store back to that version, newest change first, and replays the log
 //! after the snapshot, which makes the same changes again. So the store never needs to be
 //! durable with the log, only at a snapshot: the snapshotter syncs it before writing the
@@ -92,8 +94,9 @@ fn age_from(bytes: &[u8]) -> Option<(u64, TxnKey)> {
 /// A key a change wrote, and what it held before (`None`: nothing).
 type UndoItem = (Space, Vec<u8>, Option<Vec<u8>>);
 
-/// A change's write to a key: the new value (`None`: removed) and what it held before.
-type PendingWrite = (Option<Vec<u8>>, Option<Vec<u8>>);
+/// A change's write to a key: the new value (`None`: removed), what it held before, and
+/// whether the undo entry must say so (a spill's writes need not: see [`ColdStore::shard`]).
+type PendingWrite = (Option<Vec<u8>>, Option<Vec<u8>>, bool);
 
 /// One change's undo entry: for each key it wrote, what the key held before.
 fn encode_undo(items: &[UndoItem]) -> Vec<u8> {
@@ -165,9 +168,15 @@ impl std::fmt::Debug for ColdStore {
     }
 }
 
+/// Memtables of 16 MiB (fjall's default is 64): the journal behind them is synced when it is
+/// sealed, under the lock every write takes, so its size sets the longest stall of a write.
 fn options() -> KeyspaceCreateOptions {
-    KeyspaceCreateOptions::default()
+    KeyspaceCreateOptions::default().max_memtable_size(64 * 1024 * 1024)
 }
+
+/// How often a background thread syncs the store's journal: what is already synced need not be
+/// synced again when a full journal is sealed, which happens under the write lock.
+const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl ColdStore {
     /// Opens (or creates) the store in `dir`.
@@ -175,7 +184,7 @@ impl ColdStore {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let db = Database::builder(dir)
             // Flushes and compactions on one thread: the shards and the WAL need the cores.
-            .worker_threads(1)
+            .worker_threads(2)
             // Made durable at snapshots (see the module): not at every change.
             .manual_journal_persist(true)
             .cache_size(64 * 1024 * 1024)
@@ -186,12 +195,25 @@ impl ColdStore {
         let meta = db
             .keyspace("meta", options)
             .context("cannot open the store's meta keyspace")?;
-        Ok(Arc::new(ColdStore {
+        let store = Arc::new(ColdStore {
             db,
             meta,
             dir: dir.to_owned(),
             lock: Mutex::new(()),
-        }))
+        });
+        let weak = Arc::downgrade(&store);
+        std::thread::Builder::new()
+            .name("cold-sync".into())
+            .spawn(move || {
+                // Ends with the store. A failed sync is found again by the next snapshot's.
+                while let Some(store) = weak.upgrade() {
+                    let _ = store.db.persist(PersistMode::SyncData);
+                    drop(store);
+                    std::thread::sleep(SYNC_INTERVAL);
+                }
+            })
+            .context("cannot start the store's sync thread")?;
+        Ok(store)
     }
 
     fn keyspaces(&self, shard: u32) -> anyhow::Result<[Keyspace; 3]> {
@@ -269,6 +291,28 @@ impl ColdStore {
                     version_key("version", shard),
                     (version - 1).to_be_bytes(),
                 );
+                batch.commit()?;
+            }
+        }
+        if target > 0 {
+            // What was spilled after the snapshot: its queue entries from the snapshot's end of
+            // each queue on, and their transactions (spills write no undo entry; any later
+            // change to them was undone above, so they stand as spilled).
+            for (queue, span) in [
+                (Queue::Holds, state.holds),
+                (Queue::Postings, state.postings),
+            ] {
+                let mut batch = self.db.batch();
+                for guard in ages.range(age_key(queue, span.back)..=age_key(queue, u64::MAX)) {
+                    let (key, value) = guard.into_inner()?;
+                    let (_, txn) = age_from(&value).context("a damaged queue entry on disk")?;
+                    batch.remove(&txns, txn_key(&txn).to_vec());
+                    batch.remove(&ages, key);
+                    if batch.len() >= 4_096 {
+                        batch.commit()?;
+                        batch = self.db.batch();
+                    }
+                }
                 batch.commit()?;
             }
         }
@@ -392,7 +436,9 @@ impl DiskTier {
 
     /// What `key` holds now: this change's write, else the store's.
     fn read(&self, space: Space, key: &[u8]) -> Option<Vec<u8>> {
-        if let Some((new, _)) = self.pending.get(&(space, key.to_vec())) {
+        if !self.pending.is_empty()
+            && let Some((new, _, _)) = self.pending.get(&(space, key.to_vec()))
+        {
             return new.clone();
         }
         match self.keyspace(space).get(key) {
@@ -408,9 +454,13 @@ impl DiskTier {
     fn write(&mut self, space: Space, key: &[u8], value: Option<Vec<u8>>) -> Option<Vec<u8>> {
         let before = self.read(space, key);
         match self.pending.entry((space, key.to_vec())) {
-            std::collections::hash_map::Entry::Occupied(mut slot) => slot.get_mut().0 = value,
+            std::collections::hash_map::Entry::Occupied(mut slot) => {
+                let write = slot.get_mut();
+                write.0 = value;
+                write.2 = true;
+            }
             std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert((value, before.clone()));
+                slot.insert((value, before.clone(), true));
             }
         }
         before
@@ -447,6 +497,21 @@ impl ColdTier for DiskTier {
         }
     }
 
+    fn insert_new(&mut self, key: &TxnKey, record: &Record) {
+        let mut value = Vec::with_capacity(64);
+        format::encode_transaction(record, &mut value);
+        // Absent by the caller's word: nothing to read before it, and undone by removing it.
+        match self
+            .pending
+            .entry((Space::Transactions, txn_key(key).to_vec()))
+        {
+            std::collections::hash_map::Entry::Occupied(mut slot) => slot.get_mut().0 = Some(value),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert((Some(value), None, false));
+            }
+        }
+    }
+
     fn push_age(&mut self, queue: Queue, seq: u64, (due, key): (u64, TxnKey)) {
         // A new sequence number: nothing to read before it.
         let entry = (Space::Ages, age_key(queue, seq).to_vec());
@@ -454,7 +519,7 @@ impl ColdTier for DiskTier {
         match self.pending.entry(entry) {
             std::collections::hash_map::Entry::Occupied(mut slot) => slot.get_mut().0 = value,
             std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert((value, None));
+                slot.insert((value, None, false));
             }
         }
     }
@@ -481,28 +546,23 @@ impl ColdTier for DiskTier {
             return;
         }
         let mut batch = self.store.db.batch();
-        let mut undo = Vec::with_capacity(self.pending.len());
-        for ((space, key), (new, old)) in self.pending.drain() {
+        let mut undo = Vec::new();
+        for ((space, key), (new, old, undone)) in self.pending.drain() {
+            let keyspace = match space {
+                Space::Transactions => &self.txns,
+                Space::Ages => &self.ages,
+            };
             match new {
-                Some(value) => batch.insert(
-                    match space {
-                        Space::Transactions => &self.txns,
-                        Space::Ages => &self.ages,
-                    },
-                    key.clone(),
-                    value,
-                ),
-                None => batch.remove(
-                    match space {
-                        Space::Transactions => &self.txns,
-                        Space::Ages => &self.ages,
-                    },
-                    key.clone(),
-                ),
+                Some(value) => batch.insert(keyspace, key.clone(), value),
+                None => batch.remove(keyspace, key.clone()),
             }
-            undo.push((space, key, old));
+            if undone {
+                undo.push((space, key, old));
+            }
         }
-        batch.insert(&self.undo, version.to_be_bytes(), encode_undo(&undo));
+        if !undo.is_empty() {
+            batch.insert(&self.undo, version.to_be_bytes(), encode_undo(&undo));
+        }
         batch.insert(
             &self.store.meta,
             version_key("version", self.shard),

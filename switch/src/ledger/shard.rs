@@ -191,6 +191,9 @@ pub trait ColdTier: Send + std::fmt::Debug {
     fn get(&self, key: &TxnKey) -> Option<Record>;
     /// Writes `record` under `key`; true if the key held one already.
     fn put(&mut self, key: &TxnKey, record: &Record) -> bool;
+    /// Writes `record` under `key`, which the caller knows holds nothing (a spill: keys in
+    /// memory are never on disk too), without reading it first.
+    fn insert_new(&mut self, key: &TxnKey, record: &Record);
     /// Removes what `key` holds and returns it.
     fn remove(&mut self, key: &TxnKey) -> Option<Record>;
     fn push_age(&mut self, queue: Queue, seq: u64, entry: (u64, TxnKey));
@@ -218,6 +221,10 @@ impl ColdTier for MemoryTier {
     }
     fn put(&mut self, key: &TxnKey, record: &Record) -> bool {
         self.transactions.insert(*key, *record).is_some()
+    }
+    fn insert_new(&mut self, key: &TxnKey, record: &Record) {
+        let before = self.transactions.insert(*key, *record);
+        assert!(before.is_none(), "a spilled key was on disk already");
     }
     fn remove(&mut self, key: &TxnKey) -> Option<Record> {
         self.transactions.remove(key)
@@ -550,8 +557,11 @@ impl LedgerShard {
         }
     }
 
+    /// Room for `count` transactions in memory, and as many entries in each queue by age.
     pub fn reserve_transactions(&mut self, count: usize) {
         self.transactions.reserve(count);
+        self.holds_by_age.reserve(count);
+        self.postings_by_age.reserve(count);
     }
 
     pub fn reserve_accounts(&mut self, count: usize) {
@@ -715,9 +725,11 @@ impl LedgerShard {
             let record = self.transactions.remove(&key);
             let Some(cold) = &mut self.cold else { break };
             cold.push_age(queue, seq, (due, key));
-            if let Some(record) = record
-                && !cold.put(&key, &record)
-            {
+            // Never on disk too: a key is remembered in memory only after a lookup in both
+            // found nothing (the duplicate check of `apply`, or `reverse` for a reversal that
+            // came first), and stays where it is until it is spilled or taken.
+            if let Some(record) = record {
+                cold.insert_new(&key, &record);
                 self.cold_state.count += 1;
                 if record.state == State::ReversedBeforeArrival {
                     self.cold_state.tombstones += 1;
