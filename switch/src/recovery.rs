@@ -122,6 +122,13 @@ fn replay_shard(
                     })
                 }
             };
+            // A failed read of the store finds nothing, which would look like another genesis.
+            let problem = match shard.cold_failure() {
+                Some(failure) => Some(format!(
+                    "{failure}: stop, check the disk, and start again (the log and the snapshot are untouched)"
+                )),
+                None => problem,
+            };
             if let Some(problem) = problem {
                 failed.store(true, Ordering::Relaxed);
                 return Err(problem);
@@ -785,10 +792,15 @@ pub fn recover(
                 shards.len()
             );
         }
-        let images = reshard(
-            shards.iter().map(LedgerShard::full_image).collect(),
-            settings.shards,
-        );
+        let images: Vec<ShardImage> = shards.iter().map(LedgerShard::full_image).collect();
+        // Nothing may be split anew, snapshotted and cleared that was not read back whole.
+        if let Some(failure) = shards.iter().find_map(LedgerShard::cold_failure) {
+            bail!(
+                "{failure}: the shards cannot be split anew; set ledger.shards = {}",
+                shards.len()
+            );
+        }
+        let images = reshard(images, settings.shards);
         drop(shards);
         // The new split starts with nothing on disk: the snapshot below holds it all, and a
         // crash before the store is cleared rolls it back to nothing anyway (version 0).

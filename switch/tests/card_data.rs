@@ -65,6 +65,11 @@ fn no_pan_track_data_or_pin_block_in_any_artifact_of_a_full_run() {
             ),
             ("address = \"127.0.0.1:9584\"", issuer_address.as_str()),
             ("timeout_ms = 2000", "timeout_ms = 300"),
+            // Transactions move to the store on disk, which is searched too.
+            (
+                "hot_transactions_per_shard_max = 4000000",
+                "hot_transactions_per_shard_max = 1",
+            ),
         ]),
     );
     // Trace logging, the most any operator could turn on (but mio's, whose trace lines print
@@ -236,7 +241,12 @@ fn no_pan_track_data_or_pin_block_in_any_artifact_of_a_full_run() {
         .map(|(name, text)| (name, text.into_bytes()))
         .collect();
     for file in files {
-        artifacts.push((file.display().to_string(), std::fs::read(&file).unwrap()));
+        let mut bytes = std::fs::read(&file).unwrap();
+        // The store's journal is a file of 64 MiB made at once: its unwritten end (zeros)
+        // holds nothing, and searching it byte by byte takes minutes in a debug build.
+        let written = bytes.iter().rposition(|&b| b != 0).map_or(0, |at| at + 1);
+        bytes.truncate(written);
+        artifacts.push((file.display().to_string(), bytes));
     }
     let mut secrets: Vec<(String, Vec<u8>)> = Vec::new();
     for pan in &pans {

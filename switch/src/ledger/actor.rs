@@ -272,6 +272,10 @@ pub struct TakeSnapshot {
 impl Handler<TakeSnapshot> for LedgerActor {
     type Result = ();
     fn handle(&mut self, message: TakeSnapshot, _: &mut Self::Context) {
+        // A store that failed may not hold what the image says it does.
+        if self.shard.cold_failure().is_some() {
+            return;
+        }
         // Copying the state stalls this shard for a moment (tens of milliseconds per million
         // accounts); encoding and writing happen on the snapshotter's thread.
         let image = Box::new(self.shard.image());

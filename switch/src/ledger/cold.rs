@@ -5,9 +5,9 @@
 //! transactions (key → record), the older part of its two queues by age (queue and sequence
 //! number → due time and key), and an undo log: every change (one request, one expiry step)
 //! is one atomic write batch holding the change and, under the change's version, what each
-//! key it wrote held before. A spill (transactions leaving the hot window) writes no undo: it
-//! only appends to the queues, so rolling back removes the queue entries past the snapshot's
-//! ends, with their transactions. A snapshot records each shard's version (in [`ColdState`]);
+//! key it wrote held before (a spill's too: a key spilled after a snapshot may have been on
+//! disk at the snapshot, taken by expiry since and reused, so only the undo log knows what it
+//! held). A snapshot records each shard's version (in [`ColdState`]);
 //! recovery rolls the store back to that version, newest change first, and replays the log
 //! after the snapshot, which makes the same changes again. So the store never needs to be
 //! durable with the log, only at a snapshot: the snapshotter syncs it before writing the
@@ -95,7 +95,8 @@ fn age_from(bytes: &[u8]) -> Option<(u64, TxnKey)> {
 type UndoItem = (Space, Vec<u8>, Option<Vec<u8>>);
 
 /// A change's write to a key: the new value (`None`: removed), what it held before, and
-/// whether the undo entry must say so (a spill's writes need not: see [`ColdStore::shard`]).
+/// whether the undo entry must say so (every write does; the flag keeps room for writes that
+/// need no undo).
 type PendingWrite = (Option<Vec<u8>>, Option<Vec<u8>>, bool);
 
 /// One change's undo entry: for each key it wrote, what the key held before.
@@ -168,22 +169,19 @@ impl std::fmt::Debug for ColdStore {
     }
 }
 
-/// Memtables of 16 MiB (fjall's default is 64): the journal behind them is synced when it is
-/// sealed, under the lock every write takes, so its size sets the longest stall of a write.
+/// fjall's defaults (64 MiB memtables). Smaller ones (16 MiB), and syncing the journal every
+/// 200 ms from a background thread, did not shorten the stalls (bench/RESULTS.md).
 fn options() -> KeyspaceCreateOptions {
-    KeyspaceCreateOptions::default().max_memtable_size(64 * 1024 * 1024)
+    KeyspaceCreateOptions::default()
 }
-
-/// How often a background thread syncs the store's journal: what is already synced need not be
-/// synced again when a full journal is sealed, which happens under the write lock.
-const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl ColdStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> anyhow::Result<Arc<ColdStore>> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let db = Database::builder(dir)
-            // Flushes and compactions on one thread: the shards and the WAL need the cores.
+            // Flushes and compactions on two threads (fjall's default on this machine), so that
+            // a flush need not wait for a compaction.
             .worker_threads(2)
             // Made durable at snapshots (see the module): not at every change.
             .manual_journal_persist(true)
@@ -195,25 +193,12 @@ impl ColdStore {
         let meta = db
             .keyspace("meta", options)
             .context("cannot open the store's meta keyspace")?;
-        let store = Arc::new(ColdStore {
+        Ok(Arc::new(ColdStore {
             db,
             meta,
             dir: dir.to_owned(),
             lock: Mutex::new(()),
-        });
-        let weak = Arc::downgrade(&store);
-        std::thread::Builder::new()
-            .name("cold-sync".into())
-            .spawn(move || {
-                // Ends with the store. A failed sync is found again by the next snapshot's.
-                while let Some(store) = weak.upgrade() {
-                    let _ = store.db.persist(PersistMode::SyncData);
-                    drop(store);
-                    std::thread::sleep(SYNC_INTERVAL);
-                }
-            })
-            .context("cannot start the store's sync thread")?;
-        Ok(store)
+        }))
     }
 
     fn keyspaces(&self, shard: u32) -> anyhow::Result<[Keyspace; 3]> {
@@ -261,19 +246,17 @@ impl ColdStore {
                      {dir} from a backup taken with the WAL directory"
                 );
             }
-            let newer: Vec<(u64, Vec<UndoItem>)> = undo
-                .range(((target + 1).to_be_bytes())..)
-                .map(|guard| {
-                    let (key, value) = guard.into_inner()?;
-                    let version = u64_value(&key).context("an undo key of the wrong size")?;
-                    let items = decode_undo(&value).with_context(|| {
-                        format!("the undo entry of version {version} is damaged")
-                    })?;
-                    Ok((version, items))
-                })
-                .collect::<anyhow::Result<_>>()?;
-            // Newest first: each entry holds what its keys held before it.
-            for (version, items) in newer.into_iter().rev() {
+            // Newest first, one entry at a time (each holds what its keys held before it), each
+            // undone in one batch with the version it leaves: a rollback cut short by a crash
+            // resumes where it stopped.
+            loop {
+                let Some(guard) = undo.range(((target + 1).to_be_bytes())..).next_back() else {
+                    break;
+                };
+                let (key, value) = guard.into_inner()?;
+                let version = u64_value(&key).context("an undo key of the wrong size")?;
+                let items = decode_undo(&value)
+                    .with_context(|| format!("the undo entry of version {version} is damaged"))?;
                 let mut batch = self.db.batch();
                 for (space, key, old) in items {
                     let keyspace = match space {
@@ -291,28 +274,6 @@ impl ColdStore {
                     version_key("version", shard),
                     (version - 1).to_be_bytes(),
                 );
-                batch.commit()?;
-            }
-        }
-        if target > 0 {
-            // What was spilled after the snapshot: its queue entries from the snapshot's end of
-            // each queue on, and their transactions (spills write no undo entry; any later
-            // change to them was undone above, so they stand as spilled).
-            for (queue, span) in [
-                (Queue::Holds, state.holds),
-                (Queue::Postings, state.postings),
-            ] {
-                let mut batch = self.db.batch();
-                for guard in ages.range(age_key(queue, span.back)..=age_key(queue, u64::MAX)) {
-                    let (key, value) = guard.into_inner()?;
-                    let (_, txn) = age_from(&value).context("a damaged queue entry on disk")?;
-                    batch.remove(&txns, txn_key(&txn).to_vec());
-                    batch.remove(&ages, key);
-                    if batch.len() >= 4_096 {
-                        batch.commit()?;
-                        batch = self.db.batch();
-                    }
-                }
                 batch.commit()?;
             }
         }
@@ -507,19 +468,19 @@ impl ColdTier for DiskTier {
         {
             std::collections::hash_map::Entry::Occupied(mut slot) => slot.get_mut().0 = Some(value),
             std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert((Some(value), None, false));
+                slot.insert((Some(value), None, true));
             }
         }
     }
 
     fn push_age(&mut self, queue: Queue, seq: u64, (due, key): (u64, TxnKey)) {
-        // A new sequence number: nothing to read before it.
+        // A new sequence number: nothing to read before it, and undone by removing it.
         let entry = (Space::Ages, age_key(queue, seq).to_vec());
         let value = Some(age_value(due, &key).to_vec());
         match self.pending.entry(entry) {
             std::collections::hash_map::Entry::Occupied(mut slot) => slot.get_mut().0 = value,
             std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert((value, None, false));
+                slot.insert((value, None, true));
             }
         }
     }
@@ -585,10 +546,10 @@ impl ColdTier for DiskTier {
         for guard in self.txns.iter() {
             match guard.into_inner() {
                 Ok((key, value)) => {
-                    if let (Some(key), Ok(record)) =
-                        (txn_key_from(&key), format::decode_transaction(&value))
-                    {
-                        out.push((key, record));
+                    match (txn_key_from(&key), format::decode_transaction(&value)) {
+                        (Some(key), Ok(record)) => out.push((key, record)),
+                        (_, Err(error)) => self.fail("a stored transaction does not decode", error),
+                        (None, _) => self.fail("a stored key", "of the wrong size"),
                     }
                 }
                 Err(error) => self.fail("a scan", error),
@@ -601,6 +562,78 @@ impl ColdTier for DiskTier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{Kind, Pan, Posting, Tokenizer};
+    use crate::ledger::{Account, LedgerShard, ShardLimits};
+
+    const NOW: u64 = 1_795_703_415;
+    const FIELD7: u64 = 1_126_143_015;
+
+    fn hold(stan: u32, amount: u64) -> Posting {
+        Posting {
+            kind: Kind::Authorization,
+            card: Tokenizer::new([7; 16]).token(&Pan::from_scheme("400000", 1, 9).unwrap()),
+            amount,
+            currency: Some(840),
+            key: TxnKey {
+                acquirer: 123_456,
+                terminal: *b"TERM0001",
+                stan,
+                transmission: FIELD7,
+            },
+            original: None,
+            replacement: None,
+        }
+    }
+
+    /// The steps after the snapshot: the holds on disk expire, then the first one's key comes
+    /// back for a new hold, which is moved to disk in turn.
+    fn after_snapshot(shard: &mut LedgerShard) -> Vec<String> {
+        let step = shard.expiry_step(NOW + 200, 100, 100);
+        let mut seen = vec![format!("{:?}", shard.expire_step(&step))];
+        for (stan, amount) in [(1, 500), (3, 70), (4, 80)] {
+            seen.push(format!("{:?}", shard.apply(&hold(stan, amount), NOW + 300)));
+        }
+        seen
+    }
+
+    /// A key on disk at a snapshot, taken by expiry after it and reused by a transaction that
+    /// moved to disk in turn: recovery must roll the store back to exactly the snapshot's
+    /// state, or replay releases nothing where the live run released the hold.
+    #[test]
+    fn a_key_taken_and_reused_after_the_snapshot_rolls_back_and_replays_exactly() {
+        let dir = std::env::temp_dir().join(format!("switch-cold-reuse-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let limits = ShardLimits {
+            transactions_max: 1_000,
+            hot_max: 1,
+            hold_expiry_seconds: 100,
+            reversal_window_seconds: 50,
+        };
+        let card = hold(0, 0).card;
+        let (snapshot, live, live_seen) = {
+            let store = ColdStore::open(&dir).unwrap();
+            let mut shard = LedgerShard::new(0, limits)
+                .with_cold(Box::new(store.shard(0, &ColdState::default()).unwrap()));
+            shard.open_account(card, Account::new(1_000_000, 840));
+            for stan in [1, 2] {
+                shard.apply(&hold(stan, 1_000), NOW);
+            }
+            assert!(shard.cold_state().count >= 1, "the first hold is on disk");
+            let snapshot = shard.image();
+            let seen = after_snapshot(&mut shard);
+            assert!(seen[0].contains("released: 2"), "{seen:?}");
+            (snapshot, shard.full_image(), (seen, shard.cold_state()))
+        };
+        let store = ColdStore::open(&dir).unwrap();
+        let tier = store.shard(0, &snapshot.cold).unwrap();
+        let mut shard = LedgerShard::from_image(0, limits, snapshot).with_cold(Box::new(tier));
+        let seen = after_snapshot(&mut shard);
+        assert_eq!((seen, shard.cold_state()), live_seen);
+        assert!(shard.full_image().same_state(&live));
+        drop(shard);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn keys_and_undo_entries_read_back() {

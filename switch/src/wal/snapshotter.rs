@@ -78,13 +78,15 @@ pub fn start(
             }
             match snapshot::write_with_remote(&dir, &sections, &gathering.remote, unix_seconds()) {
                 Ok(path) => {
-                    if let Some(cold) = &cold {
+                    let pruned = snapshot::prune(&dir, &path, first_needed, retention, SystemTime::now());
+                    // Only once no older snapshot is left to fall back to: the store's undo log
+                    // is cut back to this one's versions.
+                    if let (Some(cold), Ok(_)) = (&cold, &pruned) {
                         let images: Vec<_> = sections.iter().map(|s| &s.image).collect();
                         if let Err(error) = cold.settle(&images) {
                             tracing::warn!("{error:#}: the store's undo log is kept; it will be settled after the next snapshot");
                         }
                     }
-                    let pruned = snapshot::prune(&dir, &path, first_needed, retention, SystemTime::now());
                     tracing::info!(
                         file = %path.display(),
                         first_needed_lsn = first_needed,
