@@ -469,9 +469,14 @@ fn shards_from(
     images
         .into_iter()
         .enumerate()
-        .map(|(i, image)| {
+        .map(|(i, mut image)| {
             let index = u32::try_from(i).unwrap_or(u32::MAX);
             let state = image.cold;
+            if cold.is_none() && state.count == 0 {
+                // Nothing on disk but queue entries of transactions already gone: without a
+                // store, they are dropped, and a store enabled later starts empty.
+                image.cold = crate::ledger::ColdState::default();
+            }
             let shard = LedgerShard::from_image(index, settings.shard_limits, image);
             Ok(match cold {
                 Some(cold) => shard.with_cold(Box::new(cold.shard(index, &state)?)),
