@@ -30,7 +30,7 @@ start() {
   $T/switch run --config "$CONFIG" --wal-dir "$OUT/wal" --listen 127.0.0.1:18583 \
       --http 127.0.0.1:19583 >> "$OUT/switch.log" 2>&1 &
   SW=$!
-  for _ in $(seq 1 600); do
+  for _ in $(seq 1 6000); do   # a restart may replay minutes of log
     [ "$(grep -c "listening for acquirers" "$OUT/switch.log")" -ge "$1" ] && return 0
     kill -0 $SW 2>/dev/null || { tail -5 "$OUT/switch.log"; exit 1; }
     sleep 0.1

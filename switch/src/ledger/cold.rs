@@ -248,11 +248,10 @@ impl ColdStore {
             }
             // Newest first, one entry at a time (each holds what its keys held before it), each
             // undone in one batch with the version it leaves: a rollback cut short by a crash
-            // resumes where it stopped.
-            loop {
-                let Some(guard) = undo.range(((target + 1).to_be_bytes())..).next_back() else {
-                    break;
-                };
+            // resumes where it stopped. One iterator going down: each entry removed is behind
+            // it, so none is met again (a new iterator per entry would skip every removed one,
+            // quadratic in the changes since the snapshot).
+            for guard in undo.range(((target + 1).to_be_bytes())..).rev() {
                 let (key, value) = guard.into_inner()?;
                 let version = u64_value(&key).context("an undo key of the wrong size")?;
                 let items = decode_undo(&value)
