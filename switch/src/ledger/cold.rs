@@ -94,28 +94,22 @@ fn age_from(bytes: &[u8]) -> Option<(u64, TxnKey)> {
 /// A key a change wrote, and what it held before (`None`: nothing).
 type UndoItem = (Space, Vec<u8>, Option<Vec<u8>>);
 
-/// A change's write to a key: the new value (`None`: removed), what it held before, and
-/// whether the undo entry must say so (every write does; the flag keeps room for writes that
-/// need no undo).
-type PendingWrite = (Option<Vec<u8>>, Option<Vec<u8>>, bool);
+/// A change's write to a key: the new value (`None`: removed) and what it held before.
+type PendingWrite = (Option<Vec<u8>>, Option<Vec<u8>>);
 
-/// One change's undo entry: for each key it wrote, what the key held before.
-fn encode_undo(items: &[UndoItem]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(items.len() * 64);
-    for (space, key, old) in items {
-        out.push(*space as u8);
-        out.push(u8::try_from(key.len()).unwrap_or(u8::MAX));
-        out.extend_from_slice(key);
-        match old {
-            Some(old) => {
-                out.push(1);
-                out.extend_from_slice(&u16::try_from(old.len()).unwrap_or(u16::MAX).to_be_bytes());
-                out.extend_from_slice(old);
-            }
-            None => out.push(0),
+/// Appends one item to a change's undo entry: a key the change wrote, and what it held before.
+fn append_undo(out: &mut Vec<u8>, space: Space, key: &[u8], old: Option<&[u8]>) {
+    out.push(space as u8);
+    out.push(u8::try_from(key.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(key);
+    match old {
+        Some(old) => {
+            out.push(1);
+            out.extend_from_slice(&u16::try_from(old.len()).unwrap_or(u16::MAX).to_be_bytes());
+            out.extend_from_slice(old);
         }
+        None => out.push(0),
     }
-    out
 }
 
 fn decode_undo(mut bytes: &[u8]) -> Option<Vec<UndoItem>> {
@@ -347,11 +341,6 @@ impl ColdStore {
         }
         Ok(())
     }
-
-    /// Bytes the store takes on disk.
-    pub fn disk_bytes(&self) -> u64 {
-        self.db.disk_space().unwrap_or(0)
-    }
 }
 
 /// One shard's part of the store.
@@ -397,7 +386,7 @@ impl DiskTier {
     /// What `key` holds now: this change's write, else the store's.
     fn read(&self, space: Space, key: &[u8]) -> Option<Vec<u8>> {
         if !self.pending.is_empty()
-            && let Some((new, _, _)) = self.pending.get(&(space, key.to_vec()))
+            && let Some((new, _)) = self.pending.get(&(space, key.to_vec()))
         {
             return new.clone();
         }
@@ -413,17 +402,25 @@ impl DiskTier {
     /// Writes `value` (or removes) under `key`; returns what the key held.
     fn write(&mut self, space: Space, key: &[u8], value: Option<Vec<u8>>) -> Option<Vec<u8>> {
         let before = self.read(space, key);
-        match self.pending.entry((space, key.to_vec())) {
-            std::collections::hash_map::Entry::Occupied(mut slot) => {
-                let write = slot.get_mut();
-                write.0 = value;
-                write.2 = true;
-            }
+        self.record(space, key.to_vec(), value, || before.clone());
+        before
+    }
+
+    /// Gathers a write into this change; `before` gives what the key held, asked for only at
+    /// the change's first write of that key (the undo entry restores the state before it).
+    fn record(
+        &mut self,
+        space: Space,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+        before: impl FnOnce() -> Option<Vec<u8>>,
+    ) {
+        match self.pending.entry((space, key)) {
+            std::collections::hash_map::Entry::Occupied(mut slot) => slot.get_mut().0 = value,
             std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert((value, before.clone(), true));
+                slot.insert((value, before()));
             }
         }
-        before
     }
 }
 
@@ -439,11 +436,10 @@ impl ColdTier for DiskTier {
         }
     }
 
-    fn put(&mut self, key: &TxnKey, record: &Record) -> bool {
+    fn put(&mut self, key: &TxnKey, record: &Record) {
         let mut value = Vec::with_capacity(64);
         format::encode_transaction(record, &mut value);
-        self.write(Space::Transactions, &txn_key(key), Some(value))
-            .is_some()
+        self.write(Space::Transactions, &txn_key(key), Some(value));
     }
 
     fn remove(&mut self, key: &TxnKey) -> Option<Record> {
@@ -461,27 +457,18 @@ impl ColdTier for DiskTier {
         let mut value = Vec::with_capacity(64);
         format::encode_transaction(record, &mut value);
         // Absent by the caller's word: nothing to read before it, and undone by removing it.
-        match self
-            .pending
-            .entry((Space::Transactions, txn_key(key).to_vec()))
-        {
-            std::collections::hash_map::Entry::Occupied(mut slot) => slot.get_mut().0 = Some(value),
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert((Some(value), None, true));
-            }
-        }
+        self.record(
+            Space::Transactions,
+            txn_key(key).to_vec(),
+            Some(value),
+            || None,
+        );
     }
 
     fn push_age(&mut self, queue: Queue, seq: u64, (due, key): (u64, TxnKey)) {
         // A new sequence number: nothing to read before it, and undone by removing it.
-        let entry = (Space::Ages, age_key(queue, seq).to_vec());
         let value = Some(age_value(due, &key).to_vec());
-        match self.pending.entry(entry) {
-            std::collections::hash_map::Entry::Occupied(mut slot) => slot.get_mut().0 = value,
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert((value, None, true));
-            }
-        }
+        self.record(Space::Ages, age_key(queue, seq).to_vec(), value, || None);
     }
 
     fn age(&self, queue: Queue, seq: u64) -> Option<(u64, TxnKey)> {
@@ -506,22 +493,20 @@ impl ColdTier for DiskTier {
             return;
         }
         let mut batch = self.store.db.batch();
-        let mut undo = Vec::new();
-        for ((space, key), (new, old, undone)) in self.pending.drain() {
+        let mut undo = Vec::with_capacity(self.pending.len() * 48);
+        for ((space, key), (new, old)) in self.pending.drain() {
+            append_undo(&mut undo, space, &key, old.as_deref());
             let keyspace = match space {
                 Space::Transactions => &self.txns,
                 Space::Ages => &self.ages,
             };
             match new {
-                Some(value) => batch.insert(keyspace, key.clone(), value),
-                None => batch.remove(keyspace, key.clone()),
-            }
-            if undone {
-                undo.push((space, key, old));
+                Some(value) => batch.insert(keyspace, key, value),
+                None => batch.remove(keyspace, key),
             }
         }
         if !undo.is_empty() {
-            batch.insert(&self.undo, version.to_be_bytes(), encode_undo(&undo));
+            batch.insert(&self.undo, version.to_be_bytes(), undo);
         }
         batch.insert(
             &self.store.meta,
@@ -652,7 +637,11 @@ mod tests {
             ),
             (Space::Ages, age_key(Queue::Postings, 9).to_vec(), None),
         ];
-        assert_eq!(decode_undo(&encode_undo(&items)), Some(items));
+        let mut encoded = Vec::new();
+        for (space, key, old) in &items {
+            append_undo(&mut encoded, *space, key, old.as_deref());
+        }
+        assert_eq!(decode_undo(&encoded), Some(items));
         assert_eq!(decode_undo(&[0, 5, 1]), None, "cut short");
     }
 }

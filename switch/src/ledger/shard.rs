@@ -189,8 +189,8 @@ pub struct ColdState {
 /// can no longer be trusted, so its owner answers 96 and stops, and recovery rebuilds.
 pub trait ColdTier: Send + std::fmt::Debug {
     fn get(&self, key: &TxnKey) -> Option<Record>;
-    /// Writes `record` under `key`; true if the key held one already.
-    fn put(&mut self, key: &TxnKey, record: &Record) -> bool;
+    /// Writes `record` under `key`.
+    fn put(&mut self, key: &TxnKey, record: &Record);
     /// Writes `record` under `key`, which the caller knows holds nothing (a spill: keys in
     /// memory are never on disk too), without reading it first.
     fn insert_new(&mut self, key: &TxnKey, record: &Record);
@@ -212,15 +212,14 @@ pub trait ColdTier: Send + std::fmt::Debug {
 pub struct MemoryTier {
     transactions: HashMap<TxnKey, Record>,
     ages: HashMap<(bool, u64), (u64, TxnKey)>,
-    pub commits: u64,
 }
 
 impl ColdTier for MemoryTier {
     fn get(&self, key: &TxnKey) -> Option<Record> {
         self.transactions.get(key).copied()
     }
-    fn put(&mut self, key: &TxnKey, record: &Record) -> bool {
-        self.transactions.insert(*key, *record).is_some()
+    fn put(&mut self, key: &TxnKey, record: &Record) {
+        self.transactions.insert(*key, *record);
     }
     fn insert_new(&mut self, key: &TxnKey, record: &Record) {
         let before = self.transactions.insert(*key, *record);
@@ -238,9 +237,7 @@ impl ColdTier for MemoryTier {
     fn remove_age(&mut self, queue: Queue, seq: u64) {
         self.ages.remove(&(queue == Queue::Holds, seq));
     }
-    fn commit(&mut self, _version: u64) {
-        self.commits += 1;
-    }
+    fn commit(&mut self, _version: u64) {}
     fn failure(&self) -> Option<String> {
         None
     }
