@@ -18,7 +18,9 @@ const NOON_MS: u64 = 1_796_040_000_000;
 /// merchant blocks, 8 terminal blocks, 6 night rules, 6 velocity rules (card, merchant and
 /// terminal, counts and amounts), plus the `amount_max` shorthand.
 pub fn hundred_rules() -> String {
-    let mut text = String::from("[risk]\nscore_decline = 100\nvelocity_keys_max = 2097152\n");
+    let mut text = String::from(
+        "[risk]\nscore_decline = 100\nvelocity_keys_max = 2097152\nvelocity_merchants_max = 65536\nvelocity_terminals_max = 262144\n",
+    );
     let mut rule = |body: String| {
         let _ = write!(text, "[[risk.rules]]\n{body}\n");
     };

@@ -29,7 +29,8 @@ pub const RULE_CODES: [ResponseCode; 6] = [
 pub const RULES_MAX: usize = 1000;
 /// Entries of one list of a rule at most.
 pub const LIST_MAX: usize = 100_000;
-/// Slots of one velocity table at most (about 34 bytes each, 98 with an amount limit).
+/// Slots of one velocity table at most (about 37 bytes each with one ring, 101 with an amount
+/// limit; see `VelocityTable::bytes`).
 pub const VELOCITY_KEYS_MAX: usize = 1 << 28;
 
 #[derive(Debug, Deserialize)]
@@ -47,6 +48,8 @@ pub(super) struct RiskFile {
     score_review: u32,
     utc_offset: String,
     velocity_keys_max: usize,
+    velocity_merchants_max: Option<usize>,
+    velocity_terminals_max: Option<usize>,
     velocity_memory_max_mib: u64,
     rules: Vec<RuleFile>,
 }
@@ -65,6 +68,8 @@ impl Default for RiskFile {
             score_review: 0,
             utc_offset: "+00:00".into(),
             velocity_keys_max: 1 << 22,
+            velocity_merchants_max: None,
+            velocity_terminals_max: None,
             velocity_memory_max_mib: 2048,
             rules: Vec::new(),
         }
@@ -176,6 +181,18 @@ impl Checker<'_> {
             8,
             VELOCITY_KEYS_MAX,
         )?;
+        let velocity_merchants_max = self.range(
+            "risk.velocity_merchants_max",
+            raw.velocity_merchants_max.unwrap_or(velocity_keys_max),
+            8,
+            VELOCITY_KEYS_MAX,
+        )?;
+        let velocity_terminals_max = self.range(
+            "risk.velocity_terminals_max",
+            raw.velocity_terminals_max.unwrap_or(velocity_keys_max),
+            8,
+            VELOCITY_KEYS_MAX,
+        )?;
         let mut rules = Vec::new();
         let amount_max = self.amount("risk.amount_max", &raw.amount_max, currency)?;
         rules.push(Rule {
@@ -244,25 +261,53 @@ impl Checker<'_> {
             1,
             1 << 20,
         )?;
-        let (tables, bytes) =
-            rules
-                .iter()
-                .filter_map(|r| r.velocity)
-                .fold((0u64, 0u64), |(n, bytes), v| {
-                    (
-                        n + 1,
-                        bytes.saturating_add(velocity::VelocityTable::bytes(
-                            velocity_keys_max,
-                            v.limit.amount_max.is_some(),
-                        )),
-                    )
-                });
+        let compiled = RiskRules {
+            enabled: raw.enabled,
+            currency,
+            rates,
+            score_decline: raw.score_decline,
+            score_review: raw.score_review,
+            utc_offset_minutes,
+            velocity_keys_max,
+            velocity_merchants_max,
+            velocity_terminals_max,
+            rules,
+        };
+        let mut bytes = 0u64;
+        let mut sizes = Vec::new();
+        let mut largest = (0, "risk.velocity_keys_max");
+        for (per, rings) in Per::ALL.into_iter().zip(compiled.rings()) {
+            if rings.is_empty() {
+                continue;
+            }
+            let rings: Vec<_> = rings.into_iter().map(|(_, ring)| ring).collect();
+            let keys = compiled.velocity_keys(per);
+            let table = velocity::VelocityTable::bytes(keys, &rings);
+            bytes = bytes.saturating_add(table);
+            if table > largest.0 {
+                largest = (
+                    table,
+                    match per {
+                        Per::Card => "risk.velocity_keys_max",
+                        Per::Merchant => "risk.velocity_merchants_max",
+                        Per::Terminal => "risk.velocity_terminals_max",
+                    },
+                );
+            }
+            sizes.push(format!(
+                "{}s: {keys} slots of {} rules, {} MiB",
+                per.name(),
+                rings.len(),
+                table >> 20
+            ));
+        }
         if bytes > memory_max_mib << 20 {
             return Err(self.invalid(
-                "risk.velocity_keys_max",
+                largest.1,
                 format!(
-                    "{tables} velocity rules of {velocity_keys_max} keys take {} MiB, above risk.velocity_memory_max_mib = {memory_max_mib}",
-                    bytes >> 20
+                    "the velocity tables take {} MiB ({}), above risk.velocity_memory_max_mib = {memory_max_mib}",
+                    bytes >> 20,
+                    sizes.join("; ")
                 ),
             ));
         }
@@ -281,16 +326,7 @@ impl Checker<'_> {
                 ),
             ));
         }
-        Ok(RiskRules {
-            enabled: raw.enabled,
-            currency,
-            rates,
-            score_decline: raw.score_decline,
-            score_review: raw.score_review,
-            utc_offset_minutes,
-            velocity_keys_max,
-            rules,
-        })
+        Ok(compiled)
     }
 
     fn rule(&self, i: usize, raw: RuleFile, currency: u16) -> Result<Rule, ConfigError> {

@@ -861,6 +861,8 @@ fn risk_json(engine: &RiskEngine) -> serde_json::Value {
         "score_review": rules.score_review,
         "utc_offset_minutes": rules.utc_offset_minutes,
         "velocity_keys_max": rules.velocity_keys_max,
+        "velocity_merchants_max": rules.velocity_merchants_max,
+        "velocity_terminals_max": rules.velocity_terminals_max,
         "rules": list,
     })
 }
@@ -1025,7 +1027,7 @@ pub fn reload(context: &Context) -> Result<serde_json::Value, String> {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         Arc::new(
-            RiskEngine::reloaded(Some(&running.1), settings.risk)
+            RiskEngine::reloaded(Some(&running.1), settings.risk, crate::clock::unix_millis())
                 .map_err(|error| format!("{}: {error}; nothing reloaded", context.source))?,
         )
     };

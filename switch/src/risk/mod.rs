@@ -26,7 +26,7 @@ use crate::domain::{Kind, Minor, Request, ResponseCode};
 pub mod actor;
 pub mod velocity;
 
-use velocity::{Limit, Reservation, VelocityTable};
+use velocity::{Limit, Reservation, Ring, VelocityTable};
 
 /// The `[risk]` section, checked and compiled.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,8 +44,12 @@ pub struct RiskRules {
     pub score_review: u32,
     /// Minutes east of UTC for `hours` conditions.
     pub utc_offset_minutes: i32,
-    /// Slots of each velocity rule's table.
+    /// Slots of the velocity table of cards.
     pub velocity_keys_max: usize,
+    /// Slots of the velocity table of merchants.
+    pub velocity_merchants_max: usize,
+    /// Slots of the velocity table of terminals.
+    pub velocity_terminals_max: usize,
     pub rules: Vec<Rule>,
 }
 
@@ -120,12 +124,43 @@ pub enum Per {
 }
 
 impl Per {
+    pub const ALL: [Per; 3] = [Per::Card, Per::Merchant, Per::Terminal];
+
     pub fn name(self) -> &'static str {
         match self {
             Per::Card => "card",
             Per::Merchant => "merchant",
             Per::Terminal => "terminal",
         }
+    }
+}
+
+impl RiskRules {
+    /// The slots of the velocity table of `per`.
+    pub fn velocity_keys(&self, per: Per) -> usize {
+        match per {
+            Per::Card => self.velocity_keys_max,
+            Per::Merchant => self.velocity_merchants_max,
+            Per::Terminal => self.velocity_terminals_max,
+        }
+    }
+
+    /// By [`Per`], the rings of its velocity table: every velocity rule on that kind of key,
+    /// in file order, with its name.
+    pub fn rings(&self) -> [Vec<(Arc<str>, Ring)>; 3] {
+        let mut rings: [Vec<(Arc<str>, Ring)>; 3] = Default::default();
+        for rule in &self.rules {
+            if let Some(velocity) = rule.velocity {
+                rings[velocity.per as usize].push((
+                    rule.name.clone(),
+                    Ring {
+                        window_seconds: velocity.window_seconds,
+                        amounts: velocity.limit.amount_max.is_some(),
+                    },
+                ));
+            }
+        }
+        rings
     }
 }
 
@@ -197,64 +232,93 @@ pub struct RiskEngine {
     /// By rule index, its kinds: read first and together, so that a rule for other kinds
     /// costs one compare.
     kinds: Vec<u16>,
-    /// By rule index; `None` for rules without velocity.
-    tables: Vec<Option<Arc<VelocityTable>>>,
+    /// By rule index: a velocity rule's ring in its key kind's table.
+    rings: Vec<Option<usize>>,
+    /// By [`Per`]: the table of every velocity rule on that kind of key (`None`: no such rule).
+    tables: [Option<Arc<VelocityTable>>; 3],
+    /// By [`Per`]: the rules whose rings the table holds, in ring order.
+    ring_rules: [Vec<(Arc<str>, Ring)>; 3],
 }
 
 impl RiskEngine {
     pub fn new(rules: RiskRules) -> Result<RiskEngine, String> {
-        RiskEngine::reloaded(None, rules)
+        RiskEngine::reloaded(None, rules, 0)
     }
 
-    /// The engine for `rules`, keeping the counters of `previous`'s velocity rules that have
-    /// the same name, key, window and amount keeping (so a reload that changes a limit does not
-    /// forget who is near it); other tables start empty. An error when a table's memory cannot
-    /// be had.
-    pub fn reloaded(previous: Option<&RiskEngine>, rules: RiskRules) -> Result<RiskEngine, String> {
-        let mut tables = Vec::with_capacity(rules.rules.len());
-        for rule in &rules.rules {
-            let Some(velocity) = rule.velocity else {
-                tables.push(None);
+    /// The engine for `rules` at `now_ms`, keeping the counters of `previous`'s velocity rules
+    /// that have the same name, key, window and amount keeping (so a reload that changes a limit
+    /// does not forget who is near it): a table whose rules and size are unchanged is kept as
+    /// it is, and a new table of as many slots takes over the counts of the rules it keeps.
+    /// Other counts start empty. An error when a table's memory cannot be had.
+    pub fn reloaded(
+        previous: Option<&RiskEngine>,
+        rules: RiskRules,
+        now_ms: u64,
+    ) -> Result<RiskEngine, String> {
+        let ring_rules = rules.rings();
+        let mut tables: [Option<Arc<VelocityTable>>; 3] = Default::default();
+        for per in Per::ALL {
+            let wanted = &ring_rules[per as usize];
+            if wanted.is_empty() {
                 continue;
-            };
-            let amounts = velocity.limit.amount_max.is_some();
-            let kept = previous.and_then(|p| {
-                p.rules
-                    .rules
-                    .iter()
-                    .zip(&p.tables)
-                    .find_map(|(old, table)| {
-                        let old_velocity = old.velocity?;
-                        let table = table.as_ref()?;
-                        (old.name == rule.name
-                            && old_velocity.per == velocity.per
-                            && old_velocity.window_seconds == velocity.window_seconds
-                            && table.keeps_amounts() == amounts
-                            && table.slots() >= rules.velocity_keys_max)
-                            .then(|| table.clone())
-                    })
+            }
+            let keys_max = rules.velocity_keys(per);
+            let old = previous.and_then(|p| {
+                p.tables[per as usize]
+                    .as_ref()
+                    .map(|table| (table, &p.ring_rules[per as usize]))
             });
-            let table = match kept {
-                Some(table) => table,
-                None => Arc::new(
-                    VelocityTable::new(rules.velocity_keys_max, velocity.window_seconds, amounts)
-                        .map_err(|error| {
-                            format!(
-                                "risk rule {:?}: cannot allocate its velocity table of {} slots ({} MiB): {error}",
-                                &*rule.name,
-                                rules.velocity_keys_max,
-                                VelocityTable::bytes(rules.velocity_keys_max, amounts) >> 20
-                            )
-                        })?,
-                ),
-            };
-            tables.push(Some(table));
+            if let Some((table, old_rules)) = old
+                && old_rules == wanted
+                && table.slots() == VelocityTable::slots_for(keys_max)
+            {
+                tables[per as usize] = Some(table.clone());
+                continue;
+            }
+            let rings: Vec<Ring> = wanted.iter().map(|(_, ring)| *ring).collect();
+            let table = VelocityTable::new(keys_max, &rings).map_err(|error| {
+                format!(
+                    "risk: cannot allocate the velocity table of {}s, {keys_max} slots ({} MiB): {error}",
+                    per.name(),
+                    VelocityTable::bytes(keys_max, &rings) >> 20
+                )
+            })?;
+            if let Some((old_table, old_rules)) = old {
+                let pairs: Vec<(usize, usize)> = wanted
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(new, rule)| {
+                        old_rules
+                            .iter()
+                            .position(|old| old == rule)
+                            .map(|old| (old, new))
+                    })
+                    .collect();
+                if !pairs.is_empty() {
+                    table.adopt(old_table, &pairs, now_ms);
+                }
+            }
+            tables[per as usize] = Some(Arc::new(table));
         }
+        let mut next = [0usize; 3];
+        let rings = rules
+            .rules
+            .iter()
+            .map(|rule| {
+                rule.velocity.map(|velocity| {
+                    let ring = next[velocity.per as usize];
+                    next[velocity.per as usize] += 1;
+                    ring
+                })
+            })
+            .collect();
         let kinds = rules.rules.iter().map(|rule| rule.when.kinds).collect();
         Ok(RiskEngine {
             rules,
             kinds,
+            rings,
             tables,
+            ring_rules,
         })
     }
 
@@ -267,12 +331,13 @@ impl RiskEngine {
         self.tables.iter().flatten().map(|t| t.evictions()).sum()
     }
 
-    /// Per rule (in order), for velocity rules: the slots of its table and the live keys
-    /// evicted from it since the table was made.
+    /// Per rule (in order), for velocity rules: the slots of its key kind's table and the live
+    /// keys evicted from that table since it was made (shared by the rules on that kind).
     pub fn velocity_use(&self) -> impl Iterator<Item = Option<(usize, u64)>> + '_ {
-        self.tables
-            .iter()
-            .map(|t| t.as_ref().map(|t| (t.slots(), t.evictions())))
+        self.rules.rules.iter().map(|rule| {
+            let table = self.tables[rule.velocity?.per as usize].as_ref()?;
+            Some((table.slots(), table.evictions()))
+        })
     }
 
     /// Screens `request` at `now_ms` (milliseconds since 1970, UTC).
@@ -304,7 +369,6 @@ impl RiskEngine {
             if !facts.satisfies(&rule.when) {
                 continue;
             }
-            let table = &self.tables[index];
             let needs_amount = rule.when.amount_above.is_some()
                 || rule.velocity.is_some_and(|v| v.limit.amount_max.is_some());
             let amount = if needs_amount {
@@ -328,14 +392,16 @@ impl RiskEngine {
             if rule.when.amount_above.is_some_and(|above| amount <= above) {
                 continue;
             }
-            let fired = match (rule.velocity, table) {
-                (Some(velocity), Some(table)) => {
-                    let Some(key) = facts.key(velocity.per) else {
+            let fired = match (rule.velocity, self.rings[index]) {
+                (Some(velocity), Some(ring)) => {
+                    let (Some(key), Some(table)) =
+                        (facts.key(velocity.per), &self.tables[velocity.per as usize])
+                    else {
                         continue; // no merchant id: nothing to count it under
                     };
                     let always = matches!(rule.action, Action::Score(_));
                     let (reservation, exceeded) =
-                        table.add(key, amount, now_ms, velocity.limit, always);
+                        table.add(key, ring, amount, now_ms, velocity.limit, always);
                     if let Some(reservation) = reservation {
                         passed.push(reservation);
                     }

@@ -752,7 +752,7 @@ fn a_reload_keeps_the_counters_of_an_unchanged_rule() {
             None
         );
     }
-    let after = RiskEngine::reloaded(Some(&before), rules(4)).unwrap();
+    let after = RiskEngine::reloaded(Some(&before), rules(4), NOON_MS + 3).unwrap();
     assert_eq!(
         verdict(&after, &request(Kind::Purchase, 1), NOON_MS + 3),
         None,
@@ -763,13 +763,27 @@ fn a_reload_keeps_the_counters_of_an_unchanged_rule() {
         declined("65", "card"),
         "the 5th: the three before the reload still count"
     );
+    // A reload that adds a card rule builds a new card table: it takes over what "card" counted.
+    let added = Settings::parse(
+        "[risk]\n[[risk.rules]]\nname = \"card-amount\"\nper = \"card\"\nwindow_seconds = 3600\namount_max = \"1000.00\"\ncode = \"61\"\n[[risk.rules]]\nname = \"card\"\nper = \"card\"\nwindow_seconds = 60\ncount_max = 4\ncode = \"65\"\n",
+        "<reload>",
+    )
+    .unwrap()
+    .risk;
+    let grown = RiskEngine::reloaded(Some(&after), added, NOON_MS + 4).unwrap();
+    assert_eq!(
+        verdict(&grown, &request(Kind::Purchase, 1), NOON_MS + 4),
+        declined("65", "card"),
+        "the four before the reload still count in the new table"
+    );
+    let after = grown;
     let renamed = Settings::parse(
         "[risk]\n[[risk.rules]]\nname = \"card-2\"\nper = \"card\"\nwindow_seconds = 60\ncount_max = 4\ncode = \"65\"\n",
         "<reload>",
     )
     .unwrap()
     .risk;
-    let fresh = RiskEngine::reloaded(Some(&after), renamed).unwrap();
+    let fresh = RiskEngine::reloaded(Some(&after), renamed, NOON_MS + 5).unwrap();
     assert_eq!(
         verdict(&fresh, &request(Kind::Purchase, 1), NOON_MS + 5),
         None
@@ -884,7 +898,7 @@ fn configuration_errors_name_the_rule_and_the_key() {
         ),
         (
             "velocity_keys_max = 100000000\n",
-            "risk.velocity_keys_max: 1 velocity rules of 100000000 keys take",
+            "risk.velocity_keys_max: the velocity tables take 3487 MiB (cards: 100000000 slots of 1 rules, 3487 MiB)",
         ),
         (
             "currency = 840\namount_max_currency = 978\n",

@@ -1,29 +1,36 @@
 //! Velocity counters: how many approvals (and how much money) one card, merchant or terminal
 //! had within a sliding window, in a table of fixed size.
 //!
-//! **Memory is set by configuration, never by traffic**: each velocity rule owns one table of
-//! `risk.velocity_keys_max` slots, allocated at start (or at the reload that adds the rule).
-//! A slot takes about 27 bytes (a 32-bit tag, the newest bucket, 8 counts, and its share of
-//! the set's lock and cache-line alignment), plus 64 bytes of amounts when the rule limits an
-//! amount. Slots are grouped in sets of 7, each set behind its own lock,
-//! so that two workers meet only on the same set; a key lives in the set its hash picks, and a
-//! new key takes an empty slot of that set, then one whose window has passed, then, when all
-//! seven keys are live, the one least recently seen (an eviction, counted; size the table for
-//! the keys active within one window).
+//! **One table per kind of key** (card, merchant, terminal): a key's slot holds the ring of
+//! every velocity rule counting that kind of key, so a request looks its card up once however
+//! many card rules there are, and the second and later rules find the slot in cache. (One table
+//! per rule cost a lookup that missed the cache and the TLB per rule: 1.5–2.2 µs for six
+//! velocity rules over a million cards; bench/RESULTS.md.)
 //!
-//! **The window is 8 buckets** of a 1/8 of it each: an approval counts from its bucket until
+//! **Memory is set by configuration, never by traffic**: each table has the slots configured for
+//! its kind (`risk.velocity_keys_max`, `velocity_merchants_max`, `velocity_terminals_max`),
+//! allocated at start (or at the reload that changes its rules). A slot takes 8 bytes (its tag
+//! and when its counts all expire), 24 per ring (the newest bucket and 8 counts), 64 more per
+//! ring that limits an amount, plus its share of the set's lock (see [`VelocityTable::bytes`]).
+//! Slots are grouped in sets of 7, each set behind its own lock, so that two workers meet only
+//! on the same set; a key lives in the set its hash picks, and a new key takes an empty slot of
+//! that set, then one whose rings have all left their windows, then, when all seven keys are
+//! live, the one whose counts expire first (an eviction, counted; size the table for the keys
+//! active within the longest window).
+//!
+//! **A ring is 8 buckets** of 1/8 of its window each: an approval counts from its bucket until
 //! that bucket leaves the window, so for at least 7/8 of the window and less than all of it
 //! (a 60 s window remembers each approval for 52.5 to 60 s).
 //!
 //! **Counting approvals exactly**: a request that passes risk takes a [`Reservation`] in each of
-//! its velocity rules' tables. It counts at once, so that concurrent requests for one card
+//! its velocity rules' rings. It counts at once, so that concurrent requests for one card
 //! cannot all slip under the limit, and it is given back when the request is answered with
 //! anything but an approval (dropping the reservation does it); an approval keeps it. Requests
 //! still in flight thus count as approvals until they are decided.
 
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::domain::Minor;
 
@@ -33,10 +40,15 @@ pub const BUCKETS: usize = 8;
 pub const COUNT_MAX: u64 = 8 * u16::MAX as u64;
 const BUCKETS_U32: u32 = 8;
 const BUCKETS_U64: u64 = 8;
-/// Slots per set (and per lock): 7, so that the lock word, the tags and the newest buckets
-/// fill exactly the set's first cache line (8 + 28 + 28 bytes), and a lookup touches that line
-/// and the one holding its slot's counts.
+/// Slots per set (and per lock): 7, so that the lock and one word per slot (its tag and
+/// expiry) fill exactly the set's first cache line, which a lookup reads before the slot.
 const WAYS: usize = 7;
+/// Words of a block beside its lock.
+const BLOCK_WORDS: usize = 7;
+/// Words of a ring: its newest bucket, then its 8 counts of 16 bits in two words.
+const RING_WORDS: usize = 3;
+/// Words of a ring's amounts, one per bucket.
+const AMOUNT_WORDS: usize = BUCKETS;
 
 /// The shortest window: a bucket of at least one second keeps bucket numbers in 32 bits for
 /// centuries.
@@ -44,33 +56,56 @@ pub const WINDOW_SECONDS_MIN: u64 = BUCKETS_U64;
 /// The longest window: 31 days.
 pub const WINDOW_SECONDS_MAX: u64 = 31 * 86_400;
 
-/// The slots of one set, laid out for a lookup to touch few cache lines: (after the lock word)
-/// the tags, then when each slot was last seen, then the counts.
-#[derive(Debug)]
-#[repr(C)]
-struct Set {
-    /// 0: empty. Otherwise the low 32 bits of the key's hash (1 for 0); the set is chosen by
-    /// the high bits, so a slot stands for about 2^(32 + log2 sets) distinct hashes.
-    tags: [u32; WAYS],
-    /// Per slot, the bucket number of its newest bucket (`now / bucket`); the older ones
-    /// precede it in the ring.
-    newest: [u32; WAYS],
-    counts: [[u16; BUCKETS]; WAYS],
-    /// Per slot, per bucket: the amount approved, in minor units of `risk.currency`. Only for
-    /// rules with an amount limit.
-    amounts: Option<Box<[[Minor; BUCKETS]; WAYS]>>,
+/// A cache line of a set: its lock (used in the set's first block only; it guards every word
+/// of the set's blocks) and 7 words. The first block holds one word per slot, its tag (low 32
+/// bits; 0: empty) and the second its counts all leave their windows (high 32 bits); the
+/// blocks after it hold the slots' rings, slot after slot.
+///
+/// The words are atomics only so that the lock beside them can guard them in safe Rust: every
+/// access is `Relaxed` under the lock, plain loads and stores on the machine.
+#[derive(Debug, Default)]
+#[repr(C, align(64))]
+struct Block {
+    lock: Mutex<()>,
+    words: [AtomicU64; BLOCK_WORDS],
 }
 
-/// A set on cache-line boundaries of its own (its lock word and tags in its first line).
-#[derive(Debug)]
-#[repr(align(64))]
-struct Line(Mutex<Set>);
+const _: () = assert!(
+    std::mem::size_of::<Block>() == 64,
+    "a block is one cache line"
+);
 
-/// One velocity rule's counters.
+/// One velocity rule's ring in its key kind's table: what the table must know of the rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ring {
+    pub window_seconds: u64,
+    /// The rule limits an amount: the ring keeps the amount of each bucket too.
+    pub amounts: bool,
+}
+
+impl Ring {
+    fn words(self) -> usize {
+        RING_WORDS + if self.amounts { AMOUNT_WORDS } else { 0 }
+    }
+}
+
+/// A ring's place in a slot and its bucket length.
+#[derive(Clone, Copy, Debug)]
+struct RingAt {
+    ring: Ring,
+    /// Words from the start of the slot.
+    offset: usize,
+    bucket_ms: u64,
+}
+
+/// The counters of every velocity rule on one kind of key.
 #[derive(Debug)]
 pub struct VelocityTable {
-    sets: Box<[Line]>,
-    bucket_ms: u64,
+    blocks: Box<[Block]>,
+    sets: usize,
+    blocks_per_set: usize,
+    slot_words: usize,
+    rings: Box<[RingAt]>,
     evictions: AtomicU64,
 }
 
@@ -88,62 +123,152 @@ pub struct Limit {
     pub amount_max: Option<Minor>,
 }
 
+/// The guard of one set, with where its words are.
+struct SetGuard<'a> {
+    table: &'a VelocityTable,
+    /// The set's first block.
+    first: usize,
+    _lock: MutexGuard<'a, ()>,
+}
+
+impl SetGuard<'_> {
+    fn way_word(&self, way: usize) -> &AtomicU64 {
+        &self.table.blocks[self.first].words[way]
+    }
+
+    fn tag(&self, way: usize) -> u32 {
+        low(self.way_word(way).load(Ordering::Relaxed))
+    }
+
+    fn expires(&self, way: usize) -> u32 {
+        high(self.way_word(way).load(Ordering::Relaxed))
+    }
+
+    fn set_way(&self, way: usize, tag: u32, expires: u32) {
+        self.way_word(way).store(
+            u64::from(tag) | (u64::from(expires) << 32),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn way_of(&self, tag: u32) -> Option<usize> {
+        (0..WAYS).find(|&way| self.tag(way) == tag)
+    }
+
+    /// Word `i` of slot `way`.
+    fn word(&self, way: usize, i: usize) -> &AtomicU64 {
+        let at = way * self.table.slot_words + i;
+        &self.table.blocks[self.first + 1 + at / BLOCK_WORDS].words[at % BLOCK_WORDS]
+    }
+
+    fn get(&self, way: usize, i: usize) -> u64 {
+        self.word(way, i).load(Ordering::Relaxed)
+    }
+
+    fn put(&self, way: usize, i: usize, value: u64) {
+        self.word(way, i).store(value, Ordering::Relaxed);
+    }
+
+    /// A ring's newest bucket and counts.
+    fn ring(&self, way: usize, at: &RingAt) -> (u32, [u16; BUCKETS]) {
+        let newest = low(self.get(way, at.offset));
+        let (a, b) = (self.get(way, at.offset + 1), self.get(way, at.offset + 2));
+        let mut counts = [0u16; BUCKETS];
+        for (i, count) in counts.iter_mut().enumerate() {
+            let word = if i < 4 { a } else { b };
+            *count = u16::try_from((word >> (16 * (i % 4))) & 0xffff).unwrap_or(u16::MAX);
+        }
+        (newest, counts)
+    }
+
+    fn store_ring(&self, way: usize, at: &RingAt, newest: u32, counts: &[u16; BUCKETS]) {
+        let pack = |part: &[u16]| {
+            part.iter()
+                .enumerate()
+                .fold(0u64, |word, (i, c)| word | (u64::from(*c) << (16 * i)))
+        };
+        self.put(way, at.offset, u64::from(newest));
+        self.put(way, at.offset + 1, pack(&counts[..4]));
+        self.put(way, at.offset + 2, pack(&counts[4..]));
+    }
+
+    /// The amount of a ring's bucket (0 for a ring without amounts).
+    fn amount(&self, way: usize, at: &RingAt, bucket: usize) -> Minor {
+        if at.ring.amounts {
+            self.get(way, at.offset + RING_WORDS + bucket)
+        } else {
+            0
+        }
+    }
+
+    fn set_amount(&self, way: usize, at: &RingAt, bucket: usize, amount: Minor) {
+        if at.ring.amounts {
+            self.put(way, at.offset + RING_WORDS + bucket, amount);
+        }
+    }
+}
+
 impl VelocityTable {
-    /// A table of at least `keys_max` slots (rounded up to whole sets) for a window of
-    /// `window_seconds` (checked by the configuration); an error, not an abort, when the memory
-    /// cannot be had (a reload must leave the running switch as it was).
+    /// A table of at least `keys_max` slots (rounded up to whole sets), each with `rings` (their
+    /// windows checked by the configuration); an error, not an abort, when the memory cannot be
+    /// had (a reload must leave the running switch as it was).
     pub fn new(
         keys_max: usize,
-        window_seconds: u64,
-        amounts: bool,
+        rings: &[Ring],
     ) -> Result<VelocityTable, std::collections::TryReserveError> {
-        let count = sets(keys_max);
-        let mut lines = Vec::new();
-        lines.try_reserve_exact(count)?;
-        for _ in 0..count {
-            let amounts = if amounts {
-                let mut zeros = Vec::new();
-                zeros.try_reserve_exact(WAYS)?;
-                zeros.resize(WAYS, [0; BUCKETS]);
-                // Exactly WAYS long, so the conversion cannot fail.
-                <Box<[[Minor; BUCKETS]; WAYS]>>::try_from(zeros.into_boxed_slice()).ok()
-            } else {
-                None
-            };
-            lines.push(Line(Mutex::new(Set {
-                tags: [0; WAYS],
-                newest: [0; WAYS],
-                counts: [[0; BUCKETS]; WAYS],
-                amounts,
-            })));
-        }
+        let mut offset = 0;
+        let rings: Box<[RingAt]> = rings
+            .iter()
+            .map(|&ring| {
+                let at = RingAt {
+                    ring,
+                    offset,
+                    bucket_ms: ring
+                        .window_seconds
+                        .clamp(WINDOW_SECONDS_MIN, WINDOW_SECONDS_MAX)
+                        * 1000
+                        / BUCKETS_U64,
+                };
+                offset += ring.words();
+                at
+            })
+            .collect();
+        let slot_words = offset;
+        let sets = sets(keys_max);
+        let blocks_per_set = blocks_per_set(slot_words);
+        let mut blocks = Vec::new();
+        blocks.try_reserve_exact(sets.saturating_mul(blocks_per_set))?;
+        blocks.resize_with(sets * blocks_per_set, Block::default);
         Ok(VelocityTable {
-            sets: lines.into_boxed_slice(),
-            bucket_ms: window_seconds.clamp(WINDOW_SECONDS_MIN, WINDOW_SECONDS_MAX) * 1000
-                / BUCKETS_U64,
+            blocks: blocks.into_boxed_slice(),
+            sets,
+            blocks_per_set,
+            slot_words,
+            rings,
             evictions: AtomicU64::new(0),
         })
     }
 
-    /// The bytes a table of `keys_max` slots takes.
-    pub fn bytes(keys_max: usize, amounts: bool) -> u64 {
-        let per_set = std::mem::size_of::<Line>()
-            + if amounts {
-                std::mem::size_of::<[[Minor; BUCKETS]; WAYS]>()
-            } else {
-                0
-            };
-        (sets(keys_max) as u64).saturating_mul(per_set as u64)
+    /// The bytes a table of `keys_max` slots with `rings` takes.
+    pub fn bytes(keys_max: usize, rings: &[Ring]) -> u64 {
+        let slot_words = rings.iter().map(|r| r.words()).sum();
+        (sets(keys_max) as u64)
+            .saturating_mul(blocks_per_set(slot_words) as u64)
+            .saturating_mul(std::mem::size_of::<Block>() as u64)
     }
 
     pub fn slots(&self) -> usize {
-        self.sets.len() * WAYS
+        self.sets * WAYS
     }
 
-    pub fn keeps_amounts(&self) -> bool {
-        self.sets
-            .first()
-            .is_some_and(|set| lock(set).amounts.is_some())
+    /// The slots of a table made for `keys_max`.
+    pub fn slots_for(keys_max: usize) -> usize {
+        sets(keys_max) * WAYS
+    }
+
+    /// The rings of every slot, in order.
+    pub fn rings(&self) -> impl Iterator<Item = Ring> + '_ {
+        self.rings.iter().map(|at| at.ring)
     }
 
     /// Live keys evicted to make room for a new one since the start.
@@ -151,51 +276,54 @@ impl VelocityTable {
         self.evictions.load(Ordering::Relaxed)
     }
 
-    fn bucket(&self, now_ms: u64) -> u32 {
-        // Bucket numbers wrap after 2^32 buckets (136 years of one-second buckets); comparisons
-        // between them use wrapping differences.
-        u32::try_from((now_ms / self.bucket_ms) & u64::from(u32::MAX)).unwrap_or(0)
+    fn lock(&self, set: usize) -> SetGuard<'_> {
+        let first = set * self.blocks_per_set;
+        SetGuard {
+            table: self,
+            first,
+            _lock: self.blocks[first]
+                .lock
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        }
     }
 
-    /// Adds one approval of `amount` for `key` at `now_ms`, if the window then stays within
-    /// `limit`; `Err` with what the window held otherwise (and nothing added). With `always`,
-    /// it is added either way and `exceeded` tells whether the limit was passed.
+    /// Adds one approval of `amount` for `key` to ring `ring` at `now_ms`, if the window then
+    /// stays within `limit`; `Err` with what the window held otherwise (and nothing added).
+    /// With `always`, it is added either way and `exceeded` tells whether the limit was passed.
     pub fn add(
         self: &Arc<Self>,
         key: u64,
+        ring: usize,
         amount: Minor,
         now_ms: u64,
         limit: Limit,
         always: bool,
     ) -> (Option<Reservation>, Option<Exceeded>) {
-        let set_index = set_of(key, self.sets.len());
+        let Some(at) = self.rings.get(ring) else {
+            return (None, None); // no such ring: the engine built the table with its rules
+        };
+        let set_index = set_of(key, self.sets);
         let tag = tag_of(key);
-        let now = self.bucket(now_ms);
-        let mut set = lock(&self.sets[set_index]);
-        let way = self.way_for(&mut set, tag, now);
+        let now = bucket(now_ms, at.bucket_ms);
+        let set = self.lock(set_index);
+        let way = self.way_for(&set, tag, now_ms);
+        let (mut newest, mut counts) = set.ring(way, at);
         // Advance the ring to `now`, clearing the buckets that left the window. A clock that
         // went back (or a request stamped a moment earlier on another worker) counts in the
         // newest bucket.
-        let ahead = now.wrapping_sub(set.newest[way]);
-        let newest = if ahead < u32::MAX / 2 {
-            let cleared = ahead.min(BUCKETS_U32);
-            for step in 0..cleared {
+        let ahead = now.wrapping_sub(newest);
+        if ahead < u32::MAX / 2 {
+            for step in 0..ahead.min(BUCKETS_U32) {
                 let bucket = index(now.wrapping_sub(step));
-                set.counts[way][bucket] = 0;
-                if let Some(amounts) = set.amounts.as_mut() {
-                    amounts[way][bucket] = 0;
-                }
+                counts[bucket] = 0;
+                set.set_amount(way, at, bucket, 0);
             }
-            set.newest[way] = now;
-            now
-        } else {
-            set.newest[way]
-        };
-        let count: u64 = set.counts[way].iter().map(|c| u64::from(*c)).sum();
-        let held: Minor = set.amounts.as_ref().map_or(0, |amounts| {
-            amounts[way]
-                .iter()
-                .fold(0, |sum: Minor, a| sum.saturating_add(*a))
+            newest = now;
+        }
+        let count: u64 = counts.iter().map(|c| u64::from(*c)).sum();
+        let held: Minor = (0..BUCKETS).fold(0, |sum: Minor, bucket| {
+            sum.saturating_add(set.amount(way, at, bucket))
         });
         let over = limit.count_max.is_some_and(|max| count + 1 > max)
             || limit
@@ -205,104 +333,180 @@ impl VelocityTable {
             count,
             amount: held,
         });
-        if over && !always {
-            return (None, exceeded);
+        let added = !over || always;
+        let bucket_at = index(newest);
+        if added {
+            counts[bucket_at] = counts[bucket_at].saturating_add(1);
+            set.set_amount(
+                way,
+                at,
+                bucket_at,
+                set.amount(way, at, bucket_at).saturating_add(amount),
+            );
         }
-        let bucket = index(newest);
-        set.counts[way][bucket] = set.counts[way][bucket].saturating_add(1);
-        if let Some(amounts) = set.amounts.as_mut() {
-            amounts[way][bucket] = amounts[way][bucket].saturating_add(amount);
-        }
-        (
-            Some(Reservation {
-                table: Some(self.clone()),
-                set: set_index,
-                tag,
-                bucket: newest,
-                amount,
-            }),
-            exceeded,
-        )
+        set.store_ring(way, at, newest, &counts);
+        set.set_way(way, tag, set.expires(way).max(expiry(newest, at.bucket_ms)));
+        let reservation = added.then(|| Reservation {
+            table: Some(self.clone()),
+            set: set_index,
+            tag,
+            ring,
+            bucket: newest,
+            amount,
+        });
+        (reservation, exceeded)
     }
 
     /// The slot of `tag` in `set`, claiming one for it if it has none.
-    fn way_for(&self, set: &mut Set, tag: u32, now: u32) -> usize {
-        if let Some(way) = set.tags.iter().position(|t| *t == tag) {
+    fn way_for(&self, set: &SetGuard<'_>, tag: u32, now_ms: u64) -> usize {
+        if let Some(way) = set.way_of(tag) {
             return way;
         }
-        let idle = |w: &usize| set.tags[*w] == 0 || age(now, set.newest[*w]) >= BUCKETS_U32;
-        let way = match (0..WAYS).find(idle) {
+        let now_s = seconds(now_ms);
+        // A slot is idle once every ring's newest bucket has left its window. A clock behind
+        // (another worker read it a moment earlier, or it stepped back) sees live slots live.
+        let way = match (0..WAYS).find(|&w| set.tag(w) == 0 || now_s >= set.expires(w)) {
             Some(way) => way,
             None => {
                 self.evictions.fetch_add(1, Ordering::Relaxed);
-                // The least recently seen.
-                (0..WAYS)
-                    .max_by_key(|&w| age(now, set.newest[w]))
-                    .unwrap_or(0)
+                // The one whose counts expire first.
+                (0..WAYS).min_by_key(|&w| set.expires(w)).unwrap_or(0)
             }
         };
-        set.tags[way] = tag;
-        set.newest[way] = now;
-        set.counts[way] = [0; BUCKETS];
-        if let Some(amounts) = set.amounts.as_mut() {
-            amounts[way] = [0; BUCKETS];
+        set.set_way(way, tag, 0);
+        for at in self.rings.iter() {
+            set.store_ring(way, at, bucket(now_ms, at.bucket_ms), &[0; BUCKETS]);
+            for bucket in 0..BUCKETS {
+                set.set_amount(way, at, bucket, 0);
+            }
         }
         way
     }
 
-    /// What `key` holds in its window at `now_ms`: (approvals, amount).
-    pub fn held(&self, key: u64, now_ms: u64) -> (u64, Minor) {
-        let set = lock(&self.sets[set_of(key, self.sets.len())]);
-        let tag = tag_of(key);
-        let now = self.bucket(now_ms);
-        let Some(way) = set.tags.iter().position(|t| *t == tag) else {
+    /// What `key` holds in ring `ring` at `now_ms`: (approvals, amount).
+    pub fn held(&self, key: u64, ring: usize, now_ms: u64) -> (u64, Minor) {
+        let Some(at) = self.rings.get(ring) else {
             return (0, 0);
         };
-        // A clock behind the slot's newest bucket reads as that bucket, as `add` counts it.
-        let now = if age(now, set.newest[way]) == 0 {
-            set.newest[way]
-        } else {
-            now
+        let set = self.lock(set_of(key, self.sets));
+        let Some(way) = set.way_of(tag_of(key)) else {
+            return (0, 0);
         };
+        let (newest, counts) = set.ring(way, at);
+        // A clock behind the ring's newest bucket reads as that bucket, as `add` counts it.
+        let now = bucket(now_ms, at.bucket_ms);
+        let now = if age(now, newest) == 0 { newest } else { now };
         let mut count = 0;
         let mut amount: Minor = 0;
         for age in 0..BUCKETS_U32 {
-            let bucket = set.newest[way].wrapping_sub(age);
+            let bucket = newest.wrapping_sub(age);
             if now.wrapping_sub(bucket) < BUCKETS_U32 {
-                let at = index(bucket);
-                count += u64::from(set.counts[way][at]);
-                amount = amount.saturating_add(set.amounts.as_ref().map_or(0, |a| a[way][at]));
+                let at_bucket = index(bucket);
+                count += u64::from(counts[at_bucket]);
+                amount = amount.saturating_add(set.amount(way, at, at_bucket));
             }
         }
         (count, amount)
     }
 
-    fn release(&self, set_index: usize, tag: u32, bucket: u32, amount: Minor) {
-        let Some(set) = self.sets.get(set_index) else {
+    fn release(&self, set_index: usize, tag: u32, ring: usize, bucket: u32, amount: Minor) {
+        let (Some(at), true) = (self.rings.get(ring), set_index < self.sets) else {
             return;
         };
-        let mut set = lock(set);
-        let Some(way) = set.tags.iter().position(|t| *t == tag) else {
+        let set = self.lock(set_index);
+        let Some(way) = set.way_of(tag) else {
             return; // evicted meanwhile: nothing left to give back
         };
-        if set.newest[way].wrapping_sub(bucket) >= BUCKETS_U32 {
+        let (newest, mut counts) = set.ring(way, at);
+        if newest.wrapping_sub(bucket) >= BUCKETS_U32 {
             return; // its bucket has left the window already
         }
-        let at = index(bucket);
-        set.counts[way][at] = set.counts[way][at].saturating_sub(1);
-        if let Some(amounts) = set.amounts.as_mut() {
-            amounts[way][at] = amounts[way][at].saturating_sub(amount);
-        }
+        let at_bucket = index(bucket);
+        counts[at_bucket] = counts[at_bucket].saturating_sub(1);
+        set.store_ring(way, at, newest, &counts);
+        set.set_amount(
+            way,
+            at,
+            at_bucket,
+            set.amount(way, at, at_bucket).saturating_sub(amount),
+        );
     }
-}
 
-fn lock(set: &Line) -> std::sync::MutexGuard<'_, Set> {
-    set.0.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Takes over the counts of `old`'s rings for the rings of this (new, not yet shared)
+    /// table that `pairs` names, as `(old ring, new ring)`: a reload that adds or removes a
+    /// rule keeps what the unchanged rules counted. Only between tables of as many sets (a key's
+    /// set depends on their number); `false` otherwise, and nothing is copied. Each old set is
+    /// copied under its lock; an approval counted in a set after it was copied and before the
+    /// new table is in use is not carried over.
+    pub fn adopt(&self, old: &VelocityTable, pairs: &[(usize, usize)], now_ms: u64) -> bool {
+        if old.sets != self.sets {
+            return false;
+        }
+        for set_index in 0..self.sets {
+            let from = old.lock(set_index);
+            let to = self.lock(set_index);
+            for way in 0..WAYS {
+                let tag = from.tag(way);
+                if tag == 0 {
+                    continue;
+                }
+                to.set_way(way, tag, from.expires(way));
+                for at in self.rings.iter() {
+                    to.store_ring(way, at, bucket(now_ms, at.bucket_ms), &[0; BUCKETS]);
+                }
+                for &(old_ring, new_ring) in pairs {
+                    let (Some(old_at), Some(new_at)) =
+                        (old.rings.get(old_ring), self.rings.get(new_ring))
+                    else {
+                        continue;
+                    };
+                    if old_at.ring != new_at.ring {
+                        continue;
+                    }
+                    let (newest, counts) = from.ring(way, old_at);
+                    to.store_ring(way, new_at, newest, &counts);
+                    for bucket in 0..BUCKETS {
+                        to.set_amount(way, new_at, bucket, from.amount(way, old_at, bucket));
+                    }
+                }
+            }
+        }
+        true
+    }
 }
 
 /// Sets of a table of `keys_max` slots.
 fn sets(keys_max: usize) -> usize {
     keys_max.div_ceil(WAYS).max(1)
+}
+
+/// Blocks of a set whose slots take `slot_words` words each: the head and the slots.
+fn blocks_per_set(slot_words: usize) -> usize {
+    1 + (WAYS * slot_words).div_ceil(BLOCK_WORDS)
+}
+
+/// The bucket number of `now_ms` for buckets of `bucket_ms`. Bucket numbers wrap after 2^32
+/// buckets (136 years of one-second buckets); comparisons between them use wrapping
+/// differences.
+fn bucket(now_ms: u64, bucket_ms: u64) -> u32 {
+    low(now_ms / bucket_ms.max(1))
+}
+
+/// The second (since 1970, in 32 bits: until 2106) at which bucket `newest` leaves its window.
+fn expiry(newest: u32, bucket_ms: u64) -> u32 {
+    seconds((u64::from(newest) + BUCKETS_U64).saturating_mul(bucket_ms) + 999)
+}
+
+fn seconds(ms: u64) -> u32 {
+    u32::try_from(ms / 1000).unwrap_or(u32::MAX)
+}
+
+fn low(word: u64) -> u32 {
+    u32::try_from(word & u64::from(u32::MAX)).unwrap_or(0)
+}
+
+fn high(word: u64) -> u32 {
+    u32::try_from(word >> 32).unwrap_or(0)
 }
 
 /// The set of a key: the high bits of its hash (the tag takes the low ones).
@@ -313,12 +517,11 @@ fn set_of(key: u64, sets: usize) -> usize {
 
 /// The tag of a key: its low 32 bits (0 marks an empty slot, so 1 stands for it).
 fn tag_of(key: u64) -> u32 {
-    u32::try_from(key & u64::from(u32::MAX)).unwrap_or(1).max(1)
+    low(key).max(1)
 }
 
 /// How many buckets `newest` lies behind `now`: 0 when it lies ahead (the clock stepped back,
-/// or another worker read it a moment later and took the lock first), so that a live slot is
-/// never taken for an idle one.
+/// or another worker read it a moment later and took the lock first).
 fn age(now: u32, newest: u32) -> u32 {
     let behind = now.wrapping_sub(newest);
     if behind > u32::MAX / 2 { 0 } else { behind }
@@ -344,6 +547,7 @@ pub struct Reservation {
     table: Option<Arc<VelocityTable>>,
     set: usize,
     tag: u32,
+    ring: usize,
     bucket: u32,
     amount: Minor,
 }
@@ -358,7 +562,7 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if let Some(table) = self.table.take() {
-            table.release(self.set, self.tag, self.bucket, self.amount);
+            table.release(self.set, self.tag, self.ring, self.bucket, self.amount);
         }
     }
 }
@@ -372,8 +576,23 @@ mod tests {
         amount_max: None,
     };
 
+    fn table(keys_max: usize, rings: &[(u64, bool)]) -> Arc<VelocityTable> {
+        let rings: Vec<Ring> = rings
+            .iter()
+            .map(|&(window_seconds, amounts)| Ring {
+                window_seconds,
+                amounts,
+            })
+            .collect();
+        Arc::new(VelocityTable::new(keys_max, &rings).unwrap())
+    }
+
     fn add(table: &Arc<VelocityTable>, key: u64, now_ms: u64) -> bool {
-        let (reservation, exceeded) = table.add(key, 100, now_ms, COUNT_3, false);
+        add_to(table, key, 0, now_ms)
+    }
+
+    fn add_to(table: &Arc<VelocityTable>, key: u64, ring: usize, now_ms: u64) -> bool {
+        let (reservation, exceeded) = table.add(key, ring, 100, now_ms, COUNT_3, false);
         if let Some(r) = reservation {
             r.keep();
         }
@@ -383,7 +602,7 @@ mod tests {
     #[test]
     fn counts_within_the_window_and_forgets_past_it() {
         // 80 s window: buckets of 10 s. An approval at t counts until its bucket is 8 back.
-        let table = Arc::new(VelocityTable::new(1024, 80, false).unwrap());
+        let table = table(1024, &[(80, false)]);
         let t0 = 1_800_000_000_000; // a bucket boundary (divisible by 10,000 ms)
         assert!(add(&table, 7, t0));
         assert!(add(&table, 7, t0 + 1_000));
@@ -395,24 +614,64 @@ mod tests {
             "the last moment of the window"
         );
         assert!(add(&table, 7, t0 + 80_000), "bucket 0 left the window");
-        assert_eq!(table.held(7, t0 + 80_000), (1, 0));
+        assert_eq!(table.held(7, 0, t0 + 80_000), (1, 0));
         // Days later the slot starts over.
-        assert_eq!(table.held(7, t0 + 3 * 86_400_000), (0, 0));
+        assert_eq!(table.held(7, 0, t0 + 3 * 86_400_000), (0, 0));
         assert!(add(&table, 7, t0 + 3 * 86_400_000));
-        assert_eq!(table.held(7, t0 + 3 * 86_400_000), (1, 0));
+        assert_eq!(table.held(7, 0, t0 + 3 * 86_400_000), (1, 0));
+    }
+
+    #[test]
+    fn the_rings_of_one_slot_count_apart_each_in_its_own_window() {
+        // Ring 0: 80 s, counts; ring 1: 8 s (1 s buckets), amounts; ring 2: 31 days, amounts.
+        let table = table(64, &[(80, false), (8, true), (WINDOW_SECONDS_MAX, true)]);
+        let t0 = 1_800_000_000_000;
+        let limit = Limit {
+            count_max: None,
+            amount_max: Some(250),
+        };
+        for (ring, expect) in [(1, (1, 100)), (2, (1, 100))] {
+            let (r, exceeded) = table.add(9, ring, 100, t0, limit, false);
+            r.unwrap().keep();
+            assert!(exceeded.is_none());
+            assert_eq!(table.held(9, ring, t0), expect);
+        }
+        assert_eq!(table.held(9, 0, t0), (0, 0), "ring 0 untouched");
+        assert!(add_to(&table, 9, 0, t0));
+        assert_eq!(table.held(9, 0, t0), (1, 0), "a count ring keeps no amount");
+        // 8 s later ring 1 forgot; ring 2 (31 days) and ring 0 (80 s) did not.
+        let later = t0 + 8_000;
+        assert_eq!(table.held(9, 1, later), (0, 0));
+        assert_eq!(table.held(9, 2, later), (1, 100));
+        assert_eq!(table.held(9, 0, later), (1, 0));
+        let (r, _) = table.add(9, 2, 150, later, limit, false);
+        r.unwrap().keep();
+        let (none, exceeded) = table.add(9, 2, 1, later, limit, false);
+        assert!(none.is_none());
+        assert_eq!(
+            exceeded,
+            Some(Exceeded {
+                count: 2,
+                amount: 250
+            })
+        );
+        // A week on, the 31-day ring still holds its key: the slot is not idle.
+        let week = t0 + 7 * 86_400_000;
+        assert_eq!(table.held(9, 2, week), (2, 250));
+        assert_eq!(table.held(9, 0, week), (0, 0));
     }
 
     #[test]
     fn a_dropped_reservation_is_given_back_and_a_kept_one_stays() {
-        let table = Arc::new(VelocityTable::new(64, 60, true).unwrap());
+        let table = table(64, &[(60, true)]);
         let limit = Limit {
             count_max: None,
             amount_max: Some(1_000),
         };
         let now = 1_800_000_000_000;
-        let (first, exceeded) = table.add(1, 600, now, limit, false);
+        let (first, exceeded) = table.add(1, 0, 600, now, limit, false);
         assert!(exceeded.is_none());
-        let (none, exceeded) = table.add(1, 500, now, limit, false);
+        let (none, exceeded) = table.add(1, 0, 500, now, limit, false);
         assert!(none.is_none());
         assert_eq!(
             exceeded,
@@ -422,11 +681,11 @@ mod tests {
             })
         );
         drop(first); // declined downstream
-        assert_eq!(table.held(1, now), (0, 0));
-        let (second, _) = table.add(1, 1_000, now, limit, false);
+        assert_eq!(table.held(1, 0, now), (0, 0));
+        let (second, _) = table.add(1, 0, 1_000, now, limit, false);
         second.unwrap().keep();
-        assert_eq!(table.held(1, now), (1, 1_000));
-        let (always, exceeded) = table.add(1, 1, now, limit, true);
+        assert_eq!(table.held(1, 0, now), (1, 1_000));
+        let (always, exceeded) = table.add(1, 0, 1, now, limit, true);
         assert!(
             always.is_some() && exceeded.is_some(),
             "score rules count anyway"
@@ -436,7 +695,7 @@ mod tests {
     #[test]
     fn a_clock_behind_the_newest_bucket_neither_frees_nor_forgets_a_live_slot() {
         // One set; the window 60 s, buckets of 7.5 s.
-        let table = Arc::new(VelocityTable::new(7, 60, false).unwrap());
+        let table = table(7, &[(60, false)]);
         let now = 1_800_000_000_000;
         for key in 0..7u64 {
             assert!(add(&table, (key + 1) << 1, now));
@@ -447,18 +706,18 @@ mod tests {
         assert!(add(&table, 100, now - 7_500));
         assert_eq!(table.evictions(), 1);
         let alive = (0..7u64)
-            .filter(|key| table.held((key + 1) << 1, now) == (1, 0))
+            .filter(|key| table.held((key + 1) << 1, 0, now) == (1, 0))
             .count();
         assert_eq!(alive, 6, "one evicted, none silently freed");
         // A key counted behind its newest bucket adds to that bucket.
         assert!(add(&table, 4, now - 7_500));
-        assert_eq!(table.held(4, now - 7_500), (2, 0));
-        assert_eq!(table.held(4, now), (2, 0));
+        assert_eq!(table.held(4, 0, now - 7_500), (2, 0));
+        assert_eq!(table.held(4, 0, now), (2, 0));
     }
 
     #[test]
-    fn a_full_set_evicts_the_least_recently_seen() {
-        let table = Arc::new(VelocityTable::new(7, 60, false).unwrap());
+    fn a_full_set_evicts_the_key_whose_counts_expire_first() {
+        let table = table(7, &[(60, false)]);
         assert_eq!(table.slots(), 7, "one set");
         let now = 1_800_000_000_000;
         for key in 0..7u64 {
@@ -468,10 +727,70 @@ mod tests {
         let later = now + 7 * 7_500 - 1;
         assert!(add(&table, 100, later));
         assert_eq!(table.evictions(), 1);
-        assert_eq!(table.held(0, later), (0, 0), "the oldest went");
-        assert_eq!(table.held(2, later), (1, 0));
-        // A key whose window has passed makes room without an eviction.
-        assert!(add(&table, 200, now + 9 * 7_500));
+        assert_eq!(table.held(0, 0, later), (0, 0), "the oldest went");
+        assert_eq!(table.held(2, 0, later), (1, 0));
+        // A key whose window has passed makes room without an eviction (expiry is kept in
+        // whole seconds, rounded up: a slot comes free up to a second after its last bucket
+        // left the window, never before).
+        assert!(add(&table, 200, now + 9 * 7_500 + 1_000));
         assert_eq!(table.evictions(), 1);
+    }
+
+    #[test]
+    fn a_new_table_adopts_the_counts_of_the_rings_it_keeps() {
+        let now = 1_800_000_000_000;
+        let old = table(700, &[(60, false), (3600, true)]);
+        for key in 1..=300u64 {
+            let key = key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            assert!(add_to(&old, key, 0, now));
+            let (r, _) = old.add(key, 1, 40, now, COUNT_3, false);
+            r.unwrap().keep();
+        }
+        // The 3600 s ring moves first, the 60 s ring goes, a 600 s ring is new.
+        let new = table(700, &[(3600, true), (600, false)]);
+        assert!(new.adopt(&old, &[(1, 0)], now + 1_000));
+        for key in 1..=300u64 {
+            let key = key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            assert_eq!(new.held(key, 0, now + 1_000), old.held(key, 1, now + 1_000));
+            assert_eq!(new.held(key, 1, now + 1_000), (0, 0));
+        }
+        assert!(
+            (1..=300u64).any(|k| new.held(k.wrapping_mul(0x9e37_79b9_7f4a_7c15), 0, now) != (0, 0))
+        );
+        let other = table(7_000, &[(3600, true)]);
+        assert!(!other.adopt(&old, &[(1, 0)], now), "another number of sets");
+    }
+
+    #[test]
+    fn memory_follows_the_rings() {
+        let one = VelocityTable::bytes(
+            7,
+            &[Ring {
+                window_seconds: 60,
+                amounts: false,
+            }],
+        );
+        // A set: its head line and 7 slots of 3 words in 3 more lines.
+        assert_eq!(one, 4 * 64);
+        let three = VelocityTable::bytes(
+            7,
+            &[
+                Ring {
+                    window_seconds: 60,
+                    amounts: false,
+                },
+                Ring {
+                    window_seconds: 60,
+                    amounts: true,
+                },
+                Ring {
+                    window_seconds: 60,
+                    amounts: false,
+                },
+            ],
+        );
+        // 7 slots × 17 words = 119 words in 17 lines, and the head.
+        assert_eq!(three, 18 * 64);
+        assert_eq!(VelocityTable::bytes(7_000_000, &[]), 1_000_000 * 64);
     }
 }

@@ -15,6 +15,8 @@ fn main() {
     // Small tables, made anew for each input, and a fixed date and time: each input runs the
     // same way every time (AFL's stability), whatever ran before it.
     rules.velocity_keys_max = 14;
+    rules.velocity_merchants_max = 14;
+    rules.velocity_terminals_max = 14;
     let today = YearMonth {
         year: 2026,
         month: 11,
