@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-mod risk;
+pub(crate) mod risk;
 
 use adapters::{DialectName, FrameHeader};
 use rust_decimal::Decimal;

@@ -24,9 +24,10 @@ use rust_decimal::Decimal;
 use crate::domain::{Kind, Minor, Request, ResponseCode};
 
 pub mod actor;
+mod index;
 pub mod velocity;
 
-use velocity::{Limit, Reservation, Ring, VelocityTable};
+use velocity::{Hold, Limit, Ring, VelocityTable};
 
 /// The `[risk]` section, checked and compiled.
 #[derive(Clone, Debug, PartialEq)]
@@ -198,29 +199,49 @@ pub struct Decline {
     pub rule: Arc<str>,
 }
 
+/// The velocity tables of an engine, by [`Per`].
+type Tables = [Option<Arc<VelocityTable>>; 3];
+
+/// Holds kept inline in [`Passed`]: one per velocity table of a request is the usual case.
+const HOLDS_INLINE: usize = 2;
+
 /// A request that passed: the approvals it counts in advance in the velocity tables, given back
 /// when it is not approved (on drop), kept by [`Passed::approved`].
 #[derive(Debug, Default)]
 pub struct Passed {
     /// Set when the score reached `risk.score_review`: why, for the operators.
     pub flag: Option<Arc<str>>,
-    /// The first inline: one velocity rule (the usual case) allocates nothing.
-    first: Option<Reservation>,
-    rest: Vec<Reservation>,
+    /// The tables of the holds (one reference for all of them, taken with the first).
+    tables: Option<Arc<Tables>>,
+    inline: [Option<(Per, Hold)>; HOLDS_INLINE],
+    rest: Vec<(Per, Hold)>,
 }
 
 impl Passed {
-    pub fn approved(self) {
-        for reservation in self.first.into_iter().chain(self.rest) {
-            reservation.keep();
-        }
+    pub fn approved(mut self) {
+        self.tables = None; // nothing to give back
     }
 
-    fn push(&mut self, reservation: Reservation) {
-        if self.first.is_none() {
-            self.first = Some(reservation);
-        } else {
-            self.rest.push(reservation);
+    fn push(&mut self, tables: &Arc<Tables>, per: Per, hold: Hold) {
+        if self.tables.is_none() {
+            self.tables = Some(tables.clone());
+        }
+        match self.inline.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some((per, hold)),
+            None => self.rest.push((per, hold)),
+        }
+    }
+}
+
+impl Drop for Passed {
+    fn drop(&mut self) {
+        let Some(tables) = self.tables.take() else {
+            return;
+        };
+        for (per, hold) in self.inline.iter().flatten().chain(&self.rest) {
+            if let Some(table) = &tables[*per as usize] {
+                table.release(hold);
+            }
         }
     }
 }
@@ -229,15 +250,18 @@ impl Passed {
 #[derive(Debug)]
 pub struct RiskEngine {
     rules: RiskRules,
-    /// By rule index, its kinds: read first and together, so that a rule for other kinds
-    /// costs one compare.
-    kinds: Vec<u16>,
+    /// Which rules a request may satisfy, so that the others are not tested.
+    index: index::RuleIndex,
     /// By rule index: a velocity rule's ring in its key kind's table.
     rings: Vec<Option<usize>>,
     /// By [`Per`]: the table of every velocity rule on that kind of key (`None`: no such rule).
-    tables: [Option<Arc<VelocityTable>>; 3],
+    tables: Arc<Tables>,
     /// By [`Per`]: the rules whose rings the table holds, in ring order.
     ring_rules: [Vec<(Arc<str>, Ring)>; 3],
+    /// By [`Per`]: the kinds of its rules (bits of [`kind_bit`]).
+    table_kinds: [u16; 3],
+    /// The velocity tables.
+    tables_warmed: usize,
 }
 
 impl RiskEngine {
@@ -312,12 +336,19 @@ impl RiskEngine {
                 })
             })
             .collect();
-        let kinds = rules.rules.iter().map(|rule| rule.when.kinds).collect();
+        let mut table_kinds = [0u16; 3];
+        for rule in &rules.rules {
+            if let Some(velocity) = rule.velocity {
+                table_kinds[velocity.per as usize] |= rule.when.kinds;
+            }
+        }
         Ok(RiskEngine {
+            tables_warmed: tables.iter().flatten().count(),
+            tables: Arc::new(tables),
+            table_kinds,
+            index: index::RuleIndex::new(&rules.rules),
             rules,
-            kinds,
             rings,
-            tables,
             ring_rules,
         })
     }
@@ -342,6 +373,12 @@ impl RiskEngine {
 
     /// Screens `request` at `now_ms` (milliseconds since 1970, UTC).
     pub fn evaluate(&self, request: &Request, now_ms: u64) -> Result<Passed, Decline> {
+        self.screen(request, now_ms, true)
+    }
+
+    /// Screens `request`, testing only the rules the index finds it may satisfy (`indexed`),
+    /// or every rule.
+    fn screen(&self, request: &Request, now_ms: u64, indexed: bool) -> Result<Passed, Decline> {
         if request.kind.refers_to_original() {
             return Ok(Passed::default());
         }
@@ -358,70 +395,97 @@ impl RiskEngine {
             return Ok(Passed::default());
         }
         let facts = Facts::new(request, now_ms, &self.rules);
+        // With more than one velocity table to look in, start their cache misses together,
+        // before the first lookup waits on its own under its lock.
+        if self.tables_warmed > 1 {
+            let mut warmed = 0;
+            for per in Per::ALL {
+                if let (Some(table), true) = (
+                    &self.tables[per as usize],
+                    self.table_kinds[per as usize] & facts.kind != 0,
+                ) && let Some(key) = facts.key(per)
+                {
+                    warmed ^= table.warm(key);
+                }
+            }
+            std::hint::black_box(warmed);
+        }
+        let candidates = if indexed {
+            self.index.candidates(request, &|| {
+                let (digits, len) = facts.digits.get_or_init(|| request.pan.digits());
+                digits[..*len].first().copied()
+            })
+        } else {
+            self.index.every()
+        };
         let mut passed = Passed::default();
         let mut score = 0u32;
         let mut scored: Vec<&str> = Vec::new();
-        for (index, &kinds) in self.kinds.iter().enumerate() {
-            if kinds & facts.kind == 0 {
-                continue;
-            }
-            let rule = &self.rules.rules[index];
-            if !facts.satisfies(&rule.when) {
-                continue;
-            }
-            let needs_amount = rule.when.amount_above.is_some()
-                || rule.velocity.is_some_and(|v| v.limit.amount_max.is_some());
-            let amount = if needs_amount {
-                match facts.amount {
-                    Some(amount) => amount,
-                    None => {
+        for (word_at, &word) in candidates[..self.index.words()].iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let index = word_at * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let Some(rule) = self.rules.rules.get(index) else {
+                    break;
+                };
+                if rule.when.kinds & facts.kind == 0 || !facts.satisfies(&rule.when) {
+                    continue;
+                }
+                let needs_amount = rule.when.amount_above.is_some()
+                    || rule.velocity.is_some_and(|v| v.limit.amount_max.is_some());
+                let amount = if needs_amount {
+                    match facts.amount {
+                        Some(amount) => amount,
+                        None => {
+                            return Err(Decline {
+                                code: ResponseCode::InvalidTransaction,
+                                rule: format!(
+                                    "{}: no rate for currency {} in risk.rates",
+                                    rule.name,
+                                    request.currency.unwrap_or(self.rules.currency)
+                                )
+                                .into(),
+                            });
+                        }
+                    }
+                } else {
+                    0
+                };
+                if rule.when.amount_above.is_some_and(|above| amount <= above) {
+                    continue;
+                }
+                let fired = match (rule.velocity, self.rings[index]) {
+                    (Some(velocity), Some(ring)) => {
+                        let (Some(key), Some(table)) =
+                            (facts.key(velocity.per), &self.tables[velocity.per as usize])
+                        else {
+                            continue; // no merchant id: nothing to count it under
+                        };
+                        let always = matches!(rule.action, Action::Score(_));
+                        let (hold, exceeded) =
+                            table.add(key, ring, amount, now_ms, velocity.limit, always);
+                        if let Some(hold) = hold {
+                            passed.push(&self.tables, velocity.per, hold);
+                        }
+                        exceeded.is_some()
+                    }
+                    _ => true,
+                };
+                if !fired {
+                    continue;
+                }
+                match rule.action {
+                    Action::Decline(code) => {
                         return Err(Decline {
-                            code: ResponseCode::InvalidTransaction,
-                            rule: format!(
-                                "{}: no rate for currency {} in risk.rates",
-                                rule.name,
-                                request.currency.unwrap_or(self.rules.currency)
-                            )
-                            .into(),
+                            code,
+                            rule: rule.name.clone(),
                         });
                     }
-                }
-            } else {
-                0
-            };
-            if rule.when.amount_above.is_some_and(|above| amount <= above) {
-                continue;
-            }
-            let fired = match (rule.velocity, self.rings[index]) {
-                (Some(velocity), Some(ring)) => {
-                    let (Some(key), Some(table)) =
-                        (facts.key(velocity.per), &self.tables[velocity.per as usize])
-                    else {
-                        continue; // no merchant id: nothing to count it under
-                    };
-                    let always = matches!(rule.action, Action::Score(_));
-                    let (reservation, exceeded) =
-                        table.add(key, ring, amount, now_ms, velocity.limit, always);
-                    if let Some(reservation) = reservation {
-                        passed.push(reservation);
+                    Action::Score(weight) => {
+                        score = score.saturating_add(weight);
+                        scored.push(&rule.name);
                     }
-                    exceeded.is_some()
-                }
-                _ => true,
-            };
-            if !fired {
-                continue;
-            }
-            match rule.action {
-                Action::Decline(code) => {
-                    return Err(Decline {
-                        code,
-                        rule: rule.name.clone(),
-                    });
-                }
-                Action::Score(weight) => {
-                    score = score.saturating_add(weight);
-                    scored.push(&rule.name);
                 }
             }
         }

@@ -917,3 +917,197 @@ fn configuration_errors_name_the_rule_and_the_key() {
         );
     }
 }
+
+/// Picks from `choices` by bits of `seed`: a few of them (at least one), or none.
+fn some_of<'a>(seed: u64, shift: u32, choices: &[&'a str]) -> Vec<&'a str> {
+    if (seed >> shift) & 3 != 0 {
+        return Vec::new(); // three times in four: no condition on the field
+    }
+    let picked: Vec<&str> = choices
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| (seed >> (shift as usize + 2 + i)) & 1 == 1)
+        .map(|(_, c)| *c)
+        .collect();
+    if picked.is_empty() {
+        vec![choices[0]]
+    } else {
+        picked
+    }
+}
+
+const PANS: [(&str, u64); 4] = [("400000", 36), ("400000", 7), ("455555", 1), ("510000", 8)];
+
+fn random_rules(seeds: &[u64], tokens: &[u128]) -> String {
+    let list = |items: Vec<&str>| items.join(", ");
+    let token_texts: Vec<String> = tokens.iter().map(|t| format!("\"{t:032x}\"")).collect();
+    let token_refs: Vec<&str> = token_texts.iter().map(String::as_str).collect();
+    let mut text = String::from(
+        "[risk]\nscore_decline = 40\nscore_review = 1\nvelocity_keys_max = 64\n[risk.rates]\n\"978\" = \"1.08\"\n",
+    );
+    for (i, &seed) in seeds.iter().enumerate() {
+        text.push_str(&format!("[[risk.rules]]\nname = \"r{i}\"\n"));
+        let kinds = some_of(
+            seed,
+            0,
+            &[
+                "\"authorization\"",
+                "\"purchase\"",
+                "\"withdrawal\"",
+                "\"refund\"",
+            ],
+        );
+        if !kinds.is_empty() {
+            text.push_str(&format!("kinds = [{}]\n", list(kinds)));
+        }
+        // Kinds alone are no condition (the configuration refuses such a rule).
+        let mut conditions = 0;
+        let mut field = |key: &str, values: Vec<&str>| {
+            if !values.is_empty() {
+                conditions += 1;
+                text.push_str(&format!("{key} = [{}]\n", list(values)));
+            }
+        };
+        field(
+            "merchant_categories",
+            some_of(seed, 6, &["5999", "7995", "6011"]),
+        );
+        field("countries", some_of(seed, 11, &["840", "826", "124"]));
+        field("currencies", some_of(seed, 16, &["840", "978"]));
+        field(
+            "merchants",
+            some_of(seed, 20, &["\"M1\"", "\"M2\"", "\"MERCHANT0001\""]),
+        );
+        field("terminals", some_of(seed, 25, &["\"T1\"", "\"TERM0001\""]));
+        field("acquirers", some_of(seed, 29, &["\"123456\"", "\"999\""]));
+        field(
+            "bin_ranges",
+            some_of(
+                seed,
+                33,
+                &[
+                    "[\"40\", \"45\"]",
+                    "[\"51\", \"55\"]",
+                    "[\"4000\", \"4000\"]",
+                ],
+            ),
+        );
+        field("cards", some_of(seed, 38, &token_refs));
+        field("entry_modes", some_of(seed, 44, &["\"01\"", "\"05\""]));
+        if (seed >> 48) & 3 == 0 || conditions == 0 {
+            text.push_str("amount_above = \"50.00\"\n");
+        }
+        let velocity = (seed >> 50) & 7 == 0;
+        if velocity {
+            let per = ["card", "merchant", "terminal"][usize::try_from((seed >> 53) % 3).unwrap()];
+            text.push_str(&format!(
+                "per = \"{per}\"\nwindow_seconds = 60\ncount_max = {}\n",
+                1 + (seed >> 55) % 3
+            ));
+        }
+        // Mostly scores, so that every rule that applies shows in the score and the flag
+        // (which names the rules), not only the first that declines.
+        if (seed >> 57) & 7 != 0 {
+            text.push_str(&format!("score = {}\n", 1 + (seed >> 60) % 3));
+        } else {
+            text.push_str("code = \"05\"\n");
+        }
+    }
+    text
+}
+
+fn random_request(seed: u64, tokenizer: &Tokenizer) -> Request {
+    let pick = |shift: u32, n: u64| usize::try_from((seed >> shift) % n).unwrap();
+    let (prefix, index) = PANS[pick(0, 4)];
+    let pan = Pan::from_scheme(prefix, index, 9).unwrap();
+    let mut request = request(
+        [
+            Kind::Authorization,
+            Kind::Purchase,
+            Kind::CashWithdrawal,
+            Kind::Refund,
+            Kind::BalanceInquiry,
+        ][pick(2, 5)],
+        [100, 4_000, 6_000][pick(5, 3)],
+    );
+    request.card = tokenizer.token(&pan);
+    request.pan = pan;
+    request.merchant_category = [Some(5999), Some(7995), Some(6011), None][pick(7, 4)];
+    request.country = [Some(840), Some(826), None][pick(9, 3)];
+    request.currency = [Some(840), Some(978), Some(392), None][pick(11, 4)];
+    let merchant = |id: &str| {
+        let mut m = [b' '; 15];
+        m[..id.len()].copy_from_slice(id.as_bytes());
+        m
+    };
+    request.merchant = [Some(merchant("M1")), Some(merchant("MERCHANT0001")), None][pick(13, 3)];
+    request.key.terminal = [*b"T1      ", *b"TERM0001", *b"OTHER   "][pick(15, 3)];
+    request.key.acquirer = [123_456, 999, 7][pick(17, 3)];
+    request.entry_mode = [Some(*b"012"), Some(*b"051"), None][pick(19, 3)];
+    request
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// The index only skips rules that cannot hold: over random rules (conditions on every
+    /// field, velocity, scores) and random requests, testing the candidates decides exactly as
+    /// testing every rule, velocity counts included.
+    #[test]
+    fn the_rule_index_decides_exactly_as_testing_every_rule(
+        rule_seeds in proptest::collection::vec(proptest::prelude::any::<u64>(), 1..60),
+        request_seeds in proptest::collection::vec(proptest::prelude::any::<u64>(), 1..80),
+    ) {
+        let tokenizer = Tokenizer::new([0; 16]);
+        let tokens: Vec<u128> = PANS
+            .iter()
+            .map(|(prefix, index)| tokenizer.token(&Pan::from_scheme(prefix, *index, 9).unwrap()).hash)
+            .collect();
+        let text = random_rules(&rule_seeds, &tokens);
+        let rules = Settings::parse(&text, "<random>").unwrap_or_else(|e| panic!("{e}\n{text}")).risk;
+        let indexed = RiskEngine::new(rules.clone()).unwrap();
+        let every = RiskEngine::new(rules).unwrap();
+        for (n, &seed) in request_seeds.iter().enumerate() {
+            let request = random_request(seed, &tokenizer);
+            let now = NOON_MS + n as u64 * 1_000;
+            let outcome = |result: Result<Passed, Decline>| match result {
+                Ok(passed) => {
+                    let flag = passed.flag.clone();
+                    passed.approved();
+                    Ok(flag)
+                }
+                Err(decline) => Err(decline),
+            };
+            let a = outcome(indexed.evaluate(&request, now));
+            let b = outcome(every.screen(&request, now, false));
+            proptest::prop_assert_eq!(a, b, "request {} of {:?}", n, request);
+        }
+    }
+}
+
+#[test]
+fn the_rule_index_skips_the_rules_a_request_cannot_satisfy() {
+    // Enough rules on each field for it to be indexed.
+    let mut text = String::from("[risk]\nscore_review = 1\n");
+    for i in 0..5 {
+        text.push_str(&format!(
+            "[[risk.rules]]\nname = \"mcc-{i}\"\nmerchant_categories = [{}]\ncode = \"57\"\n[[risk.rules]]\nname = \"bin-{i}\"\nbin_ranges = [[\"5{i}\", \"5{i}\"]]\ncode = \"62\"\n",
+            7000 + i
+        ));
+    }
+    text.push_str("[[risk.rules]]\nname = \"open\"\ncountries = [840]\nscore = 1\n");
+    let engine = engine(&text);
+    let request = request(Kind::Purchase, 100);
+    let candidates = engine.index.candidates(&request, &|| Some(b'4'));
+    let named: Vec<&str> = (0..engine.rules.rules.len())
+        .filter(|&i| candidates[i / 64] & (1 << (i % 64)) != 0)
+        .map(|i| &*engine.rules.rules[i].name)
+        .collect();
+    assert_eq!(named, ["amount_max", "open"], "MCC 5999 and a PAN of 4…");
+    let mut gambling = request.clone();
+    gambling.merchant_category = Some(7003);
+    assert_eq!(
+        verdict(&engine, &gambling, NOON_MS),
+        declined("57", "mcc-3")
+    );
+}

@@ -22,15 +22,15 @@
 //! that bucket leaves the window, so for at least 7/8 of the window and less than all of it
 //! (a 60 s window remembers each approval for 52.5 to 60 s).
 //!
-//! **Counting approvals exactly**: a request that passes risk takes a [`Reservation`] in each of
-//! its velocity rules' rings. It counts at once, so that concurrent requests for one card
+//! **Counting approvals exactly**: a request that passes risk takes a [`Hold`] in each of its
+//! velocity rules' rings. It counts at once, so that concurrent requests for one card
 //! cannot all slip under the limit, and it is given back when the request is answered with
-//! anything but an approval (dropping the reservation does it); an approval keeps it. Requests
+//! anything but an approval (`risk::Passed` does it when dropped); an approval keeps it. Requests
 //! still in flight thus count as approvals until they are decided.
 
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::domain::Minor;
 
@@ -155,55 +155,67 @@ impl SetGuard<'_> {
         (0..WAYS).find(|&way| self.tag(way) == tag)
     }
 
-    /// Word `i` of slot `way`.
-    fn word(&self, way: usize, i: usize) -> &AtomicU64 {
-        let at = way * self.table.slot_words + i;
-        &self.table.blocks[self.first + 1 + at / BLOCK_WORDS].words[at % BLOCK_WORDS]
+    /// The words of ring `at` of slot `way`, in order.
+    fn words(&self, way: usize, at: &RingAt) -> impl Iterator<Item = &AtomicU64> {
+        let start = way * self.table.slot_words + at.offset;
+        let mut block = self.first + 1 + start / BLOCK_WORDS;
+        let mut index = start % BLOCK_WORDS;
+        let blocks = &self.table.blocks;
+        (0..at.ring.words()).filter_map(move |_| {
+            let word = blocks.get(block).map(|b| &b.words[index]);
+            index += 1;
+            if index == BLOCK_WORDS {
+                index = 0;
+                block += 1;
+            }
+            word
+        })
     }
 
-    fn get(&self, way: usize, i: usize) -> u64 {
-        self.word(way, i).load(Ordering::Relaxed)
-    }
-
-    fn put(&self, way: usize, i: usize, value: u64) {
-        self.word(way, i).store(value, Ordering::Relaxed);
-    }
-
-    /// A ring's newest bucket and counts.
-    fn ring(&self, way: usize, at: &RingAt) -> (u32, [u16; BUCKETS]) {
-        let newest = low(self.get(way, at.offset));
-        let (a, b) = (self.get(way, at.offset + 1), self.get(way, at.offset + 2));
-        let mut counts = [0u16; BUCKETS];
-        for (i, count) in counts.iter_mut().enumerate() {
-            let word = if i < 4 { a } else { b };
+    fn load(&self, way: usize, at: &RingAt) -> RingState {
+        let mut raw = [0u64; RING_WORDS + AMOUNT_WORDS];
+        for (value, word) in raw.iter_mut().zip(self.words(way, at)) {
+            *value = word.load(Ordering::Relaxed);
+        }
+        let mut state = RingState {
+            newest: low(raw[0]),
+            ..RingState::default()
+        };
+        for (i, count) in state.counts.iter_mut().enumerate() {
+            let word = raw[1 + i / 4];
             *count = u16::try_from((word >> (16 * (i % 4))) & 0xffff).unwrap_or(u16::MAX);
         }
-        (newest, counts)
+        state.amounts.copy_from_slice(&raw[RING_WORDS..]);
+        state
     }
 
-    fn store_ring(&self, way: usize, at: &RingAt, newest: u32, counts: &[u16; BUCKETS]) {
-        let pack = |part: &[u16]| {
-            part.iter()
-                .enumerate()
-                .fold(0u64, |word, (i, c)| word | (u64::from(*c) << (16 * i)))
-        };
-        self.put(way, at.offset, u64::from(newest));
-        self.put(way, at.offset + 1, pack(&counts[..4]));
-        self.put(way, at.offset + 2, pack(&counts[4..]));
-    }
-
-    /// The amount of a ring's bucket (0 for a ring without amounts).
-    fn amount(&self, way: usize, at: &RingAt, bucket: usize) -> Minor {
-        if at.ring.amounts {
-            self.get(way, at.offset + RING_WORDS + bucket)
-        } else {
-            0
+    fn store(&self, way: usize, at: &RingAt, state: &RingState) {
+        let mut raw = [0u64; RING_WORDS + AMOUNT_WORDS];
+        raw[0] = u64::from(state.newest);
+        for (i, count) in state.counts.iter().enumerate() {
+            raw[1 + i / 4] |= u64::from(*count) << (16 * (i % 4));
+        }
+        raw[RING_WORDS..].copy_from_slice(&state.amounts);
+        for (value, word) in raw.iter().zip(self.words(way, at)) {
+            word.store(*value, Ordering::Relaxed);
         }
     }
+}
 
-    fn set_amount(&self, way: usize, at: &RingAt, bucket: usize, amount: Minor) {
-        if at.ring.amounts {
-            self.put(way, at.offset + RING_WORDS + bucket, amount);
+/// A ring as read from its words: its newest bucket, and per bucket the approvals and (for a
+/// ring that keeps them; 0 otherwise) the amount.
+#[derive(Clone, Copy, Debug, Default)]
+struct RingState {
+    newest: u32,
+    counts: [u16; BUCKETS],
+    amounts: [Minor; BUCKETS],
+}
+
+impl RingState {
+    fn empty(newest: u32) -> RingState {
+        RingState {
+            newest,
+            ..RingState::default()
         }
     }
 }
@@ -288,18 +300,28 @@ impl VelocityTable {
         }
     }
 
+    /// Reads the first line of `key`'s set without the lock: a hint that lets the cache
+    /// misses of several tables overlap, where each lookup under its lock would wait for its
+    /// own. (Reading the slot's lines as well, at the slot the key would take first, measured
+    /// no better.) Returns what it read, for `black_box` to keep the read.
+    pub fn warm(&self, key: u64) -> u64 {
+        self.blocks
+            .get(set_of(key, self.sets) * self.blocks_per_set)
+            .map_or(0, |head| head.words[0].load(Ordering::Relaxed))
+    }
+
     /// Adds one approval of `amount` for `key` to ring `ring` at `now_ms`, if the window then
     /// stays within `limit`; `Err` with what the window held otherwise (and nothing added).
     /// With `always`, it is added either way and `exceeded` tells whether the limit was passed.
     pub fn add(
-        self: &Arc<Self>,
+        &self,
         key: u64,
         ring: usize,
         amount: Minor,
         now_ms: u64,
         limit: Limit,
         always: bool,
-    ) -> (Option<Reservation>, Option<Exceeded>) {
+    ) -> (Option<Hold>, Option<Exceeded>) {
         let Some(at) = self.rings.get(ring) else {
             return (None, None); // no such ring: the engine built the table with its rules
         };
@@ -308,23 +330,25 @@ impl VelocityTable {
         let now = bucket(now_ms, at.bucket_ms);
         let set = self.lock(set_index);
         let way = self.way_for(&set, tag, now_ms);
-        let (mut newest, mut counts) = set.ring(way, at);
+        let mut ring_state = set.load(way, at);
         // Advance the ring to `now`, clearing the buckets that left the window. A clock that
         // went back (or a request stamped a moment earlier on another worker) counts in the
         // newest bucket.
-        let ahead = now.wrapping_sub(newest);
+        let ahead = now.wrapping_sub(ring_state.newest);
         if ahead < u32::MAX / 2 {
             for step in 0..ahead.min(BUCKETS_U32) {
                 let bucket = index(now.wrapping_sub(step));
-                counts[bucket] = 0;
-                set.set_amount(way, at, bucket, 0);
+                ring_state.counts[bucket] = 0;
+                ring_state.amounts[bucket] = 0;
             }
-            newest = now;
+            ring_state.newest = now;
         }
-        let count: u64 = counts.iter().map(|c| u64::from(*c)).sum();
-        let held: Minor = (0..BUCKETS).fold(0, |sum: Minor, bucket| {
-            sum.saturating_add(set.amount(way, at, bucket))
-        });
+        let newest = ring_state.newest;
+        let count: u64 = ring_state.counts.iter().map(|c| u64::from(*c)).sum();
+        let held: Minor = ring_state
+            .amounts
+            .iter()
+            .fold(0, |sum: Minor, a| sum.saturating_add(*a));
         let over = limit.count_max.is_some_and(|max| count + 1 > max)
             || limit
                 .amount_max
@@ -336,25 +360,22 @@ impl VelocityTable {
         let added = !over || always;
         let bucket_at = index(newest);
         if added {
-            counts[bucket_at] = counts[bucket_at].saturating_add(1);
-            set.set_amount(
-                way,
-                at,
-                bucket_at,
-                set.amount(way, at, bucket_at).saturating_add(amount),
-            );
+            ring_state.counts[bucket_at] = ring_state.counts[bucket_at].saturating_add(1);
+            if at.ring.amounts {
+                ring_state.amounts[bucket_at] =
+                    ring_state.amounts[bucket_at].saturating_add(amount);
+            }
         }
-        set.store_ring(way, at, newest, &counts);
+        set.store(way, at, &ring_state);
         set.set_way(way, tag, set.expires(way).max(expiry(newest, at.bucket_ms)));
-        let reservation = added.then(|| Reservation {
-            table: Some(self.clone()),
+        let hold = added.then_some(Hold {
             set: set_index,
             tag,
             ring,
             bucket: newest,
             amount,
         });
-        (reservation, exceeded)
+        (hold, exceeded)
     }
 
     /// The slot of `tag` in `set`, claiming one for it if it has none.
@@ -375,10 +396,7 @@ impl VelocityTable {
         };
         set.set_way(way, tag, 0);
         for at in self.rings.iter() {
-            set.store_ring(way, at, bucket(now_ms, at.bucket_ms), &[0; BUCKETS]);
-            for bucket in 0..BUCKETS {
-                set.set_amount(way, at, bucket, 0);
-            }
+            set.store(way, at, &RingState::empty(bucket(now_ms, at.bucket_ms)));
         }
         way
     }
@@ -392,7 +410,8 @@ impl VelocityTable {
         let Some(way) = set.way_of(tag_of(key)) else {
             return (0, 0);
         };
-        let (newest, counts) = set.ring(way, at);
+        let ring_state = set.load(way, at);
+        let newest = ring_state.newest;
         // A clock behind the ring's newest bucket reads as that bucket, as `add` counts it.
         let now = bucket(now_ms, at.bucket_ms);
         let now = if age(now, newest) == 0 { newest } else { now };
@@ -402,14 +421,22 @@ impl VelocityTable {
             let bucket = newest.wrapping_sub(age);
             if now.wrapping_sub(bucket) < BUCKETS_U32 {
                 let at_bucket = index(bucket);
-                count += u64::from(counts[at_bucket]);
-                amount = amount.saturating_add(set.amount(way, at, at_bucket));
+                count += u64::from(ring_state.counts[at_bucket]);
+                amount = amount.saturating_add(ring_state.amounts[at_bucket]);
             }
         }
         (count, amount)
     }
 
-    fn release(&self, set_index: usize, tag: u32, ring: usize, bucket: u32, amount: Minor) {
+    /// Gives back an approval counted in advance (the request was not approved).
+    pub fn release(&self, hold: &Hold) {
+        let Hold {
+            set: set_index,
+            tag,
+            ring,
+            bucket,
+            amount,
+        } = *hold;
         let (Some(at), true) = (self.rings.get(ring), set_index < self.sets) else {
             return;
         };
@@ -417,19 +444,14 @@ impl VelocityTable {
         let Some(way) = set.way_of(tag) else {
             return; // evicted meanwhile: nothing left to give back
         };
-        let (newest, mut counts) = set.ring(way, at);
-        if newest.wrapping_sub(bucket) >= BUCKETS_U32 {
+        let mut ring_state = set.load(way, at);
+        if ring_state.newest.wrapping_sub(bucket) >= BUCKETS_U32 {
             return; // its bucket has left the window already
         }
         let at_bucket = index(bucket);
-        counts[at_bucket] = counts[at_bucket].saturating_sub(1);
-        set.store_ring(way, at, newest, &counts);
-        set.set_amount(
-            way,
-            at,
-            at_bucket,
-            set.amount(way, at, at_bucket).saturating_sub(amount),
-        );
+        ring_state.counts[at_bucket] = ring_state.counts[at_bucket].saturating_sub(1);
+        ring_state.amounts[at_bucket] = ring_state.amounts[at_bucket].saturating_sub(amount);
+        set.store(way, at, &ring_state);
     }
 
     /// Takes over the counts of `old`'s rings for the rings of this (new, not yet shared)
@@ -452,7 +474,7 @@ impl VelocityTable {
                 }
                 to.set_way(way, tag, from.expires(way));
                 for at in self.rings.iter() {
-                    to.store_ring(way, at, bucket(now_ms, at.bucket_ms), &[0; BUCKETS]);
+                    to.store(way, at, &RingState::empty(bucket(now_ms, at.bucket_ms)));
                 }
                 for &(old_ring, new_ring) in pairs {
                     let (Some(old_at), Some(new_at)) =
@@ -463,11 +485,7 @@ impl VelocityTable {
                     if old_at.ring != new_at.ring {
                         continue;
                     }
-                    let (newest, counts) = from.ring(way, old_at);
-                    to.store_ring(way, new_at, newest, &counts);
-                    for bucket in 0..BUCKETS {
-                        to.set_amount(way, new_at, bucket, from.amount(way, old_at, bucket));
-                    }
+                    to.store(way, new_at, &from.load(way, old_at));
                 }
             }
         }
@@ -541,30 +559,15 @@ pub fn key_hash(key: impl Hash) -> u64 {
     KEYS.hash_one(key)
 }
 
-/// One approval counted in advance; given back on drop unless [`Reservation::keep`] is called.
-#[derive(Debug)]
-pub struct Reservation {
-    table: Option<Arc<VelocityTable>>,
+/// One approval counted in advance in a table: where, so that [`VelocityTable::release`] can
+/// give it back. Kept by forgetting it (the holder, `risk::Passed`, releases on drop).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hold {
     set: usize,
     tag: u32,
     ring: usize,
     bucket: u32,
     amount: Minor,
-}
-
-impl Reservation {
-    /// The request was approved: the approval stays counted.
-    pub fn keep(mut self) {
-        self.table = None;
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        if let Some(table) = self.table.take() {
-            table.release(self.set, self.tag, self.ring, self.bucket, self.amount);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -576,7 +579,7 @@ mod tests {
         amount_max: None,
     };
 
-    fn table(keys_max: usize, rings: &[(u64, bool)]) -> Arc<VelocityTable> {
+    fn table(keys_max: usize, rings: &[(u64, bool)]) -> VelocityTable {
         let rings: Vec<Ring> = rings
             .iter()
             .map(|&(window_seconds, amounts)| Ring {
@@ -584,18 +587,15 @@ mod tests {
                 amounts,
             })
             .collect();
-        Arc::new(VelocityTable::new(keys_max, &rings).unwrap())
+        VelocityTable::new(keys_max, &rings).unwrap()
     }
 
-    fn add(table: &Arc<VelocityTable>, key: u64, now_ms: u64) -> bool {
+    fn add(table: &VelocityTable, key: u64, now_ms: u64) -> bool {
         add_to(table, key, 0, now_ms)
     }
 
-    fn add_to(table: &Arc<VelocityTable>, key: u64, ring: usize, now_ms: u64) -> bool {
-        let (reservation, exceeded) = table.add(key, ring, 100, now_ms, COUNT_3, false);
-        if let Some(r) = reservation {
-            r.keep();
-        }
+    fn add_to(table: &VelocityTable, key: u64, ring: usize, now_ms: u64) -> bool {
+        let (_kept, exceeded) = table.add(key, ring, 100, now_ms, COUNT_3, false);
         exceeded.is_none()
     }
 
@@ -631,8 +631,8 @@ mod tests {
             amount_max: Some(250),
         };
         for (ring, expect) in [(1, (1, 100)), (2, (1, 100))] {
-            let (r, exceeded) = table.add(9, ring, 100, t0, limit, false);
-            r.unwrap().keep();
+            let (hold, exceeded) = table.add(9, ring, 100, t0, limit, false);
+            assert!(hold.is_some());
             assert!(exceeded.is_none());
             assert_eq!(table.held(9, ring, t0), expect);
         }
@@ -644,8 +644,8 @@ mod tests {
         assert_eq!(table.held(9, 1, later), (0, 0));
         assert_eq!(table.held(9, 2, later), (1, 100));
         assert_eq!(table.held(9, 0, later), (1, 0));
-        let (r, _) = table.add(9, 2, 150, later, limit, false);
-        r.unwrap().keep();
+        let (hold, _) = table.add(9, 2, 150, later, limit, false);
+        assert!(hold.is_some());
         let (none, exceeded) = table.add(9, 2, 1, later, limit, false);
         assert!(none.is_none());
         assert_eq!(
@@ -680,10 +680,10 @@ mod tests {
                 amount: 600
             })
         );
-        drop(first); // declined downstream
+        table.release(&first.unwrap()); // declined downstream
         assert_eq!(table.held(1, 0, now), (0, 0));
         let (second, _) = table.add(1, 0, 1_000, now, limit, false);
-        second.unwrap().keep();
+        assert!(second.is_some());
         assert_eq!(table.held(1, 0, now), (1, 1_000));
         let (always, exceeded) = table.add(1, 0, 1, now, limit, true);
         assert!(
@@ -743,8 +743,8 @@ mod tests {
         for key in 1..=300u64 {
             let key = key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
             assert!(add_to(&old, key, 0, now));
-            let (r, _) = old.add(key, 1, 40, now, COUNT_3, false);
-            r.unwrap().keep();
+            let (hold, _) = old.add(key, 1, 40, now, COUNT_3, false);
+            assert!(hold.is_some());
         }
         // The 3600 s ring moves first, the 60 s ring goes, a 600 s ring is new.
         let new = table(700, &[(3600, true), (600, false)]);
