@@ -29,8 +29,12 @@ pub const RULE_CODES: [ResponseCode; 6] = [
 pub const RULES_MAX: usize = 1000;
 /// Entries of one list of a rule at most.
 pub const LIST_MAX: usize = 100_000;
-/// Slots of one velocity table at most (about 37 bytes each with one ring, 101 with an amount
-/// limit; see `VelocityTable::bytes`).
+/// Entries of all the rules' lists together at most: the rule index keeps a set of rules (a
+/// bit per rule) per distinct entry, so this bounds its memory (about 170 MB with 1,000 rules,
+/// 56 MB with 100).
+pub const LIST_TOTAL_MAX: usize = 1_000_000;
+/// Slots of one velocity table at most (36.6 bytes each with one rule, 110 with one that limits
+/// an amount; see `VelocityTable::bytes`).
 pub const VELOCITY_KEYS_MAX: usize = 1 << 28;
 
 #[derive(Debug, Deserialize)]
@@ -252,6 +256,27 @@ impl Checker<'_> {
             }
             scores |= matches!(compiled.action, Action::Score(_));
             rules.push(compiled);
+        }
+        let entries: usize = rules
+            .iter()
+            .map(|r| {
+                let w = &r.when;
+                w.cards.len()
+                    + w.bins.len()
+                    + w.merchant_categories.len()
+                    + w.countries.len()
+                    + w.currencies.len()
+                    + w.entry_modes.len()
+                    + w.merchants.len()
+                    + w.terminals.len()
+                    + w.acquirers.len()
+            })
+            .sum();
+        if entries > LIST_TOTAL_MAX {
+            return Err(self.invalid(
+                "risk.rules",
+                format!("{entries} list entries in all; at most {LIST_TOTAL_MAX}"),
+            ));
         }
         // Every velocity table is taken whole at start (or at the reload that adds it): their
         // sum is checked here, so that a slip in a size is a clear error, not an abort.

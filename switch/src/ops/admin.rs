@@ -1031,6 +1031,10 @@ pub fn reload(context: &Context) -> Result<serde_json::Value, String> {
                 .map_err(|error| format!("{}: {error}; nothing reloaded", context.source))?,
         )
     };
+    for reset in engine.velocity_resets() {
+        tracing::warn!(file = %context.source, "reload: {reset}");
+    }
+    let resets = engine.velocity_resets().to_vec();
     for actor in &context.risk_actors {
         actor.do_send(ReloadRules(engine.clone()));
     }
@@ -1041,6 +1045,7 @@ pub fn reload(context: &Context) -> Result<serde_json::Value, String> {
     Ok(json!({
         "reloaded": context.source,
         "applied": ["routes", "risk"],
+        "velocity_reset": resets,
         "note": "other keys take effect at a restart",
     }))
 }

@@ -69,14 +69,18 @@ impl Field {
             // A PAN within [low, high] (prefixes of equal length) starts with a digit between
             // their first digits.
             Field::FirstDigit => {
+                if when
+                    .bins
+                    .iter()
+                    .any(|(low, high)| low.is_empty() || high.is_empty())
+                {
+                    // An empty prefix holds for every PAN (the configuration makes none).
+                    return Vec::new();
+                }
                 let mut digits: Vec<u128> = when
                     .bins
                     .iter()
-                    .flat_map(|(low, high)| {
-                        let from = low.first().copied().unwrap_or(b'0');
-                        let to = high.first().copied().unwrap_or(b'9');
-                        (from..=to).map(u128::from)
-                    })
+                    .flat_map(|(low, high)| (low[0]..=high[0]).map(u128::from))
                     .collect();
                 digits.sort_unstable();
                 digits.dedup();
@@ -113,13 +117,15 @@ fn value(field: Field, request: &Request, first_digit: &dyn Fn() -> Option<u8>) 
 }
 
 /// A hash for values that are small numbers, fixed-width ids or already keyed hashes (card
-/// tokens), looked up in maps built from the configuration: one multiply.
+/// tokens), looked up in maps built from the configuration: a multiply, then the high half
+/// folded into the low one (the map picks a bucket by the low bits, which of a product depend
+/// only on the low bits of the value: ids sharing their first 4 bytes would share a bucket).
 #[derive(Debug, Default)]
 pub struct Mix(u64);
 
 impl Hasher for Mix {
     fn finish(&self) -> u64 {
-        self.0
+        self.0 ^ (self.0 >> 32)
     }
 
     fn write(&mut self, bytes: &[u8]) {
@@ -151,32 +157,35 @@ struct FieldIndex {
 #[derive(Debug)]
 pub struct RuleIndex {
     words: usize,
-    /// The sets, `WORDS_MAX` words each; the first has every rule.
-    sets: Vec<Set>,
+    /// The sets, `words` words each, one after the other; the first has every rule.
+    sets: Vec<u64>,
     /// By [`crate::domain::Kind`] (as a number): the set of rules for that kind.
     by_kind: [usize; 16],
     fields: Vec<FieldIndex>,
 }
 
 impl RuleIndex {
+    /// The index of `rules`, at most `WORDS_MAX * 64` of them (the configuration allows
+    /// fewer; the engine refuses more).
     pub fn new(rules: &[Rule]) -> RuleIndex {
         let count = rules.len().min(WORDS_MAX * 64);
         let words = count.div_ceil(64).max(1);
-        let mut every: Set = [0; WORDS_MAX];
+        let bit = |set: &mut [u64], index: usize| set[index / 64] |= 1 << (index % 64);
+        let mut every = vec![0u64; words];
         for index in 0..count {
-            every[index / 64] |= 1 << (index % 64);
+            bit(&mut every, index);
         }
-        let mut sets = vec![every];
+        let mut sets = every;
         let mut by_kind = [0; 16];
         for (kind, slot) in by_kind.iter_mut().enumerate() {
-            let mut set: Set = [0; WORDS_MAX];
+            let mut set = vec![0u64; words];
             for (index, rule) in rules.iter().take(count).enumerate() {
                 if rule.when.kinds & (1 << kind) != 0 {
-                    set[index / 64] |= 1 << (index % 64);
+                    bit(&mut set, index);
                 }
             }
-            *slot = sets.len();
-            sets.push(set);
+            *slot = sets.len() / words;
+            sets.extend_from_slice(&set);
         }
         let mut fields = Vec::new();
         for field in FIELDS {
@@ -188,22 +197,22 @@ impl RuleIndex {
             if listed.iter().filter(|values| !values.is_empty()).count() < INDEXED_MIN {
                 continue;
             }
-            let mut open: Set = [0; WORDS_MAX];
+            let mut open = vec![0u64; words];
             for (index, values) in listed.iter().enumerate() {
                 if values.is_empty() {
-                    open[index / 64] |= 1 << (index % 64);
+                    bit(&mut open, index);
                 }
             }
-            let open_at = sets.len();
-            sets.push(open);
+            let open_at = sets.len() / words;
+            sets.extend_from_slice(&open);
             let mut by: HashMap<u128, usize, BuildHasherDefault<Mix>> = HashMap::default();
             for (index, values) in listed.iter().enumerate() {
                 for value in values {
                     let at = *by.entry(*value).or_insert_with(|| {
-                        sets.push(open);
-                        sets.len() - 1
+                        sets.extend_from_slice(&open);
+                        sets.len() / words - 1
                     });
-                    sets[at][index / 64] |= 1 << (index % 64);
+                    bit(&mut sets[at * words..(at + 1) * words], index);
                 }
             }
             fields.push(FieldIndex {
@@ -212,12 +221,19 @@ impl RuleIndex {
                 by,
             });
         }
+        sets.shrink_to_fit();
         RuleIndex {
             words,
             sets,
             by_kind,
             fields,
         }
+    }
+
+    fn set(&self, at: usize) -> &[u64] {
+        self.sets
+            .get(at * self.words..(at + 1) * self.words)
+            .unwrap_or_default()
     }
 
     /// Words of a set that hold rules.
@@ -227,19 +243,22 @@ impl RuleIndex {
 
     /// Every rule.
     pub fn every(&self) -> Set {
-        self.sets[0]
+        let mut set: Set = [0; WORDS_MAX];
+        set[..self.words].copy_from_slice(self.set(0));
+        set
     }
 
     /// The rules `request` may satisfy; `first_digit` gives the PAN's first digit when a
     /// field needs it.
     pub fn candidates(&self, request: &Request, first_digit: &dyn Fn() -> Option<u8>) -> Set {
-        let mut set = self.sets[self.by_kind[usize::from(request.kind as u8 & 15)]];
+        let mut set: Set = [0; WORDS_MAX];
+        set[..self.words]
+            .copy_from_slice(self.set(self.by_kind[usize::from(request.kind as u8 & 15)]));
         for index in &self.fields {
             let at = value(index.field, request, first_digit)
                 .and_then(|v| index.by.get(&v).copied())
                 .unwrap_or(index.open);
-            let other = &self.sets[at];
-            for (word, other) in set[..self.words].iter_mut().zip(other) {
+            for (word, other) in set[..self.words].iter_mut().zip(self.set(at)) {
                 *word &= other;
             }
         }

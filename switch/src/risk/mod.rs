@@ -260,8 +260,10 @@ pub struct RiskEngine {
     ring_rules: [Vec<(Arc<str>, Ring)>; 3],
     /// By [`Per`]: the kinds of its rules (bits of [`kind_bit`]).
     table_kinds: [u16; 3],
-    /// The velocity tables.
+    /// How many velocity tables there are (more than one: their first lines are read together).
     tables_warmed: usize,
+    /// What the reload that made this engine could not keep of the previous one's counts.
+    resets: Vec<String>,
 }
 
 impl RiskEngine {
@@ -279,7 +281,15 @@ impl RiskEngine {
         rules: RiskRules,
         now_ms: u64,
     ) -> Result<RiskEngine, String> {
+        if rules.rules.len() > index::WORDS_MAX * 64 {
+            return Err(format!(
+                "risk: {} rules; the engine takes at most {}",
+                rules.rules.len(),
+                index::WORDS_MAX * 64
+            ));
+        }
         let ring_rules = rules.rings();
+        let mut resets = Vec::new();
         let mut tables: [Option<Arc<VelocityTable>>; 3] = Default::default();
         for per in Per::ALL {
             let wanted = &ring_rules[per as usize];
@@ -318,8 +328,15 @@ impl RiskEngine {
                             .map(|old| (old, new))
                     })
                     .collect();
-                if !pairs.is_empty() {
-                    table.adopt(old_table, &pairs, now_ms);
+                if !pairs.is_empty() && !table.adopt(old_table, &pairs, now_ms) {
+                    let names: Vec<&str> = pairs.iter().map(|&(_, new)| &*wanted[new].0).collect();
+                    resets.push(format!(
+                        "the velocity table of {}s changed size ({} slots, was {}): the counts of {} start empty",
+                        per.name(),
+                        table.slots(),
+                        old_table.slots(),
+                        names.join(", ")
+                    ));
                 }
             }
             tables[per as usize] = Some(Arc::new(table));
@@ -343,6 +360,7 @@ impl RiskEngine {
             }
         }
         Ok(RiskEngine {
+            resets,
             tables_warmed: tables.iter().flatten().count(),
             tables: Arc::new(tables),
             table_kinds,
@@ -351,6 +369,12 @@ impl RiskEngine {
             rings,
             ring_rules,
         })
+    }
+
+    /// What the reload that made this engine could not keep of the previous engine's velocity
+    /// counts (a table whose size changed starts empty), for the operator.
+    pub fn velocity_resets(&self) -> &[String] {
+        &self.resets
     }
 
     pub fn rules(&self) -> &RiskRules {

@@ -776,6 +776,25 @@ fn a_reload_keeps_the_counters_of_an_unchanged_rule() {
         declined("65", "card"),
         "the four before the reload still count in the new table"
     );
+    assert!(grown.velocity_resets().is_empty());
+    // A reload that changes the table's size cannot keep the counts, and says so.
+    let resized = Settings::parse(
+        "[risk]\nvelocity_keys_max = 1000\n[[risk.rules]]\nname = \"card\"\nper = \"card\"\nwindow_seconds = 60\ncount_max = 4\ncode = \"65\"\n",
+        "<reload>",
+    )
+    .unwrap()
+    .risk;
+    let smaller = RiskEngine::reloaded(Some(&grown), resized, NOON_MS + 4).unwrap();
+    assert_eq!(
+        smaller.velocity_resets(),
+        [
+            "the velocity table of cards changed size (1001 slots, was 4194309): the counts of card start empty"
+        ]
+    );
+    assert_eq!(
+        verdict(&smaller, &request(Kind::Purchase, 1), NOON_MS + 4),
+        None
+    );
     let after = grown;
     let renamed = Settings::parse(
         "[risk]\n[[risk.rules]]\nname = \"card-2\"\nper = \"card\"\nwindow_seconds = 60\ncount_max = 4\ncode = \"65\"\n",
@@ -936,7 +955,14 @@ fn some_of<'a>(seed: u64, shift: u32, choices: &[&'a str]) -> Vec<&'a str> {
     }
 }
 
-const PANS: [(&str, u64); 4] = [("400000", 36), ("400000", 7), ("455555", 1), ("510000", 8)];
+const PANS: [(&str, u64); 6] = [
+    ("400000", 36),
+    ("400000", 7),
+    ("455555", 1),
+    ("510000", 8),
+    ("390000", 2),
+    ("600000", 3),
+];
 
 fn random_rules(seeds: &[u64], tokens: &[u128]) -> String {
     let list = |items: Vec<&str>| items.join(", ");
@@ -989,10 +1015,12 @@ fn random_rules(seeds: &[u64], tokens: &[u128]) -> String {
                     "[\"40\", \"45\"]",
                     "[\"51\", \"55\"]",
                     "[\"4000\", \"4000\"]",
+                    "[\"39\", \"41\"]",
                 ],
             ),
         );
-        field("cards", some_of(seed, 38, &token_refs));
+        field("bins", some_of(seed, 61, &["\"6\""]));
+        field("cards", some_of(seed, 38, &token_refs[..4]));
         field("entry_modes", some_of(seed, 44, &["\"01\"", "\"05\""]));
         if (seed >> 48) & 3 == 0 || conditions == 0 {
             text.push_str("amount_above = \"50.00\"\n");
@@ -1018,7 +1046,7 @@ fn random_rules(seeds: &[u64], tokens: &[u128]) -> String {
 
 fn random_request(seed: u64, tokenizer: &Tokenizer) -> Request {
     let pick = |shift: u32, n: u64| usize::try_from((seed >> shift) % n).unwrap();
-    let (prefix, index) = PANS[pick(0, 4)];
+    let (prefix, index) = PANS[pick(0, 6)];
     let pan = Pan::from_scheme(prefix, index, 9).unwrap();
     let mut request = request(
         [
@@ -1055,7 +1083,7 @@ proptest::proptest! {
     /// testing every rule, velocity counts included.
     #[test]
     fn the_rule_index_decides_exactly_as_testing_every_rule(
-        rule_seeds in proptest::collection::vec(proptest::prelude::any::<u64>(), 1..60),
+        rule_seeds in proptest::collection::vec(proptest::prelude::any::<u64>(), 1..160),
         request_seeds in proptest::collection::vec(proptest::prelude::any::<u64>(), 1..80),
     ) {
         let tokenizer = Tokenizer::new([0; 16]);

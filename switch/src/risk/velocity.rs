@@ -9,9 +9,12 @@
 //!
 //! **Memory is set by configuration, never by traffic**: each table has the slots configured for
 //! its kind (`risk.velocity_keys_max`, `velocity_merchants_max`, `velocity_terminals_max`),
-//! allocated at start (or at the reload that changes its rules). A slot takes 8 bytes (its tag
-//! and when its counts all expire), 24 per ring (the newest bucket and 8 counts), 64 more per
-//! ring that limits an amount, plus its share of the set's lock (see [`VelocityTable::bytes`]).
+//! allocated at start (or at the reload that changes its rules). A set of 7 slots takes a
+//! 64-byte line for its lock and the slots' tags and expiries, and then, per ring, 3 lines (the
+//! slots' newest buckets and 8 counts each) or 11 for a rule that limits an amount (8 amounts
+//! more): per slot, 9.1 bytes, plus 27.4 per rule, or 100.6 per rule with an amount limit
+//! ([`VelocityTable::bytes`]; each ring line carries an unused lock word, 1/8 of it, so that
+//! the set stays one array of cache lines with its lock in the first).
 //! Slots are grouped in sets of 7, each set behind its own lock, so that two workers meet only
 //! on the same set; a key lives in the set its hash picks, and a new key takes an empty slot of
 //! that set, then one whose rings have all left their windows, then, when all seven keys are
