@@ -163,3 +163,133 @@ fn holds_and_purchases_on_disk_are_completed_and_reversed_before_and_after_a_kil
     let (status, _) = switch.terminate();
     assert!(status.success());
 }
+
+/// The switch's resident memory in MiB (Linux).
+fn rss_mib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib >> 10)
+}
+
+/// The short soak of issue 9, in CI: `SWITCH_SOAK_SECONDS` (60 by default) of pipelined
+/// purchases from 4 connections, 64 in flight each, on a hot window of 16 transactions, so
+/// that nearly everything moves to disk while the load runs. Every answer must be 00; then the
+/// holds and purchases made before the load are completed and reversed from disk, and again
+/// after a `kill -9` and a restart, with the money exact and conserved.
+#[test]
+fn a_minute_of_load_then_settlement_from_disk_before_and_after_a_kill() {
+    let seconds: u64 = std::env::var("SWITCH_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let wal = fresh_wal_dir();
+    let config = config();
+    let args = ["--config", config.to_str().unwrap()];
+    let switch = Switch::start_with_wal(&wal, &args);
+    let genesis = totals(&switch);
+    let mut link = switch.connect();
+    let holds: Vec<_> = (0..2)
+        .map(|i| request("0100", &demo_pan(30 + i), "000000", 4_000))
+        .collect();
+    let purchases: Vec<_> = (0..2)
+        .map(|i| request("0200", &demo_pan(40 + i), "000000", 1_500))
+        .collect();
+    for message in holds.iter().chain(&purchases) {
+        assert_eq!(code(&link.call(message)), "00");
+    }
+
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let rss_start = rss_mib(switch.pid());
+    let loaders: Vec<_> = (0..4u64)
+        .map(|t| {
+            let mut link = switch.connect();
+            std::thread::spawn(move || {
+                let mut answered = 0u64;
+                while Instant::now() < deadline {
+                    for i in 0..64 {
+                        let card = 100 + (t * 400 + answered + i) % 1_600;
+                        link.send(&request("0200", &demo_pan(card), "000000", 1));
+                    }
+                    for _ in 0..64 {
+                        let answer = link.receive();
+                        assert_eq!(code(&answer), "00", "every answer of the load is 00");
+                    }
+                    answered += 64;
+                }
+                answered
+            })
+        })
+        .collect();
+    let answered: u64 = loaders.into_iter().map(|t| t.join().unwrap()).sum();
+    let elapsed = started.elapsed();
+    let rss_end = rss_mib(switch.pid());
+    let on_disk = wait_on_disk(&switch, i64::try_from(answered).unwrap() / 2);
+    eprintln!(
+        "short soak: {answered} purchases in {elapsed:.1?} ({:.0}/s), all 00; {on_disk} transactions on disk; resident {rss_start} -> {rss_end} MiB",
+        answered as f64 / elapsed.as_secs_f64()
+    );
+    assert!(
+        on_disk >= i64::try_from(answered).unwrap() / 2,
+        "the load moved transactions to disk: {on_disk} of {answered}"
+    );
+    assert!(gauge(&switch, "switch_ledger_transactions") <= 17);
+
+    // From disk: complete the first hold in part, reverse the first purchase.
+    let cold = Instant::now();
+    assert_eq!(code(&link.call(&referring("0220", &holds[0], 2_500))), "00");
+    assert_eq!(
+        code(&link.call(&referring("0400", &purchases[0], 1_500))),
+        "00"
+    );
+    eprintln!(
+        "a completion and a reversal from disk: {:.1?}",
+        cold.elapsed()
+    );
+    assert_eq!(available(&mut link, &demo_pan(30)), 1_000_000 - 2_500);
+    assert_eq!(available(&mut link, &demo_pan(40)), 1_000_000);
+    let before_kill = totals(&switch);
+    drop(link);
+    switch.kill();
+
+    let restart = Instant::now();
+    let switch = Switch::start_with_wal(&wal, &args);
+    eprintln!(
+        "restart after the load: {:.1?} ({})",
+        restart.elapsed(),
+        switch.wait_for_output("ledger recovered").trim()
+    );
+    assert_eq!(
+        totals(&switch),
+        before_kill,
+        "the same money after the restart"
+    );
+    let mut link = switch.connect();
+    // The second hold and purchase, from disk after the restart; the first ones stay settled.
+    assert_eq!(code(&link.call(&referring("0220", &holds[1], 4_000))), "00");
+    assert_eq!(
+        code(&link.call(&referring("0400", &purchases[1], 1_500))),
+        "00"
+    );
+    assert_eq!(
+        code(&link.call(&referring("0400", &purchases[0], 1_500))),
+        "00"
+    );
+    assert_eq!(available(&mut link, &demo_pan(31)), 1_000_000 - 4_000);
+    assert_eq!(available(&mut link, &demo_pan(41)), 1_000_000);
+    assert_eq!(
+        available(&mut link, &demo_pan(40)),
+        1_000_000,
+        "a second reversal returns nothing more"
+    );
+    assert_eq!(available(&mut link, &demo_pan(30)), 1_000_000 - 2_500);
+    let end = totals(&switch);
+    assert_eq!(end["total_minor"], genesis["total_minor"], "conservation");
+    drop(link);
+    let (status, _) = switch.terminate();
+    assert!(status.success());
+}
