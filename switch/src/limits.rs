@@ -26,8 +26,17 @@ pub const SHARDS_MAX: usize = 256;
 /// Demo accounts at most (`demo.accounts`).
 pub const DEMO_ACCOUNTS_MAX: u64 = 50_000_000;
 /// Holds (and, separately, postings) one expiry step takes off at most: about a millisecond
-/// of a shard's time, and one small record, however much falls due at once.
+/// of a shard's time in memory, and one small record, however much falls due at once.
 pub const EXPIRY_PIECE_MAX: u32 = 4_096;
+/// The fewest an expiry step takes when its pieces are slow (read from disk).
+pub const EXPIRY_PIECE_MIN: u32 = 64;
+/// What one expiry step may take of a shard's thread: a slower piece halves the next, a much
+/// faster one doubles it (between the two bounds above). After a piece the shard pauses as
+/// long as the piece took before the next, so expiry takes at most half of its time while
+/// requests wait.
+pub const EXPIRY_PIECE_MICROS: u64 = 2_000;
+
+const _: () = assert!(EXPIRY_PIECE_MIN >= 1 && EXPIRY_PIECE_MIN <= EXPIRY_PIECE_MAX);
 /// Transactions a shard moves from memory to disk at a time, at most (twice this when it is
 /// catching up): one write batch of about 60 KiB, a fraction of a millisecond.
 pub const SPILL_PIECE: usize = 512;

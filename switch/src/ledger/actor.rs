@@ -10,7 +10,7 @@ use actix::prelude::*;
 use super::shard::{Account, LedgerShard, ShardImage};
 use crate::clock::unix_seconds;
 use crate::domain::{CardToken, Outcome, Posting, ResponseCode};
-use crate::limits::EXPIRY_PIECE_MAX;
+use crate::limits::{EXPIRY_PIECE_MAX, EXPIRY_PIECE_MICROS, EXPIRY_PIECE_MIN};
 use crate::ops::metrics::{Stage, metrics};
 use crate::pipeline::{Post, Reply, reply};
 use crate::wal::format::{self, Entry};
@@ -160,6 +160,12 @@ pub struct LedgerActor {
     shards: u32,
     wal: Wal<Waiting>,
     mailbox_capacity: usize,
+    /// Holds (and postings) the next expiry step takes at most, sized to its time budget.
+    expiry_piece: u32,
+    /// Holds released by the pieces of the current run (logged once, when it ends).
+    expiry_released: u64,
+    /// Pieces of the current run.
+    expiry_pieces: u64,
 }
 
 impl LedgerActor {
@@ -174,21 +180,35 @@ impl LedgerActor {
             shards,
             wal,
             mailbox_capacity,
+            expiry_piece: EXPIRY_PIECE_MAX,
+            expiry_released: 0,
+            expiry_pieces: 0,
         }
     }
 
-    /// One bounded piece of expiry, logged; schedules the next piece at once if more is due,
-    /// so that a million holds falling due together are released in pieces between requests.
+    /// One bounded piece of expiry, logged; schedules the next piece if more is due, so that a
+    /// million holds falling due together are released in pieces between requests. A piece is
+    /// sized to take about `EXPIRY_PIECE_MICROS` (holds on disk are read one by one), and the
+    /// next waits as long as this one took: requests get at least half of the shard's time
+    /// while a mass of holds expires. (The pieces' sizes are logged with them, so replay
+    /// repeats them whatever the timing.)
     fn expire(&mut self, ctx: &mut Context<Self>) {
         self.export_counts();
         // Reserve first: a release that cannot be logged must not happen yet.
         if !self.wal.try_reserve() {
             return;
         }
-        let step = self
-            .shard
-            .expiry_step(unix_seconds(), EXPIRY_PIECE_MAX, EXPIRY_PIECE_MAX);
+        let piece = self.expiry_piece;
+        let step = self.shard.expiry_step(unix_seconds(), piece, piece);
+        let started = Instant::now();
         let done = self.shard.expire_step(&step);
+        let took = started.elapsed();
+        let budget = Duration::from_micros(EXPIRY_PIECE_MICROS);
+        if done.more && took > budget {
+            self.expiry_piece = (piece / 2).max(EXPIRY_PIECE_MIN);
+        } else if took < budget / 4 {
+            self.expiry_piece = piece.saturating_mul(2).min(EXPIRY_PIECE_MAX);
+        }
         if self.cold_failed() {
             return;
         }
@@ -197,13 +217,20 @@ impl LedgerActor {
             return;
         }
         metrics().expired_holds.inc_by(u64::from(done.released));
-        if done.released > 0 {
+        self.expiry_released += u64::from(done.released);
+        self.expiry_pieces += 1;
+        if !done.more && self.expiry_released > 0 {
+            // One line for a run of pieces, however small the pieces.
             tracing::info!(
                 shard = self.shard.index(),
-                released = done.released,
-                more = done.more,
+                released = self.expiry_released,
+                pieces = self.expiry_pieces,
                 "released expired holds"
             );
+        }
+        if !done.more {
+            self.expiry_released = 0;
+            self.expiry_pieces = 0;
         }
         let entry = Entry::Expire {
             shard: self.shard.index(),
@@ -218,7 +245,7 @@ impl LedgerActor {
             completion: Waiting::Nothing,
         });
         if done.more {
-            ctx.run_later(Duration::ZERO, |actor, ctx| actor.expire(ctx));
+            ctx.run_later(took.min(EXPIRY_INTERVAL), |actor, ctx| actor.expire(ctx));
         }
     }
 }
