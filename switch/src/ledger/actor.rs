@@ -166,6 +166,9 @@ pub struct LedgerActor {
     expiry_released: u64,
     /// Pieces of the current run.
     expiry_pieces: u64,
+    /// A next piece is scheduled: the once-a-second tick leaves expiry to it, so that one
+    /// chain of pieces runs at a time.
+    expiry_chained: bool,
 }
 
 impl LedgerActor {
@@ -183,15 +186,17 @@ impl LedgerActor {
             expiry_piece: EXPIRY_PIECE_MAX,
             expiry_released: 0,
             expiry_pieces: 0,
+            expiry_chained: false,
         }
     }
 
     /// One bounded piece of expiry, logged; schedules the next piece if more is due, so that a
     /// million holds falling due together are released in pieces between requests. A piece is
     /// sized to take about `EXPIRY_PIECE_MICROS` (holds on disk are read one by one), and the
-    /// next waits as long as this one took: requests get at least half of the shard's time
-    /// while a mass of holds expires. (The pieces' sizes are logged with them, so replay
-    /// repeats them whatever the timing.)
+    /// next waits as long as this one took, and the once-a-second tick starts no other chain
+    /// meanwhile: expiry takes at most about half of the shard's time while a mass of holds
+    /// expires. (The pieces' sizes are logged with them, so replay repeats them whatever the
+    /// timing.)
     fn expire(&mut self, ctx: &mut Context<Self>) {
         self.export_counts();
         // Reserve first: a release that cannot be logged must not happen yet.
@@ -204,9 +209,11 @@ impl LedgerActor {
         let done = self.shard.expire_step(&step);
         let took = started.elapsed();
         let budget = Duration::from_micros(EXPIRY_PIECE_MICROS);
+        // Only a full piece says what a full piece costs: a trickle of due holds leaves the
+        // size as it was.
         if done.more && took > budget {
             self.expiry_piece = (piece / 2).max(EXPIRY_PIECE_MIN);
-        } else if took < budget / 4 {
+        } else if done.more && took < budget / 4 {
             self.expiry_piece = piece.saturating_mul(2).min(EXPIRY_PIECE_MAX);
         }
         if self.cold_failed() {
@@ -214,23 +221,14 @@ impl LedgerActor {
         }
         if done.is_empty() {
             self.wal.unreserve();
+            self.end_expiry_run();
             return;
         }
         metrics().expired_holds.inc_by(u64::from(done.released));
         self.expiry_released += u64::from(done.released);
         self.expiry_pieces += 1;
-        if !done.more && self.expiry_released > 0 {
-            // One line for a run of pieces, however small the pieces.
-            tracing::info!(
-                shard = self.shard.index(),
-                released = self.expiry_released,
-                pieces = self.expiry_pieces,
-                "released expired holds"
-            );
-        }
         if !done.more {
-            self.expiry_released = 0;
-            self.expiry_pieces = 0;
+            self.end_expiry_run();
         }
         let entry = Entry::Expire {
             shard: self.shard.index(),
@@ -245,8 +243,26 @@ impl LedgerActor {
             completion: Waiting::Nothing,
         });
         if done.more {
-            ctx.run_later(took.min(EXPIRY_INTERVAL), |actor, ctx| actor.expire(ctx));
+            self.expiry_chained = true;
+            ctx.run_later(took.min(EXPIRY_INTERVAL), |actor, ctx| {
+                actor.expiry_chained = false;
+                actor.expire(ctx);
+            });
         }
+    }
+
+    /// One log line for a run of pieces, however small the pieces.
+    fn end_expiry_run(&mut self) {
+        if self.expiry_released > 0 {
+            tracing::info!(
+                shard = self.shard.index(),
+                released = self.expiry_released,
+                pieces = self.expiry_pieces,
+                "released expired holds"
+            );
+        }
+        self.expiry_released = 0;
+        self.expiry_pieces = 0;
     }
 }
 
@@ -283,7 +299,13 @@ impl Actor for LedgerActor {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.mailbox_capacity);
-        ctx.run_interval(EXPIRY_INTERVAL, |actor, ctx| actor.expire(ctx));
+        ctx.run_interval(EXPIRY_INTERVAL, |actor, ctx| {
+            if actor.expiry_chained {
+                actor.export_counts();
+            } else {
+                actor.expire(ctx);
+            }
+        });
         // Exported from the start; brought up to date at every expiry tick.
         self.export_counts();
     }
