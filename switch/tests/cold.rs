@@ -263,6 +263,11 @@ fn a_minute_of_load_then_settlement_from_disk_before_and_after_a_kill() {
         "the load moved transactions to disk: {on_disk} of {answered}"
     );
     assert!(gauge(&switch, "switch_ledger_transactions") <= 17);
+    let (_, metrics) = switch.http_get("/metrics");
+    assert!(
+        metrics.contains("switch_ledger_expiry_lag_seconds{shard=\"0\"} 0"),
+        "no hold is overdue"
+    );
 
     // From disk: complete the first hold in part, reverse the first purchase.
     let cold = Instant::now();

@@ -267,10 +267,7 @@ impl LedgerActor {
 }
 
 impl LedgerActor {
-    /// After a change: if the store on disk failed during it, the shard's state can no longer
-    /// be trusted. The change is not logged (its reservation is given back), and the log is
-    /// stopped: every waiting request gets 96, `/readyz` turns 503, the process exits 1, and
-    /// recovery rebuilds the state from the snapshot and the log.
+    /// The shard's gauges: transactions in memory and on disk, and how far expiry is behind.
     fn export_counts(&self) {
         let index = self.shard.index();
         metrics()
@@ -279,8 +276,15 @@ impl LedgerActor {
         metrics()
             .ledger_transactions_on_disk(index)
             .set(i64::try_from(self.shard.cold_state().count).unwrap_or(i64::MAX));
+        metrics()
+            .ledger_expiry_lag(index)
+            .set(i64::try_from(self.shard.expiry_lag(unix_seconds())).unwrap_or(i64::MAX));
     }
 
+    /// After a change: if the store on disk failed during it, the shard's state can no longer
+    /// be trusted. The change is not logged (its reservation is given back), and the log is
+    /// stopped: every waiting request gets 96, `/readyz` turns 503, the process exits 1, and
+    /// recovery rebuilds the state from the snapshot and the log.
     fn cold_failed(&mut self) -> bool {
         let Some(failure) = self.shard.cold_failure() else {
             return false;

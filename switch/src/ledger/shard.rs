@@ -621,6 +621,14 @@ impl LedgerShard {
         self.transactions.len()
     }
 
+    /// How long the oldest hold past `ledger.hold_expiry_seconds` has waited at `now_seconds`
+    /// to be released (0: none is overdue): expiry falling behind shows here.
+    pub fn expiry_lag(&self, now_seconds: u64) -> u64 {
+        self.front(Queue::Holds).map_or(0, |(created, _)| {
+            now_seconds.saturating_sub(created.saturating_add(self.limits.hold_expiry_seconds))
+        })
+    }
+
     /// Writes `record` over the transaction `key` where it is kept (found by
     /// [`LedgerShard::transaction`] just before).
     fn update(&mut self, key: TxnKey, record: Record) {
@@ -1740,6 +1748,20 @@ mod tests {
                 .code,
             ResponseCode::OriginalNotFound
         );
+    }
+
+    #[test]
+    fn the_expiry_lag_is_how_long_the_oldest_overdue_hold_has_waited() {
+        let mut shard = shard();
+        assert_eq!(shard.expiry_lag(1_000), 0, "no holds");
+        shard.apply(&request(Kind::Authorization, 0, 100, 1), 10);
+        shard.apply(&request(Kind::Authorization, 0, 100, 2), 20);
+        assert_eq!(shard.expiry_lag(109), 0, "not due yet");
+        assert_eq!(shard.expiry_lag(115), 5, "due at 110, still held");
+        assert_eq!(shard.expire_bounded(115, 1, 1).released, 1);
+        assert_eq!(shard.expiry_lag(125), 5, "the next, due at 120");
+        assert_eq!(shard.expire(125).released, 1);
+        assert_eq!(shard.expiry_lag(1_000), 0, "all released");
     }
 
     #[test]

@@ -112,6 +112,7 @@ pub struct Metrics {
     pub idempotency_entries: IntGauge,
     ledger_transactions: IntGaugeVec,
     ledger_transactions_on_disk: IntGaugeVec,
+    ledger_expiry_lag: IntGaugeVec,
     pub expired_holds: IntCounter,
     risk_decisions: IntCounterVec,
     pub velocity_evictions: IntGauge,
@@ -232,6 +233,16 @@ impl Metrics {
                 &["shard"],
             )?,
         );
+        let ledger_expiry_lag = registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "switch_ledger_expiry_lag_seconds",
+                    "How long the oldest hold past its expiry has waited to be released (0: expiry keeps up)",
+                ),
+                &["shard"],
+            )?,
+        );
         let expired_holds = registered(
             &registry,
             IntCounter::new(
@@ -319,6 +330,7 @@ impl Metrics {
             idempotency_entries,
             ledger_transactions,
             ledger_transactions_on_disk,
+            ledger_expiry_lag,
             expired_holds,
             risk_decisions,
             velocity_evictions,
@@ -391,6 +403,11 @@ impl Metrics {
 
     pub fn ledger_transactions_on_disk(&self, shard: u32) -> IntGauge {
         self.ledger_transactions_on_disk
+            .with_label_values(&[&shard.to_string()])
+    }
+
+    pub fn ledger_expiry_lag(&self, shard: u32) -> IntGauge {
+        self.ledger_expiry_lag
             .with_label_values(&[&shard.to_string()])
     }
 
