@@ -9,6 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use adapters::Message;
 use common::*;
 
 /// A hot window of 16 transactions on one shard, snapshots every second, risk off (the load
@@ -68,6 +69,25 @@ fn totals(switch: &Switch) -> serde_json::Value {
     json(&body)
 }
 
+/// Two holds on cards `holds.0` and the next, and two purchases on cards `purchases.0` and the
+/// next, of the amounts given, each approved.
+fn place(
+    link: &mut Link,
+    holds: (u64, u64),
+    purchases: (u64, u64),
+) -> (Vec<Message<'static>>, Vec<Message<'static>>) {
+    let pair = |mti: &str, (card, amount): (u64, u64)| -> Vec<_> {
+        (0..2)
+            .map(|i| request(mti, &demo_pan(card + i), "000000", amount))
+            .collect()
+    };
+    let (holds, purchases) = (pair("0100", holds), pair("0200", purchases));
+    for message in holds.iter().chain(&purchases) {
+        assert_eq!(code(&link.call(message)), "00");
+    }
+    (holds, purchases)
+}
+
 #[test]
 fn holds_and_purchases_on_disk_are_completed_and_reversed_before_and_after_a_kill() {
     let wal = fresh_wal_dir();
@@ -77,15 +97,7 @@ fn holds_and_purchases_on_disk_are_completed_and_reversed_before_and_after_a_kil
     let genesis = totals(&switch);
     let mut link = switch.connect();
     // Two holds and two purchases, then a load that moves them out of the hot window.
-    let holds: Vec<_> = (0..2)
-        .map(|i| request("0100", &demo_pan(10 + i), "000000", 3_000))
-        .collect();
-    let purchases: Vec<_> = (0..2)
-        .map(|i| request("0200", &demo_pan(20 + i), "000000", 2_500))
-        .collect();
-    for message in holds.iter().chain(&purchases) {
-        assert_eq!(code(&link.call(message)), "00");
-    }
+    let (holds, purchases) = place(&mut link, (10, 3_000), (20, 2_500));
     load(&mut link, 400);
     let on_disk = wait_on_disk(&switch, 300);
     assert!(
@@ -203,15 +215,7 @@ fn a_minute_of_load_then_settlement_from_disk_before_and_after_a_kill() {
     let switch = Switch::start_with_wal(&wal, &args);
     let genesis = totals(&switch);
     let mut link = switch.connect();
-    let holds: Vec<_> = (0..2)
-        .map(|i| request("0100", &demo_pan(30 + i), "000000", 4_000))
-        .collect();
-    let purchases: Vec<_> = (0..2)
-        .map(|i| request("0200", &demo_pan(40 + i), "000000", 1_500))
-        .collect();
-    for message in holds.iter().chain(&purchases) {
-        assert_eq!(code(&link.call(message)), "00");
-    }
+    let (holds, purchases) = place(&mut link, (30, 4_000), (40, 1_500));
     // Silent through the load: closed and opened again after it (an idle connection is
     // closed after 5 minutes).
     drop(link);
