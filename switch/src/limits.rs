@@ -14,6 +14,10 @@ use crate::wal::format::RECORD_BODY_MAX;
 pub const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// A session's writer flushes once this much is gathered, even if more responses are ready.
 pub const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// On-us transactions a worker hands a ledger shard in one message, at most: what its readers
+/// took in one turn of the worker's loop goes to each shard at once (one wake-up of the shard
+/// thread per turn, not one per request).
+pub const POST_BATCH_MAX: usize = 256;
 /// Connections waiting to be accepted at most (the kernel's queue).
 pub const ACCEPT_BACKLOG: u32 = 1024;
 /// Identical retransmissions that may wait for one undecided request, unless configured.

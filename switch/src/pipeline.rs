@@ -19,7 +19,8 @@ pub struct Transaction {
     pub identity: RequestIdentity,
     /// Digest of the request, logged with the outcome for retransmissions after a restart.
     pub fingerprint: u64,
-    pub reply_to: Recipient<Reply>,
+    /// Where its answer goes: the session that read it, on the worker that serves it.
+    pub reply_to: ReplyTo,
     /// The session's in-flight slot; released once the response is written.
     pub permit: OwnedSemaphorePermit,
     /// When its frame was read, for the stage and total latencies.
@@ -51,8 +52,7 @@ pub struct Via {
 }
 
 /// The pipeline's answer for one transaction.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
+#[derive(Debug)]
 pub struct Reply {
     pub transaction: Transaction,
     pub outcome: Outcome,
@@ -60,9 +60,50 @@ pub struct Reply {
     pub shed: bool,
 }
 
+/// What answers a transaction on its session: records the outcome for idempotency, encodes
+/// the response and queues it for the connection's writer. Callable from any thread.
+pub trait Answer: Send + Sync + std::fmt::Debug {
+    fn answer(&self, reply: Reply);
+}
+
+/// Where a transaction's answer goes.
+#[derive(Clone, Debug)]
+pub struct ReplyTo {
+    pub session: std::sync::Arc<dyn Answer>,
+    /// The worker serving the session, and its answerer: the WAL writer hands each worker the
+    /// answers of a group in one message ([`Replies`]), not one wake-up per answer.
+    pub worker: usize,
+    pub answerer: Addr<Answerer>,
+}
+
+/// Answers on a worker's thread.
+#[derive(Debug, Default)]
+pub struct Answerer;
+
+impl Actor for Answerer {
+    type Context = Context<Self>;
+}
+
+/// The answers for one worker's sessions that one WAL group released.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Replies(pub Vec<Reply>);
+
+impl Handler<Replies> for Answerer {
+    type Result = ();
+    fn handle(&mut self, Replies(replies): Replies, _: &mut Self::Context) {
+        for reply in replies {
+            let session = reply.transaction.reply_to.session.clone();
+            session.answer(reply);
+        }
+    }
+}
+
+/// Answers `transaction` at once, on this thread (a decision made before the log: a risk
+/// decline, a shed, an issuer's refusal).
 pub fn reply(transaction: Transaction, outcome: Outcome, shed: bool) {
-    let reply_to = transaction.reply_to.clone();
-    reply_to.do_send(Reply {
+    let session = transaction.reply_to.session.clone();
+    session.answer(Reply {
         transaction,
         outcome,
         shed,
@@ -85,6 +126,7 @@ pub struct Screen(pub Transaction);
 #[rtype(result = "()")]
 pub struct Route(pub Transaction);
 
+/// On-us transactions for one ledger shard, in the order a worker routed them.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Post(pub Transaction);
+pub struct Post(pub Vec<Transaction>);

@@ -32,12 +32,13 @@ use crate::issuer::Health as IssuerHealth;
 use crate::issuer::channel::{ChannelContext, IssuerChannel};
 use crate::issuer::message::Sealer;
 use crate::issuer::pins::Pins;
-use crate::ledger::actor::{LedgerActor, ShardTotal, TakeSnapshot, release};
+use crate::ledger::actor::{LedgerActor, Releaser, ShardTotal, TakeSnapshot};
 use crate::limits::ACCEPT_BACKLOG;
 use crate::ops::admin::{AdminState, Context as AdminContext};
 use crate::ops::http::{self, Health};
 use crate::ops::journal::Journal;
 use crate::ops::metrics::metrics;
+use crate::pipeline::Answerer;
 use crate::recovery::{self, DirectoryLock};
 use crate::risk::RiskEngine;
 use crate::risk::actor::RiskActor;
@@ -275,7 +276,7 @@ async fn start(
         Box::new(Disk),
         recovered.report.tail.clone(),
         recovered.report.next_lsn,
-        move |waiting, durability, lsn| release(waiting, durability, lsn, Some(&snapshot_tx)),
+        Releaser::new(Some(snapshot_tx)),
         move |error| {
             tracing::error!("{error}");
             let _ = fatal_tx.send(error);
@@ -429,6 +430,7 @@ async fn start(
             RiskActor::new(engine, routing, capacity)
         });
         risk_actors.push(risk.clone());
+        let answerer = Answerer::start_in_arbiter(&arbiter.handle(), |_| Answerer);
         let context = SessionContext {
             dialect: settings.dialect.dialect(),
             framing: settings.framing,
@@ -444,6 +446,8 @@ async fn start(
             shutdown: shutdown_rx.clone(),
             journal: journal.clone(),
             journal_part: worker,
+            worker,
+            answerer,
             tls: tls.clone(),
         };
         pipelines.push((arbiter.handle(), context));

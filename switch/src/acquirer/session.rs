@@ -33,7 +33,7 @@ use crate::domain::{Outcome, ResponseCode, Tokenizer};
 use crate::limits::{Limits, READ_CHUNK_BYTES, WRITE_BATCH_BYTES};
 use crate::ops::journal::{Decision, Journal};
 use crate::ops::metrics::{Route, Stage, metrics};
-use crate::pipeline::{Reply, Screen, Transaction};
+use crate::pipeline::{Answer, Answerer, Reply, ReplyTo, Screen, Transaction};
 use crate::risk::actor::RiskActor;
 
 /// What every session on one worker shares. (`Debug` by hand: not the fingerprint key.)
@@ -57,6 +57,10 @@ pub struct SessionContext {
     /// Where answers are kept for operators, and this worker's part of it.
     pub journal: Arc<Journal>,
     pub journal_part: usize,
+    /// This worker's index and its answer queue, where the WAL writer hands it the answers of
+    /// each group at once.
+    pub worker: usize,
+    pub answerer: Addr<Answerer>,
     /// `[tls]`: every connection is TLS (a plain one fails its handshake).
     pub tls: Option<super::tls::Listener>,
 }
@@ -150,7 +154,8 @@ impl Responder {
     }
 }
 
-/// Receives pipeline replies for one connection.
+/// Answers the pipeline's decisions for one connection: on its worker's thread for answers a
+/// WAL group released, at once on the deciding thread for the others.
 #[derive(Debug)]
 struct Session {
     responder: Responder,
@@ -159,13 +164,8 @@ struct Session {
     journal_part: usize,
 }
 
-impl Actor for Session {
-    type Context = Context<Self>;
-}
-
-impl Handler<Reply> for Session {
-    type Result = ();
-    fn handle(&mut self, reply: Reply, _: &mut Self::Context) {
+impl Answer for Session {
+    fn answer(&self, reply: Reply) {
         let Reply {
             mut transaction,
             outcome,
@@ -372,13 +372,12 @@ async fn serve<R, W>(
         peer,
         mac: Arc::new(OnceLock::new()),
     };
-    let session = Session {
+    let session: Arc<dyn Answer> = Arc::new(Session {
         responder: responder.clone(),
         idempotency: context.idempotency.clone(),
         journal: context.journal.clone(),
         journal_part: context.journal_part,
-    }
-    .start();
+    });
     let slots = Arc::new(Semaphore::new(inflight));
     let tls = certificate.is_some();
     let certificate = certificate.flatten();
@@ -394,7 +393,11 @@ async fn serve<R, W>(
     let reader = Reader {
         context: &context,
         responder,
-        session: session.clone().recipient(),
+        reply_to: ReplyTo {
+            session: session.clone(),
+            worker: context.worker,
+            answerer: context.answerer.clone(),
+        },
         slots: slots.clone(),
         peer,
         bound: std::sync::Mutex::new(None),
@@ -474,7 +477,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 struct Reader<'a> {
     context: &'a SessionContext,
     responder: Responder,
-    session: Recipient<Reply>,
+    reply_to: ReplyTo,
     slots: Arc<Semaphore>,
     peer: SocketAddr,
     /// The acquirer this connection speaks for, from its first financial request, with the
@@ -872,7 +875,7 @@ impl Reader<'_> {
                         frame: body.clone(),
                         identity,
                         fingerprint,
-                        reply_to: self.session.clone(),
+                        reply_to: self.reply_to.clone(),
                         permit: slot,
                         received,
                         route: Route::None,

@@ -12,9 +12,9 @@ use crate::clock::unix_seconds;
 use crate::domain::{CardToken, Outcome, Posting, ResponseCode};
 use crate::limits::{EXPIRY_PIECE_MAX, EXPIRY_PIECE_MICROS, EXPIRY_PIECE_MIN};
 use crate::ops::metrics::{Stage, metrics};
-use crate::pipeline::{Post, Reply, reply};
+use crate::pipeline::{Answerer, Post, Replies, Reply, reply};
 use crate::wal::format::{self, Entry};
-use crate::wal::writer::{Durability, Submission, Wal};
+use crate::wal::writer::{Durability, Release, Submission, Wal};
 
 /// How often a shard releases expired holds.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
@@ -75,12 +75,68 @@ pub enum TakenPart {
 
 /// Called by the WAL writer thread, in log order, once a group is durable or has failed. A
 /// failed record's answer becomes 96: the decision is not known to be on disk, and a
-/// retransmission after the restart is decided anew.
+/// retransmission after the restart is decided anew. Answers go out at once, one by one; the
+/// writer's [`Releaser`] gathers them per worker instead.
 pub fn release(
     waiting: Waiting,
     durability: Durability,
     lsn: u64,
     snapshots: Option<&crossbeam_channel::Sender<Taken>>,
+) {
+    release_to(waiting, durability, lsn, snapshots, None);
+}
+
+/// Per worker, its answer queue and the answers a group released for it.
+type Gathered = Vec<Option<(Addr<Answerer>, Vec<Reply>)>>;
+
+/// What the WAL writer does once a group is durable: the answers it releases are handed to
+/// each worker in one message at the end of the group (one wake-up of the worker per group,
+/// not one per answer); snapshot parts go to the snapshotter.
+#[derive(Debug)]
+pub struct Releaser {
+    snapshots: Option<crossbeam_channel::Sender<Taken>>,
+    gathered: Gathered,
+}
+
+impl Releaser {
+    pub fn new(snapshots: Option<crossbeam_channel::Sender<Taken>>) -> Releaser {
+        Releaser {
+            snapshots,
+            gathered: Vec::new(),
+        }
+    }
+}
+
+impl Release<Waiting> for Releaser {
+    fn release(&mut self, waiting: Waiting, durability: Durability, lsn: u64) {
+        release_to(
+            waiting,
+            durability,
+            lsn,
+            self.snapshots.as_ref(),
+            Some(&mut self.gathered),
+        );
+    }
+
+    fn end_of_group(&mut self) {
+        for (answerer, replies) in self.gathered.iter_mut().flatten() {
+            if !replies.is_empty() {
+                let capacity = replies.len();
+                answerer.do_send(Replies(std::mem::replace(
+                    replies,
+                    Vec::with_capacity(capacity),
+                )));
+            }
+        }
+    }
+}
+
+fn release_to(
+    waiting: Waiting,
+    durability: Durability,
+    lsn: u64,
+    snapshots: Option<&crossbeam_channel::Sender<Taken>>,
+    gathered: Option<&mut Gathered>,
 ) {
     match waiting {
         Waiting::Answer(mut reply) => {
@@ -91,8 +147,22 @@ pub fn release(
                 reply.outcome = Outcome::decline(ResponseCode::SystemMalfunction);
                 reply.shed = true;
             }
-            let reply_to = reply.transaction.reply_to.clone();
-            reply_to.do_send(reply);
+            match gathered {
+                Some(gathered) => {
+                    let worker = reply.transaction.reply_to.worker;
+                    if gathered.len() <= worker {
+                        gathered.resize_with(worker + 1, || None);
+                    }
+                    let (_, replies) = gathered[worker].get_or_insert_with(|| {
+                        (reply.transaction.reply_to.answerer.clone(), Vec::new())
+                    });
+                    replies.push(reply);
+                }
+                None => {
+                    let session = reply.transaction.reply_to.session.clone();
+                    session.answer(reply);
+                }
+            }
         }
         Waiting::Snapshot {
             generation,
@@ -132,7 +202,7 @@ pub fn release(
         }
         Waiting::Remote { reply, then } => {
             if let Some(reply) = reply {
-                release(Waiting::Answer(reply), durability, lsn, snapshots);
+                release_to(Waiting::Answer(reply), durability, lsn, snapshots, gathered);
             }
             if let Some(then) = then {
                 (then.0)(durability, lsn);
@@ -343,7 +413,16 @@ impl Handler<TakeSnapshot> for LedgerActor {
 
 impl Handler<Post> for LedgerActor {
     type Result = ();
-    fn handle(&mut self, Post(mut transaction): Post, _: &mut Self::Context) {
+    fn handle(&mut self, Post(transactions): Post, _: &mut Self::Context) {
+        for transaction in transactions {
+            self.post(transaction);
+        }
+    }
+}
+
+impl LedgerActor {
+    /// Applies one on-us transaction and hands its record to the log, its answer waiting.
+    fn post(&mut self, mut transaction: crate::pipeline::Transaction) {
         let started = Instant::now();
         if !self.wal.try_reserve() {
             // Nothing applied: a full log queue sheds (91); a failed log answers 96 until the

@@ -13,8 +13,9 @@ use crate::issuer::channel::{Forward, IssuerChannel};
 use crate::issuer::{Health, HealthState};
 use crate::ledger::actor::LedgerActor;
 use crate::ledger::shard_of;
+use crate::limits::POST_BATCH_MAX;
 use crate::ops::metrics::{Route as RouteLabel, Stage, metrics};
-use crate::pipeline::{Post, Route, Via, reply, shed};
+use crate::pipeline::{Post, Route, Transaction, Via, reply, shed};
 
 /// The issuer channels by name, with their health and their name as the log lines carry it.
 pub type Channels =
@@ -26,6 +27,11 @@ pub struct RoutingActor {
     shards: Arc<[Addr<LedgerActor>]>,
     channels: Channels,
     mailbox_capacity: usize,
+    /// Per shard, the transactions routed to it in this turn of the worker's loop, sent at the
+    /// end of the turn ([`Flush`]) or once `POST_BATCH_MAX` are waiting.
+    pending: Vec<Vec<Transaction>>,
+    /// A [`Flush`] is queued behind the routes already in the mailbox.
+    flush_queued: bool,
 }
 
 impl RoutingActor {
@@ -35,11 +41,42 @@ impl RoutingActor {
         channels: Channels,
         mailbox_capacity: usize,
     ) -> RoutingActor {
+        let pending = (0..shards.len()).map(|_| Vec::new()).collect();
         RoutingActor {
             table,
             shards,
             channels,
             mailbox_capacity,
+            pending,
+            flush_queued: false,
+        }
+    }
+
+    /// Hands shard `index` what waits for it: one message; sheds the lot if its mailbox is full.
+    fn post(&mut self, index: usize) {
+        let batch = std::mem::take(&mut self.pending[index]);
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(error) = self.shards[index].try_send(Post(batch)) {
+            let (SendError::Full(Post(batch)) | SendError::Closed(Post(batch))) = error;
+            batch.into_iter().for_each(shed);
+        }
+    }
+}
+
+/// Sends every shard what was routed to it: queued behind the routes of one turn, so that the
+/// transactions read in that turn reach each shard in one message.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Flush;
+
+impl Handler<Flush> for RoutingActor {
+    type Result = ();
+    fn handle(&mut self, _: Flush, _: &mut Self::Context) {
+        self.flush_queued = false;
+        for index in 0..self.pending.len() {
+            self.post(index);
         }
     }
 }
@@ -53,18 +90,20 @@ impl Actor for RoutingActor {
 
 impl Handler<Route> for RoutingActor {
     type Result = ();
-    fn handle(&mut self, Route(mut transaction): Route, _: &mut Self::Context) {
+    fn handle(&mut self, Route(mut transaction): Route, ctx: &mut Self::Context) {
         let started = Instant::now();
         let destination = self.table.route_with_fallbacks(&transaction.request.pan);
         metrics().observe(Stage::Routing, started.elapsed());
         match destination {
             Some((Destination::OnUs, _)) => {
                 transaction.route = RouteLabel::OnUs;
-                let shard = &self.shards[shard_of(&transaction.request.card, self.shards.len())];
-                if let Err(error) = shard.try_send(Post(transaction)) {
-                    let (SendError::Full(Post(transaction)) | SendError::Closed(Post(transaction))) =
-                        error;
-                    shed(transaction);
+                let index = shard_of(&transaction.request.card, self.shards.len());
+                self.pending[index].push(transaction);
+                if self.pending[index].len() >= POST_BATCH_MAX {
+                    self.post(index);
+                } else if !self.flush_queued {
+                    self.flush_queued = true;
+                    ctx.address().do_send(Flush);
                 }
             }
             Some((Destination::Issuer(primary), fallbacks)) => {

@@ -230,6 +230,22 @@ struct Writer<C, R> {
     releasing: std::collections::VecDeque<(C, u64)>,
 }
 
+/// What the writer does with each submission once its group is durable (or has failed), on
+/// its thread, in log order; and, after the last of a group, with what that gathered (the
+/// ledger hands each worker its answers in one message). A closure is a `Release` that
+/// gathers nothing.
+pub trait Release<C>: Send + 'static {
+    fn release(&mut self, completion: C, durability: Durability, lsn: u64);
+    /// After the last release of a group.
+    fn end_of_group(&mut self) {}
+}
+
+impl<C, F: FnMut(C, Durability, u64) + Send + 'static> Release<C> for F {
+    fn release(&mut self, completion: C, durability: Durability, lsn: u64) {
+        self(completion, durability, lsn);
+    }
+}
+
 /// Statistics of one writer's life, for the log line at exit and for benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WriterStats {
@@ -252,7 +268,7 @@ pub fn start<C, R>(
 ) -> io::Result<(Wal<C>, JoinHandle<WriterStats>)>
 where
     C: Send + 'static,
-    R: Fn(C, Durability, u64) + Send + 'static,
+    R: Release<C>,
 {
     let (file, segment_sequence, segment_len) = match tail {
         Some(tail) if tail.version == format::FORMAT_VERSION => (
@@ -323,7 +339,7 @@ fn create_segment(
     Ok((file, header.len() as u64))
 }
 
-impl<C, R: Fn(C, Durability, u64)> Writer<C, R> {
+impl<C, R: Release<C>> Writer<C, R> {
     fn run(mut self) -> WriterStats {
         let mut stats = WriterStats::default();
         let mut buffer = Vec::with_capacity(self.config.group_bytes_max + format::RECORD_BODY_MAX);
@@ -345,15 +361,17 @@ impl<C, R: Fn(C, Durability, u64)> Writer<C, R> {
             // Durable records whose answers were being released when it happened: they are in
             // the log, so their answers are true (but the one whose release panicked).
             while let Some((completion, lsn)) = self.releasing.pop_front() {
-                (self.release)(completion, Durability::Durable, lsn);
+                self.release.release(completion, Durability::Durable, lsn);
             }
             for (completion, lsn) in completions.drain(..) {
-                (self.release)(completion, Durability::Failed, lsn);
+                self.release.release(completion, Durability::Failed, lsn);
             }
             while let Ok(submission) = self.receiver.try_recv() {
                 self.queued.fetch_sub(1, Ordering::AcqRel);
-                (self.release)(submission.completion, Durability::Failed, self.next_lsn);
+                self.release
+                    .release(submission.completion, Durability::Failed, self.next_lsn);
             }
+            self.release.end_of_group();
             if let Some(report) = self.on_failure.take() {
                 report(format!(
                     "the WAL writer failed ({message}); {cut}; no further request can be made durable"
@@ -415,13 +433,15 @@ impl<C, R: Fn(C, Durability, u64)> Writer<C, R> {
                     self.released = (self.segment_sequence, self.segment_len);
                     self.releasing.extend(completions.drain(..));
                     while let Some((completion, lsn)) = self.releasing.pop_front() {
-                        (self.release)(completion, Durability::Durable, lsn);
+                        self.release.release(completion, Durability::Durable, lsn);
                     }
+                    self.release.end_of_group();
                 }
                 Err(error) => {
                     for (completion, lsn) in completions.drain(..) {
-                        (self.release)(completion, Durability::Failed, lsn);
+                        self.release.release(completion, Durability::Failed, lsn);
                     }
+                    self.release.end_of_group();
                     if let (Some(error), Some(report)) = (error, self.on_failure.take()) {
                         report(error);
                     }
