@@ -536,7 +536,7 @@ mod tests {
             let mut wire = Vec::new();
             dialect.encode(&sample(), &mut wire).unwrap();
             let decoded = dialect.decode(&wire).unwrap();
-            assert_eq!(decoded, sample(), "{}", dialect.name);
+            assert_eq!(decoded.into_owned(), sample(), "{}", dialect.name);
         }
     }
 

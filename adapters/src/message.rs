@@ -2,8 +2,10 @@
 //!
 //! Values borrow from the decoded frame where the dialect writes them as they are (every field
 //! of `default`), and are owned only where decoding had to transform them (hex text, BCD).
-//! Fields are kept sorted by number in one vector, so a decode allocates once, not per field.
+//! Fields are kept sorted by number in one small vector, held inline up to `FIELDS_INLINE`:
+//! decoding a usual message allocates nothing.
 
+use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -46,25 +48,31 @@ impl fmt::Display for Mti {
     }
 }
 
+/// Fields a message holds without a heap allocation: a usual 0100 has 13 and its 0110 about
+/// as many (the switch decodes each request twice and builds each response: three allocations
+/// a request saved; 16 measured as fast as a heap vector in `cargo bench --bench codec`, 24
+/// 8-12% slower for the larger moves).
+const FIELDS_INLINE: usize = 16;
+
 #[derive(Clone, PartialEq, Eq)]
 pub struct Message<'a> {
     pub mti: Mti,
     /// (field number 2..=128, value), sorted by field number, no duplicates.
-    fields: Vec<(u8, Cow<'a, [u8]>)>,
+    fields: SmallVec<[(u8, Cow<'a, [u8]>); FIELDS_INLINE]>,
 }
 
 impl<'a> Message<'a> {
     pub fn new(mti: Mti) -> Message<'a> {
         Message {
             mti,
-            fields: Vec::new(),
+            fields: SmallVec::new(),
         }
     }
 
     pub fn with_capacity(mti: Mti, fields: usize) -> Message<'a> {
         Message {
             mti,
-            fields: Vec::with_capacity(fields),
+            fields: SmallVec::with_capacity(fields),
         }
     }
 

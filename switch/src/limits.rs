@@ -12,6 +12,9 @@ use crate::wal::format::RECORD_BODY_MAX;
 
 /// Bytes a session asks the socket for at a time.
 pub const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Room a response frame is given at first: the encoder reserves twice a usual 0110's fields
+/// (about 130 bytes) before it writes, so this much takes no second allocation.
+pub const RESPONSE_BYTES_USUAL: usize = 512;
 /// A session's writer flushes once this much is gathered, even if more responses are ready.
 pub const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// On-us transactions a worker hands a ledger shard in one message, at most: what its readers
@@ -27,6 +30,8 @@ pub const WAITERS_PER_IDENTITY_DEFAULT: usize = 8;
 
 /// Shards at most (`ledger.shards`).
 pub const SHARDS_MAX: usize = 256;
+/// Threads serving acquirer connections, at most (`acquirer_link.workers`).
+pub const WORKERS_MAX: usize = 256;
 /// Demo accounts at most (`demo.accounts`).
 pub const DEMO_ACCOUNTS_MAX: u64 = 50_000_000;
 /// Holds (and, separately, postings) one expiry step takes off at most: about a millisecond

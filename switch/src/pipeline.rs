@@ -14,7 +14,7 @@ use crate::ops::metrics::Route as RouteLabel;
 pub struct Transaction {
     pub request: Request,
     /// The request's message bytes (no frame header), for the fields the response echoes.
-    /// Shared with the read buffer, not copied; decoded again, borrowing, to answer.
+    /// Copied off the read buffer; decoded again, borrowing, to answer.
     pub frame: bytes::Bytes,
     pub identity: RequestIdentity,
     /// Digest of the request, logged with the outcome for retransmissions after a restart.
@@ -73,7 +73,8 @@ pub struct ReplyTo {
     /// The worker serving the session, and its answerer: the WAL writer hands each worker the
     /// answers of a group in one message ([`Replies`]), not one wake-up per answer.
     pub worker: usize,
-    pub answerer: Addr<Answerer>,
+    /// Shared, not cloned per request: cloning an actix address allocates.
+    pub answerer: std::sync::Arc<Addr<Answerer>>,
 }
 
 /// Answers on a worker's thread.
@@ -117,14 +118,6 @@ pub fn shed(transaction: Transaction) {
         true,
     );
 }
-
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Screen(pub Transaction);
-
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Route(pub Transaction);
 
 /// On-us transactions for one ledger shard, in the order a worker routed them.
 #[derive(Debug, Message)]

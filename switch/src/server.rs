@@ -1,9 +1,10 @@
 //! Starting and stopping the switch: recovery, the WAL writer, ledger shards, worker pipelines,
 //! the acquirer listener.
 //!
-//! Threads: one arbiter per ledger shard (the single owner of its accounts); one worker arbiter
-//! per core running risk, routing and the sessions assigned to it, so a request's hops before
-//! the ledger stay on one thread; the WAL writer's own thread; the main arbiter accepts.
+//! Threads: one arbiter per ledger shard (the single owner of its accounts); worker arbiters
+//! (`acquirer_link.workers`) running the sessions assigned to them, with risk and routing as
+//! plain calls, so a request's steps before the ledger stay on one thread; the WAL writer's own
+//! thread; the main arbiter accepts.
 //!
 //! [`serve`] is three steps: [`start`] (listeners bound, so a port in use fails fast; WAL
 //! directory locked; genesis plus log replayed off the runtime thread; writer started after the
@@ -41,8 +42,7 @@ use crate::ops::metrics::metrics;
 use crate::pipeline::Answerer;
 use crate::recovery::{self, DirectoryLock};
 use crate::risk::RiskEngine;
-use crate::risk::actor::RiskActor;
-use crate::routing::actor::{Channels, RoutingActor};
+use crate::routing::dispatch::{Channels, Current, Dispatcher};
 use crate::wal::format::Advice;
 use crate::wal::snapshotter;
 use crate::wal::writer::{self, Disk, SyncMode, WriterStats};
@@ -404,12 +404,12 @@ async fn start(
             .filter_map(|a| Some((a.id, Arc::new(Semaphore::new(a.inflight_max?)))))
             .collect(),
     );
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = settings.workers;
     let journal = Arc::new(Journal::new(workers, settings.limits.decisions_kept));
     let mut pipelines = Vec::with_capacity(workers);
-    let mut risk_actors = Vec::with_capacity(workers);
-    let mut routing_actors = Vec::with_capacity(workers);
     let engine = Arc::new(RiskEngine::new(settings.risk.clone()).map_err(|e| anyhow!(e))?);
+    let rules = Arc::new(Current::new(engine.clone()));
+    let current_routes = Arc::new(Current::new(routes.clone()));
     // Read at start: an unreadable or invalid file stops it, naming the key and the file.
     let tls = settings
         .tls
@@ -418,19 +418,13 @@ async fn start(
         .transpose()?;
     for worker in 0..workers {
         let arbiter = Arbiter::new();
-        let capacity = settings.limits.mailbox_capacity;
-        let (routes, shards_for_worker, channels) =
-            (routes.clone(), shards.clone(), channels.clone());
-        let routing = RoutingActor::start_in_arbiter(&arbiter.handle(), move |_| {
-            RoutingActor::new(routes, shards_for_worker, channels, capacity)
-        });
-        routing_actors.push(routing.clone());
-        let engine = engine.clone();
-        let risk = RiskActor::start_in_arbiter(&arbiter.handle(), move |_| {
-            RiskActor::new(engine, routing, capacity)
-        });
-        risk_actors.push(risk.clone());
-        let answerer = Answerer::start_in_arbiter(&arbiter.handle(), |_| Answerer);
+        let dispatcher = Arc::new(Dispatcher::new(
+            rules.clone(),
+            current_routes.clone(),
+            shards.clone(),
+            channels.clone(),
+        ));
+        let answerer = Arc::new(Answerer::start_in_arbiter(&arbiter.handle(), |_| Answerer));
         let context = SessionContext {
             dialect: settings.dialect.dialect(),
             framing: settings.framing,
@@ -442,7 +436,7 @@ async fn start(
             idempotency: idempotency.clone(),
             tokenizer: tokenizer.clone(),
             fingerprint_key: settings.token_key,
-            risk,
+            dispatcher,
             shutdown: shutdown_rx.clone(),
             journal: journal.clone(),
             journal_part: worker,
@@ -507,8 +501,8 @@ async fn start(
         key: settings.token_key,
         running: std::sync::RwLock::new((settings.routes.clone(), engine)),
         journal,
-        risk_actors,
-        routing_actors,
+        rules,
+        routes: current_routes,
         channels: settings
             .issuers
             .iter()

@@ -319,7 +319,7 @@ pub fn additional_amounts(account_type: [u8; 2], balances: &Balances) -> [u8; 40
 
 /// The response to `request`: echoed fields, 39, and 38 and 54 when the outcome has them.
 /// Echoed values borrow from the request. `None` when the MTI has no response MTI.
-pub fn response<'a>(request: &'a Message<'_>, outcome: &Outcome) -> Option<Message<'a>> {
+pub fn response<'a>(request: &'a Message<'_>, outcome: &'a Outcome) -> Option<Message<'a>> {
     let mti = request.mti.response()?;
     let mut response = Message::with_capacity(mti, ECHOED_FIELDS.len() + 3);
     for field in ECHOED_FIELDS {
@@ -329,8 +329,8 @@ pub fn response<'a>(request: &'a Message<'_>, outcome: &Outcome) -> Option<Messa
     }
     response.set(39, &outcome.code.as_bytes()[..]);
     if outcome.code.is_approved() {
-        if let Some(auth_id) = outcome.auth_id {
-            response.set(38, auth_id.to_vec());
+        if let Some(auth_id) = &outcome.auth_id {
+            response.set(38, &auth_id[..]);
         }
         if let Some(balances) = &outcome.balances {
             let account_type = request
@@ -555,8 +555,8 @@ mod tests {
             response.get(54),
             Some(&b"0001840C0000000100000002840C000000007000"[..])
         );
-        let declined =
-            super::response(&request, &Outcome::decline(ResponseCode::InsufficientFunds)).unwrap();
+        let insufficient = Outcome::decline(ResponseCode::InsufficientFunds);
+        let declined = super::response(&request, &insufficient).unwrap();
         assert_eq!(declined.get(39), Some(&b"51"[..]));
         assert!(!declined.has(38) && !declined.has(54));
     }

@@ -1,13 +1,15 @@
-//! One acquirer connection: a reader task, a writer task and the session actor, all on the
-//! same arbiter.
+//! One acquirer connection: a reader task and a writer task on the worker's arbiter, and the
+//! session's answer.
 //!
 //! - The **reader** takes frames off the socket, decodes them, answers what needs no pipeline
-//!   (0800, code 30, 94, replays) and sends the rest to risk. Before each request it takes an
-//!   in-flight slot; when all slots are taken it stops reading, so a client that sends faster
-//!   than the switch answers meets TCP backpressure, not a growing queue.
-//! - The **session actor** receives pipeline replies, records them for idempotency, and hands
-//!   the encoded response to the writer. Responses go out as they complete, in any order; the
-//!   acquirer matches them by field 11.
+//!   (0800, code 30, 94, replays) and hands the rest to the worker's dispatcher (risk and
+//!   routing, plain calls). Before each request it takes an in-flight slot; when all slots are
+//!   taken it stops reading, so a client that sends faster than the switch answers meets TCP
+//!   backpressure, not a growing queue.
+//! - The **answer** ([`Answer`] on the session) records the outcome for idempotency and hands
+//!   the encoded response to the writer: on the worker for answers a WAL group released, at once
+//!   on the deciding thread for the others. Responses go out as they complete, in any order;
+//!   the acquirer matches them by field 11.
 //! - The **writer** gathers every response ready at once into one `write` and only then frees
 //!   their slots, so slots bound requests in the pipeline and responses awaiting the socket.
 
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use adapters::{Dialect, DialectName, FrameError, FrameHeader, Message, PartialDecode};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -30,11 +32,11 @@ use super::iso::{self, Class};
 use super::mac::{self, MacKey};
 use crate::clock::unix_seconds;
 use crate::domain::{Outcome, ResponseCode, Tokenizer};
-use crate::limits::{Limits, READ_CHUNK_BYTES, WRITE_BATCH_BYTES};
+use crate::limits::{Limits, READ_CHUNK_BYTES, RESPONSE_BYTES_USUAL, WRITE_BATCH_BYTES};
 use crate::ops::journal::{Decision, Journal};
 use crate::ops::metrics::{Route, Stage, metrics};
-use crate::pipeline::{Answer, Answerer, Reply, ReplyTo, Screen, Transaction};
-use crate::risk::actor::RiskActor;
+use crate::pipeline::{Answer, Answerer, Reply, ReplyTo, Transaction};
+use crate::routing::dispatch::Dispatcher;
 
 /// What every session on one worker shares. (`Debug` by hand: not the fingerprint key.)
 #[derive(Clone)]
@@ -52,7 +54,8 @@ pub struct SessionContext {
     pub tokenizer: Tokenizer,
     /// Key of the request fingerprint (`ledger.token_key`).
     pub fingerprint_key: [u8; 16],
-    pub risk: Addr<RiskActor>,
+    /// This worker's risk screening, routing and hand-over to the ledger shards.
+    pub dispatcher: Arc<Dispatcher>,
     pub shutdown: watch::Receiver<bool>,
     /// Where answers are kept for operators, and this worker's part of it.
     pub journal: Arc<Journal>,
@@ -60,7 +63,7 @@ pub struct SessionContext {
     /// This worker's index and its answer queue, where the WAL writer hands it the answers of
     /// each group at once.
     pub worker: usize,
-    pub answerer: Addr<Answerer>,
+    pub answerer: Arc<Addr<Answerer>>,
     /// `[tls]`: every connection is TLS (a plain one fails its handshake).
     pub tls: Option<super::tls::Listener>,
 }
@@ -117,7 +120,9 @@ impl Responder {
 
     fn encode(&self, message: &Message<'_>) -> Option<Vec<u8>> {
         let header_len = self.framing.header_len();
-        let mut frame = vec![0u8; header_len];
+        // Room for a usual response: the encoder's reserve then allocates nothing more.
+        let mut frame = Vec::with_capacity(header_len + RESPONSE_BYTES_USUAL);
+        frame.resize(header_len, 0);
         let key = self.mac.get().filter(|_| message.mti.0[1] != b'8');
         let encoded = match key {
             None => self.dialect.encode(message, &mut frame),
@@ -526,8 +531,8 @@ impl Reader<'_> {
                     Ok(None) => break,
                     Ok(Some(bounds)) => bounds,
                 };
-                let frame = buffer.split_to(bounds.total_len()).freeze();
                 if bounds.is_keep_alive() {
+                    buffer.advance(bounds.total_len());
                     continue;
                 }
                 if self.responder.writer.is_closed() {
@@ -543,7 +548,13 @@ impl Reader<'_> {
                 if self.responder.writer.is_closed() {
                     return Close::WriteTimeout(self.write_timeout());
                 }
-                if let Err(close) = self.handle_frame(frame.slice(bounds.header_len..), slot) {
+                // Decoded in place; a request that enters the pipeline takes a copy of its
+                // message (one small allocation), so that the read buffer is reused: a frame
+                // sharing it would keep its 16 KiB alive until answered.
+                let handled =
+                    self.handle_frame(&buffer[bounds.header_len..bounds.total_len()], slot);
+                buffer.advance(bounds.total_len());
+                if let Err(close) = handled {
                     return close;
                 }
             }
@@ -579,12 +590,10 @@ impl Reader<'_> {
         Duration::from_secs(self.context.limits.write_timeout_seconds)
     }
 
-    fn handle_frame(&self, body: Bytes, slot: OwnedSemaphorePermit) -> Result<(), Close> {
+    fn handle_frame(&self, body: &[u8], slot: OwnedSemaphorePermit) -> Result<(), Close> {
         let received = Instant::now();
-        match self.context.dialect.decode_partial(&body) {
-            PartialDecode::Complete(message) => {
-                self.handle_message(&message, &body, slot, received)
-            }
+        match self.context.dialect.decode_partial(body) {
+            PartialDecode::Complete(message) => self.handle_message(&message, body, slot, received),
             PartialDecode::Malformed { message, error } => {
                 tracing::warn!(peer = %self.peer, mti = %message.mti, %error, "malformed request");
                 if message.has(11)
@@ -637,7 +646,7 @@ impl Reader<'_> {
     fn handle_message(
         &self,
         message: &Message<'_>,
-        body: &Bytes,
+        body: &[u8],
         slot: OwnedSemaphorePermit,
         received: Instant,
     ) -> Result<(), Close> {
@@ -700,12 +709,12 @@ impl Reader<'_> {
     /// arrives (or with 91 after `limits.retransmission_wait_seconds`).
     fn answer_when_decided(
         &self,
-        body: &Bytes,
+        body: &[u8],
         decided: tokio::sync::oneshot::Receiver<Outcome>,
         slot: OwnedSemaphorePermit,
     ) {
         let responder = self.responder.clone();
-        let frame = body.clone();
+        let frame = Bytes::copy_from_slice(body);
         let wait = Duration::from_secs(self.context.limits.retransmission_wait_seconds);
         let peer = self.peer;
         actix::spawn(async move {
@@ -746,7 +755,7 @@ impl Reader<'_> {
     fn financial(
         &self,
         message: &Message<'_>,
-        body: &Bytes,
+        body: &[u8],
         slot: OwnedSemaphorePermit,
         received: Instant,
     ) -> Result<(), Close> {
@@ -872,7 +881,7 @@ impl Reader<'_> {
                     };
                     let transaction = Transaction {
                         request,
-                        frame: body.clone(),
+                        frame: Bytes::copy_from_slice(body),
                         identity,
                         fingerprint,
                         reply_to: self.reply_to.clone(),
@@ -888,14 +897,7 @@ impl Reader<'_> {
                     };
                     metrics().observe(Stage::Admission, received.elapsed());
                     metrics().inflight.inc();
-                    if let Err(error) = context.risk.try_send(Screen(transaction)) {
-                        let (SendError::Full(Screen(transaction))
-                        | SendError::Closed(Screen(transaction))) = error;
-                        let outcome = Outcome::decline(ResponseCode::IssuerUnavailable);
-                        metrics().inflight.dec();
-                        context.idempotency.abandon(&identity, outcome);
-                        self.respond(message, outcome, transaction.permit);
-                    }
+                    context.dispatcher.dispatch(transaction);
                 }
             },
         }

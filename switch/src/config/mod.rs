@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::acquirer::Acquirer;
 use crate::domain::{Minor, Pan};
 use crate::ledger::ShardLimits;
-use crate::limits::{DEMO_ACCOUNTS_MAX, Limits, SHARDS_MAX};
+use crate::limits::{DEMO_ACCOUNTS_MAX, Limits, SHARDS_MAX, WORKERS_MAX};
 use crate::risk::RiskRules;
 use crate::routing::{Destination, RoutingTable};
 use crate::wal::writer::{SyncMode, WriterConfig};
@@ -141,6 +141,7 @@ struct AcquirerLink {
     dialect: String,
     framing: String,
     max_frame_bytes: usize,
+    workers: usize,
 }
 
 impl Default for AcquirerLink {
@@ -149,6 +150,7 @@ impl Default for AcquirerLink {
             dialect: "default".into(),
             framing: "binary2".into(),
             max_frame_bytes: 8192,
+            workers: 0,
         }
     }
 }
@@ -368,6 +370,8 @@ pub struct Settings {
     pub dialect: DialectName,
     pub framing: FrameHeader,
     pub max_frame_bytes: usize,
+    /// Threads serving acquirer connections (`acquirer_link.workers`; 0: half the cores).
+    pub workers: usize,
     pub limits: Limits,
     pub shards: usize,
     pub shard_limits: ShardLimits,
@@ -398,6 +402,7 @@ impl std::fmt::Debug for Settings {
             .field("dialect", &self.dialect)
             .field("framing", &self.framing)
             .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("workers", &self.workers)
             .field("limits", &self.limits)
             .field("shards", &self.shards)
             .field("shard_limits", &self.shard_limits)
@@ -604,6 +609,13 @@ impl Checker<'_> {
             64,
             framing.body_len_limit(),
         )?;
+        // Half the cores by default: the other half runs the ledger shards, the WAL writer and
+        // the kernel's share of the network (bench/RESULTS.md: on 2 cores one worker answered
+        // 46-50 k/s at 64 x 1 where two answered 42 k/s).
+        let workers = match raw.acquirer_link.workers {
+            0 => (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1),
+            n => self.range("acquirer_link.workers", n, 1, WORKERS_MAX)?,
+        };
         let l = raw.limits;
         let limits = Limits {
             connections_max: self.range("limits.connections_max", l.connections_max, 1, 100_000)?,
@@ -967,6 +979,7 @@ impl Checker<'_> {
             dialect,
             framing,
             max_frame_bytes,
+            workers,
             limits,
             shards,
             shard_limits,

@@ -87,7 +87,7 @@ pub fn release(
 }
 
 /// Per worker, its answer queue and the answers a group released for it.
-type Gathered = Vec<Option<(Addr<Answerer>, Vec<Reply>)>>;
+type Gathered = Vec<Option<(std::sync::Arc<Addr<Answerer>>, Vec<Reply>)>>;
 
 /// What the WAL writer does once a group is durable: the answers it releases are handed to
 /// each worker in one message at the end of the group (one wake-up of the worker per group,

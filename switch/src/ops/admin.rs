@@ -34,10 +34,9 @@ use crate::ledger::actor::{
 };
 use crate::ledger::{Account, shard_of};
 use crate::ops::journal::{Decision, Journal};
-use crate::risk::actor::{ReloadRules, RiskActor};
 use crate::risk::{Action, Per, RiskEngine};
 use crate::routing::RoutingTable;
-use crate::routing::actor::{ReloadRoutes, RoutingActor};
+use crate::routing::dispatch::Current;
 
 /// The acquirer id under which the admin API's postings settle.
 pub const ADMIN_ACQUIRER: u64 = 0;
@@ -77,8 +76,9 @@ pub struct Context {
     /// The routing table and risk rules in force (replaced by a reload).
     pub running: RwLock<(RoutingTable, Arc<RiskEngine>)>,
     pub journal: Arc<Journal>,
-    pub risk_actors: Vec<Addr<RiskActor>>,
-    pub routing_actors: Vec<Addr<RoutingActor>>,
+    /// The rules and the routing table every worker reads; a reload replaces them.
+    pub rules: Arc<Current<RiskEngine>>,
+    pub routes: Arc<Current<RoutingTable>>,
     /// The issuer channels, in configuration order.
     pub channels: Vec<Addr<crate::issuer::channel::IssuerChannel>>,
     /// The configuration file the switch started with (or the embedded default's name).
@@ -1018,9 +1018,7 @@ pub fn reload(context: &Context) -> Result<serde_json::Value, String> {
         }
     }
     let table = Arc::new(settings.routes.clone());
-    for actor in &context.routing_actors {
-        actor.do_send(ReloadRoutes(table.clone()));
-    }
+    context.routes.set(table);
     let engine = {
         let running = context
             .running
@@ -1035,9 +1033,7 @@ pub fn reload(context: &Context) -> Result<serde_json::Value, String> {
         tracing::warn!(file = %context.source, "reload: {reset}");
     }
     let resets = engine.velocity_resets().to_vec();
-    for actor in &context.risk_actors {
-        actor.do_send(ReloadRules(engine.clone()));
-    }
+    context.rules.set(engine.clone());
     *context
         .running
         .write()

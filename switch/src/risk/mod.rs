@@ -1,7 +1,7 @@
 //! The risk engine: rules from `[risk]` evaluated before routing, each decline carrying the
 //! response code of DESIGN §2.3 and the name of the rule that fired. No I/O; time is a
-//! parameter, so that tests run days of windows in microseconds. The [`actor`] owns an engine
-//! on each worker; the velocity counters are shared by all of them.
+//! parameter, so that tests run days of windows in microseconds. Every worker calls the same
+//! engine ([`crate::routing::dispatch`]); the velocity counters are shared by all of them.
 //!
 //! Order of evaluation:
 //! 1. the checks every request gets: expiry before the transmission month (54), zero amount
@@ -23,7 +23,6 @@ use rust_decimal::Decimal;
 
 use crate::domain::{Kind, Minor, Request, ResponseCode};
 
-pub mod actor;
 mod index;
 pub mod velocity;
 

@@ -2,7 +2,7 @@
 
 use crate::domain::Pan;
 
-pub mod actor;
+pub mod dispatch;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Destination {
