@@ -41,6 +41,33 @@ pub struct Transaction {
     pub acquirer_slot: Option<OwnedSemaphorePermit>,
     /// For a remote card: the issuer that decided it, and how it got there.
     pub via: Option<Via>,
+    /// Armed until the transaction is answered: dropped unanswered (a thread that stopped with
+    /// it queued, a panic), it gives the identity back with 96, so that a retransmission is
+    /// decided anew instead of waiting for an answer that will never come.
+    pub guard: Unanswered,
+}
+
+/// See [`Transaction::guard`].
+#[derive(Debug)]
+pub struct Unanswered(Option<(std::sync::Arc<dyn Answer>, RequestIdentity)>);
+
+impl Unanswered {
+    pub fn new(session: std::sync::Arc<dyn Answer>, identity: RequestIdentity) -> Unanswered {
+        Unanswered(Some((session, identity)))
+    }
+
+    /// The transaction is being answered.
+    pub fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some((session, identity)) = self.0.take() {
+            session.unanswered(&identity);
+        }
+    }
 }
 
 /// The issuer channel a remote transaction went to, for its log line and the journal.
@@ -63,7 +90,10 @@ pub struct Reply {
 /// What answers a transaction on its session: records the outcome for idempotency, encodes
 /// the response and queues it for the connection's writer. Callable from any thread.
 pub trait Answer: Send + Sync + std::fmt::Debug {
+    /// Answers; the first thing it does is [`Unanswered::disarm`].
     fn answer(&self, reply: Reply);
+    /// A transaction of this session was dropped without an answer.
+    fn unanswered(&self, identity: &RequestIdentity);
 }
 
 /// Where a transaction's answer goes.
@@ -123,3 +153,45 @@ pub fn shed(transaction: Transaction) {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Post(pub Vec<Transaction>);
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::{Answer, Reply, Unanswered};
+    use crate::domain::RequestIdentity;
+
+    #[derive(Debug, Default)]
+    struct Counting {
+        unanswered: AtomicUsize,
+    }
+
+    impl Answer for Counting {
+        fn answer(&self, _: Reply) {}
+        fn unanswered(&self, _: &RequestIdentity) {
+            self.unanswered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn identity() -> RequestIdentity {
+        RequestIdentity {
+            acquirer: 123_456,
+            stan: 1,
+            transmission: 1_130_120_000,
+            terminal: *b"TERM0001",
+        }
+    }
+
+    #[test]
+    fn a_transaction_dropped_unanswered_gives_its_identity_back_once_and_an_answered_one_does_not()
+    {
+        let session = Arc::new(Counting::default());
+        drop(Unanswered::new(session.clone(), identity()));
+        assert_eq!(session.unanswered.load(Ordering::Relaxed), 1);
+        let mut answered = Unanswered::new(session.clone(), identity());
+        answered.disarm();
+        drop(answered);
+        assert_eq!(session.unanswered.load(Ordering::Relaxed), 1);
+    }
+}

@@ -293,14 +293,19 @@ async fn start(
         arbiters: Vec::new(),
     };
     let mut shards = Vec::with_capacity(settings.shards);
+    // Per shard, the requests routed to it and not yet taken up (`limits.mailbox_capacity`).
+    let queued: Arc<[std::sync::atomic::AtomicUsize]> = (0..settings.shards)
+        .map(|_| std::sync::atomic::AtomicUsize::new(0))
+        .collect();
     for shard in recovered.shards {
         let arbiter = Arbiter::new();
         let capacity = settings.limits.mailbox_capacity;
         let wal = wal.clone();
         let count = u32::try_from(settings.shards).unwrap_or(u32::MAX);
+        let queued = queued.clone();
         shards.push(LedgerActor::start_in_arbiter(
             &arbiter.handle(),
-            move |_| LedgerActor::new(shard, count, wal, capacity),
+            move |_| LedgerActor::new(shard, count, wal, capacity, queued),
         ));
         threads.arbiters.push(arbiter);
     }
@@ -422,6 +427,8 @@ async fn start(
             rules.clone(),
             current_routes.clone(),
             shards.clone(),
+            queued.clone(),
+            settings.limits.mailbox_capacity,
             channels.clone(),
         ));
         let answerer = Arc::new(Answerer::start_in_arbiter(&arbiter.handle(), |_| Answerer));

@@ -386,3 +386,50 @@ fn two_terminals_may_send_the_same_stan_in_the_same_second() {
     assert_eq!(available(&mut link, &demo_pan(70)), 1_000_000 - 100);
     assert_eq!(available(&mut link, &demo_pan(71)), 1_000_000);
 }
+
+/// More requests than a shard may have waiting (`limits.mailbox_capacity`, here 16), sent at
+/// once: each is answered exactly once, the excess with 91 at once, and exactly the approved
+/// ones moved money.
+#[test]
+fn a_burst_beyond_what_a_shard_may_have_waiting_is_shed_and_moves_no_money() {
+    let config = config_file(
+        "shed-burst",
+        &default_config_with(&[("mailbox_capacity = 4096", "mailbox_capacity = 16   ")]),
+    );
+    let switch = Switch::start(&["--config", config.to_str().unwrap()]);
+    let mut link = switch.connect();
+    const BURST: u64 = 400;
+    let mut sent = std::collections::HashMap::new();
+    let mut frames = Vec::new();
+    for n in 0..BURST {
+        let pan = demo_pan(5_000 + n);
+        let purchase = request("0200", &pan, "000000", 100);
+        frames.extend_from_slice(&link.frame(&purchase));
+        sent.insert(purchase.get(11).unwrap().to_vec(), pan);
+    }
+    // One write: the switch reads them in a few turns, far more than 16 per shard.
+    link.send_raw(&frames);
+    let mut codes = std::collections::HashMap::new();
+    for _ in 0..BURST {
+        let response = link.receive();
+        let stan = response.get(11).unwrap().to_vec();
+        assert!(sent.contains_key(&stan), "an answer to a request not sent");
+        assert!(
+            codes.insert(stan, code(&response)).is_none(),
+            "a request answered twice"
+        );
+    }
+    let approved = codes.values().filter(|c| *c == "00").count();
+    let shed = codes.values().filter(|c| *c == "91").count();
+    assert_eq!(approved + shed, codes.len(), "only 00 and 91: {codes:?}");
+    assert!(approved > 0, "some were approved");
+    assert!(shed > 0, "some were shed: the burst exceeded what may wait");
+    for (stan, pan) in &sent {
+        let expected = if codes[stan] == "00" {
+            999_900
+        } else {
+            1_000_000
+        };
+        assert_eq!(available(&mut link, pan), expected, "card of STAN {stan:?}");
+    }
+}

@@ -170,12 +170,23 @@ struct Session {
 }
 
 impl Answer for Session {
+    fn unanswered(&self, identity: &crate::domain::RequestIdentity) {
+        tracing::warn!(
+            stan = identity.stan,
+            "a request was dropped without an answer: its identity is given back (96)"
+        );
+        self.idempotency
+            .abandon(identity, Outcome::decline(ResponseCode::SystemMalfunction));
+        metrics().inflight.dec();
+    }
+
     fn answer(&self, reply: Reply) {
         let Reply {
             mut transaction,
             outcome,
             shed,
         } = reply;
+        transaction.guard.disarm();
         if outcome.code.is_approved() && !shed {
             std::mem::take(&mut transaction.velocity).approved();
         }
@@ -894,6 +905,10 @@ impl Reader<'_> {
                         flag: None,
                         acquirer_slot,
                         via: None,
+                        guard: crate::pipeline::Unanswered::new(
+                            self.reply_to.session.clone(),
+                            identity,
+                        ),
                     };
                     metrics().observe(Stage::Admission, received.elapsed());
                     metrics().inflight.inc();

@@ -230,6 +230,9 @@ pub struct LedgerActor {
     shards: u32,
     wal: Wal<Waiting>,
     mailbox_capacity: usize,
+    /// Per shard, the requests workers routed to it and it has not taken up yet: this
+    /// shard's count goes down as it takes a batch ([`crate::routing::dispatch`]).
+    queued: std::sync::Arc<[std::sync::atomic::AtomicUsize]>,
     /// Holds (and postings) the next expiry step takes at most, sized to its time budget.
     expiry_piece: u32,
     /// Holds released by the pieces of the current run (logged once, when it ends).
@@ -247,12 +250,14 @@ impl LedgerActor {
         shards: u32,
         wal: Wal<Waiting>,
         mailbox_capacity: usize,
+        queued: std::sync::Arc<[std::sync::atomic::AtomicUsize]>,
     ) -> LedgerActor {
         LedgerActor {
             shard,
             shards,
             wal,
             mailbox_capacity,
+            queued,
             expiry_piece: EXPIRY_PIECE_MAX,
             expiry_released: 0,
             expiry_pieces: 0,
@@ -414,6 +419,10 @@ impl Handler<TakeSnapshot> for LedgerActor {
 impl Handler<Post> for LedgerActor {
     type Result = ();
     fn handle(&mut self, Post(transactions): Post, _: &mut Self::Context) {
+        let index = usize::try_from(self.shard.index()).unwrap_or(usize::MAX);
+        if let Some(queued) = self.queued.get(index) {
+            queued.fetch_sub(transactions.len(), std::sync::atomic::Ordering::AcqRel);
+        }
         for transaction in transactions {
             self.post(transaction);
         }

@@ -1018,7 +1018,7 @@ pub fn reload(context: &Context) -> Result<serde_json::Value, String> {
         }
     }
     let table = Arc::new(settings.routes.clone());
-    context.routes.set(table);
+    // The engine first: if it cannot be built, nothing is replaced.
     let engine = {
         let running = context
             .running
@@ -1033,6 +1033,7 @@ pub fn reload(context: &Context) -> Result<serde_json::Value, String> {
         tracing::warn!(file = %context.source, "reload: {reset}");
     }
     let resets = engine.velocity_resets().to_vec();
+    context.routes.set(table);
     context.rules.set(engine.clone());
     *context
         .running

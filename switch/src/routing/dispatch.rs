@@ -2,7 +2,7 @@
 //! either: they own no state that needs an actor), and the hand-over of on-us transactions to
 //! their ledger shards: one message per shard per turn of the worker's loop.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
@@ -53,6 +53,11 @@ pub struct Dispatcher {
     rules: Arc<Current<RiskEngine>>,
     routes: Arc<Current<RoutingTable>>,
     shards: Arc<[Addr<LedgerActor>]>,
+    /// Per shard, the requests routed to it (by every worker) and not yet taken up by it:
+    /// beyond `queued_max` (`limits.mailbox_capacity`) a request is shed at once (91), as a
+    /// full mailbox did when each request was its own message.
+    queued: Arc<[AtomicUsize]>,
+    queued_max: usize,
     channels: Channels,
     /// Per shard, the transactions routed to it in this turn of the worker's loop: sent when
     /// the turn ends (a task spawned behind the ready ones) or once `POST_BATCH_MAX` wait.
@@ -67,6 +72,8 @@ impl Dispatcher {
         rules: Arc<Current<RiskEngine>>,
         routes: Arc<Current<RoutingTable>>,
         shards: Arc<[Addr<LedgerActor>]>,
+        queued: Arc<[AtomicUsize]>,
+        queued_max: usize,
         channels: Channels,
     ) -> Dispatcher {
         let pending = Mutex::new((0..shards.len()).map(|_| Vec::new()).collect());
@@ -74,6 +81,8 @@ impl Dispatcher {
             rules,
             routes,
             shards,
+            queued,
+            queued_max,
             channels,
             pending,
             flush_queued: AtomicBool::new(false),
@@ -134,6 +143,13 @@ impl Dispatcher {
             Some((Destination::OnUs, _)) => {
                 transaction.route = RouteLabel::OnUs;
                 let index = shard_of(&transaction.request.card, self.shards.len());
+                let Some(queued) = self.queued.get(index) else {
+                    return shed(transaction);
+                };
+                if queued.fetch_add(1, Ordering::AcqRel) >= self.queued_max {
+                    queued.fetch_sub(1, Ordering::AcqRel);
+                    return shed(transaction);
+                }
                 let full = {
                     let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
                     pending[index].push(transaction);
@@ -222,6 +238,9 @@ impl Dispatcher {
     fn post(&self, index: usize, batch: Vec<Transaction>) {
         if let Err(error) = self.shards[index].try_send(Post(batch)) {
             let (SendError::Full(Post(batch)) | SendError::Closed(Post(batch))) = error;
+            if let Some(queued) = self.queued.get(index) {
+                queued.fetch_sub(batch.len(), Ordering::AcqRel);
+            }
             batch.into_iter().for_each(shed);
         }
     }
