@@ -41,9 +41,12 @@ pub struct Transaction {
     pub acquirer_slot: Option<OwnedSemaphorePermit>,
     /// For a remote card: the issuer that decided it, and how it got there.
     pub via: Option<Via>,
-    /// Armed until the transaction is answered: dropped unanswered (a thread that stopped with
-    /// it queued, a panic), it gives the identity back with 96, so that a retransmission is
-    /// decided anew instead of waiting for an answer that will never come.
+    /// Armed until the transaction reaches what decides it (its ledger shard or issuer
+    /// channel) or is answered: dropped before (a worker that stopped with it queued, a
+    /// panic), it gives the identity back with 96, so that a retransmission is decided anew
+    /// instead of waiting for an answer that will never come. Past that point its decision
+    /// may be durable (money moved, an issuer asked): dropped then, the identity stays in
+    /// flight and a retransmission gets 91, never a second decision.
     pub guard: Unanswered,
 }
 

@@ -394,7 +394,13 @@ fn two_terminals_may_send_the_same_stan_in_the_same_second() {
 fn a_burst_beyond_what_a_shard_may_have_waiting_is_shed_and_moves_no_money() {
     let config = config_file(
         "shed-burst",
-        &default_config_with(&[("mailbox_capacity = 4096", "mailbox_capacity = 16   ")]),
+        // One shard and one worker, whatever the machine: the first read's frames (up to a
+        // hundred) then all wait for the same shard.
+        &default_config_with(&[
+            ("mailbox_capacity = 4096", "mailbox_capacity = 16   "),
+            ("shards = 0 ", "shards = 1 "),
+            ("workers = 0 ", "workers = 1 "),
+        ]),
     );
     let switch = Switch::start(&["--config", config.to_str().unwrap()]);
     let mut link = switch.connect();

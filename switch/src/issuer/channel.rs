@@ -1527,7 +1527,9 @@ impl Actor for IssuerChannel {
 
 impl Handler<Forward> for IssuerChannel {
     type Result = ();
-    fn handle(&mut self, Forward(transaction, others): Forward, _: &mut Self::Context) {
+    fn handle(&mut self, Forward(mut transaction, others): Forward, _: &mut Self::Context) {
+        // From here on it may be decided (an issuer asked): see `Transaction::guard`.
+        transaction.guard.disarm();
         self.forward(transaction, others);
     }
 }

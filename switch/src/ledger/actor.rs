@@ -423,7 +423,9 @@ impl Handler<Post> for LedgerActor {
         if let Some(queued) = self.queued.get(index) {
             queued.fetch_sub(transactions.len(), std::sync::atomic::Ordering::AcqRel);
         }
-        for transaction in transactions {
+        for mut transaction in transactions {
+            // From here on it may be decided (money moved): see `Transaction::guard`.
+            transaction.guard.disarm();
             self.post(transaction);
         }
     }
