@@ -220,17 +220,15 @@ impl Dispatcher {
     /// Sends every shard what waits for it: the end of a turn.
     fn flush(&self) {
         self.flush_queued.store(false, Ordering::Release);
-        let batches: Vec<(usize, Vec<Transaction>)> = {
-            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            pending
-                .iter_mut()
-                .enumerate()
-                .filter(|(_, batch)| !batch.is_empty())
-                .map(|(index, batch)| (index, std::mem::take(batch)))
-                .collect()
-        };
-        for (index, batch) in batches {
-            self.post(index, batch);
+        for index in 0..self.shards.len() {
+            // Taken under the lock, posted outside it (a shed answers on this thread).
+            let batch = {
+                let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+                std::mem::take(&mut pending[index])
+            };
+            if !batch.is_empty() {
+                self.post(index, batch);
+            }
         }
     }
 
