@@ -52,7 +52,7 @@ fn cold_benches(c: &mut Criterion) {
     let dir: PathBuf =
         std::env::temp_dir().join(format!("switch-bench-cold-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let store = ColdStore::open(&dir).expect("store");
+    let store = ColdStore::open(&dir, 100_000_000).expect("store");
     let limits = ShardLimits {
         transactions_max: 100_000_000,
         hot_max: 1_000,

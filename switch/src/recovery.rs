@@ -745,7 +745,8 @@ pub fn recover(
     // Only now, with the log known to follow the snapshot (or genesis), is the store on disk
     // rolled back to it (emptied for genesis: nothing on disk is older than the log).
     let cold = if settings.shard_limits.hot_max > 0 {
-        let cold = ColdStore::open(&dir.join(COLD_DIR))?;
+        let keys_max = u64::try_from(settings.shard_limits.transactions_max).unwrap_or(u64::MAX);
+        let cold = ColdStore::open(&dir.join(COLD_DIR), keys_max)?;
         if snapshot_path.is_none() {
             cold.clear()?;
         }

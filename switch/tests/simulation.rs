@@ -339,12 +339,12 @@ fn write_snapshot(
     cold: Option<&switch::ledger::cold::ColdStore>,
     now: u64,
 ) {
+    let images: Vec<&ShardImage> = sections.iter().map(|s| &s.image).collect();
     if let Some(cold) = cold {
-        cold.persist().unwrap();
+        cold.persist(&images).unwrap();
     }
     snapshot::write(dir, sections, now).unwrap();
     if let Some(cold) = cold {
-        let images: Vec<&ShardImage> = sections.iter().map(|s| &s.image).collect();
         cold.settle(&images).unwrap();
     }
 }

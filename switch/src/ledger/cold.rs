@@ -36,6 +36,13 @@ enum Space {
 }
 
 const KEY_BYTES: usize = 28;
+const _: () = assert!(
+    KEY_BYTES == 28,
+    "StoreKey::txn writes its length as a literal"
+);
+
+/// How long a snapshot waits for the store threads to write what it counts on.
+const PERSIST_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn txn_key(key: &TxnKey) -> [u8; KEY_BYTES] {
     let mut out = [0u8; KEY_BYTES];
@@ -94,9 +101,6 @@ fn age_from(bytes: &[u8]) -> Option<(u64, TxnKey)> {
 /// A key a change wrote, and what it held before (`None`: nothing).
 type UndoItem = (Space, Vec<u8>, Option<Vec<u8>>);
 
-/// A change's write to a key: the new value (`None`: removed) and what it held before.
-type PendingWrite = (Option<Vec<u8>>, Option<Vec<u8>>);
-
 /// Appends one item to a change's undo entry: a key the change wrote, and what it held before.
 fn append_undo(out: &mut Vec<u8>, space: Space, key: &[u8], old: Option<&[u8]>) {
     out.push(space as u8);
@@ -153,6 +157,10 @@ pub struct ColdStore {
     dir: PathBuf,
     /// Serializes clearing against opening shards (recovery only).
     lock: Mutex<()>,
+    /// The most transactions one shard may keep: the bound of its filter of keys on disk.
+    keys_max: u64,
+    /// Per shard: the version its store thread has written up to.
+    written: Mutex<HashMap<u32, Arc<std::sync::atomic::AtomicU64>>>,
 }
 
 impl std::fmt::Debug for ColdStore {
@@ -170,8 +178,9 @@ fn options() -> KeyspaceCreateOptions {
 }
 
 impl ColdStore {
-    /// Opens (or creates) the store in `dir`.
-    pub fn open(dir: &Path) -> anyhow::Result<Arc<ColdStore>> {
+    /// Opens (or creates) the store in `dir`, for shards that keep up to `keys_max`
+    /// transactions each.
+    pub fn open(dir: &Path, keys_max: u64) -> anyhow::Result<Arc<ColdStore>> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let db = Database::builder(dir)
             // Flushes and compactions on two threads (fjall's default on this machine), so that
@@ -192,6 +201,8 @@ impl ColdStore {
             meta,
             dir: dir.to_owned(),
             lock: Mutex::new(()),
+            keys_max,
+            written: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -281,14 +292,38 @@ impl ColdStore {
         }
         batch.commit()?;
         self.db.persist(PersistMode::SyncAll)?;
+        let filter = filter_of(&txns, self.keys_max)?;
+        let written = Arc::new(std::sync::atomic::AtomicU64::new(target));
+        self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(shard, written.clone());
+        let failure = Arc::new(Failure::default());
+        let (changes, taken) = crossbeam_channel::bounded(CHANGES_QUEUED_MAX);
+        let thread = {
+            let (store, keyspaces) = (self.clone(), [txns.clone(), ages.clone(), undo]);
+            let (written, failure) = (written.clone(), failure.clone());
+            std::thread::Builder::new()
+                .name(format!("store-{shard}"))
+                .spawn(move || write_changes(store, shard, keyspaces, taken, written, failure))
+                .context("cannot start a store thread")?
+        };
         Ok(DiskTier {
             store: self.clone(),
             shard,
             txns,
             ages,
-            undo,
-            pending: HashMap::new(),
-            failure: Arc::new(Mutex::new(None)),
+            pending: KeyMap::default(),
+            sent: KeyMap::default(),
+            sent_order: std::collections::VecDeque::new(),
+            last_sent: target,
+            written,
+            filter,
+            writer: Writer {
+                changes: Some(changes),
+                thread: Some(thread),
+            },
+            failure,
         })
     }
 
@@ -307,8 +342,33 @@ impl ColdStore {
         Ok(())
     }
 
-    /// Syncs every change made so far: before a snapshot that counts on them is written.
-    pub fn persist(&self) -> anyhow::Result<()> {
+    /// Syncs every change the images count on, once each shard's store thread has written
+    /// it: before a snapshot of them is written.
+    pub fn persist(&self, images: &[&ShardImage]) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + PERSIST_WAIT_MAX;
+        for (shard, image) in images.iter().enumerate() {
+            let shard = u32::try_from(shard).unwrap_or(u32::MAX);
+            let written = self
+                .written
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&shard)
+                .cloned();
+            let Some(written) = written else { continue };
+            let needed = image.cold.version;
+            loop {
+                let now = written.load(std::sync::atomic::Ordering::Acquire);
+                if now >= needed {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    bail!(
+                        "the store thread of shard {shard} has written up to version {now}, the snapshot needs {needed}"
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
         self.db
             .persist(PersistMode::SyncAll)
             .context("cannot sync the transactions on disk")
@@ -343,16 +403,96 @@ impl ColdStore {
     }
 }
 
-/// One shard's part of the store.
+/// Changes that may wait for a shard's store thread; past it the shard waits (backpressure).
+const CHANGES_QUEUED_MAX: usize = 256;
+/// Changes the store thread writes as one batch at most.
+const GROUP_MAX: usize = 64;
+/// How often a lookup of a key absent from the store may read it anyway (the filter's false
+/// positives): such a read may wait out a flush of the store.
+const FILTER_ERROR_RATE: f64 = 1e-4;
+/// The filter's first size; it doubles as the store fills, up to the configured bound.
+const FILTER_INITIAL: u64 = 1 << 20;
+
+/// A key of one of a shard's keyspaces, inline (no allocation to look one up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct StoreKey {
+    space: Space,
+    len: u8,
+    bytes: [u8; KEY_BYTES],
+}
+
+impl StoreKey {
+    fn txn(key: &TxnKey) -> StoreKey {
+        StoreKey {
+            space: Space::Transactions,
+            len: 28,
+            bytes: txn_key(key),
+        }
+    }
+
+    fn age(queue: Queue, seq: u64) -> StoreKey {
+        let mut bytes = [0u8; KEY_BYTES];
+        bytes[..9].copy_from_slice(&age_key(queue, seq));
+        StoreKey {
+            space: Space::Ages,
+            len: 9,
+            bytes,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// The maps of keys the shard wrote: keys an acquirer chose, so a seeded hasher, and a fast one.
+type KeyMap<V> = HashMap<StoreKey, V, foldhash::fast::RandomState>;
+/// What a key holds (`None`: nothing).
+type Value = Option<Vec<u8>>;
+
+/// A change on its way to the shard's store thread: what each key is to hold (`None`:
+/// removed), and whether the key is known to hold nothing before it (else the thread reads
+/// what it held, for the undo log).
+struct Change {
+    version: u64,
+    writes: Vec<(StoreKey, Value, bool)>,
+}
+
+/// The shard's store thread, which writes its changes with their undo entries.
+struct Writer {
+    changes: Option<crossbeam_channel::Sender<Change>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// One shard's part of the store, as its shard sees it.
+///
+/// **Writes go to a thread of the shard's own** ([`CHANGES_QUEUED_MAX`] changes may wait):
+/// fjall's flushes and compactions hold its trees' version lock across an `fsync`, and a
+/// write on the shard's thread would wait for it, for hundreds of milliseconds under load
+/// (bench/RESULTS.md). Until the thread has written a change, its writes stay in memory and
+/// lookups find them there first.
+///
+/// **A filter of the keys on disk** (a quotient filter, in memory) answers most lookups of
+/// a key that is not there (the duplicate check of every new transaction) without reading
+/// the store; a lookup it lets through reads the store on the shard's thread.
 pub struct DiskTier {
     store: Arc<ColdStore>,
     shard: u32,
     txns: Keyspace,
     ages: Keyspace,
-    undo: Keyspace,
-    /// This change's writes: (space, key) → (new value, value before the change).
-    pending: HashMap<(Space, Vec<u8>), PendingWrite>,
-    failure: Arc<Mutex<Option<String>>>,
+    /// This change's writes: (space, key) → (new value, whether the key held nothing before).
+    pending: KeyMap<(Value, bool)>,
+    /// Writes sent to the store thread and not yet written: (space, key) → (value, version).
+    sent: KeyMap<(Value, u64)>,
+    /// The keys of each change in `sent`, oldest first, to forget them once written.
+    sent_order: std::collections::VecDeque<(u64, Vec<StoreKey>)>,
+    last_sent: u64,
+    /// The version the store thread has written up to.
+    written: Arc<std::sync::atomic::AtomicU64>,
+    /// The transactions' keys on disk; `None` if it could not hold them (every lookup reads).
+    filter: Option<qfilter::Filter>,
+    writer: Writer,
+    failure: Arc<Failure>,
 }
 
 impl std::fmt::Debug for DiskTier {
@@ -360,20 +500,137 @@ impl std::fmt::Debug for DiskTier {
         f.debug_struct("DiskTier")
             .field("shard", &self.shard)
             .field("pending", &self.pending.len())
+            .field("sent", &self.sent.len())
             .finish_non_exhaustive()
     }
 }
 
+/// Why a shard's part of the store can no longer be trusted, once it cannot; asked after
+/// every change, so the usual answer (none) takes no lock.
+#[derive(Debug, Default)]
+struct Failure {
+    failed: std::sync::atomic::AtomicBool,
+    why: Mutex<Option<String>>,
+}
+
+fn set_failure(
+    failure: &Failure,
+    dir: &Path,
+    shard: u32,
+    what: &str,
+    error: impl std::fmt::Display,
+) {
+    let mut why = failure.why.lock().unwrap_or_else(|e| e.into_inner());
+    if why.is_none() {
+        *why = Some(format!(
+            "the transactions on disk ({}, shard {shard}) failed: {what}: {error}",
+            dir.display(),
+        ));
+        failure
+            .failed
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// The filter of the keys in `txns`, sized for `keys_max` at most.
+fn filter_of(txns: &Keyspace, keys_max: u64) -> anyhow::Result<Option<qfilter::Filter>> {
+    let keys_max = keys_max.max(FILTER_INITIAL);
+    let Ok(mut filter) =
+        qfilter::Filter::new_resizeable(FILTER_INITIAL, keys_max, FILTER_ERROR_RATE)
+    else {
+        return Ok(None);
+    };
+    for guard in txns.iter() {
+        let key = guard.key()?;
+        if filter.insert_duplicated(&key[..]).is_err() {
+            return Ok(None);
+        }
+    }
+    Ok(Some(filter))
+}
+
+/// The store thread's work: each group of changes waiting is one batch, with an undo entry
+/// per change. After a failure it writes nothing more (and the shard stops), but goes on
+/// taking changes, so that the shard never waits for it.
+fn write_changes(
+    store: Arc<ColdStore>,
+    shard: u32,
+    [txns, ages, undo]: [Keyspace; 3],
+    changes: crossbeam_channel::Receiver<Change>,
+    written: Arc<std::sync::atomic::AtomicU64>,
+    failure: Arc<Failure>,
+) {
+    let mut failed = false;
+    let mut group = Vec::with_capacity(GROUP_MAX);
+    while let Ok(first) = changes.recv() {
+        group.clear();
+        group.push(first);
+        while group.len() < GROUP_MAX
+            && let Ok(next) = changes.try_recv()
+        {
+            group.push(next);
+        }
+        if failed {
+            continue;
+        }
+        match write_group(&store, shard, [&txns, &ages, &undo], &group) {
+            Ok(version) => written.store(version, std::sync::atomic::Ordering::Release),
+            Err(error) => {
+                set_failure(&failure, &store.dir, shard, "a write", format!("{error:#}"));
+                failed = true;
+            }
+        }
+    }
+}
+
+fn write_group(
+    store: &ColdStore,
+    shard: u32,
+    [txns, ages, undo]: [&Keyspace; 3],
+    group: &[Change],
+) -> anyhow::Result<u64> {
+    let mut batch = store.db.batch();
+    // What this group wrote so far: a later change of it reads what it held from here.
+    let mut now: KeyMap<Option<&[u8]>> = KeyMap::default();
+    let mut last = 0;
+    for change in group {
+        let mut entry = Vec::with_capacity(change.writes.len() * 48);
+        for (key, value, absent) in &change.writes {
+            let keyspace = match key.space {
+                Space::Transactions => txns,
+                Space::Ages => ages,
+            };
+            let before = if *absent {
+                None
+            } else if let Some(held) = now.get(key) {
+                held.map(<[u8]>::to_vec)
+            } else {
+                keyspace.get(key.bytes())?.map(|v| v.to_vec())
+            };
+            append_undo(&mut entry, key.space, key.bytes(), before.as_deref());
+            match value {
+                Some(value) => batch.insert(keyspace, key.bytes(), value.as_slice()),
+                None => batch.remove(keyspace, key.bytes()),
+            }
+            now.insert(*key, value.as_deref());
+        }
+        if !entry.is_empty() {
+            batch.insert(undo, change.version.to_be_bytes(), entry);
+        }
+        last = change.version;
+    }
+    batch.insert(
+        &store.meta,
+        version_key("version", shard),
+        last.to_be_bytes(),
+    );
+    batch.commit()?;
+    Ok(last)
+}
+
 impl DiskTier {
     fn fail(&self, what: &str, error: impl std::fmt::Display) {
-        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-        if failure.is_none() {
-            *failure = Some(format!(
-                "the transactions on disk ({}, shard {}) failed: {what}: {error}",
-                self.store.dir.display(),
-                self.shard
-            ));
-        }
+        set_failure(&self.failure, &self.store.dir, self.shard, what, error);
     }
 
     fn keyspace(&self, space: Space) -> &Keyspace {
@@ -383,14 +640,26 @@ impl DiskTier {
         }
     }
 
-    /// What `key` holds now: this change's write, else the store's.
-    fn read(&self, space: Space, key: &[u8]) -> Option<Vec<u8>> {
+    /// What `key` holds now: this change's write, else one not yet written by the store
+    /// thread, else the store's.
+    fn read(&self, key: &StoreKey) -> Option<Vec<u8>> {
         if !self.pending.is_empty()
-            && let Some((new, _)) = self.pending.get(&(space, key.to_vec()))
+            && let Some((new, _)) = self.pending.get(key)
         {
             return new.clone();
         }
-        match self.keyspace(space).get(key) {
+        if !self.sent.is_empty()
+            && let Some((new, _)) = self.sent.get(key)
+        {
+            return new.clone();
+        }
+        if key.space == Space::Transactions
+            && let Some(filter) = &self.filter
+            && !filter.contains(key.bytes())
+        {
+            return None;
+        }
+        match self.keyspace(key.space).get(key.bytes()) {
             Ok(value) => value.map(|v| v.to_vec()),
             Err(error) => {
                 self.fail("a read", error);
@@ -399,34 +668,60 @@ impl DiskTier {
         }
     }
 
-    /// Writes `value` (or removes) under `key`; returns what the key held.
-    fn write(&mut self, space: Space, key: &[u8], value: Option<Vec<u8>>) -> Option<Vec<u8>> {
-        let before = self.read(space, key);
-        self.record(space, key.to_vec(), value, || before.clone());
-        before
-    }
-
-    /// Gathers a write into this change; `before` gives what the key held, asked for only at
-    /// the change's first write of that key (the undo entry restores the state before it).
-    fn record(
-        &mut self,
-        space: Space,
-        key: Vec<u8>,
-        value: Option<Vec<u8>>,
-        before: impl FnOnce() -> Option<Vec<u8>>,
-    ) {
-        match self.pending.entry((space, key)) {
+    /// Gathers a write into this change; `absent`: the key is known to hold nothing before
+    /// the change (asked only at the change's first write of the key: the undo entry
+    /// restores the state before the change).
+    fn record(&mut self, key: StoreKey, value: Value, absent: bool) {
+        match self.pending.entry(key) {
             std::collections::hash_map::Entry::Occupied(mut slot) => slot.get_mut().0 = value,
             std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert((value, before()));
+                slot.insert((value, absent));
             }
+        }
+    }
+
+    /// Forgets the writes the store thread has made: lookups find them in the store now.
+    fn forget_written(&mut self) {
+        let written = self.written.load(std::sync::atomic::Ordering::Acquire);
+        while let Some((version, _)) = self.sent_order.front()
+            && *version <= written
+        {
+            let Some((_, keys)) = self.sent_order.pop_front() else {
+                break;
+            };
+            for key in keys {
+                if let std::collections::hash_map::Entry::Occupied(slot) = self.sent.entry(key)
+                    && slot.get().1 <= written
+                {
+                    slot.remove();
+                }
+            }
+        }
+    }
+
+    /// Waits until the store thread has written every change sent (or failed).
+    fn wait_written(&self) {
+        while self.written.load(std::sync::atomic::Ordering::Acquire) < self.last_sent
+            && self.failure().is_none()
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
+impl Drop for DiskTier {
+    fn drop(&mut self) {
+        // The thread writes what it was sent, then ends.
+        self.writer.changes = None;
+        if let Some(thread) = self.writer.thread.take() {
+            let _ = thread.join();
         }
     }
 }
 
 impl ColdTier for DiskTier {
     fn get(&self, key: &TxnKey) -> Option<Record> {
-        let bytes = self.read(Space::Transactions, &txn_key(key))?;
+        let bytes = self.read(&StoreKey::txn(key))?;
         match format::decode_transaction(&bytes) {
             Ok(record) => Some(record),
             Err(error) => {
@@ -439,11 +734,16 @@ impl ColdTier for DiskTier {
     fn put(&mut self, key: &TxnKey, record: &Record) {
         let mut value = Vec::with_capacity(64);
         format::encode_transaction(record, &mut value);
-        self.write(Space::Transactions, &txn_key(key), Some(value));
+        self.record(StoreKey::txn(key), Some(value), false);
     }
 
     fn remove(&mut self, key: &TxnKey) -> Option<Record> {
-        let before = self.write(Space::Transactions, &txn_key(key), None)?;
+        let key = StoreKey::txn(key);
+        let before = self.read(&key)?;
+        self.record(key, None, false);
+        if let Some(filter) = &mut self.filter {
+            filter.remove(key.bytes());
+        }
         match format::decode_transaction(&before) {
             Ok(record) => Some(record),
             Err(error) => {
@@ -456,23 +756,28 @@ impl ColdTier for DiskTier {
     fn insert_new(&mut self, key: &TxnKey, record: &Record) {
         let mut value = Vec::with_capacity(64);
         format::encode_transaction(record, &mut value);
+        let key = StoreKey::txn(key);
+        if let Some(filter) = &mut self.filter
+            && filter.insert_duplicated(key.bytes()).is_err()
+        {
+            tracing::warn!(
+                shard = self.shard,
+                "the filter of the transactions on disk is full: every lookup reads the store from now on"
+            );
+            self.filter = None;
+        }
         // Absent by the caller's word: nothing to read before it, and undone by removing it.
-        self.record(
-            Space::Transactions,
-            txn_key(key).to_vec(),
-            Some(value),
-            || None,
-        );
+        self.record(key, Some(value), true);
     }
 
     fn push_age(&mut self, queue: Queue, seq: u64, (due, key): (u64, TxnKey)) {
         // A new sequence number: nothing to read before it, and undone by removing it.
         let value = Some(age_value(due, &key).to_vec());
-        self.record(Space::Ages, age_key(queue, seq).to_vec(), value, || None);
+        self.record(StoreKey::age(queue, seq), value, true);
     }
 
     fn age(&self, queue: Queue, seq: u64) -> Option<(u64, TxnKey)> {
-        let bytes = self.read(Space::Ages, &age_key(queue, seq));
+        let bytes = self.read(&StoreKey::age(queue, seq));
         let entry = bytes.as_deref().and_then(age_from);
         if entry.is_none() {
             self.fail(
@@ -484,48 +789,51 @@ impl ColdTier for DiskTier {
     }
 
     fn remove_age(&mut self, queue: Queue, seq: u64) {
-        self.write(Space::Ages, &age_key(queue, seq), None);
+        self.record(StoreKey::age(queue, seq), None, false);
     }
 
     fn commit(&mut self, version: u64) {
+        self.forget_written();
         if self.failure().is_some() {
             self.pending.clear();
             return;
         }
-        let mut batch = self.store.db.batch();
-        let mut undo = Vec::with_capacity(self.pending.len() * 48);
-        for ((space, key), (new, old)) in self.pending.drain() {
-            append_undo(&mut undo, space, &key, old.as_deref());
-            let keyspace = match space {
-                Space::Transactions => &self.txns,
-                Space::Ages => &self.ages,
-            };
-            match new {
-                Some(value) => batch.insert(keyspace, key, value),
-                None => batch.remove(keyspace, key),
-            }
+        let mut writes = Vec::with_capacity(self.pending.len());
+        let mut keys = Vec::with_capacity(self.pending.len());
+        for (key, (value, absent)) in self.pending.drain() {
+            self.sent.insert(key, (value.clone(), version));
+            keys.push(key);
+            writes.push((key, value, absent));
         }
-        if !undo.is_empty() {
-            batch.insert(&self.undo, version.to_be_bytes(), undo);
-        }
-        batch.insert(
-            &self.store.meta,
-            version_key("version", self.shard),
-            version.to_be_bytes(),
-        );
-        if let Err(error) = batch.commit() {
-            self.fail("a write", error);
+        self.sent_order.push_back((version, keys));
+        self.last_sent = version;
+        let sent = self
+            .writer
+            .changes
+            .as_ref()
+            .is_some_and(|changes| changes.send(Change { version, writes }).is_ok());
+        if !sent {
+            self.fail("a write", "the store's thread has stopped");
         }
     }
 
     fn failure(&self) -> Option<String> {
+        if !self
+            .failure
+            .failed
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return None;
+        }
         self.failure
+            .why
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
     fn all(&self) -> Vec<(TxnKey, Record)> {
+        self.wait_written();
         let mut out = Vec::new();
         for guard in self.txns.iter() {
             match guard.into_inner() {
@@ -595,7 +903,7 @@ mod tests {
         };
         let card = hold(0, 0).card;
         let (snapshot, live, live_seen) = {
-            let store = ColdStore::open(&dir).unwrap();
+            let store = ColdStore::open(&dir, 1_000).unwrap();
             let mut shard = LedgerShard::new(0, limits)
                 .with_cold(Box::new(store.shard(0, &ColdState::default()).unwrap()));
             shard.open_account(card, Account::new(1_000_000, 840));
@@ -608,7 +916,7 @@ mod tests {
             assert!(seen[0].contains("released: 2"), "{seen:?}");
             (snapshot, shard.full_image(), (seen, shard.cold_state()))
         };
-        let store = ColdStore::open(&dir).unwrap();
+        let store = ColdStore::open(&dir, 1_000).unwrap();
         let tier = store.shard(0, &snapshot.cold).unwrap();
         let mut shard = LedgerShard::from_image(0, limits, snapshot).with_cold(Box::new(tier));
         let seen = after_snapshot(&mut shard);

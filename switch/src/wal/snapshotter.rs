@@ -71,7 +71,7 @@ pub fn start(
             let started = std::time::Instant::now();
             // The images count on every change the store made before them being durable.
             if let Some(cold) = &cold
-                && let Err(error) = cold.persist()
+                && let Err(error) = cold.persist(&sections.iter().map(|s| &s.image).collect::<Vec<_>>())
             {
                 tracing::error!("{error:#}; the snapshot is not written, and the log is kept whole");
                 continue;
