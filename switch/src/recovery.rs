@@ -775,6 +775,16 @@ pub fn recover(
     }
     let replay = replay(settings, shards, &markers, remote, idempotency, now_seconds)?;
     let (mut shards, report) = (replay.shards, replay.report);
+    // A write of the store fails on its own thread, after the change that made it: the last
+    // ones of the replay are waited for here, so that a failed one stops the start.
+    for shard in &shards {
+        shard.cold_flush();
+    }
+    if let Some(failure) = shards.iter().find_map(LedgerShard::cold_failure) {
+        bail!(
+            "{failure}: replaying the log into the store failed; nothing was changed but the store, which the next start rolls back"
+        );
+    }
     if report.next_lsn < last_marker {
         bail!(
             "cannot recover from the WAL in {}: the snapshot covers records up to LSN {last_marker}, the log ends at {}",

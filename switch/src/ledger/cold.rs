@@ -148,6 +148,9 @@ fn u64_value(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
+/// How far a shard's store thread has written, and whether it failed.
+type Progress = (Arc<std::sync::atomic::AtomicU64>, Arc<Failure>);
+
 /// The store of every shard: one fjall database.
 pub struct ColdStore {
     db: Database,
@@ -159,8 +162,8 @@ pub struct ColdStore {
     lock: Mutex<()>,
     /// The most transactions one shard may keep: the bound of its filter of keys on disk.
     keys_max: u64,
-    /// Per shard: the version its store thread has written up to.
-    written: Mutex<HashMap<u32, Arc<std::sync::atomic::AtomicU64>>>,
+    /// Per shard: the version its store thread has written up to, and its failure.
+    written: Mutex<HashMap<u32, Progress>>,
 }
 
 impl std::fmt::Debug for ColdStore {
@@ -292,13 +295,13 @@ impl ColdStore {
         }
         batch.commit()?;
         self.db.persist(PersistMode::SyncAll)?;
-        let filter = filter_of(&txns, self.keys_max)?;
+        let filter = filter_of(shard, &txns, state.count, self.keys_max)?;
         let written = Arc::new(std::sync::atomic::AtomicU64::new(target));
+        let failure = Arc::new(Failure::default());
         self.written
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(shard, written.clone());
-        let failure = Arc::new(Failure::default());
+            .insert(shard, (written.clone(), failure.clone()));
         let (changes, taken) = crossbeam_channel::bounded(CHANGES_QUEUED_MAX);
         let thread = {
             let (store, keyspaces) = (self.clone(), [txns.clone(), ages.clone(), undo]);
@@ -354,12 +357,22 @@ impl ColdStore {
                 .unwrap_or_else(|e| e.into_inner())
                 .get(&shard)
                 .cloned();
-            let Some(written) = written else { continue };
+            let Some((written, failure)) = written else {
+                continue;
+            };
             let needed = image.cold.version;
             loop {
                 let now = written.load(std::sync::atomic::Ordering::Acquire);
                 if now >= needed {
                     break;
+                }
+                if let Some(why) = failure
+                    .why
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+                {
+                    bail!("{why}");
                 }
                 if std::time::Instant::now() > deadline {
                     bail!(
@@ -405,6 +418,10 @@ impl ColdStore {
 
 /// Changes that may wait for a shard's store thread; past it the shard waits (backpressure).
 const CHANGES_QUEUED_MAX: usize = 256;
+/// How long a shard waits for room in its store thread's queue before it calls the store
+/// failed (stops, and recovery rebuilds): a store thread that takes nothing for this long is
+/// stuck (a full disk that fjall waits out, say).
+const STORE_STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 /// Changes the store thread writes as one batch at most.
 const GROUP_MAX: usize = 64;
 /// How often a lookup of a key absent from the store may read it anyway (the filter's false
@@ -490,7 +507,7 @@ pub struct DiskTier {
     /// The version the store thread has written up to.
     written: Arc<std::sync::atomic::AtomicU64>,
     /// The transactions' keys on disk; `None` if it could not hold them (every lookup reads).
-    filter: Option<qfilter::Filter>,
+    filter: Option<KeyFilter>,
     writer: Writer,
     failure: Arc<Failure>,
 }
@@ -532,17 +549,63 @@ fn set_failure(
     }
 }
 
-/// The filter of the keys in `txns`, sized for `keys_max` at most.
-fn filter_of(txns: &Keyspace, keys_max: u64) -> anyhow::Result<Option<qfilter::Filter>> {
-    let keys_max = keys_max.max(FILTER_INITIAL);
-    let Ok(mut filter) =
-        qfilter::Filter::new_resizeable(FILTER_INITIAL, keys_max, FILTER_ERROR_RATE)
-    else {
+/// The filter of the keys on disk: seeded at random, so that keys chosen to collide in it
+/// cannot be prepared in advance (it is rebuilt at every start, never stored).
+type KeyFilter = qfilter::Filter<Box<[u8]>, foldhash::fast::RandomState>;
+
+/// Whether this CPU has what the filter's code needs (qfilter asserts it otherwise).
+fn filter_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("popcnt") && std::is_x86_feature_detected!("bmi2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        true
+    }
+}
+
+/// The filter of the `count` keys in `txns`, with room for twice as many before it grows
+/// (growing copies it on the shard's thread), and for `keys_max` at most. `None` (every
+/// lookup reads the store) where it cannot be had, with the reason logged.
+fn filter_of(
+    shard: u32,
+    txns: &Keyspace,
+    count: u64,
+    keys_max: u64,
+) -> anyhow::Result<Option<KeyFilter>> {
+    if !filter_supported() {
+        tracing::warn!(
+            shard,
+            "this CPU lacks popcnt or bmi2: no filter of the keys on disk, every lookup of a new key reads the store"
+        );
         return Ok(None);
+    }
+    let keys_max = keys_max.max(FILTER_INITIAL);
+    let initial = count.saturating_mul(2).clamp(FILTER_INITIAL, keys_max);
+    let mut filter = match KeyFilter::new_resizeable_with_hasher(
+        initial,
+        keys_max,
+        FILTER_ERROR_RATE,
+        foldhash::fast::RandomState::default(),
+    ) {
+        Ok(filter) => filter,
+        Err(error) => {
+            tracing::warn!(
+                shard,
+                ?error,
+                "no filter of the keys on disk: every lookup of a new key reads the store"
+            );
+            return Ok(None);
+        }
     };
     for guard in txns.iter() {
         let key = guard.key()?;
         if filter.insert_duplicated(&key[..]).is_err() {
+            tracing::warn!(
+                shard,
+                "the filter of the keys on disk is full: every lookup of a new key reads the store"
+            );
             return Ok(None);
         }
     }
@@ -573,10 +636,23 @@ fn write_changes(
         if failed {
             continue;
         }
-        match write_group(&store, shard, [&txns, &ages, &undo], &group) {
-            Ok(version) => written.store(version, std::sync::atomic::Ordering::Release),
-            Err(error) => {
+        let wrote = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            write_group(&store, shard, [&txns, &ages, &undo], &group)
+        }));
+        match wrote {
+            Ok(Ok(version)) => written.store(version, std::sync::atomic::Ordering::Release),
+            Ok(Err(error)) => {
                 set_failure(&failure, &store.dir, shard, "a write", format!("{error:#}"));
+                failed = true;
+            }
+            Err(_) => {
+                set_failure(
+                    &failure,
+                    &store.dir,
+                    shard,
+                    "a write",
+                    "the store thread panicked",
+                );
                 failed = true;
             }
         }
@@ -811,10 +887,21 @@ impl ColdTier for DiskTier {
             .writer
             .changes
             .as_ref()
-            .is_some_and(|changes| changes.send(Change { version, writes }).is_ok());
-        if !sent {
-            self.fail("a write", "the store's thread has stopped");
+            .map(|changes| changes.send_timeout(Change { version, writes }, STORE_STUCK_AFTER));
+        match sent {
+            Some(Ok(())) => {}
+            Some(Err(crossbeam_channel::SendTimeoutError::Timeout(_))) => self.fail(
+                "a write",
+                format!("the store's thread has taken no change for {STORE_STUCK_AFTER:?}"),
+            ),
+            Some(Err(crossbeam_channel::SendTimeoutError::Disconnected(_))) | None => {
+                self.fail("a write", "the store's thread has stopped");
+            }
         }
+    }
+
+    fn flush(&self) {
+        self.wait_written();
     }
 
     fn failure(&self) -> Option<String> {
@@ -923,6 +1010,45 @@ mod tests {
         assert_eq!((seen, shard.cold_state()), live_seen);
         assert!(shard.full_image().same_state(&live));
         drop(shard);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Changes that reach the store thread together are written as one batch, each with its
+    /// own undo entry: a rollback undoes them one by one, each to what the one before left.
+    /// In between, lookups find each change's writes (through the filter, for a key removed
+    /// and added again).
+    #[test]
+    fn changes_written_together_roll_back_one_by_one() {
+        let dir = std::env::temp_dir().join(format!("switch-cold-group-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = ColdStore::open(&dir, 1_000).unwrap();
+        let key = hold(9, 0).key;
+        let record = |amount| Record::new(hold(0, 0).card, Kind::Purchase, amount);
+        let amount = |tier: &DiskTier| tier.get(&key).map(|r| r.amount);
+        let mut tier = store.shard(0, &ColdState::default()).unwrap();
+        tier.insert_new(&key, &record(100));
+        tier.commit(1);
+        tier.put(&key, &record(200));
+        tier.commit(2);
+        assert_eq!(amount(&tier), Some(200));
+        assert_eq!(tier.remove(&key).map(|r| r.amount), Some(200));
+        tier.commit(3);
+        assert_eq!(amount(&tier), None);
+        tier.insert_new(&key, &record(300));
+        tier.commit(4);
+        tier.flush();
+        assert_eq!(tier.failure(), None);
+        assert_eq!(amount(&tier), Some(300));
+        drop(tier);
+        for (version, expected) in [(3, None), (2, Some(200)), (1, Some(100)), (1, Some(100))] {
+            let state = ColdState {
+                version,
+                ..ColdState::default()
+            };
+            let tier = store.shard(0, &state).unwrap();
+            assert_eq!(amount(&tier), expected, "rolled back to version {version}");
+        }
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

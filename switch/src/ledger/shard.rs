@@ -102,7 +102,7 @@ pub enum Part {
 }
 
 impl Record {
-    fn new(card: CardToken, kind: Kind, amount: Minor) -> Record {
+    pub(crate) fn new(card: CardToken, kind: Kind, amount: Minor) -> Record {
         Record {
             card,
             kind,
@@ -201,6 +201,8 @@ pub trait ColdTier: Send + std::fmt::Debug {
     fn remove_age(&mut self, queue: Queue, seq: u64);
     /// Makes the writes since the last commit change `version`.
     fn commit(&mut self, version: u64);
+    /// Returns once every change committed so far is written (or the tier has failed).
+    fn flush(&self) {}
     fn failure(&self) -> Option<String>;
     /// Every transaction in the store, for tests and for resharding a small store.
     fn all(&self) -> Vec<(TxnKey, Record)>;
@@ -477,6 +479,13 @@ impl LedgerShard {
     pub fn with_cold(mut self, tier: Box<dyn ColdTier>) -> LedgerShard {
         self.cold = Some(tier);
         self
+    }
+
+    /// Waits until the cold tier has written every change so far (or failed).
+    pub fn cold_flush(&self) {
+        if let Some(cold) = &self.cold {
+            cold.flush();
+        }
     }
 
     /// Why the cold tier can no longer be trusted, if it cannot.
