@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Pipelined load while every new transaction moves an older one to disk: the store's work and
+# its stalls, seen from an acquirer (bench/RESULTS.md, "the store on disk off the shard's
+# thread"). A config naming only a hot window of HOT (10,000) per shard, a fresh WAL, then
+# loadtest 8 x 64 for DURATION (30s); prints the figures and the longest answer of each
+# second. Then, with REPLAY=1, a restart on the same log and its "ledger recovered" line.
+# Loopback only; needs `cargo build --release -p switch -p loadtest`.
+#
+#   bench/hot-window.sh                 # this build
+#   SWITCH=/tmp/switch-old bench/hot-window.sh 30s   # another build of the switch
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-30s}
+HOT=${HOT:-10000}
+SWITCH=${SWITCH:-target/release/switch}
+LOADTEST=${LOADTEST:-target/release/loadtest}
+WORK=$(mktemp -d /tmp/switch-hot-window.XXXXXX)
+trap 'kill "$PID" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
+printf '[ledger]\nhot_transactions_per_shard_max = %s\n' "$HOT" > "$WORK/hot.toml"
+
+start() {
+  "$SWITCH" run --config "$WORK/hot.toml" --listen 127.0.0.1:0 --http 127.0.0.1:0 \
+    --wal-dir "$WORK/wal" 2> "$WORK/switch.log" &
+  PID=$!
+  for _ in $(seq 1 1200); do
+    grep -q "listening for acquirers on" "$WORK/switch.log" && break
+    kill -0 "$PID" 2>/dev/null || { cat "$WORK/switch.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  ADDR=$(grep -o "listening for acquirers on [0-9.:]*" "$WORK/switch.log" | awk '{print $NF}')
+}
+
+start
+echo "== 8 x 64 for $DURATION, hot window $HOT per shard ($SWITCH)"
+"$LOADTEST" run --target "$ADDR" --connections 8 --in-flight 64 --duration "$DURATION" \
+  --warmup 2s --no-money-check --json "$WORK/report.json" 2>/dev/null |
+  grep -E "throughput|latency (p99|max)"
+python3 - "$WORK/report.json" <<'PY'
+import json, sys
+samples = json.load(open(sys.argv[1]))["run"]["samples"]
+worst = [round(s["max_us"] / 1000) for s in samples]
+print("longest answer per second (ms):", worst)
+print("seconds with an answer over 100 ms:", sum(1 for w in worst if w > 100))
+PY
+kill "$PID"; wait "$PID" || true
+if [ "${REPLAY:-0}" = 1 ]; then
+  start
+  grep -o "ledger recovered.*" "$WORK/switch.log" | head -1
+  kill "$PID"; wait "$PID" || true
+fi
