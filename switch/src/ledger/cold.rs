@@ -162,6 +162,8 @@ pub struct ColdStore {
     lock: Mutex<()>,
     /// The most transactions one shard may keep: the bound of its filter of keys on disk.
     keys_max: u64,
+    /// The filter's first capacity ([`FILTER_INITIAL`]; smaller in tests of its growth).
+    filter_initial: u64,
     /// Per shard: the version its store thread has written up to, and its failure.
     written: Mutex<HashMap<u32, Progress>>,
 }
@@ -205,6 +207,7 @@ impl ColdStore {
             dir: dir.to_owned(),
             lock: Mutex::new(()),
             keys_max,
+            filter_initial: FILTER_INITIAL,
             written: Mutex::new(HashMap::new()),
         }))
     }
@@ -295,7 +298,15 @@ impl ColdStore {
         }
         batch.commit()?;
         self.db.persist(PersistMode::SyncAll)?;
-        let filter = filter_of(shard, &txns, state.count, self.keys_max)?;
+        let filter_hasher = foldhash::fast::RandomState::default();
+        let filter = filter_of(
+            shard,
+            &txns,
+            state.count,
+            self.keys_max,
+            self.filter_initial,
+            filter_hasher.clone(),
+        )?;
         let written = Arc::new(std::sync::atomic::AtomicU64::new(target));
         let failure = Arc::new(Failure::default());
         self.written
@@ -322,6 +333,10 @@ impl ColdStore {
             last_sent: target,
             written,
             filter,
+            filter_hasher,
+            filter_max: self.keys_max.max(self.filter_initial),
+            filters_grown: 0,
+            growing: None,
             writer: Writer {
                 changes: Some(changes),
                 thread: Some(thread),
@@ -508,6 +523,13 @@ pub struct DiskTier {
     written: Arc<std::sync::atomic::AtomicU64>,
     /// The transactions' keys on disk; `None` if it could not hold them (every lookup reads).
     filter: Option<KeyFilter>,
+    /// The filter's hasher (seeded at start) and its bound, for a grown copy.
+    filter_hasher: foldhash::fast::RandomState,
+    filter_max: u64,
+    /// A grown copy of the filter being built on a thread of its own.
+    growing: Option<Growing>,
+    /// Grown copies taken in so far.
+    filters_grown: u64,
     writer: Writer,
     failure: Arc<Failure>,
 }
@@ -549,6 +571,17 @@ fn set_failure(
     }
 }
 
+/// A grown copy of a shard's filter, built off the shard's thread: what the shard did to its
+/// filter meanwhile (key, added or removed) is done to the copy once it arrives.
+struct Growing {
+    log: Vec<(StoreKey, bool)>,
+    grown: crossbeam_channel::Receiver<KeyFilter>,
+}
+
+/// A filter this full (of its current capacity) starts a grown copy; at full, qfilter grows it
+/// on the shard's thread, which copies every fingerprint (about a second at 16 M keys).
+const FILTER_GROW_AT_PERCENT: u64 = 70;
+
 /// The filter of the keys on disk: seeded at random, so that keys chosen to collide in it
 /// cannot be prepared in advance (it is rebuilt at every start, never stored).
 type KeyFilter = qfilter::Filter<Box<[u8]>, foldhash::fast::RandomState>;
@@ -573,6 +606,8 @@ fn filter_of(
     txns: &Keyspace,
     count: u64,
     keys_max: u64,
+    first: u64,
+    hasher: foldhash::fast::RandomState,
 ) -> anyhow::Result<Option<KeyFilter>> {
     if !filter_supported() {
         tracing::warn!(
@@ -581,24 +616,20 @@ fn filter_of(
         );
         return Ok(None);
     }
-    let keys_max = keys_max.max(FILTER_INITIAL);
-    let initial = count.saturating_mul(2).clamp(FILTER_INITIAL, keys_max);
-    let mut filter = match KeyFilter::new_resizeable_with_hasher(
-        initial,
-        keys_max,
-        FILTER_ERROR_RATE,
-        foldhash::fast::RandomState::default(),
-    ) {
-        Ok(filter) => filter,
-        Err(error) => {
-            tracing::warn!(
-                shard,
-                ?error,
-                "no filter of the keys on disk: every lookup of a new key reads the store"
-            );
-            return Ok(None);
-        }
-    };
+    let keys_max = keys_max.max(first);
+    let initial = count.saturating_mul(2).clamp(first, keys_max);
+    let mut filter =
+        match KeyFilter::new_resizeable_with_hasher(initial, keys_max, FILTER_ERROR_RATE, hasher) {
+            Ok(filter) => filter,
+            Err(error) => {
+                tracing::warn!(
+                    shard,
+                    ?error,
+                    "no filter of the keys on disk: every lookup of a new key reads the store"
+                );
+                return Ok(None);
+            }
+        };
     for guard in txns.iter() {
         let key = guard.key()?;
         if filter.insert_duplicated(&key[..]).is_err() {
@@ -756,6 +787,73 @@ impl DiskTier {
         }
     }
 
+    /// Starts a grown copy of the filter once it is [`FILTER_GROW_AT_PERCENT`] full, and takes
+    /// the copy in once it is built.
+    fn grow_filter(&mut self) {
+        let Some(filter) = &self.filter else {
+            return;
+        };
+        if let Some(growing) = &mut self.growing {
+            match growing.grown.try_recv() {
+                Ok(mut grown) => {
+                    let caught_up = growing.log.iter().all(|(key, added)| {
+                        if *added {
+                            grown.insert_duplicated(key.bytes()).is_ok()
+                        } else {
+                            grown.remove(key.bytes());
+                            true
+                        }
+                    });
+                    if caught_up {
+                        self.filter = Some(grown);
+                        self.filters_grown += 1;
+                    }
+                    self.growing = None;
+                }
+                Err(crossbeam_channel::TryRecvError::Empty) => {}
+                Err(crossbeam_channel::TryRecvError::Disconnected) => self.growing = None,
+            }
+            return;
+        }
+        let capacity = filter.capacity();
+        if filter.len().saturating_mul(100) < capacity.saturating_mul(FILTER_GROW_AT_PERCENT)
+            || capacity >= filter.max_capacity()
+        {
+            return;
+        }
+        // Copying the filter is a memcpy (tens of ms at tens of millions of keys); building
+        // the grown one, a second or so, is the thread's.
+        let copy = filter.clone();
+        let (hasher, max) = (self.filter_hasher.clone(), self.filter_max);
+        let (done, grown) = crossbeam_channel::bounded(1);
+        let started = std::thread::Builder::new()
+            .name(format!("filter-{}", self.shard))
+            .spawn(move || {
+                let initial = capacity.saturating_mul(2).min(max);
+                let Ok(mut bigger) =
+                    KeyFilter::new_resizeable_with_hasher(initial, max, FILTER_ERROR_RATE, hasher)
+                else {
+                    return;
+                };
+                // Same error rate and bound: the same fingerprints, whatever the size.
+                if bigger.fingerprint_size() != copy.fingerprint_size() {
+                    return;
+                }
+                for fingerprint in copy.fingerprints() {
+                    if bigger.insert_fingerprint(true, fingerprint).is_err() {
+                        return;
+                    }
+                }
+                let _ = done.send(bigger);
+            });
+        if started.is_ok() {
+            self.growing = Some(Growing {
+                log: Vec::new(),
+                grown,
+            });
+        }
+    }
+
     /// Forgets the writes the store thread has made: lookups find them in the store now.
     fn forget_written(&mut self) {
         let written = self.written.load(std::sync::atomic::Ordering::Acquire);
@@ -819,6 +917,9 @@ impl ColdTier for DiskTier {
         self.record(key, None, false);
         if let Some(filter) = &mut self.filter {
             filter.remove(key.bytes());
+            if let Some(growing) = &mut self.growing {
+                growing.log.push((key, false));
+            }
         }
         match format::decode_transaction(&before) {
             Ok(record) => Some(record),
@@ -833,6 +934,12 @@ impl ColdTier for DiskTier {
         let mut value = Vec::with_capacity(64);
         format::encode_transaction(record, &mut value);
         let key = StoreKey::txn(key);
+        // Before the insert: a grown copy taken in now has what came before it, and one
+        // started now is a copy without this key, which the log then gives it.
+        self.grow_filter();
+        if let Some(growing) = &mut self.growing {
+            growing.log.push((key, true));
+        }
         if let Some(filter) = &mut self.filter
             && filter.insert_duplicated(key.bytes()).is_err()
         {
@@ -1049,6 +1156,45 @@ mod tests {
             let tier = store.shard(0, &state).unwrap();
             assert_eq!(amount(&tier), expected, "rolled back to version {version}");
         }
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The filter grows on a thread of its own while keys keep coming and going: once it has
+    /// grown, every key on disk is still found and every key removed is not.
+    #[test]
+    fn the_filter_grows_off_the_shards_thread_and_loses_no_key() {
+        let dir = std::env::temp_dir().join(format!("switch-cold-grow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Arc::new(ColdStore {
+            filter_initial: 1_000,
+            ..Arc::into_inner(ColdStore::open(&dir, 1_000_000).unwrap()).unwrap()
+        });
+        let mut tier = store.shard(0, &ColdState::default()).unwrap();
+        let key = |stan| hold(stan, 0).key;
+        let record = Record::new(hold(0, 0).card, Kind::Purchase, 1);
+        let mut version = 0;
+        for stan in 0..20_000u32 {
+            tier.insert_new(&key(stan), &record);
+            if stan % 3 == 0 && stan > 0 {
+                assert!(tier.remove(&key(stan - 1)).is_some());
+            }
+            if stan % 100 == 99 {
+                version += 1;
+                tier.commit(version);
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
+        version += 1;
+        tier.commit(version);
+        tier.flush();
+        assert!(tier.filters_grown > 0, "no grown copy was taken in");
+        assert!(tier.filter.as_ref().unwrap().capacity() > 10_000);
+        for stan in 0..20_000u32 {
+            let removed = stan % 3 == 2;
+            assert_eq!(tier.get(&key(stan)).is_some(), !removed, "stan {stan}");
+        }
+        drop(tier);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
