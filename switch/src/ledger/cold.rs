@@ -299,14 +299,14 @@ impl ColdStore {
         batch.commit()?;
         self.db.persist(PersistMode::SyncAll)?;
         let filter_hasher = foldhash::fast::RandomState::default();
-        let filter = filter_of(
+        let building = empty_filter(
             shard,
-            &txns,
             state.count,
             self.keys_max,
             self.filter_initial,
             filter_hasher.clone(),
-        )?;
+        )
+        .and_then(|filter| build_filter(shard, filter, txns.iter()));
         let written = Arc::new(std::sync::atomic::AtomicU64::new(target));
         let failure = Arc::new(Failure::default());
         self.written
@@ -332,11 +332,11 @@ impl ColdStore {
             sent_order: std::collections::VecDeque::new(),
             last_sent: target,
             written,
-            filter,
+            filter: None,
             filter_hasher,
             filter_max: self.keys_max.max(self.filter_initial),
             filters_grown: 0,
-            growing: None,
+            growing: building,
             writer: Writer {
                 changes: Some(changes),
                 thread: Some(thread),
@@ -598,49 +598,69 @@ fn filter_supported() -> bool {
     }
 }
 
-/// The filter of the `count` keys in `txns`, with room for twice as many before it grows
-/// (growing copies it on the shard's thread), and for `keys_max` at most. `None` (every
-/// lookup reads the store) where it cannot be had, with the reason logged.
-fn filter_of(
+/// An empty filter with room for twice the `count` keys on disk before it grows, and for
+/// `keys_max` at most. `None` (every lookup reads the store) where it cannot be had, with the
+/// reason logged.
+fn empty_filter(
     shard: u32,
-    txns: &Keyspace,
     count: u64,
     keys_max: u64,
     first: u64,
     hasher: foldhash::fast::RandomState,
-) -> anyhow::Result<Option<KeyFilter>> {
+) -> Option<KeyFilter> {
     if !filter_supported() {
         tracing::warn!(
             shard,
             "this CPU lacks popcnt or bmi2: no filter of the keys on disk, every lookup of a new key reads the store"
         );
-        return Ok(None);
+        return None;
     }
     let keys_max = keys_max.max(first);
     let initial = count.saturating_mul(2).clamp(first, keys_max);
-    let mut filter =
-        match KeyFilter::new_resizeable_with_hasher(initial, keys_max, FILTER_ERROR_RATE, hasher) {
-            Ok(filter) => filter,
-            Err(error) => {
-                tracing::warn!(
-                    shard,
-                    ?error,
-                    "no filter of the keys on disk: every lookup of a new key reads the store"
-                );
-                return Ok(None);
-            }
-        };
-    for guard in txns.iter() {
-        let key = guard.key()?;
-        if filter.insert_duplicated(&key[..]).is_err() {
+    match KeyFilter::new_resizeable_with_hasher(initial, keys_max, FILTER_ERROR_RATE, hasher) {
+        Ok(filter) => Some(filter),
+        Err(error) => {
             tracing::warn!(
                 shard,
-                "the filter of the keys on disk is full: every lookup of a new key reads the store"
+                ?error,
+                "no filter of the keys on disk: every lookup of a new key reads the store"
             );
-            return Ok(None);
+            None
         }
     }
-    Ok(Some(filter))
+}
+
+/// Fills `filter` with the keys `keys` yields (an iterator over the store as it was when it was
+/// made) on a thread of its own: a start does not wait for a scan of everything on disk. Until
+/// the shard takes the filter in (with what it added and removed meanwhile), every lookup
+/// reads the store.
+fn build_filter(shard: u32, mut filter: KeyFilter, keys: fjall::Iter) -> Option<Growing> {
+    let (done, grown) = crossbeam_channel::bounded(1);
+    let started = std::time::Instant::now();
+    std::thread::Builder::new()
+        .name(format!("filter-{shard}"))
+        .spawn(move || {
+            for guard in keys {
+                let key = match guard.key() {
+                    Ok(key) => key,
+                    Err(error) => {
+                        tracing::warn!(shard, %error, "reading the keys on disk for their filter failed: every lookup of a new key reads the store");
+                        return;
+                    }
+                };
+                if filter.insert_duplicated(&key[..]).is_err() {
+                    tracing::warn!(shard, "the filter of the keys on disk is full: every lookup of a new key reads the store");
+                    return;
+                }
+            }
+            tracing::info!(shard, keys = filter.len(), elapsed = ?started.elapsed(), "filter of the keys on disk built");
+            let _ = done.send(filter);
+        })
+        .ok()?;
+    Some(Growing {
+        log: Vec::new(),
+        grown,
+    })
 }
 
 /// The store thread's work: each group of changes waiting is one batch, with an undo entry
@@ -787,12 +807,9 @@ impl DiskTier {
         }
     }
 
-    /// Starts a grown copy of the filter once it is [`FILTER_GROW_AT_PERCENT`] full, and takes
-    /// the copy in once it is built.
+    /// Takes in a filter built or grown on its own thread once it is ready, and starts a grown
+    /// copy of the filter once it is [`FILTER_GROW_AT_PERCENT`] full.
     fn grow_filter(&mut self) {
-        let Some(filter) = &self.filter else {
-            return;
-        };
         if let Some(growing) = &mut self.growing {
             match growing.grown.try_recv() {
                 Ok(mut grown) => {
@@ -815,6 +832,9 @@ impl DiskTier {
             }
             return;
         }
+        let Some(filter) = &self.filter else {
+            return;
+        };
         let capacity = filter.capacity();
         if filter.len().saturating_mul(100) < capacity.saturating_mul(FILTER_GROW_AT_PERCENT)
             || capacity >= filter.max_capacity()
@@ -917,9 +937,9 @@ impl ColdTier for DiskTier {
         self.record(key, None, false);
         if let Some(filter) = &mut self.filter {
             filter.remove(key.bytes());
-            if let Some(growing) = &mut self.growing {
-                growing.log.push((key, false));
-            }
+        }
+        if let Some(growing) = &mut self.growing {
+            growing.log.push((key, false));
         }
         match format::decode_transaction(&before) {
             Ok(record) => Some(record),
@@ -977,6 +997,7 @@ impl ColdTier for DiskTier {
 
     fn commit(&mut self, version: u64) {
         self.forget_written();
+        self.grow_filter();
         if self.failure().is_some() {
             self.pending.clear();
             return;
@@ -1188,7 +1209,7 @@ mod tests {
         version += 1;
         tier.commit(version);
         tier.flush();
-        assert!(tier.filters_grown > 0, "no grown copy was taken in");
+        assert!(tier.filters_grown >= 2, "no grown copy was taken in");
         assert!(tier.filter.as_ref().unwrap().capacity() > 10_000);
         for stan in 0..20_000u32 {
             let removed = stan % 3 == 2;
