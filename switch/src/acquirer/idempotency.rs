@@ -95,6 +95,14 @@ pub enum Sweep {
     },
 }
 
+/// Locks of each generation's map. A sweep drops a whole generation one lock at a time, and
+/// every lookup that meets the lock being swept waits for it: with dashmap's default (four per
+/// core) a lock covered a million entries of a full 16 M table, and sweeping it held up the
+/// acquirers for 0.2–1.3 s (the 10-minute soak, bench/RESULTS.md). With 1,024, a lock covers
+/// thousands.
+const MAP_SHARDS: usize = 1024;
+const _: () = assert!(MAP_SHARDS.is_power_of_two() && MAP_SHARDS > 1);
+
 #[derive(Debug)]
 pub struct IdempotencyStore {
     generations: [Generation; 2],
@@ -142,7 +150,7 @@ impl IdempotencyStore {
         // holds its lock for tens of milliseconds, and every session waits. Only the control
         // bytes are written now; the slots take memory as they fill.
         let generation = || Generation {
-            entries: DashMap::with_capacity(generation_max),
+            entries: DashMap::with_capacity_and_shard_amount(generation_max, MAP_SHARDS),
             count: AtomicUsize::new(0),
         };
         IdempotencyStore {
