@@ -336,6 +336,7 @@ impl ColdStore {
             filter_hasher,
             filter_max: self.keys_max.max(self.filter_initial),
             filters_grown: 0,
+            grow_aside: true,
             growing: building,
             writer: Writer {
                 changes: Some(changes),
@@ -530,6 +531,8 @@ pub struct DiskTier {
     growing: Option<Growing>,
     /// Grown copies taken in so far.
     filters_grown: u64,
+    /// Whether the filter grows on a thread of its own (until an attempt fails).
+    grow_aside: bool,
     writer: Writer,
     failure: Arc<Failure>,
 }
@@ -598,6 +601,13 @@ fn filter_supported() -> bool {
     }
 }
 
+/// The capacity to ask of a filter grown from one of `capacity`: twice the slots. `capacity`
+/// is 95% of the slots, rounded up, so twice it may not fit in twice the slots, and qfilter
+/// would take four times.
+fn grown_capacity(capacity: u64, max: u64) -> u64 {
+    capacity.saturating_mul(2).saturating_sub(1).min(max)
+}
+
 /// An empty filter with room for twice the `count` keys on disk before it grows, and for
 /// `keys_max` at most. `None` (every lookup reads the store) where it cannot be had, with the
 /// reason logged.
@@ -655,6 +665,9 @@ fn build_filter(shard: u32, mut filter: KeyFilter, keys: fjall::Iter) -> Option<
             }
             tracing::info!(shard, keys = filter.len(), elapsed = ?started.elapsed(), "filter of the keys on disk built");
             let _ = done.send(filter);
+        })
+        .inspect_err(|error| {
+            tracing::warn!(shard, %error, "cannot start building the filter of the keys on disk: every lookup of a new key reads the store");
         })
         .ok()?;
     Some(Growing {
@@ -828,7 +841,12 @@ impl DiskTier {
                     self.growing = None;
                 }
                 Err(crossbeam_channel::TryRecvError::Empty) => {}
-                Err(crossbeam_channel::TryRecvError::Disconnected) => self.growing = None,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    self.growing = None;
+                    if self.filter.is_some() {
+                        self.stop_growing_aside(&"its thread ended without a filter");
+                    }
+                }
             }
             return;
         }
@@ -836,7 +854,8 @@ impl DiskTier {
             return;
         };
         let capacity = filter.capacity();
-        if filter.len().saturating_mul(100) < capacity.saturating_mul(FILTER_GROW_AT_PERCENT)
+        if !self.grow_aside
+            || filter.len().saturating_mul(100) < capacity.saturating_mul(FILTER_GROW_AT_PERCENT)
             || capacity >= filter.max_capacity()
         {
             return;
@@ -849,7 +868,7 @@ impl DiskTier {
         let started = std::thread::Builder::new()
             .name(format!("filter-{}", self.shard))
             .spawn(move || {
-                let initial = capacity.saturating_mul(2).min(max);
+                let initial = grown_capacity(capacity, max);
                 let Ok(mut bigger) =
                     KeyFilter::new_resizeable_with_hasher(initial, max, FILTER_ERROR_RATE, hasher)
                 else {
@@ -866,12 +885,26 @@ impl DiskTier {
                 }
                 let _ = done.send(bigger);
             });
-        if started.is_ok() {
-            self.growing = Some(Growing {
-                log: Vec::new(),
-                grown,
-            });
+        match started {
+            Ok(_) => {
+                self.growing = Some(Growing {
+                    log: Vec::new(),
+                    grown,
+                });
+            }
+            Err(error) => self.stop_growing_aside(&error),
         }
+    }
+
+    /// Leaves growing the filter to qfilter, in place on the shard's thread (a stall of up to a
+    /// second), rather than copying it again at every insert after a failed attempt.
+    fn stop_growing_aside(&mut self, why: &dyn std::fmt::Display) {
+        tracing::warn!(
+            shard = self.shard,
+            %why,
+            "the filter of the keys on disk cannot grow on a thread of its own: it grows in place from now on"
+        );
+        self.grow_aside = false;
     }
 
     /// Forgets the writes the store thread has made: lookups find them in the store now.
@@ -1179,6 +1212,30 @@ mod tests {
         }
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A grown filter has twice the room, never four times: qfilter rounds a capacity up to
+    /// a power of two of slots, and 95% of them is the capacity.
+    #[test]
+    fn a_grown_filter_is_twice_the_size() {
+        for first in (10..23).map(|bits| 1u64 << bits) {
+            let filter = empty_filter(0, 0, 1 << 30, first, Default::default()).unwrap();
+            let capacity = filter.capacity();
+            let grown = KeyFilter::new_resizeable_with_hasher(
+                grown_capacity(capacity, 1 << 30),
+                1 << 30,
+                FILTER_ERROR_RATE,
+                Default::default(),
+            )
+            .unwrap();
+            assert!(
+                grown.capacity() <= capacity * 2 + 1,
+                "from {first}: {capacity} grew to {}",
+                grown.capacity()
+            );
+            assert!(grown.capacity() >= capacity * 2 - 1);
+            assert_eq!(grown.fingerprint_size(), filter.fingerprint_size());
+        }
     }
 
     /// The filter grows on a thread of its own while keys keep coming and going: once it has
