@@ -382,12 +382,7 @@ impl ColdStore {
                 if now >= needed {
                     break;
                 }
-                if let Some(why) = failure
-                    .why
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone()
-                {
+                if let Some(why) = failure.why() {
                     bail!("{why}");
                 }
                 if std::time::Instant::now() > deadline {
@@ -553,6 +548,16 @@ impl std::fmt::Debug for DiskTier {
 struct Failure {
     failed: std::sync::atomic::AtomicBool,
     why: Mutex<Option<String>>,
+}
+
+impl Failure {
+    /// Why, once it failed; no lock until then.
+    fn why(&self) -> Option<String> {
+        if !self.failed.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        self.why.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 fn set_failure(
@@ -1066,18 +1071,7 @@ impl ColdTier for DiskTier {
     }
 
     fn failure(&self) -> Option<String> {
-        if !self
-            .failure
-            .failed
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
-            return None;
-        }
-        self.failure
-            .why
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.failure.why()
     }
 
     fn all(&self) -> Vec<(TxnKey, Record)> {
