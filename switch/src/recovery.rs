@@ -175,7 +175,6 @@ fn replay(
                 let _ = senders[shard].send(full);
             }
         };
-        let mut restored = 0u64;
         let mut remote = remote;
         let mut last_progress = Instant::now();
         let scanned = scan::scan(dir, Mode::Recover, |lsn, payload| {
@@ -202,10 +201,8 @@ fn replay(
                             },
                         );
                     }
-                    if now_seconds.saturating_sub(at_seconds) < retention
-                        && idempotency.restore(posting.key, fingerprint, outcome)
-                    {
-                        restored += 1;
+                    if now_seconds.saturating_sub(at_seconds) < retention {
+                        idempotency.restore(posting.key, fingerprint, outcome);
                     }
                 }
                 Entry::Expire {
@@ -273,10 +270,8 @@ fn replay(
                     if let Some(original) = original {
                         remote.reverse(original);
                     }
-                    if now_seconds.saturating_sub(at_seconds) < retention
-                        && idempotency.restore(key, fingerprint, outcome)
-                    {
-                        restored += 1;
+                    if now_seconds.saturating_sub(at_seconds) < retention {
+                        idempotency.restore(key, fingerprint, outcome);
                     }
                     if let Some((mti, stan)) = sent
                         && outcome.code.is_approved()
@@ -388,14 +383,12 @@ fn replay(
         // Their retransmissions get 91: the switch answered nothing, and each one's reversal
         // is on its way to the issuer.
         for settled in &remote.settled {
-            if now_seconds.saturating_sub(settled.at_seconds) < retention
-                && idempotency.restore(
+            if now_seconds.saturating_sub(settled.at_seconds) < retention {
+                idempotency.restore(
                     settled.key,
                     settled.fingerprint,
                     crate::domain::Outcome::decline(crate::domain::ResponseCode::IssuerUnavailable),
-                )
-            {
-                restored += 1;
+                );
             }
         }
         if unanswered > 0 {
@@ -408,7 +401,8 @@ fn replay(
             shards,
             report,
             replayed,
-            restored,
+            // What the table holds now: the newest answers within the retention.
+            restored: u64::try_from(idempotency.len()).unwrap_or(u64::MAX),
             remote,
         })
     })

@@ -226,12 +226,21 @@ impl IdempotencyStore {
         }
     }
 
-    /// Puts back an answered request found in the log at start-up. False when the current
-    /// generation is full (the request then counts as new if retransmitted).
-    pub fn restore(&self, identity: RequestIdentity, fingerprint: u64, outcome: Outcome) -> bool {
-        let (current, _) = self.current();
+    /// Puts back an answered request found in the log at start-up (read oldest first). When
+    /// the current generation is full, the older one is dropped and a new current one
+    /// started, as a rotation of the live table would: what stays is the newest answers, the
+    /// ones retransmissions ask for. (Stopping at a full generation kept the oldest instead:
+    /// after the 10-minute soak, nothing of the last 10 M requests before a restart.)
+    pub fn restore(&self, identity: RequestIdentity, fingerprint: u64, outcome: Outcome) {
+        let (mut current, _) = self.current();
         if current.count.load(Ordering::Relaxed) >= self.generation_max {
-            return false;
+            let next = (self.current.load(Ordering::Acquire) & 1) ^ 1;
+            let older = &self.generations[next];
+            // Clearing keeps the table's memory, already touched: no page faults refilling it.
+            older.entries.clear();
+            older.count.store(0, Ordering::Relaxed);
+            self.current.store(next, Ordering::Release);
+            current = older;
         }
         if current
             .entries
@@ -240,7 +249,6 @@ impl IdempotencyStore {
         {
             current.count.fetch_add(1, Ordering::Relaxed);
         }
-        true
     }
 
     /// Drops the older generation when the current one has lived `retention` seconds, or
@@ -457,12 +465,21 @@ mod tests {
         );
     }
 
+    /// Restored oldest first, more than the table holds: the newest answers stay, as many as
+    /// two generations hold, and the oldest go.
     #[test]
-    fn restore_fills_the_current_generation() {
+    fn restore_keeps_the_newest_answers() {
         let store = IdempotencyStore::new(4, 10);
-        assert!(store.restore(id(1), 3, APPROVED));
-        assert!(store.restore(id(2), 3, APPROVED));
-        assert!(!store.restore(id(3), 3, APPROVED));
-        assert_eq!(begin(&store, id(2), 3), Seen::Replay(APPROVED));
+        for stan in 1..=7 {
+            store.restore(id(stan), 3, APPROVED);
+        }
+        // Generations of two: {5, 6} full, then {7}; {1, 2} and {3, 4} were dropped.
+        assert_eq!(store.len(), 3);
+        for stan in 5..=7 {
+            assert_eq!(begin(&store, id(stan), 3), Seen::Replay(APPROVED), "{stan}");
+        }
+        assert_eq!(begin(&store, id(7), 4), Seen::Conflict);
+        // The newest of those dropped is new again (and fills the current generation).
+        assert_eq!(begin(&store, id(4), 3), Seen::New);
     }
 }
