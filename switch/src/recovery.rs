@@ -740,11 +740,11 @@ pub fn recover(
     // rolled back to it (emptied for genesis: nothing on disk is older than the log).
     let cold = if settings.shard_limits.hot_max > 0 {
         let keys_max = u64::try_from(settings.shard_limits.transactions_max).unwrap_or(u64::MAX);
-        let cold = ColdStore::open(&dir.join(COLD_DIR), keys_max)?;
-        if snapshot_path.is_none() {
-            cold.clear()?;
-        }
-        Some(cold)
+        let cold_dir = dir.join(COLD_DIR);
+        Some(match snapshot_path {
+            Some(_) => ColdStore::open(&cold_dir, keys_max)?,
+            None => ColdStore::create_empty(&cold_dir, keys_max)?,
+        })
     } else {
         None
     };

@@ -182,12 +182,47 @@ fn options() -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default()
 }
 
+/// The most fjall's journals may hold before it flushes the oldest memtables (its least, and
+/// a quarter of its default). Opening the store replays the journals into memtables, at about
+/// 40 MB/s on the 2-core benchmark machine: with the default 512 MiB, a restart spent up to
+/// 10 s on it before the log was read (bench/RESULTS.md).
+const JOURNALS_MAX_BYTES: u64 = 64 * 1024 * 1024;
+const _: () = assert!(
+    JOURNALS_MAX_BYTES >= 64 * 1024 * 1024,
+    "fjall asserts at least 64 MiB"
+);
+
 impl ColdStore {
+    /// Empties `dir` and creates the store in it: for a start without a snapshot, where nothing
+    /// on disk is older than the log. Faster than opening what is there and clearing it, which
+    /// first replays fjall's journals.
+    pub fn create_empty(dir: &Path, keys_max: u64) -> anyhow::Result<Arc<ColdStore>> {
+        let empty = || -> std::io::Result<()> {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(entries) => entries,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(error) => return Err(error),
+            };
+            for entry in entries {
+                let entry = entry?;
+                if entry.file_type()?.is_dir() {
+                    std::fs::remove_dir_all(entry.path())?;
+                } else {
+                    std::fs::remove_file(entry.path())?;
+                }
+            }
+            Ok(())
+        };
+        empty().with_context(|| format!("cannot empty {}", dir.display()))?;
+        ColdStore::open(dir, keys_max)
+    }
+
     /// Opens (or creates) the store in `dir`, for shards that keep up to `keys_max`
     /// transactions each.
     pub fn open(dir: &Path, keys_max: u64) -> anyhow::Result<Arc<ColdStore>> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let db = Database::builder(dir)
+            .max_journaling_size(JOURNALS_MAX_BYTES)
             // Flushes and compactions on two threads (fjall's default on this machine), so that
             // a flush need not wait for a compaction.
             .worker_threads(2)
@@ -433,6 +468,8 @@ const CHANGES_QUEUED_MAX: usize = 256;
 /// failed (stops, and recovery rebuilds): a store thread that takes nothing for this long is
 /// stuck (a full disk that fjall waits out, say).
 const STORE_STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+/// Slots of the store thread's map of a group's writes kept from one group to the next.
+const NOW_KEPT_MAX: usize = 1 << 16;
 /// Changes the store thread writes as one batch at most.
 const GROUP_MAX: usize = 64;
 /// How often a lookup of a key absent from the store may read it anyway (the filter's false
@@ -694,6 +731,9 @@ fn write_changes(
 ) {
     let mut failed = false;
     let mut group = Vec::with_capacity(GROUP_MAX);
+    // Kept from group to group: a map built anew each time spent a seventh of this thread's
+    // time growing it, page faults included (a profile of replay).
+    let mut now = KeyMap::default();
     while let Ok(first) = changes.recv() {
         group.clear();
         group.push(first);
@@ -706,7 +746,7 @@ fn write_changes(
             continue;
         }
         let wrote = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            write_group(&store, shard, [&txns, &ages, &undo], &group)
+            write_group(&store, shard, [&txns, &ages, &undo], &group, &mut now)
         }));
         match wrote {
             Ok(Ok(version)) => written.store(version, std::sync::atomic::Ordering::Release),
@@ -733,22 +773,31 @@ fn write_group(
     shard: u32,
     [txns, ages, undo]: [&Keyspace; 3],
     group: &[Change],
+    now: &mut KeyMap<(usize, usize)>,
 ) -> anyhow::Result<u64> {
     let mut batch = store.db.batch();
-    // What this group wrote so far: a later change of it reads what it held from here.
-    let mut now: KeyMap<Option<&[u8]>> = KeyMap::default();
+    // What this group wrote so far, as (change, write) in `group`: a later change of it reads
+    // what a key held from there.
+    if now.capacity() > NOW_KEPT_MAX {
+        // After a mass expiry: clearing touches every slot, so start small again.
+        *now = KeyMap::default();
+    }
+    now.clear();
     let mut last = 0;
-    for change in group {
+    for (at, change) in group.iter().enumerate() {
         let mut entry = Vec::with_capacity(change.writes.len() * 48);
-        for (key, value, absent) in &change.writes {
+        for (which, (key, value, absent)) in change.writes.iter().enumerate() {
             let keyspace = match key.space {
                 Space::Transactions => txns,
                 Space::Ages => ages,
             };
             let before = if *absent {
                 None
-            } else if let Some(held) = now.get(key) {
-                held.map(<[u8]>::to_vec)
+            } else if let Some(&(c, w)) = now.get(key) {
+                group
+                    .get(c)
+                    .and_then(|change| change.writes.get(w))
+                    .and_then(|(_, held, _)| held.clone())
             } else {
                 keyspace.get(key.bytes())?.map(|v| v.to_vec())
             };
@@ -757,7 +806,7 @@ fn write_group(
                 Some(value) => batch.insert(keyspace, key.bytes(), value.as_slice()),
                 None => batch.remove(keyspace, key.bytes()),
             }
-            now.insert(*key, value.as_deref());
+            now.insert(*key, (at, which));
         }
         if !entry.is_empty() {
             batch.insert(undo, change.version.to_be_bytes(), entry);
@@ -1128,6 +1177,49 @@ mod tests {
             seen.push(format!("{:?}", shard.apply(&hold(stan, amount), NOW + 300)));
         }
         seen
+    }
+
+    /// A start without a snapshot empties the store's directory and opens it anew, rather than
+    /// replaying fjall's journals and clearing: nothing written before is found.
+    #[test]
+    fn a_store_created_empty_holds_nothing_of_before() {
+        let dir = std::env::temp_dir().join(format!("switch-cold-empty-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let limits = ShardLimits {
+            transactions_max: 1_000,
+            hot_max: 1,
+            hold_expiry_seconds: 100,
+            reversal_window_seconds: 50,
+        };
+        let card = hold(0, 0).card;
+        {
+            let store = ColdStore::open(&dir, 1_000).unwrap();
+            let mut shard = LedgerShard::new(0, limits)
+                .with_cold(Box::new(store.shard(0, &ColdState::default()).unwrap()));
+            shard.open_account(card, Account::new(1_000_000, 840));
+            for stan in [1, 2, 3] {
+                shard.apply(&hold(stan, 1_000), NOW);
+            }
+            shard.cold_flush();
+            assert!(shard.cold_state().count >= 2);
+            assert!(shard.transaction(&hold(1, 0).key).is_some());
+        }
+        std::fs::write(dir.join("left-over"), b"x").unwrap();
+        let store = ColdStore::create_empty(&dir, 1_000).unwrap();
+        assert!(!dir.join("left-over").exists());
+        // Before any shard opens its part (which would clear it anyway at version 0).
+        let names: Vec<String> = store
+            .db
+            .list_keyspace_names()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(names, ["meta"]);
+        // An absent directory is created.
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(ColdStore::create_empty(&dir, 1_000).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A key on disk at a snapshot, taken by expiry after it and reused by a transaction that
