@@ -33,7 +33,7 @@ use crate::issuer::Health as IssuerHealth;
 use crate::issuer::channel::{ChannelContext, IssuerChannel};
 use crate::issuer::message::Sealer;
 use crate::issuer::pins::Pins;
-use crate::ledger::actor::{LedgerActor, Releaser, ShardTotal, TakeSnapshot};
+use crate::ledger::actor::{LedgerActor, Releaser, ShardTotal, SpareImages, TakeSnapshot};
 use crate::limits::ACCEPT_BACKLOG;
 use crate::ops::admin::{AdminState, Context as AdminContext};
 use crate::ops::http::{self, Health};
@@ -49,6 +49,8 @@ use crate::wal::writer::{self, Disk, SyncMode, WriterStats};
 
 /// How often the idempotency table may drop its older generation.
 const IDEMPOTENCY_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the snapshot timer looks at the clock and at the records logged.
+const SNAPSHOT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The running switch's threads, to stop them at the end.
 #[derive(Debug)]
@@ -261,6 +263,10 @@ async fn start(
         pins.pin(settled.lsn);
     }
     let retention = Duration::from_secs(settings.limits.idempotency_retention_seconds);
+    let snapshots_finished = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let spare_images: SpareImages = (0..settings.shards)
+        .map(|_| std::sync::Mutex::new(None))
+        .collect();
     let snapshotter = snapshotter::start(
         settings.wal.dir.clone(),
         settings.shards,
@@ -269,6 +275,8 @@ async fn start(
         snapshot_rx,
         pins.clone(),
         recovered.cold.clone(),
+        snapshots_finished.clone(),
+        spare_images.clone(),
     )
     .context("cannot start the snapshotter thread")?;
     let (wal, wal_thread) = writer::start(
@@ -303,9 +311,12 @@ async fn start(
         let wal = wal.clone();
         let count = u32::try_from(settings.shards).unwrap_or(u32::MAX);
         let queued = queued.clone();
+        let spares = spare_images.clone();
         shards.push(LedgerActor::start_in_arbiter(
             &arbiter.handle(),
-            move |_| LedgerActor::new(shard, count, wal, capacity, queued),
+            move |_| {
+                LedgerActor::new(shard, count, wal, capacity, queued).with_spare_images(spares)
+            },
         ));
         threads.arbiters.push(arbiter);
     }
@@ -390,6 +401,7 @@ async fn start(
     }
     let orphans = crate::issuer::orphans::start(wal.clone(), pins.clone(), orphans);
     let channels: Channels = Arc::new(channels);
+    let logged_lsn = wal.logged_lsn();
     drop(wal);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -455,15 +467,35 @@ async fn start(
         threads.arbiters.push(arbiter);
     }
 
+    // A snapshot every `interval`, or sooner once `snapshot_records` were logged since the
+    // last: what a restart replays is bounded at any rate. Never two at once: a snapshot of a
+    // large ledger takes seconds to write, and images waiting for it would pile up.
     let snapshots = settings.snapshot_interval.map(|interval| {
         let shards = shards.clone();
         let channels: Vec<Addr<IssuerChannel>> =
             channels.values().map(|(c, ..)| c.clone()).collect();
+        let (logged, every_records) = (logged_lsn.clone(), settings.snapshot_records);
+        let finished = snapshots_finished.clone();
         actix::spawn(async move {
-            let mut tick =
-                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            let mut tick = tokio::time::interval(SNAPSHOT_CHECK_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let lsn = move || logged.load(std::sync::atomic::Ordering::Acquire);
+            let mut last = (std::time::Instant::now(), lsn());
             for generation in 1u64.. {
-                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let since = last.0.elapsed();
+                    let logged = lsn().saturating_sub(last.1);
+                    let due = since >= interval || every_records.is_some_and(|n| logged >= n);
+                    // The one before still being written: wait for it (an interval at most,
+                    // in case a shard never gave its part).
+                    let busy = finished.load(std::sync::atomic::Ordering::Acquire) + 1 < generation
+                        && since < interval;
+                    if due && !busy {
+                        break;
+                    }
+                }
+                last = (std::time::Instant::now(), lsn());
                 for shard in shards.iter() {
                     shard.do_send(TakeSnapshot { generation });
                 }

@@ -324,6 +324,91 @@ fn sync_none_warns_at_start() {
     switch.wait_for_output("wal.sync = \"none\": answers are sent before the log reaches the disk");
 }
 
+/// `wal.snapshot_records`: under load a snapshot comes long before the interval, so that a
+/// restart replays a bounded part of the log, whatever the rate.
+#[test]
+fn snapshots_come_by_record_count_and_bound_what_a_restart_replays() {
+    let config = config_file(
+        "snapshot-records",
+        &default_config_with(&[
+            SMALL[0],
+            SMALL[1],
+            (
+                "snapshot_interval_seconds = 300",
+                "snapshot_interval_seconds = 3600",
+            ),
+            ("snapshot_records = 2000000", "snapshot_records = 300"),
+        ]),
+    );
+    let args = ["--config", config.to_str().unwrap()];
+    let wal = fresh_wal_dir();
+    let switch = Switch::start_with_wal(&wal, &args);
+    let mut link = switch.connect();
+    let snapshots = |switch: &Switch| {
+        switch
+            .output()
+            .iter()
+            .filter(|l| l.contains("snapshot written"))
+            .count()
+    };
+    // Fewer records than the bound: no snapshot (the interval is an hour).
+    let mut approved: HashMap<u64, i64> = HashMap::new();
+    let mut n = 0u64;
+    let mut send = |link: &mut Link, count: u64, approved: &mut HashMap<u64, i64>| {
+        for _ in 0..count {
+            n += 1;
+            let card = 300 + n % 25;
+            let response = link.call(&request("0200", &demo_pan(card), "000000", 1 + n % 7));
+            assert_eq!(code(&response), "00");
+            *approved.entry(card).or_default() += (1 + n % 7) as i64;
+        }
+    };
+    send(&mut link, 200, &mut approved);
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(snapshots(&switch), 0, "{}", switch.output().join("\n"));
+    // Past it: one comes within the timer's second.
+    send(&mut link, 150, &mut approved);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while snapshots(&switch) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot after 350 records with snapshot_records = 300:\n{}",
+            switch.output().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A few more after it, then SIGKILL: the restart replays only what came after it.
+    send(&mut link, 20, &mut approved);
+    switch.kill();
+    let switch = Switch::start_with_wal(&wal, &args);
+    let line = switch.wait_for_output("ledger recovered");
+    assert!(
+        line.contains(".snap"),
+        "recovery started from a snapshot: {line}"
+    );
+    let replayed: u64 = line
+        .split("replayed=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (20..300).contains(&replayed),
+        "replayed {replayed} of 370 records: {line}"
+    );
+    let mut link = switch.connect();
+    for (card, amount) in approved {
+        assert_eq!(
+            1_000_000 - available(&mut link, &demo_pan(card)),
+            amount,
+            "card {card}"
+        );
+    }
+}
+
 #[test]
 fn snapshots_prune_the_log_and_a_restart_after_sigkill_starts_from_one() {
     let config = config_file(

@@ -224,6 +224,7 @@ struct WalFile {
     segment_bytes: u64,
     queue_records_max: usize,
     snapshot_interval_seconds: u64,
+    snapshot_records: u64,
 }
 
 impl Default for WalFile {
@@ -237,6 +238,7 @@ impl Default for WalFile {
             segment_bytes: 64 << 20,
             queue_records_max: 65_536,
             snapshot_interval_seconds: 300,
+            snapshot_records: 2_000_000,
         }
     }
 }
@@ -380,6 +382,9 @@ pub struct Settings {
     pub wal: WriterConfig,
     /// How often every shard is snapshotted; `None`: never.
     pub snapshot_interval: Option<std::time::Duration>,
+    /// A snapshot also once this many records were logged since the last one (`None`: by
+    /// time only): what a restart replays stays bounded at any rate.
+    pub snapshot_records: Option<u64>,
     pub risk: RiskRules,
     pub acquirers: HashMap<u64, Acquirer>,
     pub routes: RoutingTable,
@@ -408,6 +413,7 @@ impl std::fmt::Debug for Settings {
             .field("shard_limits", &self.shard_limits)
             .field("wal", &self.wal)
             .field("snapshot_interval", &self.snapshot_interval)
+            .field("snapshot_records", &self.snapshot_records)
             .field("risk", &self.risk)
             .field("acquirers", &self.acquirers)
             .field("routes", &self.routes)
@@ -758,6 +764,11 @@ impl Checker<'_> {
             0 => None,
             seconds => Some(std::time::Duration::from_secs(seconds)),
         };
+        let snapshot_records =
+            match self.range("wal.snapshot_records", w.snapshot_records, 0, 1 << 40)? {
+                0 => None,
+                records => Some(records),
+            };
         let risk = self.risk(raw.risk)?;
         let mut acquirers: HashMap<u64, Acquirer> = HashMap::new();
         for (i, a) in raw.acquirers.into_iter().enumerate() {
@@ -986,6 +997,7 @@ impl Checker<'_> {
             token_key,
             wal,
             snapshot_interval,
+            snapshot_records,
             risk,
             acquirers,
             routes,
@@ -1269,6 +1281,29 @@ mod tests {
         assert_eq!(by_index[&1].balance, Some(0));
         assert!(by_index[&2].blocked);
         assert_eq!(by_index[&4].limit_per_transaction, Some(5_000));
+    }
+
+    #[test]
+    fn snapshots_by_time_and_by_record_count() {
+        let s = Settings::embedded().unwrap();
+        assert_eq!(
+            (s.snapshot_interval, s.snapshot_records),
+            (Some(std::time::Duration::from_secs(300)), Some(2_000_000))
+        );
+        // A file naming neither takes the same defaults.
+        let s = Settings::parse("[ledger]\nshards = 2\n", "test.toml").unwrap();
+        assert_eq!(s.snapshot_records, Some(2_000_000));
+        let s = Settings::parse(
+            &EMBEDDED.replacen("snapshot_records = 2000000", "snapshot_records = 0", 1),
+            "test.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            (s.snapshot_records, s.snapshot_interval.is_some()),
+            (None, true)
+        );
+        let error = error_after("snapshot_records = 2000000", "snapshot_records = -1");
+        assert!(error.contains("snapshot_records"), "{error}");
     }
 
     /// Replaces `from` with `to` in the embedded config and returns the error text.

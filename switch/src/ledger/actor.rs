@@ -242,7 +242,13 @@ pub struct LedgerActor {
     /// A next piece is scheduled: the once-a-second tick leaves expiry to it, so that one
     /// chain of pieces runs at a time.
     expiry_chained: bool,
+    /// Per shard, the image of the last snapshot once written, for the next one to reuse.
+    spare_images: Option<SpareImages>,
 }
+
+/// Per shard, the image of the last snapshot once the snapshotter has written it (emptied),
+/// for the shard's next snapshot to copy into: memory already touched.
+pub type SpareImages = std::sync::Arc<[std::sync::Mutex<Option<ShardImage>>]>;
 
 impl LedgerActor {
     pub fn new(
@@ -262,7 +268,14 @@ impl LedgerActor {
             expiry_released: 0,
             expiry_pieces: 0,
             expiry_chained: false,
+            spare_images: None,
         }
+    }
+
+    /// Takes each snapshot's image from `spares` (its shard's slot) and copies into it.
+    pub fn with_spare_images(mut self, spares: SpareImages) -> LedgerActor {
+        self.spare_images = Some(spares);
+        self
     }
 
     /// One bounded piece of expiry, logged; schedules the next piece if more is due, so that a
@@ -405,9 +418,28 @@ impl Handler<TakeSnapshot> for LedgerActor {
             return;
         }
         // Copying the state stalls this shard for a moment (tens of milliseconds per million
-        // accounts); encoding and writing happen on the snapshotter's thread.
-        let image = Box::new(self.shard.image());
+        // transactions, into the last snapshot's image, which the snapshotter gives back);
+        // encoding and writing happen on the snapshotter's thread.
+        let started = Instant::now();
         let shard = usize::try_from(self.shard.index()).unwrap_or(usize::MAX);
+        let mut image = self
+            .spare_images
+            .as_ref()
+            .and_then(|spares| spares.get(shard))
+            .and_then(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).take())
+            .unwrap_or_default();
+        let reused = image.transactions.capacity() > 0 || image.accounts.capacity() > 0;
+        self.shard.image_into(&mut image);
+        tracing::info!(
+            shard,
+            generation = message.generation,
+            accounts = image.accounts.len(),
+            transactions = image.transactions.len(),
+            reused,
+            elapsed = ?started.elapsed(),
+            "shard state copied for a snapshot"
+        );
+        let image = Box::new(image);
         let _ = self.wal.submit_marker(Waiting::Snapshot {
             generation: message.generation,
             shard,

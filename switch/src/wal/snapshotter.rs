@@ -14,6 +14,16 @@ use crate::ledger::actor::{Taken, TakenPart};
 use crate::wal::format::{RemotePart, SnapshotSection};
 use crate::wal::snapshot;
 
+/// Sets the generation being written as finished when dropped, whichever way its work ends.
+struct Finished<'a>(&'a std::sync::atomic::AtomicU64, u64);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0
+            .fetch_max(self.1, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// One generation's parts, as they arrive.
 struct Gathering {
     shards: Vec<Option<SnapshotSection>>,
@@ -21,7 +31,10 @@ struct Gathering {
 }
 
 /// Starts the thread; it ends when every sender of `taken` is gone. A generation is written
-/// once every one of `shards` shards and `channels` issuer channels has given its part.
+/// once every one of `shards` shards and `channels` issuer channels has given its part; then
+/// `finished` holds it (written or not), so that the timer does not ask for the next one
+/// before.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     dir: PathBuf,
     shards: usize,
@@ -30,6 +43,8 @@ pub fn start(
     taken: Receiver<Taken>,
     pins: std::sync::Arc<crate::issuer::pins::Pins>,
     cold: Option<std::sync::Arc<crate::ledger::cold::ColdStore>>,
+    finished: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    spares: crate::ledger::actor::SpareImages,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("snapshotter".into()).spawn(move || {
         let mut pending: BTreeMap<u64, Gathering> = BTreeMap::new();
@@ -56,6 +71,7 @@ pub fn start(
                 continue;
             }
             let Some(gathering) = pending.remove(&generation) else { continue };
+            let _finished = Finished(&finished, generation);
             // An older generation still incomplete can no longer complete usefully.
             pending.retain(|g, _| *g > generation);
             let sections: Vec<SnapshotSection> = gathering.shards.into_iter().flatten().collect();
@@ -69,12 +85,13 @@ pub fn start(
                 .unwrap_or(0);
             let first_needed = pins.oldest().map_or(first_needed, |pinned| pinned.min(first_needed));
             let started = std::time::Instant::now();
+            'write: {
             // The images count on every change the store made before them being durable.
             if let Some(cold) = &cold
                 && let Err(error) = cold.persist(&sections.iter().map(|s| &s.image).collect::<Vec<_>>())
             {
                 tracing::error!("{error:#}; the snapshot is not written, and the log is kept whole");
-                continue;
+                break 'write;
             }
             match snapshot::write_with_remote(&dir, &sections, &gathering.remote, unix_seconds()) {
                 Ok(path) => {
@@ -99,6 +116,14 @@ pub fn start(
                     }
                 }
                 Err(error) => tracing::error!(%error, dir = %dir.display(), "writing a snapshot failed; the log is kept whole"),
+            }
+            }
+            // Each image back to its shard, emptied, for the next snapshot to copy into.
+            for (shard, mut section) in sections.into_iter().enumerate() {
+                section.image.clear();
+                if let Some(slot) = spares.get(shard) {
+                    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(section.image);
+                }
             }
         }
     })

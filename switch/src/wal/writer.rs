@@ -18,7 +18,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -129,6 +129,8 @@ pub struct Wal<C> {
     failed: Arc<AtomicBool>,
     /// Why a shard stopped the log ([`Wal::poison`]), until the writer reports it.
     poison: Arc<std::sync::Mutex<Option<String>>>,
+    /// The LSN the next record gets, as of the last durable group.
+    logged: Arc<AtomicU64>,
 }
 
 impl<C> Clone for Wal<C> {
@@ -139,6 +141,7 @@ impl<C> Clone for Wal<C> {
             capacity: self.capacity,
             failed: self.failed.clone(),
             poison: self.poison.clone(),
+            logged: self.logged.clone(),
         }
     }
 }
@@ -194,6 +197,13 @@ impl<C> Wal<C> {
         .map_err(|s| s.completion)
     }
 
+    /// The LSN the next record gets, as of the last durable group: how far the log has come
+    /// (the snapshot timer counts records with it). A handle of its own, which does not keep
+    /// the writer running as the `Wal` does.
+    pub fn logged_lsn(&self) -> Arc<AtomicU64> {
+        self.logged.clone()
+    }
+
     pub fn has_failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
     }
@@ -222,6 +232,7 @@ struct Writer<C, R> {
     queued: Arc<AtomicUsize>,
     failed: Arc<AtomicBool>,
     poison: Arc<std::sync::Mutex<Option<String>>>,
+    logged: Arc<AtomicU64>,
     release: R,
     on_failure: Option<Box<dyn FnOnce(String) + Send>>,
     /// Segment and length at the end of the last durable group.
@@ -292,12 +303,14 @@ where
     let queued = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicBool::new(false));
     let poison = Arc::new(std::sync::Mutex::new(None));
+    let logged = Arc::new(AtomicU64::new(next_lsn));
     let wal = Wal {
         sender,
         queued: queued.clone(),
         capacity: config.queue_records_max,
         failed: failed.clone(),
         poison: poison.clone(),
+        logged: logged.clone(),
     };
     let writer = Writer {
         config,
@@ -310,6 +323,7 @@ where
         queued,
         failed,
         poison,
+        logged,
         release,
         on_failure: Some(Box::new(on_failure)),
         released: (segment_sequence, segment_len),
@@ -431,6 +445,7 @@ impl<C, R: Release<C>> Writer<C, R> {
                     // Durable: from here on the group stays in the log, whatever happens, and
                     // what is not released yet is held where a panic can still release it.
                     self.released = (self.segment_sequence, self.segment_len);
+                    self.logged.store(self.next_lsn, Ordering::Release);
                     self.releasing.extend(completions.drain(..));
                     while let Some((completion, lsn)) = self.releasing.pop_front() {
                         self.release.release(completion, Durability::Durable, lsn);
@@ -627,10 +642,20 @@ mod tests {
     fn records_are_released_in_order_once_durable_and_read_back() {
         let dir = dir("order");
         let (wal, handle, released, failure) = start_writer(config(&dir), Box::new(Disk));
+        let logged = wal.logged_lsn();
+        assert_eq!(logged.load(Ordering::Acquire), 0);
         for id in 0..500u32 {
             let payload = id.to_le_bytes();
             submit(&wal, id, if id % 10 == 9 { None } else { Some(&payload) });
         }
+        // How far the log has come, once the last group is durable: what the snapshot timer
+        // counts records with.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while released.lock().unwrap().len() < 500 {
+            assert!(Instant::now() < deadline, "not all released");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(logged.load(Ordering::Acquire), 450);
         drop(wal);
         let stats = handle.join().unwrap();
         let released = released.lock().unwrap();
