@@ -528,6 +528,9 @@ pub struct Recovered {
     pub report: ScanReport,
     /// The snapshot recovery started from, if any.
     pub snapshot: Option<PathBuf>,
+    /// The LSN the newest snapshot covers the log up to (its lowest marker; 0 without one):
+    /// what a restart now would replay starts there, and the snapshot timer counts from it.
+    pub snapshot_lsn: u64,
     /// Entries applied on top of the snapshot (or genesis).
     pub replayed: u64,
     pub idempotency_restored: u64,
@@ -722,6 +725,7 @@ pub fn recover(
         }
     };
     let first_needed = markers.iter().copied().min().unwrap_or(0);
+    let mut snapshot_lsn = first_needed;
     let last_marker = markers.iter().copied().max().unwrap_or(0);
     // A log pruned behind a snapshot cannot be replayed from anything older than it.
     let segments =
@@ -835,6 +839,7 @@ pub fn recover(
             })
             .collect();
         let remote = replay.remote.parts(report.next_lsn);
+        snapshot_lsn = report.next_lsn;
         snapshot::write_with_remote(dir, &sections, &remote, now_seconds).with_context(|| {
             format!(
                 "cannot write a snapshot of the new split in {}",
@@ -865,6 +870,7 @@ pub fn recover(
         shards,
         report,
         snapshot: snapshot_path,
+        snapshot_lsn,
         replayed: replay.replayed,
         idempotency_restored: replay.restored,
         elapsed: started.elapsed(),

@@ -263,7 +263,7 @@ async fn start(
         pins.pin(settled.lsn);
     }
     let retention = Duration::from_secs(settings.limits.idempotency_retention_seconds);
-    let snapshots_finished = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let snapshot_progress = Arc::new(snapshotter::Progress::default());
     let spare_images: SpareImages = (0..settings.shards)
         .map(|_| std::sync::Mutex::new(None))
         .collect();
@@ -275,7 +275,7 @@ async fn start(
         snapshot_rx,
         pins.clone(),
         recovered.cold.clone(),
-        snapshots_finished.clone(),
+        snapshot_progress.clone(),
         spare_images.clone(),
     )
     .context("cannot start the snapshotter thread")?;
@@ -325,6 +325,7 @@ async fn start(
     // One channel per issuer, each on its own thread (an issuer's latency never holds up a
     // worker), with the queue and the approvals the log holds for it.
     let sealer = Arc::new(Sealer::new(&settings.token_key));
+    let recovered_snapshot_lsn = recovered.snapshot_lsn;
     let mut remote = recovered.remote;
     let mut channels = HashMap::new();
     for (index, issuer) in settings.issuers.iter().enumerate() {
@@ -475,22 +476,30 @@ async fn start(
         let channels: Vec<Addr<IssuerChannel>> =
             channels.values().map(|(c, ..)| c.clone()).collect();
         let (logged, every_records) = (logged_lsn.clone(), settings.snapshot_records);
-        let finished = snapshots_finished.clone();
+        let snapshot_lsn = recovered_snapshot_lsn;
+        let progress = snapshot_progress.clone();
         actix::spawn(async move {
             let mut tick = tokio::time::interval(SNAPSHOT_CHECK_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let lsn = move || logged.load(std::sync::atomic::Ordering::Acquire);
-            let mut last = (std::time::Instant::now(), lsn());
+            // Counted from the snapshot recovery started from: a restart that replayed many
+            // records takes one soon, so that restarts in a row do not replay more and more.
+            let mut last = (std::time::Instant::now(), snapshot_lsn);
             for generation in 1u64.. {
                 loop {
                     tick.tick().await;
                     let since = last.0.elapsed();
                     let logged = lsn().saturating_sub(last.1);
                     let due = since >= interval || every_records.is_some_and(|n| logged >= n);
-                    // The one before still being written: wait for it (an interval at most,
-                    // in case a shard never gave its part).
-                    let busy = finished.load(std::sync::atomic::Ordering::Acquire) + 1 < generation
-                        && since < interval;
+                    // The one before not done with: wait for it while it is being written,
+                    // however long; for one whose parts never all arrived (a shard with a
+                    // failed store gives none), an interval at most.
+                    let previous = generation - 1;
+                    let (gathered, finished) = (
+                        progress.gathered.load(std::sync::atomic::Ordering::Acquire),
+                        progress.finished.load(std::sync::atomic::Ordering::Acquire),
+                    );
+                    let busy = finished < previous && (gathered >= previous || since < interval);
                     if due && !busy {
                         break;
                     }

@@ -227,20 +227,29 @@ impl IdempotencyStore {
     }
 
     /// Puts back an answered request found in the log at start-up (read oldest first). When
-    /// the current generation is full, the older one is dropped and a new current one
-    /// started, as a rotation of the live table would: what stays is the newest answers, the
-    /// ones retransmissions ask for. (Stopping at a full generation kept the oldest instead:
-    /// after the 10-minute soak, nothing of the last 10 M requests before a restart.)
+    /// the current generation is as full as makes the live table rotate early (three
+    /// quarters), the older one is dropped and a new current one started, as the live table
+    /// does: what stays is the newest answers, the ones retransmissions ask for, and the first
+    /// sweep after the start finds nothing to rotate. (Stopping at a full generation kept the
+    /// oldest instead: after the 10-minute soak, nothing of the last 10 M requests before a
+    /// restart.) An identity logged twice (retransmitted after its entry was dropped) keeps
+    /// its newest answer only, as live.
     pub fn restore(&self, identity: RequestIdentity, fingerprint: u64, outcome: Outcome) {
-        let (mut current, _) = self.current();
-        if current.count.load(Ordering::Relaxed) >= self.generation_max {
+        let (mut current, mut previous) = self.current();
+        // Rotated before it would reach three quarters, so that it ends below.
+        let early = (self.generation_max / 4 * 3).max(1);
+        if current.count.load(Ordering::Relaxed) + 1 >= early {
             let next = (self.current.load(Ordering::Acquire) & 1) ^ 1;
-            let older = &self.generations[next];
             // Clearing keeps the table's memory, already touched: no page faults refilling it.
-            older.entries.clear();
-            older.count.store(0, Ordering::Relaxed);
+            previous.entries.clear();
+            previous.count.store(0, Ordering::Relaxed);
             self.current.store(next, Ordering::Release);
-            current = older;
+            (current, previous) = (previous, current);
+        }
+        if previous.count.load(Ordering::Relaxed) > 0
+            && previous.entries.remove(&identity).is_some()
+        {
+            previous.count.fetch_sub(1, Ordering::Relaxed);
         }
         if current
             .entries
@@ -465,21 +474,29 @@ mod tests {
         );
     }
 
-    /// Restored oldest first, more than the table holds: the newest answers stay, as many as
-    /// two generations hold, and the oldest go.
+    /// Restored oldest first, more than the table holds: the newest answers stay, and the
+    /// oldest go; an identity logged twice keeps its newest answer.
     #[test]
     fn restore_keeps_the_newest_answers() {
-        let store = IdempotencyStore::new(4, 10);
-        for stan in 1..=7 {
+        // Generations of eight, rotated at six: restore starts a new one at five.
+        let store = IdempotencyStore::new(16, 10);
+        for stan in 1..=13 {
             store.restore(id(stan), 3, APPROVED);
         }
-        // Generations of two: {5, 6} full, then {7}; {1, 2} and {3, 4} were dropped.
-        assert_eq!(store.len(), 3);
-        for stan in 5..=7 {
+        // {1..5} was dropped; {6..10} then {11, 12, 13} stay.
+        assert_eq!(store.len(), 8);
+        // Retransmitted after an early rotation, answered 94 the second time: one entry.
+        let conflict = Outcome::decline(ResponseCode::DuplicateTransmission);
+        store.restore(id(7), 3, conflict);
+        assert_eq!(store.len(), 8);
+        assert_eq!(begin(&store, id(7), 3), Seen::Replay(conflict));
+        for stan in [6, 8, 9, 10, 11, 12, 13] {
             assert_eq!(begin(&store, id(stan), 3), Seen::Replay(APPROVED), "{stan}");
         }
-        assert_eq!(begin(&store, id(7), 4), Seen::Conflict);
-        // The newest of those dropped is new again (and fills the current generation).
-        assert_eq!(begin(&store, id(4), 3), Seen::New);
+        assert_eq!(begin(&store, id(13), 4), Seen::Conflict);
+        // The first sweep finds the current generation below three quarters: nothing to do.
+        assert_eq!(store.sweep(1), Sweep::Nothing);
+        // The newest of those dropped is new again.
+        assert_eq!(begin(&store, id(5), 3), Seen::New);
     }
 }

@@ -25,6 +25,9 @@ use crate::wal::writer::{SyncMode, WriterConfig};
 /// The default configuration, compiled in: the same file as `config/switch.toml`.
 pub const EMBEDDED: &str = include_str!("../../../config/switch.toml");
 pub const EMBEDDED_NAME: &str = "<embedded config/switch.toml>";
+/// The fewest records `wal.snapshot_records` may name (but 0): a snapshot per second at most
+/// anyway, but each copies every shard's state.
+const SNAPSHOT_RECORDS_MIN: u64 = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -764,11 +767,24 @@ impl Checker<'_> {
             0 => None,
             seconds => Some(std::time::Duration::from_secs(seconds)),
         };
-        let snapshot_records =
-            match self.range("wal.snapshot_records", w.snapshot_records, 0, 1 << 40)? {
-                0 => None,
-                records => Some(records),
-            };
+        let snapshot_records = match self.range(
+            "wal.snapshot_records",
+            w.snapshot_records,
+            0,
+            1 << 40,
+        )? {
+            0 => None,
+            records if records < SNAPSHOT_RECORDS_MIN => {
+                return Err(self.invalid(
+                        "wal.snapshot_records",
+                        format!(
+                            "{records} is below the minimum {SNAPSHOT_RECORDS_MIN} (0: snapshots by time only): \
+                             each snapshot copies every shard's state"
+                        ),
+                    ));
+            }
+            records => Some(records),
+        };
         let risk = self.risk(raw.risk)?;
         let mut acquirers: HashMap<u64, Acquirer> = HashMap::new();
         for (i, a) in raw.acquirers.into_iter().enumerate() {
@@ -1304,6 +1320,11 @@ mod tests {
         );
         let error = error_after("snapshot_records = 2000000", "snapshot_records = -1");
         assert!(error.contains("snapshot_records"), "{error}");
+        assert_eq!(
+            error_after("snapshot_records = 2000000", "snapshot_records = 99"),
+            "test.toml: wal.snapshot_records: 99 is below the minimum 100 (0: snapshots by time only): \
+             each snapshot copies every shard's state"
+        );
     }
 
     /// Replaces `from` with `to` in the embedded config and returns the error text.

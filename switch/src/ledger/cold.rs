@@ -182,38 +182,56 @@ fn options() -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default()
 }
 
-/// The most fjall's journals may hold before it flushes the oldest memtables (its least, and
-/// a quarter of its default). Opening the store replays the journals into memtables, at about
-/// 40 MB/s on the 2-core benchmark machine: with the default 512 MiB, a restart spent up to
-/// 10 s on it before the log was read (bench/RESULTS.md).
+/// fjall's bound on its journals, at its least (512 MiB by default): once the sealed ones pass
+/// it, it flushes the memtables they hold, so at most about 190 MB stay with the active one.
+/// Opening the store replays them into memtables, at about 40 MB/s on the 2-core benchmark
+/// machine: with the default, a restart spent up to 10 s on it before the log was read
+/// (bench/RESULTS.md).
 const JOURNALS_MAX_BYTES: u64 = 64 * 1024 * 1024;
-const _: () = assert!(
-    JOURNALS_MAX_BYTES >= 64 * 1024 * 1024,
-    "fjall asserts at least 64 MiB"
-);
 
 impl ColdStore {
     /// Empties `dir` and creates the store in it: for a start without a snapshot, where nothing
     /// on disk is older than the log. Faster than opening what is there and clearing it, which
-    /// first replays fjall's journals.
+    /// first replays fjall's journals. Only a directory holding a store (fjall's `version`
+    /// file) or nothing is emptied; anything else refuses the start, and a `lost+found` (a
+    /// file system's root) stays.
     pub fn create_empty(dir: &Path, keys_max: u64) -> anyhow::Result<Arc<ColdStore>> {
-        let empty = || -> std::io::Result<()> {
-            let entries = match std::fs::read_dir(dir) {
-                Ok(entries) => entries,
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                Err(error) => return Err(error),
-            };
-            for entry in entries {
-                let entry = entry?;
-                if entry.file_type()?.is_dir() {
-                    std::fs::remove_dir_all(entry.path())?;
-                } else {
-                    std::fs::remove_file(entry.path())?;
-                }
+        let entries: Vec<std::fs::DirEntry> = match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .collect::<std::io::Result<_>>()
+                .with_context(|| format!("cannot read {}", dir.display()))?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot read {}", dir.display()));
             }
-            Ok(())
         };
-        empty().with_context(|| format!("cannot empty {}", dir.display()))?;
+        let ours = |name: &std::ffi::OsStr| name != "lost+found";
+        let store = entries.iter().any(|e| e.file_name() == "version");
+        if !store && entries.iter().any(|e| ours(&e.file_name())) {
+            bail!(
+                "{} holds files that are not the store of transactions on disk, which a start without a \
+                 snapshot would empty: move them away (the directory belongs to the switch, inside wal.dir)",
+                dir.display()
+            );
+        }
+        // `version` last: a start cut short here still finds a store to empty.
+        let (version, rest): (Vec<_>, Vec<_>) = entries
+            .iter()
+            .filter(|e| ours(&e.file_name()))
+            .partition(|e| e.file_name() == "version");
+        for entry in rest.into_iter().chain(version) {
+            let removed = if entry.file_type()?.is_dir() {
+                std::fs::remove_dir_all(entry.path())
+            } else {
+                std::fs::remove_file(entry.path())
+            };
+            removed.with_context(|| format!("cannot remove {}", entry.path().display()))?;
+        }
+        if store {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("cannot sync {}", dir.display()))?;
+        }
         ColdStore::open(dir, keys_max)
     }
 
@@ -1207,6 +1225,7 @@ mod tests {
         std::fs::write(dir.join("left-over"), b"x").unwrap();
         let store = ColdStore::create_empty(&dir, 1_000).unwrap();
         assert!(!dir.join("left-over").exists());
+        assert!(dir.join("version").exists());
         // Before any shard opens its part (which would clear it anyway at version 0).
         let names: Vec<String> = store
             .db
@@ -1219,6 +1238,15 @@ mod tests {
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(ColdStore::create_empty(&dir, 1_000).is_ok());
+        // A directory of something else is not emptied.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("notes.txt"), b"mine").unwrap();
+        let error = ColdStore::create_empty(&dir, 1_000)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not the store"), "{error}");
+        assert!(dir.join("notes.txt").exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crossbeam_channel::Receiver;
 
 use crate::clock::unix_seconds;
@@ -14,13 +16,20 @@ use crate::ledger::actor::{Taken, TakenPart};
 use crate::wal::format::{RemotePart, SnapshotSection};
 use crate::wal::snapshot;
 
+/// How far the snapshotter has come, for the timer: the newest generation whose parts all
+/// arrived (then it is being written), and the newest one done with (written or not).
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub gathered: AtomicU64,
+    pub finished: AtomicU64,
+}
+
 /// Sets the generation being written as finished when dropped, whichever way its work ends.
-struct Finished<'a>(&'a std::sync::atomic::AtomicU64, u64);
+struct Finished<'a>(&'a AtomicU64, u64);
 
 impl Drop for Finished<'_> {
     fn drop(&mut self) {
-        self.0
-            .fetch_max(self.1, std::sync::atomic::Ordering::Release);
+        self.0.fetch_max(self.1, Ordering::Release);
     }
 }
 
@@ -31,9 +40,9 @@ struct Gathering {
 }
 
 /// Starts the thread; it ends when every sender of `taken` is gone. A generation is written
-/// once every one of `shards` shards and `channels` issuer channels has given its part; then
-/// `finished` holds it (written or not), so that the timer does not ask for the next one
-/// before.
+/// once every one of `shards` shards and `channels` issuer channels has given its part;
+/// `progress` says when that happened and when it was done with, so that the timer does not
+/// ask for the next one before.
 #[allow(clippy::too_many_arguments)]
 pub fn start(
     dir: PathBuf,
@@ -43,7 +52,7 @@ pub fn start(
     taken: Receiver<Taken>,
     pins: std::sync::Arc<crate::issuer::pins::Pins>,
     cold: Option<std::sync::Arc<crate::ledger::cold::ColdStore>>,
-    finished: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    progress: std::sync::Arc<Progress>,
     spares: crate::ledger::actor::SpareImages,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("snapshotter".into()).spawn(move || {
@@ -71,7 +80,8 @@ pub fn start(
                 continue;
             }
             let Some(gathering) = pending.remove(&generation) else { continue };
-            let _finished = Finished(&finished, generation);
+            progress.gathered.fetch_max(generation, Ordering::Release);
+            let _finished = Finished(&progress.finished, generation);
             // An older generation still incomplete can no longer complete usefully.
             pending.retain(|g, _| *g > generation);
             let sections: Vec<SnapshotSection> = gathering.shards.into_iter().flatten().collect();
