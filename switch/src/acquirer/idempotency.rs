@@ -74,9 +74,13 @@ pub enum Begin {
     Full,
 }
 
+/// The maps' hasher: seeded at random (identities are the acquirers' choice) and fast; SipHash,
+/// the default, hashed each identity two or three times per request.
+type IdentityHasher = foldhash::fast::RandomState;
+
 #[derive(Debug, Default)]
 struct Generation {
-    entries: DashMap<RequestIdentity, Entry>,
+    entries: DashMap<RequestIdentity, Entry, IdentityHasher>,
     count: AtomicUsize,
 }
 
@@ -150,7 +154,11 @@ impl IdempotencyStore {
         // holds its lock for tens of milliseconds, and every session waits. Only the control
         // bytes are written now; the slots take memory as they fill.
         let generation = || Generation {
-            entries: DashMap::with_capacity_and_shard_amount(generation_max, MAP_SHARDS),
+            entries: DashMap::with_capacity_and_hasher_and_shard_amount(
+                generation_max,
+                IdentityHasher::default(),
+                MAP_SHARDS,
+            ),
             count: AtomicUsize::new(0),
         };
         IdempotencyStore {

@@ -465,11 +465,17 @@ fn signed(amount: Minor) -> i64 {
     i64::try_from(amount).unwrap_or(i64::MAX)
 }
 
+/// The hasher of a shard's tables: seeded at random per table (transaction keys are the
+/// acquirers' choice, so their place in a table must not be predictable), and fast. SipHash,
+/// std's default, hashed every key of the ledger's two big tables at every request and every
+/// replayed record.
+type TableHasher = foldhash::fast::RandomState;
+
 #[derive(Debug)]
 pub struct LedgerShard {
     index: u32,
-    accounts: HashMap<CardToken, Account>,
-    transactions: HashMap<TxnKey, Record>,
+    accounts: HashMap<CardToken, Account, TableHasher>,
+    transactions: HashMap<TxnKey, Record, TableHasher>,
     /// Creation order of holds and of other transactions, for expiry without a scan.
     holds_by_age: VecDeque<(u64, TxnKey)>,
     postings_by_age: VecDeque<(u64, TxnKey)>,
@@ -490,8 +496,8 @@ impl LedgerShard {
     pub fn new(index: u32, limits: ShardLimits) -> LedgerShard {
         LedgerShard {
             index,
-            accounts: HashMap::new(),
-            transactions: HashMap::new(),
+            accounts: HashMap::default(),
+            transactions: HashMap::default(),
             holds_by_age: VecDeque::new(),
             postings_by_age: VecDeque::new(),
             settlement: HashMap::new(),
