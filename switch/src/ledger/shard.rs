@@ -622,11 +622,16 @@ impl LedgerShard {
         }
     }
 
-    /// Room for `count` transactions in memory, and as many entries in each queue by age.
+    /// Room for `count` transactions in memory in all, and as many entries in each queue by
+    /// age: what they hold counts (a hot window loaded from a snapshot asked `count` more,
+    /// and a restart doubled the table, rehashing a million entries into twice the memory).
     pub fn reserve_transactions(&mut self, count: usize) {
-        self.transactions.reserve(count);
-        self.holds_by_age.reserve(count);
-        self.postings_by_age.reserve(count);
+        self.transactions
+            .reserve(count.saturating_sub(self.transactions.len()));
+        self.holds_by_age
+            .reserve(count.saturating_sub(self.holds_by_age.len()));
+        self.postings_by_age
+            .reserve(count.saturating_sub(self.postings_by_age.len()));
     }
 
     pub fn reserve_accounts(&mut self, count: usize) {
@@ -1384,6 +1389,28 @@ mod tests {
         shard.image_into(&mut dirty);
         assert_eq!(old, shard.image());
         assert_eq!(dirty, shard.image());
+    }
+
+    /// Reserving room for a count of transactions counts those already held: after a
+    /// snapshot's hot window is loaded, the table is not doubled.
+    #[test]
+    fn reserving_counts_what_is_held() {
+        use Kind::*;
+        let mut shard = shard();
+        for stan in 1..=40 {
+            shard.apply(&request(Authorization, 4, 1, stan), NOW);
+        }
+        let held = shard.transactions.len();
+        assert_eq!(held, 40);
+        let mut loaded = LedgerShard::from_image(0, LIMITS, shard.image());
+        // 896 fit 1,024 buckets exactly; 896 more than the 40 held would take 2,048.
+        loaded.reserve_transactions(896);
+        let capacity = loaded.transactions.capacity();
+        assert_eq!(capacity, 896);
+        assert!(loaded.holds_by_age.capacity() >= 896);
+        // Already room: nothing changes.
+        loaded.reserve_transactions(500);
+        assert_eq!(loaded.transactions.capacity(), capacity);
     }
 
     #[test]
