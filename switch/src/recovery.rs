@@ -764,12 +764,18 @@ pub fn recover(
         / settings.shards.max(1);
     // With a store on disk, the whole hot window at once (its memory is what the
     // configuration sets): growing a table of millions stalls its shard for tens of ms.
-    let in_memory = match cold {
+    // All in memory: what the snapshot holds plus what the log may add (a total, as
+    // `reserve_transactions` counts what is held).
+    let in_memory = |shard: &LedgerShard| match cold {
         Some(_) => settings.shard_limits.hot_max + 2 * SPILL_PIECE,
-        None => per_shard.min(settings.shard_limits.transactions_max),
+        None => shard
+            .hot_count()
+            .saturating_add(per_shard)
+            .min(settings.shard_limits.transactions_max),
     };
     for shard in &mut shards {
-        shard.reserve_transactions(in_memory);
+        let count = in_memory(shard);
+        shard.reserve_transactions(count);
     }
     let replay = replay(settings, shards, &markers, remote, idempotency, now_seconds)?;
     let (mut shards, report) = (replay.shards, replay.report);
@@ -851,7 +857,8 @@ pub fn recover(
             shards = shards
                 .into_iter()
                 .map(|mut shard| {
-                    shard.reserve_transactions(in_memory);
+                    let count = in_memory(&shard);
+                    shard.reserve_transactions(count);
                     let tier = cold.shard(shard.index(), &shard.cold_state())?;
                     Ok(shard.with_cold(Box::new(tier)))
                 })

@@ -23,6 +23,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
 use tokio::sync::oneshot;
 
+use crate::domain::hash::TableHasher;
 use crate::domain::{Outcome, RequestIdentity};
 use crate::limits::WAITERS_PER_IDENTITY_DEFAULT;
 
@@ -74,9 +75,9 @@ pub enum Begin {
     Full,
 }
 
-/// The maps' hasher: seeded at random (identities are the acquirers' choice) and fast; SipHash,
-/// the default, hashed each identity two or three times per request.
-type IdentityHasher = foldhash::fast::RandomState;
+/// The maps' hasher: identities are the acquirers' choice (see [`TableHasher`]); SipHash, the
+/// default, hashed each identity two or three times per request.
+type IdentityHasher = TableHasher;
 
 #[derive(Debug, Default)]
 struct Generation {

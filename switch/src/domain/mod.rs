@@ -3,6 +3,7 @@
 //! **The domain does no I/O** and imports neither actix nor tokio, so it is tested and
 //! benchmarked alone; so does the ledger's shard logic (`crate::ledger::shard`) built on it.
 
+pub mod hash;
 pub mod pan;
 pub mod request;
 pub mod response;

@@ -26,6 +26,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::shard::{ColdState, ColdTier, Queue, Record, ShardImage};
 use crate::domain::TxnKey;
+use crate::domain::hash::TableHasher;
 use crate::wal::format;
 
 /// The keyspaces a write lands in.
@@ -351,7 +352,7 @@ impl ColdStore {
         }
         batch.commit()?;
         self.db.persist(PersistMode::SyncAll)?;
-        let filter_hasher = foldhash::fast::RandomState::default();
+        let filter_hasher = TableHasher::default();
         let building = empty_filter(
             shard,
             state.count,
@@ -529,7 +530,7 @@ impl StoreKey {
 }
 
 /// The maps of keys the shard wrote: keys an acquirer chose, so a seeded hasher, and a fast one.
-type KeyMap<V> = HashMap<StoreKey, V, foldhash::fast::RandomState>;
+type KeyMap<V> = HashMap<StoreKey, V, TableHasher>;
 /// What a key holds (`None`: nothing).
 type Value = Option<Vec<u8>>;
 
@@ -575,7 +576,7 @@ pub struct DiskTier {
     /// The transactions' keys on disk; `None` if it could not hold them (every lookup reads).
     filter: Option<KeyFilter>,
     /// The filter's hasher (seeded at start) and its bound, for a grown copy.
-    filter_hasher: foldhash::fast::RandomState,
+    filter_hasher: TableHasher,
     filter_max: u64,
     /// A grown copy of the filter being built on a thread of its own.
     growing: Option<Growing>,
@@ -647,7 +648,7 @@ const FILTER_GROW_AT_PERCENT: u64 = 70;
 
 /// The filter of the keys on disk: seeded at random, so that keys chosen to collide in it
 /// cannot be prepared in advance (it is rebuilt at every start, never stored).
-type KeyFilter = qfilter::Filter<Box<[u8]>, foldhash::fast::RandomState>;
+type KeyFilter = qfilter::Filter<Box<[u8]>, TableHasher>;
 
 /// Whether this CPU has what the filter's code needs (qfilter asserts it otherwise).
 fn filter_supported() -> bool {
@@ -676,7 +677,7 @@ fn empty_filter(
     count: u64,
     keys_max: u64,
     first: u64,
-    hasher: foldhash::fast::RandomState,
+    hasher: TableHasher,
 ) -> Option<KeyFilter> {
     if !filter_supported() {
         tracing::warn!(
