@@ -51,6 +51,10 @@ const _: () = assert!(EXPIRY_PIECE_MIN >= 1 && EXPIRY_PIECE_MIN <= EXPIRY_PIECE_
 /// Transactions a shard moves from memory to disk at a time, at most (twice this when it is
 /// catching up): one write batch of about 60 KiB, a fraction of a millisecond.
 pub const SPILL_PIECE: usize = 512;
+/// Requests a shard keeps waiting for reads of the store made off its thread, at most; with
+/// more, it reads on its own thread (slower for everyone, never lost). Also the read queue's
+/// bound.
+pub const PARKED_MAX: usize = 4_096;
 /// Transactions on disk that recovery reads back into memory to split them over a changed
 /// number of shards; with more, it refuses to start (`ledger.shards` must stay as it was).
 pub const RESHARD_IN_MEMORY_MAX: u64 = 4_000_000;

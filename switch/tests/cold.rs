@@ -118,6 +118,9 @@ fn holds_and_purchases_on_disk_are_completed_and_reversed_before_and_after_a_kil
     // Beyond what remains authorized: 13, and nothing moves.
     assert_eq!(code(&link.call(&referring("0220", &holds[0], 2_000))), "13");
     assert_eq!(available(&mut link, &demo_pan(10)), 1_000_000 - 2_000);
+    // Read off the shards' threads, while each request waited.
+    let reads_ahead = gauge(&switch, "switch_ledger_reads_ahead_total");
+    assert!(reads_ahead >= 2, "read ahead: {reads_ahead}");
 
     // A snapshot with transactions on disk, more changes after it, then kill -9.
     switch.wait_for_output("snapshot written");

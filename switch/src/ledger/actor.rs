@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use super::fetch::{Parked, spawn_reader};
 use super::shard::{Account, LedgerShard, ShardImage};
 use crate::clock::unix_seconds;
-use crate::domain::{CardToken, Outcome, Posting, ResponseCode};
+use crate::domain::{CardToken, Outcome, Posting, ResponseCode, TxnKey};
 use crate::limits::{EXPIRY_PIECE_MAX, EXPIRY_PIECE_MICROS, EXPIRY_PIECE_MIN};
 use crate::ops::metrics::{Stage, metrics};
 use crate::pipeline::{Answerer, Post, Replies, Reply, reply};
@@ -18,6 +19,8 @@ use crate::wal::writer::{Durability, Release, Submission, Wal};
 
 /// How often a shard releases expired holds.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
+/// A request waiting this long for a read of the store means the store is stuck.
+const READ_STUCK_AFTER: Duration = Duration::from_secs(30);
 
 /// What waits for a WAL record to be durable.
 // `Nothing` is rare (one per expiry tick that released holds); boxing `Answer` to shrink it
@@ -244,6 +247,11 @@ pub struct LedgerActor {
     expiry_chained: bool,
     /// Per shard, the image of the last snapshot once written, for the next one to reuse.
     spare_images: Option<SpareImages>,
+    /// Requests waiting for reads of the store made off this thread ([`super::fetch`]).
+    parked: Parked<crate::pipeline::Transaction>,
+    /// The queue of the thread that reads the store ahead (`None`: no store, or no thread).
+    reads: Option<crossbeam_channel::Sender<TxnKey>>,
+    reads_ahead: prometheus::IntCounter,
 }
 
 /// Per shard, the image of the last snapshot once the snapshotter has written it (emptied),
@@ -258,6 +266,7 @@ impl LedgerActor {
         mailbox_capacity: usize,
         queued: std::sync::Arc<[std::sync::atomic::AtomicUsize]>,
     ) -> LedgerActor {
+        let shard_index = shard.index();
         LedgerActor {
             shard,
             shards,
@@ -269,6 +278,9 @@ impl LedgerActor {
             expiry_pieces: 0,
             expiry_chained: false,
             spare_images: None,
+            parked: Parked::default(),
+            reads: None,
+            reads_ahead: metrics().ledger_reads_ahead(shard_index),
         }
     }
 
@@ -387,11 +399,45 @@ impl LedgerActor {
     }
 }
 
+impl LedgerActor {
+    /// A read of the store that has not come back for [`READ_STUCK_AFTER`] leaves its request
+    /// (and those behind it) unanswered: the store is stuck, like one that takes no writes.
+    /// The log is stopped as for a failed store: every waiting request gets 96, `/readyz`
+    /// turns 503, the process exits 1.
+    fn check_reads(&mut self) {
+        let Some(waited) = self.parked.longest_wait() else {
+            return;
+        };
+        if waited < READ_STUCK_AFTER || self.wal.has_failed() {
+            return;
+        }
+        let failure = format!(
+            "the transactions on disk (shard {}) failed: a read has not come back for {waited:?}",
+            self.shard.index()
+        );
+        tracing::error!(shard = self.shard.index(), "{failure}");
+        self.wal.poison(failure);
+        let _ = self.wal.submit_marker(Waiting::Nothing);
+    }
+}
+
 impl Actor for LedgerActor {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.mailbox_capacity);
+        if let Some(reader) = self.shard.cold_reader() {
+            // A weak address: the thread ends once the shard has stopped.
+            let shard = ctx.address().downgrade();
+            self.reads = spawn_reader(self.shard.index(), reader, move |key, value| {
+                let Some(shard) = shard.upgrade() else {
+                    return false;
+                };
+                shard.do_send(Fetched { key, value });
+                true
+            });
+        }
         ctx.run_interval(EXPIRY_INTERVAL, |actor, ctx| {
+            actor.check_reads();
             if actor.expiry_chained {
                 actor.export_counts();
             } else {
@@ -455,17 +501,80 @@ impl Handler<Post> for LedgerActor {
         if let Some(queued) = self.queued.get(index) {
             queued.fetch_sub(transactions.len(), std::sync::atomic::Ordering::AcqRel);
         }
-        for mut transaction in transactions {
-            // From here on it may be decided (money moved): see `Transaction::guard`.
-            transaction.guard.disarm();
+        for transaction in transactions {
             self.post(transaction);
         }
     }
 }
 
+/// What the shard's reading thread found for a key (see [`super::fetch`]).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Fetched {
+    key: TxnKey,
+    value: Result<Option<Vec<u8>>, String>,
+}
+
+impl Handler<Fetched> for LedgerActor {
+    type Result = ();
+    fn handle(&mut self, Fetched { key, value }: Fetched, _: &mut Self::Context) {
+        self.reads_ahead.inc();
+        self.parked.arrived(&mut self.shard, key, value);
+        self.resume();
+    }
+}
+
 impl LedgerActor {
+    /// Applies `transaction` now, or parks it while what it looks up is read from the store
+    /// off this thread ([`super::fetch`]).
+    fn post(&mut self, transaction: crate::pipeline::Transaction) {
+        if self.wal.has_failed() {
+            // Answered 96 at once: nothing is applied any more.
+            return self.apply_now(transaction);
+        }
+        while self.parked.is_full() {
+            // Too many wait: the first is applied now, reading on this thread.
+            let Some((first, keys)) = self.parked.pop_front() else {
+                break;
+            };
+            self.apply_now(first);
+            self.parked.applied(&mut self.shard, &keys);
+        }
+        let posting = transaction.request.posting();
+        let now = {
+            let reads = &self.reads;
+            let mut read = |key| reads.as_ref().is_some_and(|r| r.try_send(key).is_ok());
+            self.parked
+                .admit(&mut self.shard, posting, transaction, &mut read)
+        };
+        if let Some(transaction) = now {
+            self.apply_now(transaction);
+        }
+        if !self.parked.is_empty() {
+            self.resume();
+        }
+    }
+
+    /// Applies the parked requests whose reads have arrived, in their order.
+    fn resume(&mut self) {
+        loop {
+            let next = {
+                let reads = &self.reads;
+                let mut read = |key| reads.as_ref().is_some_and(|r| r.try_send(key).is_ok());
+                self.parked.next_ready(&mut self.shard, &mut read)
+            };
+            let Some((transaction, keys)) = next else {
+                break;
+            };
+            self.apply_now(transaction);
+            self.parked.applied(&mut self.shard, &keys);
+        }
+    }
+
     /// Applies one on-us transaction and hands its record to the log, its answer waiting.
-    fn post(&mut self, mut transaction: crate::pipeline::Transaction) {
+    fn apply_now(&mut self, mut transaction: crate::pipeline::Transaction) {
+        // From here on it may be decided (money moved): see `Transaction::guard`.
+        transaction.guard.disarm();
         let started = Instant::now();
         if !self.wal.try_reserve() {
             // Nothing applied: a full log queue sheds (91); a failed log answers 96 until the

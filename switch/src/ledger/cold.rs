@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, bail};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use super::shard::{ColdState, ColdTier, Queue, Record, ShardImage};
+use super::shard::{ColdReader, ColdState, ColdTier, Queue, Record, ShardImage};
 use crate::domain::TxnKey;
 use crate::domain::hash::TableHasher;
 use crate::wal::format;
@@ -386,6 +386,8 @@ impl ColdStore {
             sent_order: std::collections::VecDeque::new(),
             last_sent: target,
             written,
+            fetching: KeyMap::default(),
+            fetched: KeyMap::default(),
             filter: None,
             filter_hasher,
             filter_max: self.keys_max.max(self.filter_initial),
@@ -573,6 +575,11 @@ pub struct DiskTier {
     last_sent: u64,
     /// The version the store thread has written up to.
     written: Arc<std::sync::atomic::AtomicU64>,
+    /// Transactions being read ahead, off the shard's thread: whether what the read finds is
+    /// still the key's value (no write of the key since the read started).
+    fetching: KeyMap<bool>,
+    /// What reads ahead found, until the shard lets go of it or writes the key.
+    fetched: KeyMap<Value>,
     /// The transactions' keys on disk; `None` if it could not hold them (every lookup reads).
     filter: Option<KeyFilter>,
     /// The filter's hasher (seeded at start) and its bound, for a grown copy.
@@ -866,6 +873,11 @@ impl DiskTier {
         {
             return new.clone();
         }
+        if !self.fetched.is_empty()
+            && let Some(found) = self.fetched.get(key)
+        {
+            return found.clone();
+        }
         if key.space == Space::Transactions
             && let Some(filter) = &self.filter
             && !filter.contains(key.bytes())
@@ -885,6 +897,15 @@ impl DiskTier {
     /// the change (asked only at the change's first write of the key: the undo entry
     /// restores the state before the change).
     fn record(&mut self, key: StoreKey, value: Value, absent: bool) {
+        // What a read ahead found (or will find) is no longer the key's value: the write is.
+        if !self.fetching.is_empty()
+            && let Some(current) = self.fetching.get_mut(&key)
+        {
+            *current = false;
+        }
+        if !self.fetched.is_empty() {
+            self.fetched.remove(&key);
+        }
         match self.pending.entry(key) {
             std::collections::hash_map::Entry::Occupied(mut slot) => slot.get_mut().0 = value,
             std::collections::hash_map::Entry::Vacant(slot) => {
@@ -1142,6 +1163,55 @@ impl ColdTier for DiskTier {
         self.failure.why()
     }
 
+    fn would_read(&self, key: &TxnKey, expected: bool) -> bool {
+        let key = StoreKey::txn(key);
+        let maybe = match &self.filter {
+            Some(filter) => filter.contains(key.bytes()),
+            None => expected,
+        };
+        maybe
+            && !(self.pending.contains_key(&key)
+                || self.sent.contains_key(&key)
+                || self.fetched.contains_key(&key))
+    }
+
+    fn reader(&self) -> Option<ColdReader> {
+        let txns = self.txns.clone();
+        Some(Arc::new(move |key: &TxnKey| {
+            txns.get(txn_key(key))
+                .map(|value| value.map(|v| v.to_vec()))
+                .map_err(|error| error.to_string())
+        }))
+    }
+
+    fn fetch_started(&mut self, key: &TxnKey) {
+        self.fetching.insert(StoreKey::txn(key), true);
+    }
+
+    fn fetched(&mut self, key: &TxnKey, value: Result<Option<Vec<u8>>, String>) {
+        let key = StoreKey::txn(key);
+        if self.fetching.remove(&key) != Some(true) {
+            // Written since the read started (or never asked for): the write is the value.
+            return;
+        }
+        match value {
+            Ok(value) => {
+                self.fetched.insert(key, value);
+            }
+            Err(error) => self.fail("a read", error),
+        }
+    }
+
+    fn forget_fetched(&mut self, key: &TxnKey) {
+        if !self.fetched.is_empty() {
+            self.fetched.remove(&StoreKey::txn(key));
+        }
+    }
+
+    fn forget_all_fetched(&mut self) {
+        self.fetched.clear();
+    }
+
     fn all(&self) -> Vec<(TxnKey, Record)> {
         self.wait_written();
         let mut out = Vec::new();
@@ -1389,6 +1459,69 @@ mod tests {
         }
         drop(tier);
         drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// What a read ahead found is used until the key is written: a write between the read's
+    /// start and its value's arrival makes the value stale, and the write is what lookups find.
+    #[test]
+    fn a_value_read_ahead_is_dropped_if_the_key_was_written_meanwhile() {
+        let dir = std::env::temp_dir().join(format!("switch-cold-ahead-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = ColdStore::open(&dir, 1_000).unwrap();
+        let mut tier = store.shard(0, &ColdState::default()).unwrap();
+        let (a, b) = (hold(1, 0).key, hold(2, 0).key);
+        let record = |amount| Record::new(hold(0, 0).card, Kind::Authorization, amount);
+        tier.insert_new(&a, &record(100));
+        tier.insert_new(&b, &record(200));
+        tier.commit(1);
+        tier.flush();
+        tier.forget_written();
+        assert!(
+            tier.would_read(&a, true),
+            "written, forgotten: on disk only"
+        );
+        let reader = tier.reader().unwrap();
+        // Read ahead with no write meanwhile: the value found is what lookups find.
+        tier.fetch_started(&a);
+        let found = reader(&a).unwrap();
+        let mut other = Vec::new();
+        format::encode_transaction(&record(999), &mut other);
+        tier.fetched(&a, Ok(Some(other)));
+        assert!(!tier.would_read(&a, true));
+        assert_eq!(
+            tier.get(&a),
+            Some(record(999)),
+            "the value read ahead is used"
+        );
+        tier.forget_fetched(&a);
+        assert_eq!(tier.get(&a), Some(record(100)));
+        assert!(found.is_some());
+        // Written between the read's start and its value: the value is dropped.
+        tier.fetch_started(&b);
+        let stale = reader(&b).unwrap();
+        tier.put(&b, &record(150));
+        tier.commit(2);
+        tier.fetched(&b, Ok(stale));
+        assert_eq!(tier.get(&b), Some(record(150)));
+        tier.flush();
+        tier.forget_written();
+        assert_eq!(
+            tier.get(&b),
+            Some(record(150)),
+            "from the store, not the stale value"
+        );
+        // Removed meanwhile: found nowhere.
+        tier.fetch_started(&a);
+        let stale = reader(&a).unwrap();
+        assert_eq!(tier.remove(&a), Some(record(100)));
+        tier.fetched(&a, Ok(stale));
+        assert_eq!(tier.get(&a), None);
+        // A failed read ahead fails the store.
+        tier.fetch_started(&b);
+        tier.fetched(&b, Err("disk on fire".into()));
+        assert!(tier.failure().unwrap().contains("disk on fire"));
+        drop(tier);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

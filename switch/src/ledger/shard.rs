@@ -236,7 +236,37 @@ pub trait ColdTier: Send + std::fmt::Debug {
     fn failure(&self) -> Option<String>;
     /// Every transaction in the store, for tests and for resharding a small store.
     fn all(&self) -> Vec<(TxnKey, Record)>;
+
+    /// Whether looking up the transaction `key` would read the store: not known in memory
+    /// (written, or fetched) and not ruled out by a filter. Such a lookup can be done ahead,
+    /// off the shard's thread, with [`ColdTier::reader`]. `expected`: the key is expected to
+    /// be there (an original); else (a duplicate check) only a filter's "maybe" counts, and
+    /// without a filter the lookup is left to the shard's thread, where a miss is cheap. A
+    /// tier in memory never reads.
+    fn would_read(&self, _key: &TxnKey, _expected: bool) -> bool {
+        false
+    }
+    /// Reads a transaction from the store, on any thread: the store's value only, without
+    /// the writes the tier has not yet made. `None`: the tier never reads.
+    fn reader(&self) -> Option<ColdReader> {
+        None
+    }
+    /// A read of `key` ahead has started: a write of `key` before its value arrives makes that
+    /// value stale, and [`ColdTier::fetched`] then drops it.
+    fn fetch_started(&mut self, _key: &TxnKey) {}
+    /// The value a read ahead found: lookups of `key` find it in memory until
+    /// [`ColdTier::forget_fetched`] (or a write of `key`).
+    fn fetched(&mut self, _key: &TxnKey, _value: Result<Option<Vec<u8>>, String>) {}
+    /// Lets go of what a read ahead of `key` found.
+    fn forget_fetched(&mut self, _key: &TxnKey) {}
+    /// Lets go of everything reads ahead found (nothing waits for them any more).
+    fn forget_all_fetched(&mut self) {}
 }
+
+/// Reads a stored transaction's bytes from a tier's store, on a thread of its own: see
+/// [`ColdTier::reader`].
+pub type ColdReader =
+    std::sync::Arc<dyn Fn(&TxnKey) -> Result<Option<Vec<u8>>, String> + Send + Sync>;
 
 /// A [`ColdTier`] in memory: what the store on disk does, without the disk, for tests and
 /// benchmarks of the hot window's rules.
@@ -680,6 +710,77 @@ impl LedgerShard {
 
     pub fn account_count(&self) -> usize {
         self.accounts.len()
+    }
+
+    /// Whether looking up `key` would read the store (see [`ColdTier::would_read`]).
+    pub fn would_read(&self, key: &TxnKey, expected: bool) -> bool {
+        self.cold_state.count > 0
+            && !self.transactions.contains_key(key)
+            && self
+                .cold
+                .as_ref()
+                .is_some_and(|cold| cold.would_read(key, expected))
+    }
+
+    /// The transactions [`LedgerShard::apply`] looks up for `request`, as far as is known
+    /// without reading the store: first its own key for the duplicate check (expected absent),
+    /// then the original of a completion or reversal, and the hold behind a reversed
+    /// completion once that completion is known (expected there). A lookup missing here is
+    /// still made, on the shard's thread.
+    pub fn lookups(&self, request: &Posting) -> [Option<TxnKey>; 3] {
+        let original = request.original;
+        if request.kind.is_reversal() {
+            let hold = original
+                .filter(|key| !self.would_read(key, true))
+                .and_then(|key| Some((key, self.transaction(&key)?)))
+                .and_then(|(key, record)| match record.part {
+                    Part::Capture { stan, transmission } => Some(TxnKey {
+                        stan,
+                        transmission,
+                        ..key
+                    }),
+                    _ => None,
+                });
+            return [None, original, hold];
+        }
+        if request.kind == Kind::BalanceInquiry {
+            return [None; 3];
+        }
+        let original = original.filter(|_| request.kind == Kind::Completion);
+        [Some(request.key), original, None]
+    }
+
+    /// See [`ColdTier::reader`].
+    pub fn cold_reader(&self) -> Option<ColdReader> {
+        self.cold.as_ref()?.reader()
+    }
+
+    /// See [`ColdTier::fetch_started`].
+    pub fn fetch_started(&mut self, key: &TxnKey) {
+        if let Some(cold) = &mut self.cold {
+            cold.fetch_started(key);
+        }
+    }
+
+    /// See [`ColdTier::fetched`].
+    pub fn fetched(&mut self, key: &TxnKey, value: Result<Option<Vec<u8>>, String>) {
+        if let Some(cold) = &mut self.cold {
+            cold.fetched(key, value);
+        }
+    }
+
+    /// See [`ColdTier::forget_fetched`].
+    pub fn forget_fetched(&mut self, key: &TxnKey) {
+        if let Some(cold) = &mut self.cold {
+            cold.forget_fetched(key);
+        }
+    }
+
+    /// See [`ColdTier::forget_all_fetched`].
+    pub fn forget_all_fetched(&mut self) {
+        if let Some(cold) = &mut self.cold {
+            cold.forget_all_fetched();
+        }
     }
 
     /// Transactions kept, in memory and on disk.

@@ -113,6 +113,7 @@ pub struct Metrics {
     ledger_transactions: IntGaugeVec,
     ledger_transactions_on_disk: IntGaugeVec,
     ledger_expiry_lag: IntGaugeVec,
+    ledger_reads_ahead: IntCounterVec,
     pub expired_holds: IntCounter,
     risk_decisions: IntCounterVec,
     pub velocity_evictions: IntGauge,
@@ -233,6 +234,16 @@ impl Metrics {
                 &["shard"],
             )?,
         );
+        let ledger_reads_ahead = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "switch_ledger_reads_ahead_total",
+                    "Transactions a shard read from disk off its own thread, for a completion or reversal that waited meanwhile",
+                ),
+                &["shard"],
+            )?,
+        );
         let ledger_expiry_lag = registered(
             &registry,
             IntGaugeVec::new(
@@ -331,6 +342,7 @@ impl Metrics {
             ledger_transactions,
             ledger_transactions_on_disk,
             ledger_expiry_lag,
+            ledger_reads_ahead,
             expired_holds,
             risk_decisions,
             velocity_evictions,
@@ -408,6 +420,11 @@ impl Metrics {
 
     pub fn ledger_expiry_lag(&self, shard: u32) -> IntGauge {
         self.ledger_expiry_lag
+            .with_label_values(&[&shard.to_string()])
+    }
+
+    pub fn ledger_reads_ahead(&self, shard: u32) -> IntCounter {
+        self.ledger_reads_ahead
             .with_label_values(&[&shard.to_string()])
     }
 
