@@ -20,7 +20,7 @@ MIX=${MIX:-auth:100}
 SWITCH=${SWITCH:-target/release/switch}
 LOADTEST=${LOADTEST:-target/release/loadtest}
 WORK=$(mktemp -d /tmp/switch-hot-window.XXXXXX)
-trap 'kill "$PID" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill "$PID" 2>/dev/null || true; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] && cp "$WORK/switch.log" "$KEEP"; rm -rf "$WORK"' EXIT
 printf '[ledger]\nhot_transactions_per_shard_max = %s\n' "$HOT" > "$WORK/hot.toml"
 
 start() {
