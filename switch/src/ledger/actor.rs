@@ -19,7 +19,7 @@ use crate::wal::writer::{Durability, Release, Submission, Wal};
 
 /// How often a shard releases expired holds.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
-/// A request waiting this long for a read of the store means the store is stuck.
+/// Reads of the store out this long with none coming back mean the store is stuck.
 const READ_STUCK_AFTER: Duration = Duration::from_secs(30);
 
 /// What waits for a WAL record to be durable.
@@ -400,24 +400,30 @@ impl LedgerActor {
 }
 
 impl LedgerActor {
-    /// A read of the store that has not come back for [`READ_STUCK_AFTER`] leaves its request
-    /// (and those behind it) unanswered: the store is stuck, like one that takes no writes.
-    /// The log is stopped as for a failed store: every waiting request gets 96, `/readyz`
-    /// turns 503, the process exits 1.
+    /// Reads of the store out for [`READ_STUCK_AFTER`] with none coming back leave their
+    /// requests (and those behind them) unanswered: the store is stuck, like one that takes no
+    /// writes. The log is stopped as for a failed store: every waiting request gets 96 now,
+    /// `/readyz` turns 503, the process exits 1. (A slow disk whose reads keep arriving is
+    /// not stuck, however long the queue.)
     fn check_reads(&mut self) {
-        let Some(waited) = self.parked.longest_wait() else {
+        let Some(stalled) = self.parked.reads_stalled_for() else {
             return;
         };
-        if waited < READ_STUCK_AFTER || self.wal.has_failed() {
+        if stalled < READ_STUCK_AFTER || self.wal.has_failed() {
             return;
         }
         let failure = format!(
-            "the transactions on disk (shard {}) failed: a read has not come back for {waited:?}",
+            "the transactions on disk (shard {}) failed: no read has come back for {stalled:?}",
             self.shard.index()
         );
         tracing::error!(shard = self.shard.index(), "{failure}");
         self.wal.poison(failure);
         let _ = self.wal.submit_marker(Waiting::Nothing);
+        // Nothing is applied any more: each is answered 96 at once.
+        while let Some((transaction, keys)) = self.parked.pop_front() {
+            self.apply_now(transaction);
+            self.parked.applied(&mut self.shard, &keys);
+        }
     }
 }
 

@@ -1515,8 +1515,15 @@ mod tests {
         tier.fetch_started(&a);
         let stale = reader(&a).unwrap();
         assert_eq!(tier.remove(&a), Some(record(100)));
+        tier.commit(3);
+        tier.flush();
+        tier.forget_written();
         tier.fetched(&a, Ok(stale));
-        assert_eq!(tier.get(&a), None);
+        assert_eq!(
+            tier.get(&a),
+            None,
+            "removed from the store, not the stale value"
+        );
         // A failed read ahead fails the store.
         tier.fetch_started(&b);
         tier.fetched(&b, Err("disk on fire".into()));
