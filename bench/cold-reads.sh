@@ -21,19 +21,8 @@ WORK=$(mktemp -d /tmp/switch-cold-reads.XXXXXX)
 trap 'kill "$PID" 2>/dev/null || true; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] && cp "$WORK/switch.log" "$KEEP"; rm -rf "$WORK"' EXIT
 printf '[ledger]\nhot_transactions_per_shard_max = 1000\n' > "$WORK/hot.toml"
 
-start() {
-  : > "$WORK/switch.log"
-  "$SWITCH" run --config "$WORK/hot.toml" --listen 127.0.0.1:0 --http 127.0.0.1:0 \
-    --wal-dir "$WORK/wal" 2> "$WORK/switch.log" &
-  PID=$!
-  for _ in $(seq 1 1200); do
-    grep -q "listening for acquirers on" "$WORK/switch.log" && break
-    kill -0 "$PID" 2>/dev/null || { cat "$WORK/switch.log" >&2; exit 1; }
-    sleep 0.2
-  done
-  ADDR=$(grep -o "listening for acquirers on [0-9.:]*" "$WORK/switch.log" | awk '{print $NF}')
-  PORT=${ADDR##*:}
-}
+# shellcheck source=bench/start-switch.sh
+. bench/start-switch.sh
 
 drop_caches() {
   sync

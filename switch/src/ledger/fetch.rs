@@ -374,6 +374,29 @@ mod tests {
         image
     }
 
+    /// A read waiting for delivery: its value if it was read when queued.
+    type Queued = VecDeque<(TxnKey, Option<Read>)>;
+
+    /// Applies the waiting requests whose turn has come, in order, to `live` and `reference`
+    /// (with `apply`), queueing the reads a turn still needs.
+    fn apply_ready(
+        parked: &mut Parked<(u32, Posting)>,
+        [live, reference]: [&mut LedgerShard; 2],
+        now: u64,
+        queued: &mut Queued,
+        early_read: &dyn Fn(&TxnKey) -> Option<Read>,
+        apply: &mut impl FnMut(&mut LedgerShard, &mut LedgerShard, &Posting, u64),
+    ) {
+        let mut read = |key| {
+            queued.push_back((key, early_read(&key)));
+            true
+        };
+        while let Some(((_, posting), keys)) = parked.next_ready(live, &mut read) {
+            apply(live, reference, &posting, now);
+            parked.applied(live, &keys);
+        }
+    }
+
     /// Requests of every kind about transactions on disk, with the reads ahead arriving at
     /// random moments (after writes that make some stale, with expiry between, with the read
     /// queue refusing some): each answer, and the whole state at the end, are what a shard
@@ -413,7 +436,8 @@ mod tests {
             // Even seeds read the store when a read is queued (a value that may go stale while
             // it waits), odd ones when it is delivered (a reader behind the store's writes).
             let early = seed % 2 == 0;
-            let mut queued: VecDeque<(TxnKey, Option<Read>)> = VecDeque::new();
+            let early_read = |key: &TxnKey| early.then(|| reader(key));
+            let mut queued: Queued = VecDeque::new();
             let mut now = NOW;
             let mut stan = 0u32;
             let mut applied = 0;
@@ -446,7 +470,7 @@ mod tests {
                             if refuse {
                                 return false;
                             }
-                            queued.push_back((key, early.then(|| reader(&key))));
+                            queued.push_back((key, early_read(&key)));
                             true
                         };
                         while parked.is_full() {
@@ -484,28 +508,28 @@ mod tests {
                     // made at the next change, and lookups go to the store (or what was read).
                     _ => live.cold_flush(),
                 }
-                let mut read = |key| {
-                    queued.push_back((key, early.then(|| reader(&key))));
-                    true
-                };
-                while let Some(((_, posting), keys)) = parked.next_ready(&mut live, &mut read) {
-                    apply(&mut live, &mut reference, &posting, now);
-                    parked.applied(&mut live, &keys);
-                }
+                apply_ready(
+                    &mut parked,
+                    [&mut live, &mut reference],
+                    now,
+                    &mut queued,
+                    &early_read,
+                    &mut apply,
+                );
             }
             // The reads still queued arrive (some for requests applied meanwhile from a full
             // queue); everything waiting is applied.
             while let Some((key, value)) = queued.pop_front() {
                 let value = value.unwrap_or_else(|| reader(&key));
                 parked.arrived(&mut live, key, value);
-                let mut read = |key| {
-                    queued.push_back((key, early.then(|| reader(&key))));
-                    true
-                };
-                while let Some(((_, posting), keys)) = parked.next_ready(&mut live, &mut read) {
-                    apply(&mut live, &mut reference, &posting, now);
-                    parked.applied(&mut live, &keys);
-                }
+                apply_ready(
+                    &mut parked,
+                    [&mut live, &mut reference],
+                    now,
+                    &mut queued,
+                    &early_read,
+                    &mut apply,
+                );
             }
             assert!(parked.is_empty() && parked.reading() == 0, "seed {seed}");
             assert_eq!(applied, stan, "seed {seed}: every request applied once");
