@@ -42,6 +42,11 @@ const _: () = assert!(
     "StoreKey::txn writes its length as a literal"
 );
 
+/// Undo entries undone in one write batch by a rollback ([`ColdStore::roll_back`]), at most;
+/// and the keys one batch writes, at most (a spill's entry holds about a thousand).
+const ROLLBACK_BATCH: usize = 4_096;
+const ROLLBACK_KEYS_MAX: usize = 65_536;
+
 /// How long a snapshot waits for the store threads to write what it counts on.
 const PERSIST_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -239,6 +244,7 @@ impl ColdStore {
     /// Opens (or creates) the store in `dir`, for shards that keep up to `keys_max`
     /// transactions each.
     pub fn open(dir: &Path, keys_max: u64) -> anyhow::Result<Arc<ColdStore>> {
+        let started = std::time::Instant::now();
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let db = Database::builder(dir)
             .max_journaling_size(JOURNALS_MAX_BYTES)
@@ -255,6 +261,7 @@ impl ColdStore {
         let meta = db
             .keyspace("meta", options)
             .context("cannot open the store's meta keyspace")?;
+        tracing::info!(dir = %dir.display(), elapsed = ?started.elapsed(), "store of transactions on disk opened");
         Ok(Arc::new(ColdStore {
             db,
             meta,
@@ -311,34 +318,15 @@ impl ColdStore {
                      {dir} from a backup taken with the WAL directory"
                 );
             }
-            // Newest first, one entry at a time (each holds what its keys held before it), each
-            // undone in one batch with the version it leaves: a rollback cut short by a crash
-            // resumes where it stopped. One iterator going down: each entry removed is behind
-            // it, so none is met again (a new iterator per entry would skip every removed one,
-            // quadratic in the changes since the snapshot).
-            for guard in undo.range(((target + 1).to_be_bytes())..).rev() {
-                let (key, value) = guard.into_inner()?;
-                let version = u64_value(&key).context("an undo key of the wrong size")?;
-                let items = decode_undo(&value)
-                    .with_context(|| format!("the undo entry of version {version} is damaged"))?;
-                let mut batch = self.db.batch();
-                for (space, key, old) in items {
-                    let keyspace = match space {
-                        Space::Transactions => &txns,
-                        Space::Ages => &ages,
-                    };
-                    match old {
-                        Some(old) => batch.insert(keyspace, key, old),
-                        None => batch.remove(keyspace, key),
-                    }
-                }
-                batch.remove(&undo, version.to_be_bytes());
-                batch.insert(
-                    &self.meta,
-                    version_key("version", shard),
-                    (version - 1).to_be_bytes(),
-                );
-                batch.commit()?;
+            let started = std::time::Instant::now();
+            let undone = self.roll_back(
+                shard,
+                [&txns, &ages, &undo],
+                target,
+                (ROLLBACK_BATCH, ROLLBACK_KEYS_MAX),
+            )?;
+            if undone > 0 {
+                tracing::info!(shard, undone, elapsed = ?started.elapsed(), "store rolled back to the snapshot's version");
             }
         }
         let mut batch = self.db.batch();
@@ -400,6 +388,71 @@ impl ColdStore {
             },
             failure,
         })
+    }
+
+    /// Undoes shard `shard`'s changes after version `target`, newest first, `batch_max` undo
+    /// entries to a write batch: each batch writes what its keys held before the oldest
+    /// change of it, removes its undo entries and sets the version it leaves, atomically, so a
+    /// rollback cut short by a crash resumes where it stopped. (The change of a request writes
+    /// a few keys: a batch apiece would commit once per request to undo.)
+    /// One iterator going down: each entry removed is behind it, so none is met again (a new
+    /// iterator per batch would skip every removed one).
+    fn roll_back(
+        &self,
+        shard: u32,
+        [txns, ages, undo]: [&Keyspace; 3],
+        target: u64,
+        (batch_max, keys_max): (usize, usize),
+    ) -> anyhow::Result<u64> {
+        let mut undone = 0;
+        let mut held: HashMap<(Space, Vec<u8>), Option<Vec<u8>>> = HashMap::new();
+        let mut versions: Vec<u64> = Vec::new();
+        let commit = |held: &mut HashMap<(Space, Vec<u8>), Option<Vec<u8>>>,
+                      versions: &mut Vec<u64>|
+         -> anyhow::Result<()> {
+            let Some(&oldest) = versions.last() else {
+                return Ok(());
+            };
+            let mut batch = self.db.batch();
+            for ((space, key), old) in held.drain() {
+                let keyspace = match space {
+                    Space::Transactions => txns,
+                    Space::Ages => ages,
+                };
+                match old {
+                    Some(old) => batch.insert(keyspace, key, old),
+                    None => batch.remove(keyspace, key),
+                }
+            }
+            for version in versions.drain(..) {
+                batch.remove(undo, version.to_be_bytes());
+            }
+            batch.insert(
+                &self.meta,
+                version_key("version", shard),
+                (oldest - 1).to_be_bytes(),
+            );
+            batch.commit()?;
+            Ok(())
+        };
+        for guard in undo.range(((target + 1).to_be_bytes())..).rev() {
+            let (key, value) = guard.into_inner()?;
+            let version = u64_value(&key).context("an undo key of the wrong size")?;
+            let items = decode_undo(&value)
+                .with_context(|| format!("the undo entry of version {version} is damaged"))?;
+            // What a key held before this change overrides what it held before a newer one;
+            // within the change, its first write holds what was there before it.
+            for (space, key, old) in items.into_iter().rev() {
+                held.insert((space, key), old);
+            }
+            versions.push(version);
+            undone += 1;
+            if versions.len() >= batch_max || held.len() >= keys_max {
+                commit(&mut held, &mut versions)?;
+            }
+        }
+        commit(&mut held, &mut versions)?;
+        Ok(undone)
     }
 
     /// Empties every shard's part (a new split of the shards starts from nothing on disk).
@@ -1397,6 +1450,82 @@ mod tests {
         }
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A rollback undoes many changes per write batch: whatever the batch size, rolling back
+    /// to a version leaves exactly what the store held at it, for keys written by several
+    /// changes of one batch, removed and added again (and put twice in one change, which the tier
+    /// merges into one write before it reaches the undo log).
+    #[test]
+    fn a_rollback_in_batches_leaves_what_each_version_held() {
+        let keys: Vec<TxnKey> = (0..4).map(|stan| hold(stan, 0).key).collect();
+        let record = |amount| Record::new(hold(0, 0).card, Kind::Purchase, amount);
+        let amounts = |tier: &DiskTier| -> Vec<Option<u64>> {
+            keys.iter()
+                .map(|key| tier.get(key).map(|r| r.amount))
+                .collect()
+        };
+        for (batch_max, keys_max) in [
+            (1, 100),
+            (2, 100),
+            (3, 100),
+            (5, 100),
+            (4_096, 1),
+            (4_096, 3),
+            (4_096, 100),
+        ] {
+            let dir = std::env::temp_dir().join(format!(
+                "switch-cold-batches-{batch_max}-{keys_max}-{}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            let store = ColdStore::open(&dir, 1_000).unwrap();
+            let mut tier = store.shard(0, &ColdState::default()).unwrap();
+            let mut held = vec![amounts(&tier)];
+            for version in 1..=24u64 {
+                let key = &keys[usize::try_from(version * 7 % 4).unwrap()];
+                match (tier.get(key).is_some(), version % 4) {
+                    (false, _) => tier.insert_new(key, &record(version * 10)),
+                    (true, 0) => {
+                        tier.put(key, &record(version * 10));
+                        tier.put(key, &record(version * 10 + 1));
+                    }
+                    (true, 1) => {
+                        tier.remove(key);
+                    }
+                    (true, _) => tier.put(key, &record(version * 10)),
+                }
+                // A second key in most changes.
+                let other = &keys[usize::try_from(version % 4).unwrap()];
+                if other != key && tier.get(other).is_some() {
+                    tier.put(other, &record(version * 100));
+                }
+                tier.commit(version);
+                held.push(amounts(&tier));
+            }
+            tier.flush();
+            assert_eq!(tier.failure(), None);
+            drop(tier);
+            for target in [23, 17, 9, 8, 1] {
+                let [txns, ages, undo] = store.keyspaces(0).unwrap();
+                store
+                    .roll_back(0, [&txns, &ages, &undo], target, (batch_max, keys_max))
+                    .unwrap();
+                assert_eq!(store.meta_u64("version", 0).unwrap(), target);
+                let state = ColdState {
+                    version: target,
+                    ..ColdState::default()
+                };
+                let tier = store.shard(0, &state).unwrap();
+                assert_eq!(
+                    amounts(&tier),
+                    held[usize::try_from(target).unwrap()],
+                    "batches of {batch_max} changes or {keys_max} keys, rolled back to {target}"
+                );
+            }
+            drop(store);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 
     /// A grown filter has twice the room, never four times: qfilter rounds a capacity up to
