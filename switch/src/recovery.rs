@@ -77,6 +77,61 @@ struct Replay {
     remote: RemoteBook,
 }
 
+/// Puts back the answers of the log within the retention, oldest first, for retransmissions
+/// after the start. They depend on nothing the snapshot holds, so this runs on a thread of its
+/// own while the snapshot loads and the store opens (bench/RESULTS.md, "the worst restart").
+///
+/// It changes nothing on disk and stops at the first record that does not read whole: what
+/// follows is either a torn tail, which replay truncates (so none of it was answered), or
+/// corruption, on which replay refuses to start. Either way it puts back exactly the answers
+/// of the records replay keeps. `stop` ends it early when the start failed elsewhere. Also
+/// says where the first entry about an issuer is: replay need not read the log before it
+/// and before every snapshot marker.
+fn restore_answers(
+    dir: &Path,
+    retention: u64,
+    now_seconds: u64,
+    idempotency: &IdempotencyStore,
+    stop: &AtomicBool,
+) -> Result<(ScanReport, Option<u64>), String> {
+    let mut first_issuers = None;
+    let report = scan::scan(dir, Mode::Verify, |lsn, payload| {
+        if stop.load(Ordering::Relaxed) {
+            return Err("the start failed".to_owned());
+        }
+        // Also an entry this build does not know: replay decodes it, and refuses it.
+        if !format::ledger_only(payload) {
+            first_issuers.get_or_insert(lsn);
+        }
+        if !format::carries_answer(payload) {
+            return Ok(());
+        }
+        let (key, at_seconds, fingerprint, outcome) =
+            match format::decode_entry(payload).map_err(|e| e.to_string())? {
+                Entry::Applied {
+                    posting,
+                    at_seconds,
+                    fingerprint,
+                    outcome,
+                } => (posting.key, at_seconds, fingerprint, outcome),
+                Entry::Remote {
+                    key,
+                    at_seconds,
+                    fingerprint,
+                    outcome,
+                    ..
+                } => (key, at_seconds, fingerprint, outcome),
+                _ => return Ok(()),
+            };
+        if now_seconds.saturating_sub(at_seconds) < retention {
+            idempotency.restore(key, fingerprint, outcome);
+        }
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    Ok((report, first_issuers))
+}
+
 /// Applies one shard's entries, checking each outcome against the logged one.
 fn replay_shard(
     mut shard: LedgerShard,
@@ -143,7 +198,7 @@ fn replay_shard(
 fn replay(
     settings: &Settings,
     shards: Vec<LedgerShard>,
-    markers: &[u64],
+    (markers, from_lsn): (&[u64], u64),
     remote: RemoteBook,
     idempotency: &IdempotencyStore,
     now_seconds: u64,
@@ -177,16 +232,22 @@ fn replay(
         };
         let mut remote = remote;
         let mut last_progress = Instant::now();
-        let scanned = scan::scan(dir, Mode::Recover, |lsn, payload| {
+        let scanned = scan::scan_from(dir, Mode::Recover, from_lsn, |lsn, payload| {
             if failed.load(Ordering::Relaxed) {
                 return Err("replay stopped".to_owned());
+            }
+            // Before every marker, the snapshot holds what an entry did to the ledger, and
+            // its answer was put back already ([`restore_answers`]): only the issuers' book
+            // needs it. Not decoding the rest is most of this scan after a long run.
+            if lsn < first_marker && format::ledger_only(payload) {
+                return Ok(());
             }
             match format::decode_entry(payload).map_err(|e| e.to_string())? {
                 Entry::Applied {
                     posting,
                     at_seconds,
-                    fingerprint,
                     outcome,
+                    ..
                 } => {
                     if !covered(&posting.card, lsn) {
                         push(
@@ -200,9 +261,6 @@ fn replay(
                                 earlier_rules: format::written_under_earlier_rules(payload),
                             },
                         );
-                    }
-                    if now_seconds.saturating_sub(at_seconds) < retention {
-                        idempotency.restore(posting.key, fingerprint, outcome);
                     }
                 }
                 Entry::Expire {
@@ -249,14 +307,13 @@ fn replay(
                     }
                 }
                 Entry::Remote {
-                    at_seconds,
                     issuer,
                     key,
-                    fingerprint,
                     outcome,
                     sent,
                     advices,
                     original,
+                    ..
                 } => {
                     if let Some((_, stan)) = sent
                         && let Some(u) = remote.unanswered.remove(&(issuer.clone(), key, stan))
@@ -269,9 +326,6 @@ fn replay(
                     // harmless.
                     if let Some(original) = original {
                         remote.reverse(original);
-                    }
-                    if now_seconds.saturating_sub(at_seconds) < retention {
-                        idempotency.restore(key, fingerprint, outcome);
                     }
                     if let Some((mti, stan)) = sent
                         && outcome.code.is_approved()
@@ -697,6 +751,78 @@ pub fn recover(
 ) -> anyhow::Result<Recovered> {
     let started = Instant::now();
     let dir = &settings.wal.dir;
+    let retention = settings.limits.idempotency_retention_seconds;
+    let stop = AtomicBool::new(false);
+    /// Stops the answers' scan when recovery ends without waiting for it (an error, a panic).
+    struct StopOnDrop<'a>(&'a AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    std::thread::scope(|scope| {
+        let answers = std::thread::Builder::new()
+            .name("recover-answers".to_owned())
+            .spawn_scoped(scope, || {
+                let started = Instant::now();
+                // A panic becomes the start's error here, rather than the scope's panic
+                // after recovery failed for another reason (which would hide that reason).
+                let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    restore_answers(dir, retention, now_seconds, idempotency, &stop)
+                }))
+                .unwrap_or_else(|_| Err("the thread putting answers back panicked".to_owned()));
+                (report, started.elapsed())
+            })
+            .context("cannot start the thread that puts answers back")?;
+        let stopping = StopOnDrop(&stop);
+        let recovered = recover_in(
+            settings,
+            tokenizer,
+            idempotency,
+            now_seconds,
+            (scope, answers),
+        );
+        drop(stopping);
+        recovered.map(|mut recovered| {
+            recovered.elapsed = started.elapsed();
+            recovered
+        })
+    })
+}
+
+/// What puts the answers back: its report and how long it took.
+type Answers<'scope> =
+    std::thread::ScopedJoinHandle<'scope, (Result<(ScanReport, Option<u64>), String>, Duration)>;
+
+fn recover_in<'scope, 'env>(
+    settings: &'env Settings,
+    tokenizer: &Tokenizer,
+    idempotency: &IdempotencyStore,
+    now_seconds: u64,
+    (scope, answers): (&'scope std::thread::Scope<'scope, 'env>, Answers<'scope>),
+) -> anyhow::Result<Recovered> {
+    let started = Instant::now();
+    let dir = &settings.wal.dir;
+    let keys_max = u64::try_from(settings.shard_limits.transactions_max).unwrap_or(u64::MAX);
+    let cold_dir = dir.join(COLD_DIR);
+    // The store opens (fjall replays its journals) while the snapshot loads: they are
+    // independent, and each takes seconds after a long run. Only when there is a snapshot to
+    // start from: without one, the store is emptied rather than opened.
+    let with_store = settings.shard_limits.hot_max > 0;
+    let opening = if with_store && snapshot::list(dir).is_ok_and(|found| !found.is_empty()) {
+        let cold_dir = cold_dir.clone();
+        Some(
+            std::thread::Builder::new()
+                .name("recover-store".to_owned())
+                .spawn_scoped(scope, move || {
+                    std::panic::catch_unwind(|| ColdStore::open(&cold_dir, keys_max))
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("opening the store panicked")))
+                })
+                .context("cannot start the thread that opens the store")?,
+        )
+    } else {
+        None
+    };
     let mut found = snapshot::latest(dir)
         .with_context(|| format!("cannot read snapshots in {}", dir.display()))?;
     for (path, problem) in &found.invalid {
@@ -715,6 +841,7 @@ pub fn recover(
             // Replayed with the shard count the log was written under (expiry is per shard);
             // resharded afterwards if the configuration changed it.
             let images: Vec<ShardImage> = sections.into_iter().map(|s| s.image).collect();
+            tracing::info!(snapshot = %path.display(), elapsed = ?started.elapsed(), "snapshot loaded");
             (images, markers, Some(path))
         }
         None => {
@@ -743,17 +870,33 @@ pub fn recover(
     }
     // Only now, with the log known to follow the snapshot (or genesis), is the store on disk
     // rolled back to it (emptied for genesis: nothing on disk is older than the log).
-    let cold = if settings.shard_limits.hot_max > 0 {
-        let keys_max = u64::try_from(settings.shard_limits.transactions_max).unwrap_or(u64::MAX);
-        let cold_dir = dir.join(COLD_DIR);
-        Some(match snapshot_path {
-            Some(_) => ColdStore::open(&cold_dir, keys_max)?,
-            None => ColdStore::create_empty(&cold_dir, keys_max)?,
+    let opened = match opening {
+        Some(thread) => Some(
+            thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("the thread opening the store panicked"))?,
+        ),
+        None => None,
+    };
+    let cold = if with_store {
+        Some(match (&snapshot_path, opened) {
+            (Some(_), Some(store)) => store?,
+            (Some(_), None) => ColdStore::open(&cold_dir, keys_max)?,
+            // Every snapshot file was unusable: a start from genesis, and nothing on disk is
+            // older than the log. A store that did not open is made anew, as without any.
+            (None, Some(Ok(store))) => {
+                store.clear()?;
+                store
+            }
+            (None, Some(Err(_)) | None) => ColdStore::create_empty(&cold_dir, keys_max)?,
         })
     } else {
         None
     };
     let mut shards = shards_from(images, settings, cold.as_ref())?;
+    if cold.is_some() {
+        tracing::info!(elapsed = ?started.elapsed(), "store of transactions on disk opened at the snapshot's version");
+    }
     // Every record of the log may hold a transaction: size the tables once instead of
     // rehashing them as replay grows them.
     let log_bytes: u64 = segments
@@ -778,8 +921,36 @@ pub fn recover(
         let count = in_memory(shard);
         shard.reserve_transactions(count);
     }
-    let replay = replay(settings, shards, &markers, remote, idempotency, now_seconds)?;
-    let (mut shards, report) = (replay.shards, replay.report);
+    // Replay may truncate a torn tail that the answers' scan reads: it waits for it.
+    let (answered, took) = answers
+        .join()
+        .map_err(|_| anyhow::anyhow!("the thread putting answers back panicked"))?;
+    let (answered, first_issuers) = answered.map_err(|problem| {
+        anyhow::anyhow!(
+            "cannot recover from the WAL in {}: {problem}",
+            dir.display()
+        )
+    })?;
+    tracing::info!(
+        records = answered.records,
+        answers = idempotency.len(),
+        took = ?took,
+        elapsed = ?started.elapsed(),
+        "answers within the retention put back"
+    );
+    // The segments wholly before every marker and every issuer's entry hold nothing replay
+    // needs, and the answers' scan has just read them whole.
+    let from_lsn = first_needed.min(first_issuers.unwrap_or(u64::MAX));
+    let replay = replay(
+        settings,
+        shards,
+        (&markers, from_lsn),
+        remote,
+        idempotency,
+        now_seconds,
+    )?;
+    let (mut shards, mut report) = (replay.shards, replay.report);
+    report.records = answered.records;
     // A write of the store fails on its own thread, after the change that made it: the last
     // ones of the replay are waited for here, so that a failed one stops the start.
     for shard in &shards {
@@ -930,6 +1101,16 @@ mod tests {
         snapshot: Snapshot,
         records: u32,
     ) -> (BTreeMap<u128, Account>, BTreeMap<u128, Account>) {
+        build_after(dir, snapshot, records, None)
+    }
+
+    /// [`build`], with the payload `first` (if any) logged before the postings.
+    fn build_after(
+        dir: &Path,
+        snapshot: Snapshot,
+        records: u32,
+        first: Option<Vec<u8>>,
+    ) -> (BTreeMap<u128, Account>, BTreeMap<u128, Account>) {
         let settings = settings(dir);
         let tokenizer = Tokenizer::new(settings.token_key);
         let mut shards = genesis(&settings, &tokenizer).unwrap();
@@ -947,12 +1128,21 @@ mod tests {
         )
         .unwrap();
         let mut before_last = BTreeMap::new();
+        let offset = u64::from(first.is_some());
+        if let Some(payload) = first {
+            assert!(wal.try_reserve());
+            wal.submit(Submission {
+                payload: Some(payload),
+                completion: (),
+            })
+            .unwrap();
+        }
         for n in 0..records {
             if n == records / 2 && !matches!(snapshot, Snapshot::Absent) {
                 let sections: Vec<SnapshotSection> = shards
                     .iter()
                     .map(|s| SnapshotSection {
-                        marker_lsn: u64::from(n),
+                        marker_lsn: u64::from(n) + offset,
                         image: s.image(),
                     })
                     .collect();
@@ -1101,12 +1291,158 @@ mod tests {
                         120 - u64::from(torn && !boundary),
                         "{name}: answers restored"
                     );
+                    assert_eq!(
+                        recovered.report.records,
+                        120 - u64::from(torn && !boundary),
+                        "{name}: records read"
+                    );
                     checked += 1;
                     let _ = fs::remove_dir_all(&dir);
                 }
             }
         }
         assert_eq!(checked, 12);
+    }
+
+    /// Replay does not read the segments wholly before the snapshot, except from the first
+    /// entry about an issuer on: a request sent to an issuer and never answered, logged in
+    /// the first segment, is still settled (its retransmission gets 91) after a restart from a
+    /// snapshot many segments later.
+    #[test]
+    fn an_issuers_entry_before_the_snapshot_is_still_read() {
+        let dir =
+            std::env::temp_dir().join(format!("switch-recovery-issuer-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let key = TxnKey {
+            acquirer: 123_456,
+            terminal: *b"TERM0002",
+            stan: 77,
+            transmission: 1_126_000_000,
+        };
+        let sent = Entry::RemoteSent {
+            at_seconds: 1_000,
+            issuer: "sim".into(),
+            key,
+            fingerprint: 5,
+            sent: (*b"0100", 12),
+            reversal: format::Advice {
+                id: 9,
+                issuer: "sim".into(),
+                created_seconds: 1_000,
+                sealed: vec![1; 16],
+            },
+        };
+        let mut payload = Vec::new();
+        encode_entry(&sent, &mut payload);
+        let (all, _) = build_after(&dir, Snapshot::Valid, 120, Some(payload));
+        let segments = scan::segments(&dir).unwrap();
+        assert!(
+            scan::first_lsn_of(&segments[1].1).unwrap() <= 61,
+            "segments wholly before the snapshot's marker"
+        );
+        let settings = settings(&dir);
+        let idempotency = IdempotencyStore::new(10_000, 1_000_000);
+        let recovered = recover(
+            &settings,
+            &Tokenizer::new(settings.token_key),
+            &idempotency,
+            1_000,
+        )
+        .unwrap();
+        assert_eq!(accounts(&recovered.shards), all);
+        assert_eq!(recovered.replayed, 60);
+        assert_eq!(recovered.report.records, 121);
+        assert_eq!(recovered.remote.settled.len(), 1, "the request is settled");
+        match idempotency.begin(key, 5) {
+            crate::acquirer::idempotency::Begin::Replay(outcome) => {
+                assert_eq!(outcome.code, crate::domain::ResponseCode::IssuerUnavailable);
+            }
+            other => panic!("the retransmission gets 91, not {other:?}"),
+        }
+        drop(recovered);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// An entry of a kind this build does not know, before the snapshot's marker (say, from a
+    /// newer release): replay must not skip it unread, but refuse to start, naming it.
+    #[test]
+    fn an_unknown_entry_before_the_snapshot_refuses_the_start() {
+        let dir =
+            std::env::temp_dir().join(format!("switch-recovery-unknown-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        build_after(&dir, Snapshot::Valid, 120, Some(vec![9, 1, 2, 3]));
+        let settings = settings(&dir);
+        let error = recover(
+            &settings,
+            &Tokenizer::new(settings.token_key),
+            &IdempotencyStore::new(10_000, 1_000_000),
+            1_000,
+        )
+        .map(|_| ())
+        .unwrap_err();
+        assert!(format!("{error:#}").contains("LSN 0"), "{error:#}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// The only snapshot does not read back, and the store on disk holds something: the start
+    /// is from genesis with the whole log, from the store opened beside the snapshot load and
+    /// emptied.
+    #[test]
+    fn an_unusable_only_snapshot_starts_from_genesis_with_the_store_emptied() {
+        let dir =
+            std::env::temp_dir().join(format!("switch-recovery-only-bad-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let (all, _) = build(&dir, Snapshot::Valid, 120);
+        let settings = settings(&dir);
+        // Something on disk that genesis does not have.
+        {
+            let store = ColdStore::open(&dir.join(COLD_DIR), 1_000).unwrap();
+            let mut tier = store
+                .shard(0, &crate::ledger::ColdState::default())
+                .unwrap();
+            let key = TxnKey {
+                acquirer: 1,
+                terminal: *b"TERM0009",
+                stan: 1,
+                transmission: 1,
+            };
+            let card = genesis(&settings, &Tokenizer::new(settings.token_key)).unwrap()[0]
+                .image()
+                .accounts[0]
+                .0;
+            crate::ledger::ColdTier::insert_new(
+                &mut tier,
+                &key,
+                &crate::ledger::Record::new(card, Kind::Purchase, 5),
+            );
+            crate::ledger::ColdTier::commit(&mut tier, 1);
+            crate::ledger::ColdTier::flush(&tier);
+        }
+        let (_, path) = snapshot::list(&dir).unwrap()[0].clone();
+        let mut bytes = fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xFF;
+        fs::write(&path, bytes).unwrap();
+        let idempotency = IdempotencyStore::new(10_000, 1_000_000);
+        let recovered = recover(
+            &settings,
+            &Tokenizer::new(settings.token_key),
+            &idempotency,
+            1_000,
+        )
+        .unwrap();
+        assert!(recovered.snapshot.is_none());
+        assert_eq!(recovered.replayed, 120);
+        assert_eq!(accounts(&recovered.shards), all);
+        assert!(
+            recovered.shards.iter().all(|s| s.cold_state().count == 0),
+            "nothing on disk"
+        );
+        drop(recovered);
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -697,12 +697,33 @@ pub fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
     let _ = bincode::encode_into_std_write(record, out, CONFIG);
 }
 
+/// Variant indices of [`EntryRecord`] (its order of declaration): bincode's standard
+/// configuration writes the index first, as a one-byte varint.
+const APPLIED_FIRST: u8 = 0;
+const APPLIED: u8 = 2;
+const REMOTE: u8 = 6;
+/// The variants before it concern the ledger alone (postings, expiry, accounts).
+const FIRST_NOT_LEDGER_ONLY: u8 = 6;
+
+/// Whether `payload` holds an answer sent to an acquirer ([`Entry::Applied`] or
+/// [`Entry::Remote`]), told from its first byte without decoding it.
+pub fn carries_answer(payload: &[u8]) -> bool {
+    matches!(payload.first(), Some(&(APPLIED_FIRST | APPLIED | REMOTE)))
+}
+
+/// Whether `payload` is an entry about the ledger alone ([`Entry::Applied`],
+/// [`Entry::Expired`], [`Entry::Expire`], [`Entry::AccountOpened`], [`Entry::AccountBlocked`]),
+/// told from its first byte without decoding it. Not for an entry about an issuer's business,
+/// nor for a variant this build does not know (which must be decoded, to refuse it).
+pub fn ledger_only(payload: &[u8]) -> bool {
+    payload.first().is_some_and(|&v| v < FIRST_NOT_LEDGER_ONLY)
+}
+
 /// Whether `payload` is an entry written under the money rules before completions, partial
 /// reversals and early reversals (variant 0): replaying it under today's rules may decide
 /// otherwise than the log says.
 pub fn written_under_earlier_rules(payload: &[u8]) -> bool {
-    // Bincode's standard configuration writes the variant index first, as a one-byte varint.
-    payload.first() == Some(&0)
+    payload.first() == Some(&APPLIED_FIRST)
 }
 
 fn applied_entry(r: AppliedRecord, replacement: Option<u64>) -> Result<Entry, EntryError> {
@@ -1447,10 +1468,26 @@ mod tests {
             id: 5,
             delivered: true,
         };
+        let card = CardToken {
+            hash: 5,
+            last_four: 6,
+        };
+        let opened = Entry::AccountOpened {
+            at_seconds: 14,
+            card,
+            account: Account::new(1_000, 840),
+        };
+        let blocked = Entry::AccountBlocked {
+            at_seconds: 15,
+            card,
+            blocked: true,
+        };
         for entry in [
             sample_applied(1),
             expired,
             expire,
+            opened,
+            blocked,
             remote,
             remote_sent,
             approved_remote,
@@ -1459,6 +1496,20 @@ mod tests {
             let mut payload = Vec::new();
             encode_entry(&entry, &mut payload);
             assert_eq!(decode_entry(&payload).unwrap(), entry);
+            // Recovery skips entries by these two without decoding them.
+            assert_eq!(
+                carries_answer(&payload),
+                matches!(entry, Entry::Applied { .. } | Entry::Remote { .. }),
+                "{entry:?}"
+            );
+            assert_eq!(
+                ledger_only(&payload),
+                !matches!(
+                    entry,
+                    Entry::Remote { .. } | Entry::AdviceDone { .. } | Entry::RemoteSent { .. }
+                ),
+                "{entry:?}"
+            );
             assert!(
                 decode_entry(&payload[..payload.len() - 1]).is_err(),
                 "truncated entry must not decode"
@@ -1490,6 +1541,7 @@ mod tests {
         });
         let mut payload = Vec::new();
         bincode::encode_into_std_write(old, &mut payload, CONFIG).unwrap();
+        assert!(carries_answer(&payload) && ledger_only(&payload));
         let Entry::Applied { posting: read, .. } = decode_entry(&payload).unwrap() else {
             panic!("an Applied entry")
         };
