@@ -85,8 +85,8 @@ struct Replay {
 /// follows is either a torn tail, which replay truncates (so none of it was answered), or
 /// corruption, on which replay refuses to start. Either way it puts back exactly the answers
 /// of the records replay keeps. `stop` ends it early when the start failed elsewhere. Also
-/// says where the first entry about an issuer is: replay need not read the log before it
-/// and before every snapshot marker.
+/// says where the first entry not about the ledger alone is (about an issuer, or unknown):
+/// replay need not read the log before it and before every snapshot marker.
 fn restore_answers(
     dir: &Path,
     retention: u64,
