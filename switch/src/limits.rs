@@ -116,6 +116,8 @@ pub struct Limits {
     pub mailbox_capacity: usize,
     pub idempotency_entries_max: usize,
     pub idempotency_retention_seconds: u64,
+    /// Answers the idempotency table let go of early, kept on disk (0: none kept).
+    pub idempotency_archive_entries_max: u64,
     pub shutdown_drain_seconds: u64,
     /// A connection whose peer takes longer than this to accept a write is closed.
     pub write_timeout_seconds: u64,

@@ -27,6 +27,8 @@ use crate::limits::{RESHARD_IN_MEMORY_MAX, SPILL_PIECE};
 /// Where the transactions beyond the hot windows are kept, inside the WAL directory (whose
 /// lock covers it): derived from the log, and moved with it.
 pub const COLD_DIR: &str = "cold";
+/// Where the answers the idempotency table let go of early are kept ([`crate::acquirer::archive`]).
+pub const ANSWERS_DIR: &str = "answers";
 use crate::limits::{REPLAY_BATCH, REPLAY_BATCHES_QUEUED};
 use crate::wal::format::{self, Entry, SnapshotSection};
 use crate::wal::scan::{self, Mode, ScanReport};
@@ -124,7 +126,7 @@ fn restore_answers(
                 _ => return Ok(()),
             };
         if now_seconds.saturating_sub(at_seconds) < retention {
-            idempotency.restore(key, fingerprint, outcome);
+            idempotency.restore(key, fingerprint, outcome, at_seconds);
         }
         Ok(())
     })
@@ -443,6 +445,7 @@ fn replay(
                     settled.key,
                     settled.fingerprint,
                     crate::domain::Outcome::decline(crate::domain::ResponseCode::IssuerUnavailable),
+                    settled.at_seconds,
                 );
             }
         }
@@ -783,6 +786,9 @@ pub fn recover(
             (scope, answers),
         );
         drop(stopping);
+        // The answers put back beyond the table's room are written to disk meanwhile, on a
+        // thread of their own: all findable before the switch answers anything.
+        idempotency.finish_restore();
         recovered.map(|mut recovered| {
             recovered.elapsed = started.elapsed();
             recovered

@@ -22,6 +22,7 @@ use actix::prelude::*;
 use anyhow::{Context as _, anyhow};
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use crate::acquirer::archive::{self, AnswerArchive};
 use crate::acquirer::idempotency::{IdempotencyStore, Sweep};
 use crate::acquirer::listener::{self, Ended};
 use crate::acquirer::session::SessionContext;
@@ -214,14 +215,32 @@ async fn start(
     }
     let lock = recovery::lock_directory(&settings.wal.dir)?;
     let tokenizer = Tokenizer::new(settings.token_key);
-    let idempotency = Arc::new(
-        IdempotencyStore::starting_at(
-            settings.limits.idempotency_entries_max,
-            settings.limits.idempotency_retention_seconds,
-            unix_seconds(),
-        )
-        .with_waiters_max(settings.limits.retransmission_waiters_max),
-    );
+    let mut idempotency = IdempotencyStore::starting_at(
+        settings.limits.idempotency_entries_max,
+        settings.limits.idempotency_retention_seconds,
+        unix_seconds(),
+    )
+    .with_waiters_max(settings.limits.retransmission_waiters_max);
+    let archive_max = settings.limits.idempotency_archive_entries_max;
+    // Emptied at every start: recovery puts back what the retention still covers.
+    let answers_dir = settings.wal.dir.join(recovery::ANSWERS_DIR);
+    if archive_max > 0 && archive::supported() {
+        idempotency = idempotency.with_archive(AnswerArchive::create(&answers_dir, archive_max)?);
+    } else {
+        if archive_max > 0 {
+            tracing::warn!(
+                "this CPU lacks popcnt or bmi2: no answers on disk, so a load beyond limits.idempotency_entries_max \
+                 shortens the idempotency retention"
+            );
+        }
+        if let Err(error) = AnswerArchive::remove(&answers_dir) {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "cannot remove the answers on disk of an earlier start"
+            );
+        }
+    }
+    let idempotency = Arc::new(idempotency);
     // Off the runtime's thread, so that /healthz and /readyz (503 until done) answer meanwhile.
     let recovered = {
         let (settings, tokenizer, idempotency) =
@@ -525,17 +544,42 @@ async fn start(
                 metrics()
                     .idempotency_entries
                     .set(i64::try_from(idempotency.len()).unwrap_or(i64::MAX));
-                if let Sweep::RotatedEarly {
-                    dropped,
-                    window_seconds,
-                } = sweep
-                {
-                    tracing::warn!(
+                metrics()
+                    .idempotency_archived
+                    .set(i64::try_from(idempotency.archived()).unwrap_or(i64::MAX));
+                match sweep {
+                    Sweep::RotatedEarly {
+                        dropped,
+                        window_seconds,
+                    } => tracing::warn!(
                         dropped,
                         window_seconds,
                         "idempotency table full: retransmissions are recognised for {window_seconds} s only; \
                          raise limits.idempotency_entries_max for this load"
-                    );
+                    ),
+                    Sweep::Archived {
+                        archived,
+                        window_seconds,
+                        pushed,
+                    } => {
+                        if archived > 0 {
+                            tracing::info!(
+                                archived,
+                                window_seconds,
+                                "idempotency table full after {window_seconds} s: older answers moved to disk for the rest of the retention"
+                            );
+                        }
+                        if pushed.entries > 0 {
+                            tracing::warn!(
+                                forgotten = pushed.entries,
+                                window_seconds = pushed.window_seconds,
+                                "answers on disk at limits.idempotency_archive_entries_max: retransmissions are \
+                                 recognised for {} s only; raise it (or limits.idempotency_entries_max) for this load",
+                                pushed.window_seconds
+                            );
+                        }
+                    }
+                    Sweep::Nothing | Sweep::Rotated { .. } => {}
                 }
             }
         })

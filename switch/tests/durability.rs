@@ -674,3 +674,74 @@ fn an_expired_hold_is_released_and_stays_released_after_a_restart() {
         "the release was replayed"
     );
 }
+
+/// Under a load the idempotency table was not sized for (here 1,000 identities, rotated every
+/// few hundred requests), the answers it lets go of before the retention are kept on disk: a
+/// retransmission of the first request, thousands of requests later, still gets its original
+/// answer and moves nothing, and a conflicting one still gets 94; after a `kill -9` too, where
+/// recovery writes what the table cannot hold back to disk.
+#[test]
+fn a_retransmission_within_the_retention_gets_its_answer_beyond_the_tables_room() {
+    let wal = fresh_wal_dir();
+    let mut edits = SMALL.to_vec();
+    edits.push((
+        "idempotency_entries_max = 16000000",
+        "idempotency_entries_max = 1000",
+    ));
+    let config = config_file("archive", &default_config_with(&edits));
+    let args = ["--config", config.to_str().unwrap()];
+    let switch = Switch::start_with_wal(&wal, &args);
+    let mut link = switch.connect();
+    let pan = demo_pan(7);
+    let first = request("0100", &pan, "000000", 2_500);
+    let approved = link.call(&first);
+    assert_eq!(code(&approved), "00");
+    let mut conflicting = first.clone();
+    conflicting.set(4, b"000000009999".to_vec());
+    // Generations of 500, rotated early at 375 once the older one is on disk, swept each
+    // second: at most 125 new identities a second, so that none is refused for a full table.
+    for round in 0..12u64 {
+        for i in 0..100 {
+            link.send(&request(
+                "0100",
+                &demo_pan(100 + (round * 100 + i) % 1_000),
+                "000000",
+                1,
+            ));
+        }
+        for _ in 0..100 {
+            let answer = link.receive();
+            assert_eq!(code(&answer), "00", "{}", switch.output().join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(1_200));
+    }
+    let moved = switch.wait_for_output("older answers moved to disk");
+    assert!(
+        !switch.output().iter().any(|l| l.contains("recognised for")),
+        "{moved}"
+    );
+    let (_, metrics) = switch.http_get("/metrics");
+    let archived: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("switch_idempotency_archived_entries "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(archived >= 300, "{archived} answers on disk");
+    println!("{moved}");
+    assert_eq!(
+        link.call(&first),
+        approved,
+        "the original answer, from disk"
+    );
+    assert_eq!(code(&link.call(&conflicting)), "94");
+    assert_eq!(available(&mut link, &pan), 1_000_000 - 2_500);
+    drop(link);
+    switch.kill();
+
+    let switch = Switch::start_with_wal(&wal, &args);
+    switch.wait_for_output("answers put back beyond the table's room written to disk");
+    let mut link = switch.connect();
+    assert_eq!(link.call(&first), approved, "after a restart");
+    assert_eq!(code(&link.call(&conflicting)), "94");
+    assert_eq!(available(&mut link, &pan), 1_000_000 - 2_500);
+}

@@ -17,12 +17,14 @@
 //! [`IdempotencyStore::finish`] (or [`IdempotencyStore::abandon`]) fills with the original's
 //! outcome. At most `waiters_max` wait per identity; the session bounds the wait in time.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
 use tokio::sync::oneshot;
 
+use super::archive::{AnswerArchive, Answers, Pushed, Tier};
 use crate::domain::hash::TableHasher;
 use crate::domain::{Outcome, RequestIdentity};
 use crate::limits::WAITERS_PER_IDENTITY_DEFAULT;
@@ -83,6 +85,8 @@ type IdentityHasher = TableHasher;
 struct Generation {
     entries: DashMap<RequestIdentity, Entry, IdentityHasher>,
     count: AtomicUsize,
+    /// The newest log time of an answer put back into it at start-up (0 live).
+    newest_seconds: AtomicU64,
 }
 
 /// What a sweep did, for the log.
@@ -98,6 +102,47 @@ pub enum Sweep {
         dropped: usize,
         window_seconds: u64,
     },
+    /// Rotated early under load (the generation had lived `window_seconds`), its `archived`
+    /// answers moved to disk, where they stay for the rest of the retention; unless the
+    /// archive's own bound `pushed` older ones out.
+    Archived {
+        archived: u64,
+        window_seconds: u64,
+        pushed: Pushed,
+    },
+}
+
+/// A generation's answers on disk, and the identities it left undecided.
+#[derive(Debug)]
+struct Spilled {
+    tier: Tier,
+    undecided: std::collections::HashSet<RequestIdentity>,
+}
+
+/// A generation's answers being written to disk, before the early rotation that would drop
+/// them.
+#[derive(Debug)]
+struct Spill {
+    /// The rotation it was started after: it is for the generation older than that rotation's.
+    rotation: u64,
+    cancel: Arc<AtomicBool>,
+    /// The tier, or why there is none; disconnected if the thread died.
+    done: crossbeam_channel::Receiver<anyhow::Result<Spilled>>,
+}
+
+/// A queue of writes to disk, and the thread doing them.
+type RestoreWriter = (
+    crossbeam_channel::Sender<Box<dyn FnOnce() + Send>>,
+    std::thread::JoinHandle<()>,
+);
+
+/// What the sweep does about a spill.
+enum SpillState {
+    /// None for this generation: none may be needed, or there is no archive.
+    None,
+    Running,
+    Written(Spilled),
+    Failed(String),
 }
 
 /// Locks of each generation's map. A sweep drops a whole generation one lock at a time, and
@@ -110,7 +155,7 @@ const _: () = assert!(MAP_SHARDS.is_power_of_two() && MAP_SHARDS > 1);
 
 #[derive(Debug)]
 pub struct IdempotencyStore {
-    generations: [Generation; 2],
+    generations: [Arc<Generation>; 2],
     /// Index of the generation new entries go into.
     current: AtomicUsize,
     /// When the current generation started.
@@ -118,7 +163,23 @@ pub struct IdempotencyStore {
     generation_max: usize,
     retention_seconds: u64,
     waiters_max: usize,
+    /// Where answers go that the table must let go of before their retention has passed.
+    archive: Option<Arc<AnswerArchive>>,
+    spill: Mutex<Option<Spill>>,
+    /// The thread writing generations put back at start-up to the archive, and its queue.
+    restore_writer: Mutex<Option<RestoreWriter>>,
+    /// Rotations so far.
+    rotations: AtomicU64,
 }
+
+/// A generation this full (of its share) starts the spill of the older one to disk, when the
+/// retention has not passed: so that it is written by the time this one is three quarters full.
+const SPILL_AT_PERCENT: usize = 50;
+/// A generation this full rotates early even if the older one's spill is still running
+/// (which is then cancelled, and its answers forgotten early): past it, new requests would
+/// soon get 96.
+const SPILL_WAIT_UNTIL_PERCENT: usize = 94;
+const _: () = assert!(SPILL_AT_PERCENT < 75 && 75 < SPILL_WAIT_UNTIL_PERCENT);
 
 fn classify(entry: &mut Entry, fingerprint: u64, waiters_max: usize) -> Begin {
     match (entry.fingerprint == fingerprint, entry.outcome) {
@@ -154,13 +215,16 @@ impl IdempotencyStore {
         // Sized once for what the configuration allows: a map of millions growing by doubling
         // holds its lock for tens of milliseconds, and every session waits. Only the control
         // bytes are written now; the slots take memory as they fill.
-        let generation = || Generation {
-            entries: DashMap::with_capacity_and_hasher_and_shard_amount(
-                generation_max,
-                IdentityHasher::default(),
-                MAP_SHARDS,
-            ),
-            count: AtomicUsize::new(0),
+        let generation = || {
+            Arc::new(Generation {
+                entries: DashMap::with_capacity_and_hasher_and_shard_amount(
+                    generation_max,
+                    IdentityHasher::default(),
+                    MAP_SHARDS,
+                ),
+                count: AtomicUsize::new(0),
+                newest_seconds: AtomicU64::new(0),
+            })
         };
         IdempotencyStore {
             generations: [generation(), generation()],
@@ -169,7 +233,23 @@ impl IdempotencyStore {
             generation_max,
             retention_seconds,
             waiters_max: WAITERS_PER_IDENTITY_DEFAULT,
+            archive: None,
+            spill: Mutex::new(None),
+            restore_writer: Mutex::new(None),
+            rotations: AtomicU64::new(0),
         }
+    }
+
+    /// Keeps answers the table must let go of early in `archive`, for the rest of the
+    /// retention.
+    pub fn with_archive(mut self, archive: Arc<AnswerArchive>) -> IdempotencyStore {
+        self.archive = Some(archive);
+        self
+    }
+
+    /// Answers on disk.
+    pub fn archived(&self) -> u64 {
+        self.archive.as_ref().map_or(0, |a| a.len())
     }
 
     /// Sets how many identical retransmissions may wait for one undecided request.
@@ -185,8 +265,39 @@ impl IdempotencyStore {
 
     pub fn begin(&self, identity: RequestIdentity, fingerprint: u64) -> Begin {
         let (current, previous) = self.current();
-        if let Some(mut entry) = previous.entries.get_mut(&identity) {
-            return classify(&mut entry, fingerprint, self.waiters_max);
+        // Read first: a spill reads the older generation, and an answered entry needs no more.
+        if let Some(entry) = previous.entries.get(&identity) {
+            if entry.fingerprint != fingerprint {
+                return Begin::Conflict;
+            }
+            if let Some(outcome) = entry.outcome {
+                return Begin::Replay(outcome);
+            }
+            drop(entry);
+            if let Some(mut entry) = previous.entries.get_mut(&identity) {
+                return classify(&mut entry, fingerprint, self.waiters_max);
+            }
+        }
+        // Answers on disk, only while there are any: after the table let go of answers early.
+        // Checked before the entry is taken, so that a read from disk holds no lock of the
+        // table; and after the current generation, whose answer is the newer.
+        if let Some(archive) = self.archive.as_deref().filter(|a| !a.is_empty())
+            && !current.entries.contains_key(&identity)
+        {
+            match archive.find(&identity) {
+                Ok(Some((stored, _))) if stored != fingerprint => return Begin::Conflict,
+                Ok(Some((_, outcome))) => return Begin::Replay(outcome),
+                Ok(None) => {}
+                Err(error) => {
+                    // Once a second at most: a failed disk fails every such read.
+                    static LOGGED: AtomicU64 = AtomicU64::new(0);
+                    let now = crate::clock::unix_seconds();
+                    if LOGGED.swap(now, Ordering::Relaxed) != now {
+                        tracing::error!(%error, "cannot read the answers on disk: requests not found in memory are answered 96");
+                    }
+                    return Begin::Full;
+                }
+            }
         }
         match current.entries.entry(identity) {
             MapEntry::Occupied(mut entry) => {
@@ -209,7 +320,9 @@ impl IdempotencyStore {
 
     /// Records the outcome that was sent, for retransmissions, and hands it to those waiting.
     pub fn finish(&self, identity: &RequestIdentity, outcome: Outcome) {
-        for generation in &self.generations {
+        let (current, previous) = self.current();
+        // The current generation first: the older one may be being read by a spill.
+        for generation in [current, previous] {
             if let Some(mut entry) = generation.entries.get_mut(identity) {
                 entry.outcome = Some(outcome);
                 entry.wake(outcome);
@@ -221,7 +334,8 @@ impl IdempotencyStore {
     /// Forgets a request that was shed before any decision (`outcome`, a 91 or 96), so that a
     /// later retransmission is tried anew; those already waiting get the same `outcome`.
     pub fn abandon(&self, identity: &RequestIdentity, outcome: Outcome) {
-        for generation in &self.generations {
+        let (current, previous) = self.current();
+        for generation in [current, previous] {
             if let Some((_, mut entry)) = generation.entries.remove(identity) {
                 // Saturating: a sweep may have reset the count while this entry was removed.
                 let _ = generation
@@ -235,24 +349,34 @@ impl IdempotencyStore {
         }
     }
 
-    /// Puts back an answered request found in the log at start-up (read oldest first). When
-    /// the current generation is as full as makes the live table rotate early (three
-    /// quarters), the older one is dropped and a new current one started, as the live table
-    /// does: what stays is the newest answers, the ones retransmissions ask for, and the first
-    /// sweep after the start finds nothing to rotate. (Stopping at a full generation kept the
-    /// oldest instead: after the 10-minute soak, nothing of the last 10 M requests before a
-    /// restart.) An identity logged twice (retransmitted after its entry was dropped) keeps
-    /// its newest answer only, as live.
-    pub fn restore(&self, identity: RequestIdentity, fingerprint: u64, outcome: Outcome) {
+    /// Puts back an answered request found in the log at start-up (read oldest first), logged
+    /// at `at_seconds`. When the current generation is as full as makes the live table rotate
+    /// early (three quarters), the older one is written to the archive (when there is one) and
+    /// dropped, and a new current one started, as the live table does: what stays in memory is
+    /// the newest answers, the ones retransmissions ask for, and the first sweep after the
+    /// start finds nothing to rotate. (Stopping at a full generation kept the oldest instead:
+    /// after the 10-minute soak, nothing of the last 10 M requests before a restart.) An
+    /// identity logged twice (retransmitted after its entry was dropped) keeps its newest
+    /// answer only, as live.
+    pub fn restore(
+        &self,
+        identity: RequestIdentity,
+        fingerprint: u64,
+        outcome: Outcome,
+        at_seconds: u64,
+    ) {
         let (mut current, mut previous) = self.current();
         // Rotated before it would reach three quarters, so that it ends below.
         let early = (self.generation_max / 4 * 3).max(1);
         if current.count.load(Ordering::Relaxed) + 1 >= early {
             let next = (self.current.load(Ordering::Acquire) & 1) ^ 1;
+            self.archive_restored(previous);
             // Clearing keeps the table's memory, already touched: no page faults refilling it.
             previous.entries.clear();
             previous.count.store(0, Ordering::Relaxed);
+            previous.newest_seconds.store(0, Ordering::Relaxed);
             self.current.store(next, Ordering::Release);
+            self.rotations.fetch_add(1, Ordering::Relaxed);
             (current, previous) = (previous, current);
         }
         if previous.count.load(Ordering::Relaxed) > 0
@@ -267,37 +391,312 @@ impl IdempotencyStore {
         {
             current.count.fetch_add(1, Ordering::Relaxed);
         }
+        current
+            .newest_seconds
+            .fetch_max(at_seconds, Ordering::Relaxed);
+    }
+
+    /// Copies a generation of answers put back at start-up for the archive, and hands it to
+    /// the thread that writes them there in order ([`IdempotencyStore::finish_restore`] waits
+    /// for it): the copy is quick, the sorting and writing are not.
+    fn archive_restored(&self, generation: &Generation) {
+        let Some(archive) = &self.archive else {
+            return;
+        };
+        let count = generation.count.load(Ordering::Relaxed) as u64;
+        if count == 0 {
+            return;
+        }
+        let newest = generation.newest_seconds.load(Ordering::Relaxed);
+        let entries = generation
+            .entries
+            .iter()
+            .filter_map(|e| e.outcome.map(|o| (*e.key(), e.fingerprint, o)));
+        let answers = match Answers::copy(entries, count, &AtomicBool::new(false)) {
+            Ok(answers) => answers,
+            Err(error) => {
+                tracing::warn!(%error, dropped = count, "cannot copy answers put back for the disk: they are forgotten before their retention");
+                return;
+            }
+        };
+        // Whole seconds: one logged at `newest` + 0.9 is kept that much longer.
+        let until = newest
+            .saturating_add(self.retention_seconds)
+            .saturating_add(1);
+        let retention = self.retention_seconds;
+        let write = move |archive: &AnswerArchive, answers: Answers| {
+            let (started, count) = (std::time::Instant::now(), answers.len());
+            match archive.write_answers(answers, until, &AtomicBool::new(false)) {
+                Ok(tier) => {
+                    let archived = tier.entries();
+                    let pushed = archive.add(tier, newest, retention);
+                    tracing::info!(archived, elapsed = ?started.elapsed(), "answers put back beyond the table's room written to disk");
+                    if pushed.entries > 0 {
+                        tracing::warn!(
+                            forgotten = pushed.entries,
+                            window_seconds = pushed.window_seconds,
+                            "answers on disk at limits.idempotency_archive_entries_max: the oldest put back are forgotten"
+                        );
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        dropped = count,
+                        "cannot write answers put back to disk: they are forgotten before their retention"
+                    );
+                }
+            }
+        };
+        let mut writer = self
+            .restore_writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if writer.is_none() {
+            // One generation waits while another is written: two copies at most.
+            let (sender, receiver) = crossbeam_channel::bounded::<Box<dyn FnOnce() + Send>>(1);
+            match std::thread::Builder::new()
+                .name("answers-restore".to_owned())
+                .spawn(move || {
+                    for job in receiver {
+                        job();
+                    }
+                }) {
+                Ok(thread) => *writer = Some((sender, thread)),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot start a thread to write answers put back: writing them on this one");
+                }
+            }
+        }
+        match writer.as_ref() {
+            Some((sender, _)) => {
+                let archive = archive.clone();
+                let job: Box<dyn FnOnce() + Send> = Box::new(move || write(&archive, answers));
+                if sender.send(job).is_err() {
+                    tracing::warn!(
+                        dropped = count,
+                        "the thread writing answers put back ended: they are forgotten before their retention"
+                    );
+                }
+            }
+            None => write(archive, answers),
+        }
+    }
+
+    /// Waits until every generation put back at start-up and handed to the disk is written
+    /// and findable there. Call before answering anything; harmless when nothing was handed.
+    pub fn finish_restore(&self) {
+        let writer = self
+            .restore_writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((sender, thread)) = writer {
+            drop(sender);
+            if thread.join().is_err() {
+                tracing::warn!(
+                    "the thread writing answers put back to disk panicked: some are forgotten before their retention"
+                );
+            }
+        }
+    }
+
+    /// Starts writing the older generation's answers to disk, unless that is running or done
+    /// for it. They stay findable until the current generation is a retention old.
+    fn start_spill(&self, rotation: u64, archive: &Arc<AnswerArchive>) {
+        let mut spill = self.spill.lock().unwrap_or_else(|e| e.into_inner());
+        if spill.as_ref().is_some_and(|s| s.rotation == rotation) {
+            return;
+        }
+        if let Some(stale) = spill.take() {
+            stale.cancel.store(true, Ordering::Relaxed);
+        }
+        let older = self.generations[(self.current.load(Ordering::Acquire) & 1) ^ 1].clone();
+        let count = older.count.load(Ordering::Relaxed) as u64;
+        if count == 0 {
+            return;
+        }
+        // Every answer in it came in by the second the current generation started (whole
+        // seconds, so one more).
+        let until = self
+            .current_since_seconds
+            .load(Ordering::Acquire)
+            .saturating_add(self.retention_seconds)
+            .saturating_add(1);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (sender, done) = crossbeam_channel::bounded(1);
+        let (archive, stop) = (archive.clone(), cancel.clone());
+        let spawned = std::thread::Builder::new()
+            .name("answers-spill".to_owned())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                // Entries still undecided are not written: they stay in memory one more round.
+                // Those decided while this runs are seen by the rotation, which keeps them too.
+                let mut undecided = std::collections::HashSet::new();
+                let entries = older.entries.iter().filter_map(|e| match e.outcome {
+                    Some(o) => Some((*e.key(), e.fingerprint, o)),
+                    None => {
+                        undecided.insert(*e.key());
+                        None
+                    }
+                });
+                let written = archive.write_tier(entries, count, until, &stop);
+                if let Ok(tier) = &written {
+                    tracing::info!(answers = tier.entries(), elapsed = ?started.elapsed(), "older answers written to disk before an early rotation");
+                }
+                // Nobody may wait for it any more (cancelled): then it is dropped, so deleted.
+                let _ = sender.send(written.map(|tier| Spilled { tier, undecided }));
+            });
+        match spawned {
+            Ok(_) => {
+                *spill = Some(Spill {
+                    rotation,
+                    cancel,
+                    done,
+                })
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot start writing older answers to disk");
+            }
+        }
+    }
+
+    fn poll_spill(&self, rotation: u64) -> SpillState {
+        let mut spill = self.spill.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(running) = spill.as_ref() else {
+            return SpillState::None;
+        };
+        if running.rotation != rotation {
+            running.cancel.store(true, Ordering::Relaxed);
+            *spill = None;
+            return SpillState::None;
+        }
+        let state = match running.done.try_recv() {
+            Err(crossbeam_channel::TryRecvError::Empty) => return SpillState::Running,
+            Ok(Ok(spilled)) => SpillState::Written(spilled),
+            Ok(Err(error)) => SpillState::Failed(format!("{error:#}")),
+            Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                SpillState::Failed("the thread writing them ended".to_owned())
+            }
+        };
+        *spill = None;
+        state
+    }
+
+    /// Whether the spill started has ended (tests wait for it).
+    #[cfg(test)]
+    fn spill_finished(&self) -> bool {
+        let spill = self.spill.lock().unwrap_or_else(|e| e.into_inner());
+        spill.as_ref().is_some_and(|s| !s.done.is_empty())
+    }
+
+    /// Stops the spill running, if any. What it wrote is deleted: a tier is deleted when
+    /// dropped, here or by its thread when nobody receives it.
+    fn cancel_spill(&self) {
+        let mut spill = self.spill.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(running) = spill.take() {
+            running.cancel.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Drops the older generation when the current one has lived `retention` seconds, or
-    /// earlier when it is three quarters full. Call about once a second.
+    /// earlier when it is three quarters full. With an archive, an early rotation first writes
+    /// the older generation's answers to disk (started at half full, so that it is usually
+    /// done by three quarters; the rotation waits for it up to [`SPILL_WAIT_UNTIL_PERCENT`]).
+    /// Also deletes the answers on disk past the retention. Call about once a second.
     pub fn sweep(&self, now_seconds: u64) -> Sweep {
+        if let Some(archive) = &self.archive {
+            archive.expire(now_seconds);
+        }
         let (current, _) = self.current();
         let age = now_seconds.saturating_sub(self.current_since_seconds.load(Ordering::Acquire));
-        let pressed = current.count.load(Ordering::Relaxed) >= self.generation_max / 4 * 3;
-        if age < self.retention_seconds && !pressed {
+        let count = current.count.load(Ordering::Relaxed);
+        let on_time = age >= self.retention_seconds;
+        let pressed = count >= self.generation_max / 4 * 3;
+        let rotation = self.rotations.load(Ordering::Acquire);
+        if let Some(archive) = &self.archive
+            && !on_time
+            && count >= self.generation_max * SPILL_AT_PERCENT / 100
+        {
+            self.start_spill(rotation, archive);
+        }
+        if !on_time && !pressed {
             return Sweep::Nothing;
         }
+        let mut spilled = None;
+        let mut forgotten_why = None;
+        if on_time {
+            self.cancel_spill();
+        } else {
+            match self.poll_spill(rotation) {
+                SpillState::Running
+                    if count < self.generation_max * SPILL_WAIT_UNTIL_PERCENT / 100 =>
+                {
+                    return Sweep::Nothing;
+                }
+                SpillState::Running => {
+                    self.cancel_spill();
+                    forgotten_why = Some("writing them to disk took too long".to_owned());
+                }
+                SpillState::Written(s) => spilled = Some(s),
+                SpillState::Failed(error) => forgotten_why = Some(error),
+                // Nothing to write (the older generation is empty), or no archive.
+                SpillState::None => {}
+            }
+        }
+        if let Some(why) = &forgotten_why {
+            tracing::warn!(
+                why,
+                "older answers not written to disk: they are forgotten before their retention"
+            );
+        }
+        let mut archived = None;
+        let mut undecided = std::collections::HashSet::new();
         let next = (self.current.load(Ordering::Acquire) & 1) ^ 1;
         let older = &self.generations[next];
+        if forgotten_why.is_none()
+            && !on_time
+            && self.archive.is_some()
+            && older.count.load(Ordering::Relaxed) == 0
+        {
+            archived = Some((0, Pushed::default()));
+        }
+        if let (Some(s), Some(archive)) = (spilled, &self.archive) {
+            let entries = s.tier.entries();
+            // Findable on disk before they leave memory.
+            archived = Some((
+                entries,
+                archive.add(s.tier, now_seconds, self.retention_seconds),
+            ));
+            undecided = s.undecided;
+        }
         // A request still undecided after a whole retention keeps its entry one more round, so
-        // that its decision is recorded and its waiting retransmissions get it.
-        older.entries.retain(|_, entry| entry.outcome.is_none());
+        // that its decision is recorded and its waiting retransmissions get it; so does one
+        // decided after the spill passed it (not on disk).
+        older
+            .entries
+            .retain(|key, entry| entry.outcome.is_none() || undecided.contains(key));
         let kept = older.entries.len();
         let dropped = older
             .count
             .swap(kept, Ordering::Relaxed)
             .saturating_sub(kept);
+        older.newest_seconds.store(0, Ordering::Relaxed);
         self.current.store(next, Ordering::Release);
         self.current_since_seconds
             .store(now_seconds, Ordering::Release);
-        if age < self.retention_seconds {
-            Sweep::RotatedEarly {
+        self.rotations.fetch_add(1, Ordering::AcqRel);
+        match archived {
+            Some((archived, pushed)) => Sweep::Archived {
+                archived,
+                window_seconds: age,
+                pushed,
+            },
+            None if !on_time => Sweep::RotatedEarly {
                 dropped,
                 window_seconds: age,
-            }
-        } else {
-            Sweep::Rotated { dropped }
+            },
+            None => Sweep::Rotated { dropped },
         }
     }
 
@@ -490,13 +889,13 @@ mod tests {
         // Generations of eight, rotated at six: restore starts a new one at five.
         let store = IdempotencyStore::new(16, 10);
         for stan in 1..=13 {
-            store.restore(id(stan), 3, APPROVED);
+            store.restore(id(stan), 3, APPROVED, 0);
         }
         // {1..5} was dropped; {6..10} then {11, 12, 13} stay.
         assert_eq!(store.len(), 8);
         // Retransmitted after an early rotation, answered 94 the second time: one entry.
         let conflict = Outcome::decline(ResponseCode::DuplicateTransmission);
-        store.restore(id(7), 3, conflict);
+        store.restore(id(7), 3, conflict, 0);
         assert_eq!(store.len(), 8);
         assert_eq!(begin(&store, id(7), 3), Seen::Replay(conflict));
         for stan in [6, 8, 9, 10, 11, 12, 13] {
@@ -506,6 +905,179 @@ mod tests {
         // The first sweep finds the current generation below three quarters: nothing to do.
         assert_eq!(store.sweep(1), Sweep::Nothing);
         // The newest of those dropped is new again.
+        assert_eq!(begin(&store, id(5), 3), Seen::New);
+    }
+
+    fn archived_store(
+        dir: &crate::testing::TempDir,
+        entries_max: usize,
+        retention: u64,
+        archive_max: u64,
+    ) -> IdempotencyStore {
+        let archive = AnswerArchive::create(dir.path(), archive_max).unwrap();
+        IdempotencyStore::starting_at(entries_max, retention, 0).with_archive(archive)
+    }
+
+    /// Sweeps at `now` until the sweep does something (a spill runs on a thread of its own),
+    /// for at most ten seconds.
+    fn sweep_until_done(store: &IdempotencyStore, now: u64) -> Sweep {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let sweep = store.sweep(now);
+            if sweep != Sweep::Nothing || std::time::Instant::now() > deadline {
+                return sweep;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    fn answer(store: &IdempotencyStore, stans: std::ops::RangeInclusive<u32>) {
+        for stan in stans {
+            assert_eq!(begin(store, id(stan), 1), Seen::New, "{stan}");
+            store.finish(&id(stan), APPROVED);
+        }
+    }
+
+    /// Generations of eight (rotated early at six): a load that fills them long before the
+    /// retention of 100 s. Without an archive, the answers of the oldest generation are
+    /// forgotten at the second early rotation; with one, they are found on disk until the
+    /// retention has passed, as a replay or a conflict, and only then forgotten.
+    #[test]
+    fn early_rotations_move_answers_to_disk_for_the_rest_of_the_retention() {
+        let dir = crate::testing::TempDir::new("idempotency-archive");
+        let store = archived_store(&dir, 16, 100, 1_000);
+        answer(&store, 1..=6);
+        assert_eq!(
+            sweep_until_done(&store, 5),
+            Sweep::Archived {
+                archived: 0,
+                window_seconds: 5,
+                pushed: Pushed::default()
+            },
+            "nothing older to write"
+        );
+        answer(&store, 7..=12);
+        assert_eq!(
+            sweep_until_done(&store, 10),
+            Sweep::Archived {
+                archived: 6,
+                window_seconds: 5,
+                pushed: Pushed::default()
+            }
+        );
+        assert_eq!((store.len(), store.archived()), (6, 6));
+        for stan in 1..=12 {
+            assert_eq!(begin(&store, id(stan), 1), Seen::Replay(APPROVED), "{stan}");
+        }
+        assert_eq!(
+            begin(&store, id(3), 2),
+            Seen::Conflict,
+            "on disk, other content"
+        );
+        assert_eq!(store.archived(), 6);
+        // 1..=6 came in by the second rotation (at 5): all past the retention at 106 (whole
+        // seconds: one that came in at 5.9 is kept through 105.9).
+        assert_eq!(store.sweep(105), Sweep::Nothing);
+        assert_eq!(begin(&store, id(1), 1), Seen::Replay(APPROVED));
+        store.sweep(106);
+        assert_eq!(store.archived(), 0);
+        assert_eq!(begin(&store, id(1), 1), Seen::New, "past the retention");
+
+        // The same load without an archive forgets 1..=6 at the second early rotation.
+        let store = IdempotencyStore::starting_at(16, 100, 0);
+        answer(&store, 1..=6);
+        store.sweep(5);
+        answer(&store, 7..=12);
+        assert_eq!(
+            store.sweep(10),
+            Sweep::RotatedEarly {
+                dropped: 6,
+                window_seconds: 5
+            }
+        );
+        assert_eq!(begin(&store, id(1), 1), Seen::New);
+    }
+
+    /// A request undecided when the spill read its generation is not on disk: decided before
+    /// the rotation, it stays in memory one more round instead of being dropped with the rest.
+    #[test]
+    fn a_request_decided_while_its_generation_is_written_stays_findable() {
+        let dir = crate::testing::TempDir::new("idempotency-undecided");
+        let store = archived_store(&dir, 16, 100, 1_000);
+        assert_eq!(begin(&store, id(100), 1), Seen::New);
+        answer(&store, 1..=5);
+        sweep_until_done(&store, 5);
+        // Half of the new generation: the spill of {100, 1..=5} starts, and ends.
+        answer(&store, 7..=10);
+        assert_eq!(store.sweep(6), Sweep::Nothing);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !store.spill_finished() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the spill did not end"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        store.finish(&id(100), APPROVED);
+        answer(&store, 11..=12);
+        assert_eq!(
+            store.sweep(7),
+            Sweep::Archived {
+                archived: 5,
+                window_seconds: 2,
+                pushed: Pushed::default()
+            }
+        );
+        assert_eq!(begin(&store, id(100), 1), Seen::Replay(APPROVED));
+        assert_eq!(begin(&store, id(1), 1), Seen::Replay(APPROVED));
+    }
+
+    /// The archive's own bound: a tier past it pushes the oldest out, and the sweep says so.
+    #[test]
+    fn past_the_archives_bound_the_oldest_answers_go() {
+        let dir = crate::testing::TempDir::new("idempotency-bound");
+        let store = archived_store(&dir, 16, 100, 8);
+        answer(&store, 1..=6);
+        sweep_until_done(&store, 1);
+        answer(&store, 7..=12);
+        sweep_until_done(&store, 2);
+        answer(&store, 13..=18);
+        assert_eq!(
+            sweep_until_done(&store, 3),
+            Sweep::Archived {
+                archived: 6,
+                window_seconds: 1,
+                pushed: Pushed {
+                    entries: 6,
+                    window_seconds: 0
+                }
+            }
+        );
+        assert_eq!(store.archived(), 6);
+        assert_eq!(begin(&store, id(1), 1), Seen::New);
+        assert_eq!(begin(&store, id(7), 1), Seen::Replay(APPROVED));
+    }
+
+    /// Put back at start-up beyond the table's room: what the table cannot hold goes to disk,
+    /// and every answer stays (compare `restore_keeps_the_newest_answers`), until the
+    /// retention from its log time has passed.
+    #[test]
+    fn restore_beyond_the_tables_room_writes_the_rest_to_disk() {
+        let dir = crate::testing::TempDir::new("idempotency-restore");
+        let archive = AnswerArchive::create(dir.path(), 1_000).unwrap();
+        let store = IdempotencyStore::starting_at(16, 100, 20).with_archive(archive);
+        for stan in 1..=13 {
+            store.restore(id(stan), 3, APPROVED, u64::from(stan));
+        }
+        store.finish_restore();
+        assert_eq!((store.len(), store.archived()), (8, 5));
+        for stan in 1..=13 {
+            assert_eq!(begin(&store, id(stan), 3), Seen::Replay(APPROVED), "{stan}");
+        }
+        // {1..5} were logged at 1..=5: on disk through 105.
+        store.sweep(105);
+        assert_eq!(begin(&store, id(5), 3), Seen::Replay(APPROVED));
+        store.sweep(106);
         assert_eq!(begin(&store, id(5), 3), Seen::New);
     }
 }

@@ -3,6 +3,7 @@
 //! request (ISO 8583 fields to the domain, in [`iso`]) and the idempotency table shared by all
 //! sessions.
 
+pub mod archive;
 pub mod idempotency;
 pub mod iso;
 pub mod listener;

@@ -167,6 +167,7 @@ struct LimitsFile {
     mailbox_capacity: usize,
     idempotency_entries_max: usize,
     idempotency_retention_seconds: u64,
+    idempotency_archive_entries_max: u64,
     shutdown_drain_seconds: u64,
     write_timeout_seconds: u64,
     retransmission_wait_seconds: u64,
@@ -183,6 +184,7 @@ impl Default for LimitsFile {
             mailbox_capacity: 4096,
             idempotency_entries_max: 16_000_000,
             idempotency_retention_seconds: 300,
+            idempotency_archive_entries_max: 64_000_000,
             shutdown_drain_seconds: 10,
             write_timeout_seconds: 10,
             retransmission_wait_seconds: 30,
@@ -657,6 +659,12 @@ impl Checker<'_> {
                 l.idempotency_retention_seconds,
                 1,
                 30 * 86_400,
+            )?,
+            idempotency_archive_entries_max: self.range(
+                "limits.idempotency_archive_entries_max",
+                l.idempotency_archive_entries_max,
+                0,
+                1_000_000_000,
             )?,
             shutdown_drain_seconds: self.range(
                 "limits.shutdown_drain_seconds",

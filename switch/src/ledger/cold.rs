@@ -50,7 +50,7 @@ const ROLLBACK_KEYS_MAX: usize = 65_536;
 /// How long a snapshot waits for the store threads to write what it counts on.
 const PERSIST_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
-fn txn_key(key: &TxnKey) -> [u8; KEY_BYTES] {
+pub(crate) fn txn_key(key: &TxnKey) -> [u8; KEY_BYTES] {
     let mut out = [0u8; KEY_BYTES];
     out[0..8].copy_from_slice(&key.acquirer.to_be_bytes());
     out[8..16].copy_from_slice(&key.terminal);
@@ -154,6 +154,55 @@ fn u64_value(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
+/// Empties `dir`, which holds a fjall database (its `version` file, or only what fjall makes
+/// before it) or nothing, for a store made anew (`what` names it in errors); anything else in
+/// it refuses the start, and a `lost+found` (a file system's root) stays.
+pub(crate) fn empty_store_dir(dir: &Path, what: &str) -> anyhow::Result<()> {
+    let entries: Vec<std::fs::DirEntry> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .collect::<std::io::Result<_>>()
+            .with_context(|| format!("cannot read {}", dir.display()))?,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(error) => {
+            return Err(error).with_context(|| format!("cannot read {}", dir.display()));
+        }
+    };
+    let ours = |name: &std::ffi::OsStr| name != "lost+found";
+    // What fjall makes before its `version` file: a start cut short while creating the store.
+    let fjall = |name: &std::ffi::OsStr| {
+        name == "lock" || name == "keyspaces" || name.to_str().is_some_and(|n| n.ends_with(".jnl"))
+    };
+    let mut others = entries.iter().filter(|e| ours(&e.file_name())).peekable();
+    let store = entries.iter().any(|e| e.file_name() == "version")
+        || (others.peek().is_some() && others.all(|e| fjall(&e.file_name())));
+    if !store && entries.iter().any(|e| ours(&e.file_name())) {
+        bail!(
+            "{} holds files that are not {what}, which this start would empty: move them away (the directory \
+             belongs to the switch, inside wal.dir)",
+            dir.display()
+        );
+    }
+    // `version` last: a start cut short here still finds a store to empty.
+    let (version, rest): (Vec<_>, Vec<_>) = entries
+        .iter()
+        .filter(|e| ours(&e.file_name()))
+        .partition(|e| e.file_name() == "version");
+    for entry in rest.into_iter().chain(version) {
+        let removed = if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())
+        } else {
+            std::fs::remove_file(entry.path())
+        };
+        removed.with_context(|| format!("cannot remove {}", entry.path().display()))?;
+    }
+    if store {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("cannot sync {}", dir.display()))?;
+    }
+    Ok(())
+}
+
 /// How far a shard's store thread has written, and whether it failed.
 type Progress = (Arc<std::sync::atomic::AtomicU64>, Arc<Failure>);
 
@@ -202,42 +251,7 @@ impl ColdStore {
     /// file) or nothing is emptied; anything else refuses the start, and a `lost+found` (a
     /// file system's root) stays.
     pub fn create_empty(dir: &Path, keys_max: u64) -> anyhow::Result<Arc<ColdStore>> {
-        let entries: Vec<std::fs::DirEntry> = match std::fs::read_dir(dir) {
-            Ok(entries) => entries
-                .collect::<std::io::Result<_>>()
-                .with_context(|| format!("cannot read {}", dir.display()))?,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(error) => {
-                return Err(error).with_context(|| format!("cannot read {}", dir.display()));
-            }
-        };
-        let ours = |name: &std::ffi::OsStr| name != "lost+found";
-        let store = entries.iter().any(|e| e.file_name() == "version");
-        if !store && entries.iter().any(|e| ours(&e.file_name())) {
-            bail!(
-                "{} holds files that are not the store of transactions on disk, which a start without a \
-                 snapshot would empty: move them away (the directory belongs to the switch, inside wal.dir)",
-                dir.display()
-            );
-        }
-        // `version` last: a start cut short here still finds a store to empty.
-        let (version, rest): (Vec<_>, Vec<_>) = entries
-            .iter()
-            .filter(|e| ours(&e.file_name()))
-            .partition(|e| e.file_name() == "version");
-        for entry in rest.into_iter().chain(version) {
-            let removed = if entry.file_type()?.is_dir() {
-                std::fs::remove_dir_all(entry.path())
-            } else {
-                std::fs::remove_file(entry.path())
-            };
-            removed.with_context(|| format!("cannot remove {}", entry.path().display()))?;
-        }
-        if store {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .with_context(|| format!("cannot sync {}", dir.display()))?;
-        }
+        empty_store_dir(dir, "the store of transactions on disk")?;
         ColdStore::open(dir, keys_max)
     }
 
@@ -711,7 +725,7 @@ const FILTER_GROW_AT_PERCENT: u64 = 70;
 type KeyFilter = qfilter::Filter<Box<[u8]>, TableHasher>;
 
 /// Whether this CPU has what the filter's code needs (qfilter asserts it otherwise).
-fn filter_supported() -> bool {
+pub(crate) fn filter_supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("popcnt") && std::is_x86_feature_detected!("bmi2")

@@ -110,6 +110,7 @@ pub struct Metrics {
     pub inflight: IntGauge,
     connections: IntGaugeVec,
     pub idempotency_entries: IntGauge,
+    pub idempotency_archived: IntGauge,
     ledger_transactions: IntGaugeVec,
     ledger_transactions_on_disk: IntGaugeVec,
     ledger_expiry_lag: IntGaugeVec,
@@ -212,6 +213,13 @@ impl Metrics {
             IntGauge::new(
                 "switch_idempotency_entries",
                 "Request identities remembered for retransmissions",
+            )?,
+        );
+        let idempotency_archived = registered(
+            &registry,
+            IntGauge::new(
+                "switch_idempotency_archived_entries",
+                "Answers the idempotency table let go of before the retention, kept on disk",
             )?,
         );
         let ledger_transactions = registered(
@@ -339,6 +347,7 @@ impl Metrics {
             inflight,
             connections,
             idempotency_entries,
+            idempotency_archived,
             ledger_transactions,
             ledger_transactions_on_disk,
             ledger_expiry_lag,
