@@ -1214,10 +1214,7 @@ mod tests {
             for torn in [false, true] {
                 for boundary in [false, true] {
                     let name = format!("{snapshot:?}-{torn}-{boundary}");
-                    let dir = std::env::temp_dir()
-                        .join(format!("switch-recovery-{name}-{}", std::process::id()));
-                    let _ = fs::remove_dir_all(&dir);
-                    fs::create_dir_all(&dir).unwrap();
+                    let dir = crate::testing::TempDir::new(&format!("recovery-{name}"));
                     let (all, before_last) = build(&dir, snapshot, 120);
                     let segments = scan::segments(&dir).unwrap();
                     assert!(segments.len() > 2, "{name}: the log spans several segments");
@@ -1316,10 +1313,7 @@ mod tests {
     /// snapshot many segments later.
     #[test]
     fn an_issuers_entry_before_the_snapshot_is_still_read() {
-        let dir =
-            std::env::temp_dir().join(format!("switch-recovery-issuer-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testing::TempDir::new("recovery-issuer");
         let key = TxnKey {
             acquirer: 123_456,
             terminal: *b"TERM0002",
@@ -1374,10 +1368,7 @@ mod tests {
     /// newer release): replay must not skip it unread, but refuse to start, naming it.
     #[test]
     fn an_unknown_entry_before_the_snapshot_refuses_the_start() {
-        let dir =
-            std::env::temp_dir().join(format!("switch-recovery-unknown-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testing::TempDir::new("recovery-unknown");
         build_after(&dir, Snapshot::Valid, 120, Some(vec![9, 1, 2, 3]));
         let settings = settings(&dir);
         let error = recover(
@@ -1397,10 +1388,7 @@ mod tests {
     /// emptied.
     #[test]
     fn an_unusable_only_snapshot_starts_from_genesis_with_the_store_emptied() {
-        let dir =
-            std::env::temp_dir().join(format!("switch-recovery-only-bad-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testing::TempDir::new("recovery-only-bad");
         let (all, _) = build(&dir, Snapshot::Valid, 120);
         let settings = settings(&dir);
         // Something on disk that genesis does not have.
@@ -1453,10 +1441,7 @@ mod tests {
 
     #[test]
     fn a_log_pruned_behind_a_snapshot_needs_that_snapshot() {
-        let dir =
-            std::env::temp_dir().join(format!("switch-recovery-pruned-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testing::TempDir::new("recovery-pruned");
         build(&dir, Snapshot::Valid, 120);
         let (_, snapshot_path) = snapshot::list(&dir).unwrap()[0].clone();
         let pruned = snapshot::prune(

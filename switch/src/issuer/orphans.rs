@@ -144,11 +144,9 @@ mod tests {
 
     #[test]
     fn a_day_old_orphan_is_given_up_and_its_record_let_go_a_younger_one_kept() {
-        let dir = std::env::temp_dir().join(format!("switch-orphans-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testing::TempDir::new("orphans");
         let config = WriterConfig {
-            dir: dir.clone(),
+            dir: dir.to_path_buf(),
             sync: SyncMode::Group,
             group_records_max: 64,
             group_bytes_max: 1 << 20,

@@ -1339,8 +1339,7 @@ mod tests {
     /// replaying fjall's journals and clearing: nothing written before is found.
     #[test]
     fn a_store_created_empty_holds_nothing_of_before() {
-        let dir = std::env::temp_dir().join(format!("switch-cold-empty-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::testing::TempDir::new("cold-empty");
         let limits = ShardLimits {
             transactions_max: 1_000,
             hot_max: 1,
@@ -1393,8 +1392,7 @@ mod tests {
     /// state, or replay releases nothing where the live run released the hold.
     #[test]
     fn a_key_taken_and_reused_after_the_snapshot_rolls_back_and_replays_exactly() {
-        let dir = std::env::temp_dir().join(format!("switch-cold-reuse-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::testing::TempDir::new("cold-reuse");
         let limits = ShardLimits {
             transactions_max: 1_000,
             hot_max: 1,
@@ -1433,8 +1431,7 @@ mod tests {
     /// and added again).
     #[test]
     fn changes_written_together_roll_back_one_by_one() {
-        let dir = std::env::temp_dir().join(format!("switch-cold-group-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::testing::TempDir::new("cold-group");
         let store = ColdStore::open(&dir, 1_000).unwrap();
         let key = hold(9, 0).key;
         let record = |amount| Record::new(hold(0, 0).card, Kind::Purchase, amount);
@@ -1488,11 +1485,7 @@ mod tests {
             (4_096, 3),
             (4_096, 100),
         ] {
-            let dir = std::env::temp_dir().join(format!(
-                "switch-cold-batches-{batch_max}-{keys_max}-{}",
-                std::process::id()
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
+            let dir = crate::testing::TempDir::new(&format!("cold-batches-{batch_max}-{keys_max}"));
             let store = ColdStore::open(&dir, 1_000).unwrap();
             let mut tier = store.shard(0, &ColdState::default()).unwrap();
             let mut held = vec![amounts(&tier)];
@@ -1570,8 +1563,7 @@ mod tests {
     /// grown, every key on disk is still found and every key removed is not.
     #[test]
     fn the_filter_grows_off_the_shards_thread_and_loses_no_key() {
-        let dir = std::env::temp_dir().join(format!("switch-cold-grow-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::testing::TempDir::new("cold-grow");
         let store = Arc::new(ColdStore {
             filter_initial: 1_000,
             ..Arc::into_inner(ColdStore::open(&dir, 1_000_000).unwrap()).unwrap()
@@ -1609,8 +1601,7 @@ mod tests {
     /// start and its value's arrival makes the value stale, and the write is what lookups find.
     #[test]
     fn a_value_read_ahead_is_dropped_if_the_key_was_written_meanwhile() {
-        let dir = std::env::temp_dir().join(format!("switch-cold-ahead-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::testing::TempDir::new("cold-ahead");
         let store = ColdStore::open(&dir, 1_000).unwrap();
         let mut tier = store.shard(0, &ColdState::default()).unwrap();
         let (a, b) = (hold(1, 0).key, hold(2, 0).key);

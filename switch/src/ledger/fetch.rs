@@ -404,7 +404,7 @@ mod tests {
     /// and requests did wait while others passed them.
     #[test]
     fn requests_waiting_for_reads_ahead_decide_as_reads_in_place_would() {
-        let dir = std::env::temp_dir().join(format!("switch-fetch-{}", std::process::id()));
+        let dir = crate::testing::TempDir::new("fetch");
         let (mut waited, mut passed, mut stale_or_refused, mut popped) = (0, 0, 0, 0);
         for seed in 1..=24u64 {
             let _ = std::fs::remove_dir_all(&dir);

@@ -299,10 +299,8 @@ mod tests {
     use crate::wal::format::{SegmentHeader, segment_file_name, try_append_record};
 
     /// Writes segments of `records` records each; returns the directory.
-    fn log(name: &str, segments: &[u64]) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("switch-scan-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+    fn log(name: &str, segments: &[u64]) -> crate::testing::TempDir {
+        let dir = crate::testing::TempDir::new(&format!("scan-{name}"));
         let mut lsn = 0;
         for (sequence, &records) in segments.iter().enumerate() {
             let mut bytes = SegmentHeader {
@@ -475,7 +473,7 @@ mod tests {
     }
 
     /// Segment 0 holding `groups` (records per group), format 2.
-    fn grouped_log(name: &str, groups: &[u64]) -> PathBuf {
+    fn grouped_log(name: &str, groups: &[u64]) -> crate::testing::TempDir {
         let dir = log(name, &[0]);
         let mut bytes = fs::read(segment(&dir, 0)).unwrap();
         let mut lsn = 0;

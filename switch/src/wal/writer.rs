@@ -573,11 +573,8 @@ mod tests {
     use crate::wal::scan::{self, Mode};
     use std::sync::Mutex;
 
-    fn dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("switch-writer-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
+    fn dir(name: &str) -> crate::testing::TempDir {
+        crate::testing::TempDir::new(&format!("writer-{name}"))
     }
 
     fn config(dir: &Path) -> WriterConfig {
