@@ -763,7 +763,7 @@ pub fn recover(
             self.0.store(true, Ordering::Relaxed);
         }
     }
-    std::thread::scope(|scope| {
+    let recovered = std::thread::scope(|scope| {
         let answers = std::thread::Builder::new()
             .name("recover-answers".to_owned())
             .spawn_scoped(scope, || {
@@ -786,14 +786,23 @@ pub fn recover(
             (scope, answers),
         );
         drop(stopping);
-        // The answers put back beyond the table's room are written to disk meanwhile, on a
-        // thread of their own: all findable before the switch answers anything.
-        idempotency.finish_restore();
-        recovered.map(|mut recovered| {
-            recovered.elapsed = started.elapsed();
-            recovered
-        })
-    })
+        recovered
+    });
+    // The answers put back beyond the table's room are written to disk meanwhile, on a thread
+    // of their own: all findable before the switch answers anything. After the scope, so that
+    // nothing hands it more.
+    let finished = idempotency.finish_restore().with_context(|| {
+        format!(
+            "cannot keep on disk the answers within the retention that the idempotency table cannot hold, in {}: \
+             a retransmission of those requests would be processed anew. Free the disk, or set \
+             limits.idempotency_archive_entries_max = 0 to start without them",
+            dir.join(ANSWERS_DIR).display()
+        )
+    });
+    let mut recovered = recovered?;
+    finished?;
+    recovered.elapsed = started.elapsed();
+    Ok(recovered)
 }
 
 /// What puts the answers back: its report and how long it took.

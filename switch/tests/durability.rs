@@ -675,8 +675,8 @@ fn an_expired_hold_is_released_and_stays_released_after_a_restart() {
     );
 }
 
-/// Under a load the idempotency table was not sized for (here 1,000 identities, rotated every
-/// few hundred requests), the answers it lets go of before the retention are kept on disk: a
+/// Under a load the idempotency table was not sized for (here 2,000 identities, rotated every
+/// 750 requests), the answers it lets go of before the retention are kept on disk: a
 /// retransmission of the first request, thousands of requests later, still gets its original
 /// answer and moves nothing, and a conflicting one still gets 94; after a `kill -9` too, where
 /// recovery writes what the table cannot hold back to disk.
@@ -686,7 +686,7 @@ fn a_retransmission_within_the_retention_gets_its_answer_beyond_the_tables_room(
     let mut edits = SMALL.to_vec();
     edits.push((
         "idempotency_entries_max = 16000000",
-        "idempotency_entries_max = 1000",
+        "idempotency_entries_max = 2000",
     ));
     let config = config_file("archive", &default_config_with(&edits));
     let args = ["--config", config.to_str().unwrap()];
@@ -698,9 +698,10 @@ fn a_retransmission_within_the_retention_gets_its_answer_beyond_the_tables_room(
     assert_eq!(code(&approved), "00");
     let mut conflicting = first.clone();
     conflicting.set(4, b"000000009999".to_vec());
-    // Generations of 500, rotated early at 375 once the older one is on disk, swept each
-    // second: at most 125 new identities a second, so that none is refused for a full table.
-    for round in 0..12u64 {
+    // Generations of 1,000, swept each second: the older one's write to disk starts at 500,
+    // the early rotation waits for it from 750 to 940. At most 100 new identities a second:
+    // several seconds for each write, and none refused for a full table.
+    for round in 0..18u64 {
         for i in 0..100 {
             link.send(&request(
                 "0100",
@@ -713,7 +714,7 @@ fn a_retransmission_within_the_retention_gets_its_answer_beyond_the_tables_room(
             let answer = link.receive();
             assert_eq!(code(&answer), "00", "{}", switch.output().join("\n"));
         }
-        std::thread::sleep(Duration::from_millis(1_200));
+        std::thread::sleep(Duration::from_millis(1_100));
     }
     let moved = switch.wait_for_output("older answers moved to disk");
     assert!(
@@ -726,7 +727,7 @@ fn a_retransmission_within_the_retention_gets_its_answer_beyond_the_tables_room(
         .find_map(|l| l.strip_prefix("switch_idempotency_archived_entries "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap();
-    assert!(archived >= 300, "{archived} answers on disk");
+    assert!(archived >= 700, "{archived} answers on disk");
     println!("{moved}");
     assert_eq!(
         link.call(&first),

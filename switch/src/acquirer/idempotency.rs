@@ -168,6 +168,8 @@ pub struct IdempotencyStore {
     spill: Mutex<Option<Spill>>,
     /// The thread writing generations put back at start-up to the archive, and its queue.
     restore_writer: Mutex<Option<RestoreWriter>>,
+    /// Why answers put back could not be written to disk, if they could not (the start fails).
+    restore_failed: Arc<Mutex<Option<String>>>,
     /// Rotations so far.
     rotations: AtomicU64,
 }
@@ -236,6 +238,7 @@ impl IdempotencyStore {
             archive: None,
             spill: Mutex::new(None),
             restore_writer: Mutex::new(None),
+            restore_failed: Arc::default(),
             rotations: AtomicU64::new(0),
         }
     }
@@ -412,39 +415,38 @@ impl IdempotencyStore {
             .entries
             .iter()
             .filter_map(|e| e.outcome.map(|o| (*e.key(), e.fingerprint, o)));
+        let failed = self.restore_failed.clone();
+        let fail = move |why: String| {
+            let mut failed = failed.lock().unwrap_or_else(|e| e.into_inner());
+            failed.get_or_insert(why);
+        };
         let answers = match Answers::copy(entries, count, &AtomicBool::new(false)) {
             Ok(answers) => answers,
-            Err(error) => {
-                tracing::warn!(%error, dropped = count, "cannot copy answers put back for the disk: they are forgotten before their retention");
-                return;
-            }
+            Err(error) => return fail(format!("{error:#}")),
         };
         // Whole seconds: one logged at `newest` + 0.9 is kept that much longer.
         let until = newest
             .saturating_add(self.retention_seconds)
             .saturating_add(1);
         let retention = self.retention_seconds;
-        let write = move |archive: &AnswerArchive, answers: Answers| {
-            let (started, count) = (std::time::Instant::now(), answers.len());
-            match archive.write_answers(answers, until, &AtomicBool::new(false)) {
-                Ok(tier) => {
-                    let archived = tier.entries();
-                    let pushed = archive.add(tier, newest, retention);
-                    tracing::info!(archived, elapsed = ?started.elapsed(), "answers put back beyond the table's room written to disk");
-                    if pushed.entries > 0 {
-                        tracing::warn!(
-                            forgotten = pushed.entries,
-                            window_seconds = pushed.window_seconds,
-                            "answers on disk at limits.idempotency_archive_entries_max: the oldest put back are forgotten"
-                        );
+        let write = {
+            let fail = fail.clone();
+            move |archive: &AnswerArchive, answers: Answers| {
+                let started = std::time::Instant::now();
+                match archive.write_answers(answers, until, &AtomicBool::new(false)) {
+                    Ok(tier) => {
+                        let archived = tier.entries();
+                        let pushed = archive.add(tier, newest, retention);
+                        tracing::info!(archived, elapsed = ?started.elapsed(), "answers put back beyond the table's room written to disk");
+                        if pushed.entries > 0 {
+                            tracing::warn!(
+                                forgotten = pushed.entries,
+                                window_seconds = pushed.window_seconds,
+                                "answers on disk at limits.idempotency_archive_entries_max: the oldest put back are forgotten"
+                            );
+                        }
                     }
-                }
-                Err(error) => {
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        dropped = count,
-                        "cannot write answers put back to disk: they are forgotten before their retention"
-                    );
+                    Err(error) => fail(format!("{error:#}")),
                 }
             }
         };
@@ -453,7 +455,8 @@ impl IdempotencyStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         if writer.is_none() {
-            // One generation waits while another is written: two copies at most.
+            // One generation queued while another is written, and a third copied by the
+            // caller waiting to queue: three copies at most (about 64 bytes an answer).
             let (sender, receiver) = crossbeam_channel::bounded::<Box<dyn FnOnce() + Send>>(1);
             match std::thread::Builder::new()
                 .name("answers-restore".to_owned())
@@ -473,10 +476,7 @@ impl IdempotencyStore {
                 let archive = archive.clone();
                 let job: Box<dyn FnOnce() + Send> = Box::new(move || write(&archive, answers));
                 if sender.send(job).is_err() {
-                    tracing::warn!(
-                        dropped = count,
-                        "the thread writing answers put back ended: they are forgotten before their retention"
-                    );
+                    fail("the thread writing them ended".to_owned());
                 }
             }
             None => write(archive, answers),
@@ -485,7 +485,9 @@ impl IdempotencyStore {
 
     /// Waits until every generation put back at start-up and handed to the disk is written
     /// and findable there. Call before answering anything; harmless when nothing was handed.
-    pub fn finish_restore(&self) {
+    /// An error when some could not be written: answers within the retention would be
+    /// missing, and a retransmission of one processed anew.
+    pub fn finish_restore(&self) -> anyhow::Result<()> {
         let writer = self
             .restore_writer
             .lock()
@@ -494,10 +496,17 @@ impl IdempotencyStore {
         if let Some((sender, thread)) = writer {
             drop(sender);
             if thread.join().is_err() {
-                tracing::warn!(
-                    "the thread writing answers put back to disk panicked: some are forgotten before their retention"
-                );
+                anyhow::bail!("the thread writing them to disk panicked");
             }
+        }
+        match self
+            .restore_failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            Some(why) => Err(anyhow::anyhow!(why)),
+            None => Ok(()),
         }
     }
 
@@ -1069,7 +1078,7 @@ mod tests {
         for stan in 1..=13 {
             store.restore(id(stan), 3, APPROVED, u64::from(stan));
         }
-        store.finish_restore();
+        store.finish_restore().unwrap();
         assert_eq!((store.len(), store.archived()), (8, 5));
         for stan in 1..=13 {
             assert_eq!(begin(&store, id(stan), 3), Seen::Replay(APPROVED), "{stan}");
