@@ -25,7 +25,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::{Context, bail};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
@@ -48,8 +48,9 @@ const VALUE_BYTES: usize = 36;
 /// choices (it is never stored).
 type TierFilter = qfilter::Filter<Box<[u8]>, TableHasher>;
 
-/// The answers of one generation of the table, on disk. Deleted from disk when dropped: when
-/// the archive lets go of it (and the last lookup using it is done), or when it is never added.
+/// The answers of one generation of the table, on disk. Deleted from disk when dropped: by the
+/// archive's next change once it has let go of it and no lookup uses it any more, or when it
+/// is never added.
 pub struct Tier {
     db: Database,
     keyspace: Option<Keyspace>,
@@ -139,6 +140,10 @@ pub struct AnswerArchive {
     tiers: RwLock<Arc<Tiers>>,
     /// How many tiers there are, read without the lock by every new request.
     tier_count: AtomicUsize,
+    /// Tiers let go of, kept until no lookup's copy of the list holds them: then dropped (so
+    /// deleted from disk) by the next `add` or `expire`, on the thread that sweeps, never on a
+    /// request's thread that happened to hold the last copy.
+    retired: Mutex<Vec<Arc<Tier>>>,
     entries_max: u64,
     next_keyspace: AtomicU64,
 }
@@ -225,6 +230,7 @@ impl AnswerArchive {
             dir: dir.to_owned(),
             tiers: RwLock::new(Arc::default()),
             tier_count: AtomicUsize::new(0),
+            retired: Mutex::new(Vec::new()),
             entries_max,
             next_keyspace: AtomicU64::new(0),
         }))
@@ -348,7 +354,6 @@ impl AnswerArchive {
         if tier.entries == 0 {
             return pushed;
         }
-        // Dropped (so deleted from disk) after the lock is released.
         let mut gone = Vec::new();
         {
             let mut tiers = self.tiers.write().unwrap_or_else(|e| e.into_inner());
@@ -371,19 +376,45 @@ impl AnswerArchive {
             self.tier_count.store(list.len(), Ordering::Release);
             *tiers = Arc::new(Tiers { list, entries });
         }
-        drop(gone);
+        self.retire(gone);
         pushed
+    }
+
+    /// Keeps `gone` until no lookup uses it, and deletes what no lookup uses any more. A lookup
+    /// holds a copy of the list (`Arc<Tiers>`), never a tier alone, and new copies no longer
+    /// hold a retired tier: one held here only stays so.
+    fn retire(&self, gone: Vec<Arc<Tier>>) {
+        let unused: Vec<Arc<Tier>> = {
+            let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+            retired.extend(gone);
+            let (unused, used) = std::mem::take(&mut *retired)
+                .into_iter()
+                .partition(|t| Arc::strong_count(t) == 1);
+            *retired = used;
+            unused
+        };
+        // Deleted from disk here, outside the lock.
+        drop(unused);
+    }
+
+    /// Tiers let go of that a lookup still uses.
+    #[cfg(test)]
+    fn retired(&self) -> usize {
+        self.retired.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Lets go of the tiers whose answers are all past the retention at `now_seconds`;
     /// returns how many answers went.
     pub fn expire(&self, now_seconds: u64) -> u64 {
         if self.is_empty() {
+            self.retire(Vec::new());
             return 0;
         }
         let gone: Vec<Arc<Tier>> = {
             let mut tiers = self.tiers.write().unwrap_or_else(|e| e.into_inner());
             if tiers.list.iter().all(|t| t.until_seconds > now_seconds) {
+                drop(tiers);
+                self.retire(Vec::new());
                 return 0;
             }
             let (gone, list): (Vec<_>, Vec<_>) = tiers
@@ -396,7 +427,9 @@ impl AnswerArchive {
             *tiers = Arc::new(Tiers { list, entries });
             gone
         };
-        gone.iter().map(|t| t.entries).sum()
+        let entries = gone.iter().map(|t| t.entries).sum();
+        self.retire(gone);
+        entries
     }
 }
 
@@ -495,6 +528,46 @@ mod tests {
         assert_eq!(archive.len(), 0);
         assert_eq!(archive.find(&key(3)).unwrap(), None);
         assert_eq!(archive.db.keyspace_count(), 0, "deleted from disk");
+    }
+
+    /// A lookup that still holds the list when a tier expires never deletes it itself: the
+    /// tier waits until the lookup is done, and the next sweep deletes it.
+    #[test]
+    fn a_tier_in_use_by_a_lookup_is_deleted_by_the_sweep_after_it() {
+        let dir = TempDir::new("archive-retired");
+        let archive = AnswerArchive::create(dir.path(), 1_000).unwrap();
+        archive.add(tier_of(&archive, 0..10, 100), 0, 300);
+        archive.add(tier_of(&archive, 10..20, 200), 0, 300);
+        let lookup = archive.tiers();
+        assert_eq!(archive.expire(100), 10);
+        assert_eq!(archive.retired(), 1);
+        assert_eq!(archive.db.keyspace_count(), 2, "still in use");
+        assert_eq!(archive.find(&key(3)).unwrap(), None, "not found any more");
+        drop(lookup);
+        assert_eq!(
+            archive.db.keyspace_count(),
+            2,
+            "the lookup did not delete it"
+        );
+        assert_eq!(archive.expire(101), 0);
+        assert_eq!(archive.retired(), 0);
+        assert_eq!(archive.db.keyspace_count(), 1, "deleted by the next sweep");
+        // The same when the list becomes empty, and when a new tier pushes one out.
+        let lookup = archive.tiers();
+        assert_eq!(archive.expire(200), 10);
+        drop(lookup);
+        assert_eq!(archive.db.keyspace_count(), 1);
+        assert_eq!(archive.expire(201), 0);
+        assert_eq!(archive.db.keyspace_count(), 0);
+        let small = AnswerArchive::create(&dir.path().join("small"), 10).unwrap();
+        small.add(tier_of(&small, 0..10, 100), 0, 300);
+        let lookup = small.tiers();
+        assert_eq!(small.add(tier_of(&small, 10..20, 100), 0, 300).entries, 10);
+        assert_eq!(small.db.keyspace_count(), 2);
+        drop(lookup);
+        small.expire(1);
+        assert_eq!(small.db.keyspace_count(), 1);
+        assert!(small.find(&key(15)).unwrap().is_some());
     }
 
     #[test]

@@ -1089,4 +1089,80 @@ mod tests {
         store.sweep(106);
         assert_eq!(begin(&store, id(5), 3), Seen::New);
     }
+
+    /// A spill that has not finished when the generation is 94% full is cancelled: the table
+    /// rotates anyway (refusing traffic would be worse), the older answers are forgotten early,
+    /// as without an archive, and nothing half written stays on disk.
+    #[test]
+    fn a_spill_too_slow_is_cancelled_and_the_rotation_goes_on() {
+        let dir = crate::testing::TempDir::new("idempotency-slow-spill");
+        // Generations of 100: the spill starts at 50, the rotation waits for it up to 94.
+        let store = archived_store(&dir, 200, 100, 10_000);
+        answer(&store, 1..=75);
+        assert!(matches!(
+            sweep_until_done(&store, 5),
+            Sweep::Archived { archived: 0, .. }
+        ));
+        // The older generation now holds 1..=75. One of its locks held by another thread
+        // stalls the spill's copy, as a slow disk would stall its write, until the spill is
+        // cancelled.
+        let older = store.generations[(store.current.load(Ordering::Acquire) & 1) ^ 1].clone();
+        let (locked, is_locked) = crossbeam_channel::bounded(1);
+        let (cancel_of, spill_cancel) = crossbeam_channel::bounded::<Arc<AtomicBool>>(1);
+        let holder = std::thread::spawn({
+            let older = older.clone();
+            move || {
+                let guard = older.entries.get_mut(&id(1)).unwrap();
+                locked.send(()).unwrap();
+                let cancel = spill_cancel.recv().unwrap();
+                while !cancel.load(Ordering::Acquire) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                drop(guard);
+            }
+        });
+        is_locked.recv().unwrap();
+        // New requests whose lookup in the older generation would wait for that lock are left
+        // out (the map's seed is random).
+        let mut free = (76..).filter(|&stan| !older.entries.try_get(&id(stan)).is_locked());
+        let mut answer_next = |n: usize| -> Vec<u32> {
+            let stans: Vec<u32> = free.by_ref().take(n).collect();
+            for &stan in &stans {
+                answer(&store, stan..=stan);
+            }
+            stans
+        };
+        answer_next(50);
+        assert_eq!(store.sweep(6), Sweep::Nothing, "the spill starts at half");
+        let cancel = store.spill.lock().unwrap().as_ref().unwrap().cancel.clone();
+        cancel_of.send(cancel).unwrap();
+        answer_next(43);
+        assert_eq!(store.sweep(7), Sweep::Nothing, "93 of 100: it waits");
+        let last = answer_next(1)[0];
+        assert_eq!(
+            store.sweep(8),
+            Sweep::RotatedEarly {
+                dropped: 75,
+                window_seconds: 3
+            },
+            "94 of 100: rotated without the spill"
+        );
+        holder.join().unwrap();
+        assert!(store.spill.lock().unwrap().is_none());
+        assert_eq!(store.archived(), 0, "nothing half written kept");
+        assert_eq!(begin(&store, id(2), 1), Seen::New, "forgotten early");
+        store.finish(&id(2), APPROVED);
+        assert_eq!(begin(&store, id(last), 1), Seen::Replay(APPROVED));
+        // The next early rotation spills again, and that one finishes.
+        answer(&store, 1_000..=1_073);
+        assert!(matches!(
+            sweep_until_done(&store, 9),
+            Sweep::Archived { archived: 94, .. }
+        ));
+        assert_eq!(
+            begin(&store, id(last), 1),
+            Seen::Replay(APPROVED),
+            "on disk"
+        );
+    }
 }
