@@ -512,38 +512,116 @@ pub fn genesis(settings: &Settings, tokenizer: &Tokenizer) -> anyhow::Result<Vec
 }
 
 /// Shards 0, 1, … from their images, with the configured limits, each with its part of the
-/// store on disk rolled back to the image's version.
+/// store on disk rolled back to the image's version. Side by side, up to one shard per core:
+/// building a shard's tables and rolling back its part of the store (seconds each after a long
+/// run) need nothing from the other shards.
 fn shards_from(
     images: Vec<ShardImage>,
     settings: &Settings,
     cold: Option<&Arc<ColdStore>>,
 ) -> anyhow::Result<Vec<LedgerShard>> {
-    images
+    // Every shard's part of the store checked first: a rollback is not undone, so none starts
+    // while another shard's part cannot go back to its snapshot.
+    if let Some(cold) = cold {
+        for (i, image) in images.iter().enumerate() {
+            cold.check_rollback(u32::try_from(i).unwrap_or(u32::MAX), image.cold.version)?;
+        }
+    }
+    let count = images.len();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(count);
+    let images: Vec<std::sync::Mutex<Option<ShardImage>>> = images
         .into_iter()
-        .enumerate()
-        .map(|(i, mut image)| {
-            let index = u32::try_from(i).unwrap_or(u32::MAX);
-            let state = image.cold;
-            if cold.is_none() && state.count == 0 {
-                // Nothing on disk but queue entries of transactions already gone: without a
-                // store, they are dropped, and a store enabled later starts empty.
-                image.cold = crate::ledger::ColdState::default();
-            }
-            let shard = LedgerShard::from_image(index, settings.shard_limits, image);
-            Ok(match cold {
-                Some(cold) => shard.with_cold(Box::new(cold.shard(index, &state)?)),
-                None => {
-                    if state.count > 0 {
-                        bail!(
-                            "the snapshot puts {} transactions of shard {index} on disk, and                              ledger.hot_transactions_per_shard_max = 0 keeps none there: set it as it was",
-                            state.count
-                        );
+        .map(|image| std::sync::Mutex::new(Some(image)))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let mut built: Vec<(usize, anyhow::Result<LedgerShard>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut built = Vec::new();
+                    // No new shard once one failed: the start fails anyway.
+                    while !failed.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(slot) = images.get(i) else {
+                            break;
+                        };
+                        let Some(image) = slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+                        else {
+                            continue;
+                        };
+                        let shard = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            shard_from(i, image, settings, cold)
+                        }))
+                        .unwrap_or_else(|panic| {
+                            let why = panic
+                                .downcast_ref::<&str>()
+                                .map(|s| (*s).to_owned())
+                                .or_else(|| panic.downcast_ref::<String>().cloned())
+                                .unwrap_or_default();
+                            Err(anyhow::anyhow!(
+                                "loading shard {i} from the snapshot panicked: {why}"
+                            ))
+                        });
+                        if shard.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        built.push((i, shard));
                     }
-                    shard
-                }
+                    built
+                })
             })
-        })
-        .collect()
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    built.sort_by_key(|(i, _)| *i);
+    // The first failure by shard, as one after the other would have reported it.
+    if let Some(position) = built.iter().position(|(_, shard)| shard.is_err()) {
+        let (_, failure) = built.swap_remove(position);
+        failure?;
+    }
+    if built.len() != count {
+        bail!(
+            "{} of {count} shards were loaded from the snapshot",
+            built.len()
+        );
+    }
+    built.into_iter().map(|(_, shard)| shard).collect()
+}
+
+/// Shard `i` from its image (see [`shards_from`]).
+fn shard_from(
+    i: usize,
+    mut image: ShardImage,
+    settings: &Settings,
+    cold: Option<&Arc<ColdStore>>,
+) -> anyhow::Result<LedgerShard> {
+    let index = u32::try_from(i).unwrap_or(u32::MAX);
+    let state = image.cold;
+    if cold.is_none() && state.count == 0 {
+        // Nothing on disk but queue entries of transactions already gone: without a
+        // store, they are dropped, and a store enabled later starts empty.
+        image.cold = crate::ledger::ColdState::default();
+    }
+    let shard = LedgerShard::from_image(index, settings.shard_limits, image);
+    Ok(match cold {
+        Some(cold) => shard.with_cold(Box::new(cold.shard(index, &state)?)),
+        None => {
+            if state.count > 0 {
+                bail!(
+                    "the snapshot puts {} transactions of shard {index} on disk, and \
+                     ledger.hot_transactions_per_shard_max = 0 keeps none there: set it as it was",
+                    state.count
+                );
+            }
+            shard
+        }
+    })
 }
 
 /// Holds the WAL directory's lock for as long as it lives.
@@ -993,7 +1071,8 @@ fn recover_in<'scope, 'env>(
         let on_disk: u64 = shards.iter().map(|s| s.cold_state().count).sum();
         if on_disk > RESHARD_IN_MEMORY_MAX {
             bail!(
-                "ledger.shards changed from {} to {} with {on_disk} transactions on disk, more than can be split                  anew in memory ({RESHARD_IN_MEMORY_MAX}): set ledger.shards = {} (the count the log was written with)",
+                "ledger.shards changed from {} to {} with {on_disk} transactions on disk, more than can be split \
+                 anew in memory ({RESHARD_IN_MEMORY_MAX}): set ledger.shards = {} (the count the log was written with)",
                 shards.len(),
                 settings.shards,
                 shards.len()

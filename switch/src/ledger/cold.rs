@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::{Context, bail};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -213,8 +213,9 @@ pub struct ColdStore {
     /// version its undo log can still go back to (`floor/N`).
     meta: Keyspace,
     dir: PathBuf,
-    /// Serializes clearing against opening shards (recovery only).
-    lock: Mutex<()>,
+    /// Serializes clearing against opening shards (recovery only); shards open side by side,
+    /// each in its own keyspaces.
+    lock: RwLock<()>,
     /// The most transactions one shard may keep: the bound of its filter of keys on disk.
     keys_max: u64,
     /// The filter's first capacity ([`FILTER_INITIAL`]; smaller in tests of its growth).
@@ -280,7 +281,7 @@ impl ColdStore {
             db,
             meta,
             dir: dir.to_owned(),
-            lock: Mutex::new(()),
+            lock: RwLock::new(()),
             keys_max,
             filter_initial: FILTER_INITIAL,
             written: Mutex::new(HashMap::new()),
@@ -304,34 +305,45 @@ impl ColdStore {
             .unwrap_or(0))
     }
 
+    /// Whether shard `shard`'s part can go back to version `target` (a snapshot's; 0, which
+    /// empties it, always can): the store must not be behind it, nor have let go of the undo
+    /// entries back to it.
+    pub fn check_rollback(&self, shard: u32, target: u64) -> anyhow::Result<()> {
+        if target == 0 {
+            return Ok(());
+        }
+        let stored = self.meta_u64("version", shard)?;
+        let dir = self.dir.display();
+        if stored < target {
+            bail!(
+                "the transactions on disk in {dir} are behind the snapshot (shard {shard}: version {stored}, the \
+                 snapshot needs {target}): the store lost writes it had made durable. It cannot be rebuilt from a \
+                 log pruned behind the snapshot; restore {dir} from a backup taken with the WAL directory"
+            );
+        }
+        let floor = self.meta_u64("floor", shard)?;
+        if target < floor {
+            bail!(
+                "the transactions on disk in {dir} cannot go back to the snapshot's version {target} (shard {shard}: \
+                 undo kept from {floor} on): an older snapshot than the store was last settled with. Restore \
+                 {dir} from a backup taken with the WAL directory"
+            );
+        }
+        Ok(())
+    }
+
     /// Shard `shard`'s tier, rolled back to `state.version` (from its snapshot; 0 without one,
     /// which empties it): the state the log after that snapshot was written on.
     pub fn shard(self: &Arc<Self>, shard: u32, state: &ColdState) -> anyhow::Result<DiskTier> {
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self.lock.read().unwrap_or_else(|e| e.into_inner());
         let [txns, ages, undo] = self.keyspaces(shard)?;
         let target = state.version;
-        let stored = self.meta_u64("version", shard)?;
-        let dir = self.dir.display();
         if target == 0 {
             txns.clear()?;
             ages.clear()?;
             undo.clear()?;
         } else {
-            if stored < target {
-                bail!(
-                    "the transactions on disk in {dir} are behind the snapshot (shard {shard}: version {stored}, the \
-                     snapshot needs {target}): the store lost writes it had made durable. It cannot be rebuilt from a \
-                     log pruned behind the snapshot; restore {dir} from a backup taken with the WAL directory"
-                );
-            }
-            let floor = self.meta_u64("floor", shard)?;
-            if target < floor {
-                bail!(
-                    "the transactions on disk in {dir} cannot go back to the snapshot's version {target} (shard {shard}: \
-                     undo kept from {floor} on): an older snapshot than the store was last settled with. Restore \
-                     {dir} from a backup taken with the WAL directory"
-                );
-            }
+            self.check_rollback(shard, target)?;
             let started = std::time::Instant::now();
             let undone = self.roll_back(
                 shard,
@@ -471,7 +483,7 @@ impl ColdStore {
 
     /// Empties every shard's part (a new split of the shards starts from nothing on disk).
     pub fn clear(&self) -> anyhow::Result<()> {
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self.lock.write().unwrap_or_else(|e| e.into_inner());
         for name in self.db.list_keyspace_names() {
             let name: &str = &name;
             if name == "meta" {
