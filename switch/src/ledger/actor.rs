@@ -469,7 +469,7 @@ impl Handler<TakeSnapshot> for LedgerActor {
         if self.shard.cold_failure().is_some() {
             return;
         }
-        // Copying the state stalls this shard for a moment (tens of milliseconds per million
+        // Copying the state stalls this shard for a moment (about 100 ms per million
         // transactions, into the last snapshot's image, which the snapshotter gives back);
         // encoding and writing happen on the snapshotter's thread.
         let started = Instant::now();

@@ -47,9 +47,9 @@ pub fn write_with_remote(
         let mut file = fs::File::create(&temporary)?;
         // Synced piece by piece: at a large hot window a snapshot is hundreds of MB, and one
         // fsync of all of it at the end kept the disk busy for most of a second, during which
-        // every group commit of the log waited (answers of 0.5–0.8 s at each snapshot in the
-        // 30-minute soak, bench/RESULTS.md). A piece at a time, a group commit waits for one
-        // piece at most.
+        // every group commit of the log waited (answers 0.5–0.8 s late at the end of snapshots
+        // of 2–3 M transactions per shard, bench/RESULTS.md). A piece at a time, a group commit
+        // waits for one piece at most.
         for piece in bytes.chunks(SYNC_PIECE_BYTES) {
             file.write_all(piece)?;
             file.sync_data()?;
@@ -110,7 +110,9 @@ pub struct Pruned {
 /// Deletes snapshots older than `keep`, and segments wholly before `first_needed_lsn` (the next
 /// segment starts at or before it) that were last written more than `retention` ago: segments
 /// are kept that long so that retransmissions after a restart still find their answers. The
-/// last segment is never deleted.
+/// last segment is never deleted. Also deletes what a crash in the middle of writing a snapshot
+/// left (`*.snap.tmp`, hundreds of MB each, never read): none is being written while this runs,
+/// since the snapshotter writes one snapshot at a time and prunes after it.
 pub fn prune(
     dir: &Path,
     keep: &Path,
@@ -119,6 +121,17 @@ pub fn prune(
     now: SystemTime,
 ) -> io::Result<Pruned> {
     let mut pruned = Pruned::default();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.ends_with(".snap.tmp"))
+        {
+            fs::remove_file(entry.path())?;
+            pruned.snapshots += 1;
+        }
+    }
     for (_, path) in list(dir)? {
         if path != keep {
             fs::remove_file(&path)?;
