@@ -45,7 +45,7 @@ if [ -n "${RATE:-}" ]; then LOAD=(--connections 8 --in-flight 64 --rate "$RATE")
 $T/loadtest run --target 127.0.0.1:18583 "${LOAD[@]}" --duration "$DURATION" --warmup 1s \
     --no-money-check --watch-pid $SW --json "$OUT/load.json" > "$OUT/load.out" 2> "$OUT/load.progress" || true
 grep -E "throughput|latency|response|unexpected|timeouts|errors" "$OUT/load.out"
-curl -s 127.0.0.1:19583/metrics | grep -E "^switch_ledger_transactions" || true
+curl -s 127.0.0.1:19583/metrics | grep -E "^switch_ledger_transactions|^switch_wal_fsync_duration_seconds_(bucket|count)" || true
 du -sh "$OUT/wal" "$OUT/wal/cold" | tr '\n' ' '; echo
 python3 bench/soak_client.py 18583 "$OUT/state.json" after-load
 kill -9 $SW; wait $SW 2>/dev/null || true
