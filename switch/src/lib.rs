@@ -17,6 +17,15 @@ pub mod routing;
 pub mod server;
 pub mod wal;
 
+/// What a caught panic said (its `&str` or `String` payload), for the error that replaces it.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned())
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     //! Helpers of the unit tests.

@@ -537,61 +537,67 @@ fn shards_from(
         .collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    let mut built: Vec<(usize, anyhow::Result<LedgerShard>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut built = Vec::new();
-                    // No new shard once one failed: the start fails anyway.
-                    while !failed.load(Ordering::Relaxed) {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(slot) = images.get(i) else {
-                            break;
-                        };
-                        let Some(image) = slot.lock().unwrap_or_else(|e| e.into_inner()).take()
-                        else {
-                            continue;
-                        };
-                        let shard = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            shard_from(i, image, settings, cold)
-                        }))
-                        .unwrap_or_else(|panic| {
-                            let why = panic
-                                .downcast_ref::<&str>()
-                                .map(|s| (*s).to_owned())
-                                .or_else(|| panic.downcast_ref::<String>().cloned())
-                                .unwrap_or_default();
-                            Err(anyhow::anyhow!(
-                                "loading shard {i} from the snapshot panicked: {why}"
-                            ))
-                        });
-                        if shard.is_err() {
-                            failed.store(true, Ordering::Relaxed);
-                        }
-                        built.push((i, shard));
-                    }
-                    built
-                })
-            })
-            .collect();
-        handles
+    let (mut built, spawned) = std::thread::scope(|scope| {
+        let work = || {
+            let mut built = Vec::new();
+            // No new shard once one failed: the start fails anyway.
+            while !failed.load(Ordering::Relaxed) {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(slot) = images.get(i) else {
+                    break;
+                };
+                let Some(image) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+                    continue;
+                };
+                let shard = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    shard_from(i, image, settings, cold)
+                }))
+                .unwrap_or_else(|panic| {
+                    Err(anyhow::anyhow!(
+                        "loading shard {i} from the snapshot panicked: {}",
+                        crate::panic_message(&*panic)
+                    ))
+                });
+                if shard.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                built.push((i, shard));
+            }
+            built
+        };
+        let mut handles = Vec::new();
+        let mut spawned = Ok(());
+        for worker in 0..workers {
+            match std::thread::Builder::new()
+                .name(format!("recover-shards-{worker}"))
+                .spawn_scoped(scope, work)
+            {
+                Ok(handle) => handles.push(handle),
+                Err(error) => {
+                    failed.store(true, Ordering::Relaxed);
+                    spawned = Err(error);
+                    break;
+                }
+            }
+        }
+        let built: Vec<(usize, anyhow::Result<LedgerShard>)> = handles
             .into_iter()
             .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
+            .collect();
+        (built, spawned)
     });
+    spawned.context("cannot start a thread that loads shards from the snapshot")?;
     built.sort_by_key(|(i, _)| *i);
+    let loaded = built.len();
     // The first failure by shard, as one after the other would have reported it.
-    if let Some(position) = built.iter().position(|(_, shard)| shard.is_err()) {
-        let (_, failure) = built.swap_remove(position);
-        failure?;
+    let shards = built
+        .into_iter()
+        .map(|(_, shard)| shard)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if loaded != count {
+        bail!("{loaded} of {count} shards were loaded from the snapshot");
     }
-    if built.len() != count {
-        bail!(
-            "{} of {count} shards were loaded from the snapshot",
-            built.len()
-        );
-    }
-    built.into_iter().map(|(_, shard)| shard).collect()
+    Ok(shards)
 }
 
 /// Shard `i` from its image (see [`shards_from`]).

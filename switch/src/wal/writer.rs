@@ -364,11 +364,7 @@ impl<C, R: Release<C>> Writer<C, R> {
         if let Err(panic) = run {
             // A bug, not an operating error; still, nothing may be answered as durable that
             // is not known to be, and every waiting request gets its answer (96).
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "no message".to_owned());
+            let message = crate::panic_message(&*panic);
             self.failed.store(true, Ordering::Release);
             metrics().wal_failed.set(1);
             let cut = self.cut_to_released();
