@@ -34,7 +34,7 @@ use crate::issuer::Health as IssuerHealth;
 use crate::issuer::channel::{ChannelContext, IssuerChannel};
 use crate::issuer::message::Sealer;
 use crate::issuer::pins::Pins;
-use crate::ledger::actor::{LedgerActor, Releaser, ShardTotal, SpareImages, TakeSnapshot};
+use crate::ledger::actor::{LedgerActor, Releaser, ShardTotal, TakeSnapshot};
 use crate::limits::ACCEPT_BACKLOG;
 use crate::ops::admin::{AdminState, Context as AdminContext};
 use crate::ops::http::{self, Health};
@@ -283,9 +283,6 @@ async fn start(
     }
     let retention = Duration::from_secs(settings.limits.idempotency_retention_seconds);
     let snapshot_progress = Arc::new(snapshotter::Progress::default());
-    let spare_images: SpareImages = (0..settings.shards)
-        .map(|_| std::sync::Mutex::new(None))
-        .collect();
     let snapshotter = snapshotter::start(
         settings.wal.dir.clone(),
         settings.shards,
@@ -295,7 +292,6 @@ async fn start(
         pins.clone(),
         recovered.cold.clone(),
         snapshot_progress.clone(),
-        spare_images.clone(),
     )
     .context("cannot start the snapshotter thread")?;
     let (wal, wal_thread) = writer::start(
@@ -330,12 +326,9 @@ async fn start(
         let wal = wal.clone();
         let count = u32::try_from(settings.shards).unwrap_or(u32::MAX);
         let queued = queued.clone();
-        let spares = spare_images.clone();
         shards.push(LedgerActor::start_in_arbiter(
             &arbiter.handle(),
-            move |_| {
-                LedgerActor::new(shard, count, wal, capacity, queued).with_spare_images(spares)
-            },
+            move |_| LedgerActor::new(shard, count, wal, capacity, queued),
         ));
         threads.arbiters.push(arbiter);
     }

@@ -14,6 +14,7 @@
 pub mod actor;
 pub mod cold;
 pub mod fetch;
+pub mod parted;
 pub mod shard;
 
 pub use shard::{

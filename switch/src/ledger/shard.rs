@@ -23,7 +23,9 @@
 //!   reversal window) is approved and remembered; the original, when it arrives, is answered 12
 //!   and moves no money.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+
+use super::parted::{DequeView, Items, MapView, Pairs, PartedDeque, PartedMap};
 
 use crate::domain::request::{Kind, Posting, TxnKey, transmission_unix_seconds};
 use crate::domain::{Balances, CardToken, Minor, Outcome, ResponseCode};
@@ -195,6 +197,93 @@ impl Span {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// A shard's state at one point between its records, sharing the tables' parts with the
+/// shard ([`LedgerShard::view`]): taken on the shard's thread in microseconds, copied into a
+/// [`ShardImage`] on the snapshotter's.
+#[derive(Debug)]
+pub struct ShardView {
+    accounts: MapView<CardToken, Account>,
+    transactions: MapView<TxnKey, Record>,
+    holds_by_age: DequeView<(u64, TxnKey)>,
+    postings_by_age: DequeView<(u64, TxnKey)>,
+    settlement: Vec<(u64, i64)>,
+    auth_counter: u64,
+    cold: ColdState,
+}
+
+impl ShardView {
+    /// The view into `image`, whatever it held, keeping its vectors' memory.
+    pub fn image_into(&self, image: &mut ShardImage) {
+        let queues = (&self.holds_by_age, &self.postings_by_age);
+        let tables = (&self.accounts, &self.transactions);
+        fill_image(
+            image,
+            tables,
+            queues,
+            &self.settlement,
+            (self.auth_counter, self.cold),
+        );
+    }
+
+    pub fn transaction_count(&self) -> usize {
+        self.transactions.len()
+    }
+
+    pub fn account_count(&self) -> usize {
+        self.accounts.len()
+    }
+}
+
+/// Fills `image` with a shard's state (from the shard or a view of it), whatever it held,
+/// keeping its vectors' memory.
+fn fill_image(
+    image: &mut ShardImage,
+    (accounts_now, transactions_now): (
+        &impl Pairs<CardToken, Account>,
+        &impl Pairs<TxnKey, Record>,
+    ),
+    (holds_now, postings_now): (&impl Items<(u64, TxnKey)>, &impl Items<(u64, TxnKey)>),
+    settlement_now: &[(u64, i64)],
+    (auth_counter_now, cold_now): (u64, ColdState),
+) {
+    // Every field named: one added to the image cannot be left out of snapshots.
+    let ShardImage {
+        accounts,
+        transactions,
+        holds_by_age,
+        postings_by_age,
+        settlement,
+        auth_counter,
+        cold,
+    } = image;
+    fn refill<T: Copy>(out: &mut Vec<T>, count: usize, items: impl Iterator<Item = T>) {
+        out.clear();
+        out.reserve(count);
+        out.extend(items);
+    }
+    let pairs = |(k, v): (&_, &_)| (*k, *v);
+    refill(
+        accounts,
+        accounts_now.count(),
+        accounts_now.pairs().map(pairs),
+    );
+    refill(
+        transactions,
+        transactions_now.count(),
+        transactions_now.pairs().map(|(k, r)| (*k, *r)),
+    );
+    refill(holds_by_age, holds_now.count(), holds_now.items().copied());
+    refill(
+        postings_by_age,
+        postings_now.count(),
+        postings_now.items().copied(),
+    );
+    settlement.clear();
+    settlement.extend_from_slice(settlement_now);
+    *auth_counter = auth_counter_now;
+    *cold = cold_now;
 }
 
 /// Where a shard's transactions on disk stand. A snapshot stores it with the image, and
@@ -502,11 +591,12 @@ use crate::domain::hash::TableHasher;
 #[derive(Debug)]
 pub struct LedgerShard {
     index: u32,
-    accounts: HashMap<CardToken, Account, TableHasher>,
-    transactions: HashMap<TxnKey, Record, TableHasher>,
+    /// The large tables are in parts that a snapshot's view shares ([`LedgerShard::view`]).
+    accounts: PartedMap<CardToken, Account, TableHasher>,
+    transactions: PartedMap<TxnKey, Record, TableHasher>,
     /// Creation order of holds and of other transactions, for expiry without a scan.
-    holds_by_age: VecDeque<(u64, TxnKey)>,
-    postings_by_age: VecDeque<(u64, TxnKey)>,
+    holds_by_age: PartedDeque<(u64, TxnKey)>,
+    postings_by_age: PartedDeque<(u64, TxnKey)>,
     /// Acquirer id → this shard's settlement position with it (what the acquirer is owed).
     settlement: HashMap<u64, i64>,
     auth_counter: u64,
@@ -524,10 +614,10 @@ impl LedgerShard {
     pub fn new(index: u32, limits: ShardLimits) -> LedgerShard {
         LedgerShard {
             index,
-            accounts: HashMap::default(),
-            transactions: HashMap::default(),
-            holds_by_age: VecDeque::new(),
-            postings_by_age: VecDeque::new(),
+            accounts: PartedMap::default(),
+            transactions: PartedMap::default(),
+            holds_by_age: PartedDeque::default(),
+            postings_by_age: PartedDeque::default(),
             settlement: HashMap::new(),
             auth_counter: 0,
             reversed_first: 0,
@@ -572,33 +662,31 @@ impl LedgerShard {
         image
     }
 
+    /// The state as it is now, for a snapshot, without copying it: the tables' parts are
+    /// shared until written ([`super::parted`]), and [`ShardView::image_into`] copies them on
+    /// the thread that writes the snapshot.
+    pub fn view(&mut self) -> ShardView {
+        ShardView {
+            accounts: self.accounts.view(),
+            transactions: self.transactions.view(),
+            holds_by_age: self.holds_by_age.view(),
+            postings_by_age: self.postings_by_age.view(),
+            settlement: self.settlement.iter().map(|(a, p)| (*a, *p)).collect(),
+            auth_counter: self.auth_counter,
+            cold: self.cold_state,
+        }
+    }
+
     /// [`LedgerShard::image`] into `image`, whatever it held, keeping its vectors' memory: a
     /// snapshot's image is hundreds of MB at a large hot window, and memory fresh from the
     /// system takes a page fault per 4 KiB at first touch (most of a stall of 0.7 s on the
     /// shard's thread in the soak, bench/RESULTS.md).
     pub fn image_into(&self, image: &mut ShardImage) {
-        // Every field named: one added to the image cannot be left out of snapshots.
-        let ShardImage {
-            accounts,
-            transactions,
-            holds_by_age,
-            postings_by_age,
-            settlement,
-            auth_counter,
-            cold,
-        } = image;
-        accounts.clear();
-        accounts.extend(self.accounts.iter().map(|(c, a)| (*c, *a)));
-        transactions.clear();
-        transactions.extend(self.transactions.iter().map(|(k, r)| (*k, *r)));
-        holds_by_age.clear();
-        holds_by_age.extend(self.holds_by_age.iter().copied());
-        postings_by_age.clear();
-        postings_by_age.extend(self.postings_by_age.iter().copied());
-        settlement.clear();
-        settlement.extend(self.settlement.iter().map(|(a, p)| (*a, *p)));
-        *auth_counter = self.auth_counter;
-        *cold = self.cold_state;
+        let queues = (&self.holds_by_age, &self.postings_by_age);
+        let tables = (&self.accounts, &self.transactions);
+        let settlement: Vec<(u64, i64)> = self.settlement.iter().map(|(a, p)| (*a, *p)).collect();
+        let counters = (self.auth_counter, self.cold_state);
+        fill_image(image, tables, queues, &settlement, counters);
     }
 
     /// The whole state as plain data, whether in memory or on disk (with no cold state): what
@@ -654,18 +742,14 @@ impl LedgerShard {
     /// age: what they hold counts (a hot window loaded from a snapshot asked `count` more,
     /// and a restart doubled the table, rehashing a million entries into twice the memory).
     pub fn reserve_transactions(&mut self, count: usize) {
-        self.transactions
-            .reserve(count.saturating_sub(self.transactions.len()));
-        self.holds_by_age
-            .reserve(count.saturating_sub(self.holds_by_age.len()));
-        self.postings_by_age
-            .reserve(count.saturating_sub(self.postings_by_age.len()));
+        self.transactions.reserve_total(count);
+        self.holds_by_age.reserve_total(count);
+        self.postings_by_age.reserve_total(count);
     }
 
     /// Room for `count` accounts in all (what it holds counts, as for transactions).
     pub fn reserve_accounts(&mut self, count: usize) {
-        self.accounts
-            .reserve(count.saturating_sub(self.accounts.len()));
+        self.accounts.reserve_total(count);
     }
 
     pub fn open_account(&mut self, card: CardToken, account: Account) {
@@ -1492,6 +1576,42 @@ mod tests {
         assert_eq!(dirty, shard.image());
     }
 
+    /// A snapshot's view is the state when it was taken, whatever the shard does after it
+    /// (new holds and postings, completions, reversals, expiry of both queues): its image
+    /// equals the image copied at that moment, and the shard goes on as if no view existed.
+    #[test]
+    fn a_view_is_the_state_when_taken_whatever_the_shard_does_after_it() {
+        use Kind::*;
+        let mut twin = shard();
+        let mut shard = shard();
+        let mut views = Vec::new();
+        for stan in 1..=300u32 {
+            let at = NOW + u64::from(stan);
+            let step = match stan % 5 {
+                0 => referring(Completion, 0, 3, stan, stan - 1),
+                1 => request(Authorization, 0, 5, stan),
+                2 => request(Purchase, 0, 2, stan),
+                3 => referring(Reversal, 0, 2, stan, stan - 1),
+                _ => request(Authorization, 4, 7, stan),
+            };
+            assert_eq!(shard.apply(&step, at), twin.apply(&step, at), "step {stan}");
+            if stan % 40 == 0 {
+                // Beyond the hold expiry and reversal window of the first ones.
+                let expired = shard.expire_bounded(at, 7, 7);
+                assert_eq!(expired, twin.expire_bounded(at, 7, 7));
+                views.push((shard.view(), shard.image()));
+            }
+        }
+        assert!(views.len() >= 7 && shard.transaction_count() > 100);
+        for (view, image) in &views {
+            let mut copied = ShardImage::default();
+            view.image_into(&mut copied);
+            assert_eq!(copied, *image);
+        }
+        assert!(shard.image().same_state(&twin.image()));
+        assert_eq!(shard.total(), twin.total());
+    }
+
     /// Reserving room for a count of transactions counts those already held: after a
     /// snapshot's hot window is loaded, the table is not doubled.
     #[test]
@@ -1504,11 +1624,9 @@ mod tests {
         let held = shard.transactions.len();
         assert_eq!(held, 40);
         let mut loaded = LedgerShard::from_image(0, LIMITS, shard.image());
-        // 896 fit 1,024 buckets exactly; 896 more than the 40 held would take 2,048.
         loaded.reserve_transactions(896);
         let capacity = loaded.transactions.capacity();
-        assert_eq!(capacity, 896);
-        assert!(loaded.holds_by_age.capacity() >= 896);
+        assert!(capacity >= 896);
         // Already room: nothing changes.
         loaded.reserve_transactions(500);
         assert_eq!(loaded.transactions.capacity(), capacity);
