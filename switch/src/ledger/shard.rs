@@ -222,7 +222,7 @@ impl ShardView {
             image,
             tables,
             queues,
-            &self.settlement,
+            self.settlement.iter().copied(),
             (self.auth_counter, self.cold),
         );
     }
@@ -245,7 +245,7 @@ fn fill_image(
         &impl Pairs<TxnKey, Record>,
     ),
     (holds_now, postings_now): (&impl Items<(u64, TxnKey)>, &impl Items<(u64, TxnKey)>),
-    settlement_now: &[(u64, i64)],
+    settlement_now: impl Iterator<Item = (u64, i64)>,
     (auth_counter_now, cold_now): (u64, ColdState),
 ) {
     // Every field named: one added to the image cannot be left out of snapshots.
@@ -263,11 +263,10 @@ fn fill_image(
         out.reserve(count);
         out.extend(items);
     }
-    let pairs = |(k, v): (&_, &_)| (*k, *v);
     refill(
         accounts,
         accounts_now.count(),
-        accounts_now.pairs().map(pairs),
+        accounts_now.pairs().map(|(c, a)| (*c, *a)),
     );
     refill(
         transactions,
@@ -281,7 +280,7 @@ fn fill_image(
         postings_now.items().copied(),
     );
     settlement.clear();
-    settlement.extend_from_slice(settlement_now);
+    settlement.extend(settlement_now);
     *auth_counter = auth_counter_now;
     *cold = cold_now;
 }
@@ -684,9 +683,9 @@ impl LedgerShard {
     pub fn image_into(&self, image: &mut ShardImage) {
         let queues = (&self.holds_by_age, &self.postings_by_age);
         let tables = (&self.accounts, &self.transactions);
-        let settlement: Vec<(u64, i64)> = self.settlement.iter().map(|(a, p)| (*a, *p)).collect();
+        let settlement = self.settlement.iter().map(|(a, p)| (*a, *p));
         let counters = (self.auth_counter, self.cold_state);
-        fill_image(image, tables, queues, &settlement, counters);
+        fill_image(image, tables, queues, settlement, counters);
     }
 
     /// The whole state as plain data, whether in memory or on disk (with no cold state): what
