@@ -989,7 +989,9 @@ impl LedgerShard {
             cold.push_age(queue, seq, (due, key));
             // Never on disk too: a key is remembered in memory only after a lookup in both
             // found nothing (the duplicate check of `apply`, or `reverse` for a reversal that
-            // came first), and stays where it is until it is spilled or taken.
+            // came first), or in replay where the log says this release approved it, which it
+            // would not have had the key been anywhere; and stays where it is until it is
+            // spilled or taken.
             if let Some(record) = record {
                 cold.insert_new(&key, &record);
                 self.cold_state.count += 1;
@@ -1030,12 +1032,33 @@ impl LedgerShard {
     /// Applies one request that routing sent to this shard. `now_seconds` is the decision's
     /// time, which the WAL records with it: expiry and the reversal window are measured by it.
     pub fn apply(&mut self, request: &Posting, now_seconds: u64) -> Outcome {
-        let outcome = self.apply_inner(request, now_seconds);
+        let outcome = self.apply_inner(request, now_seconds, false);
         self.commit_cold();
         outcome
     }
 
-    fn apply_inner(&mut self, request: &Posting, now_seconds: u64) -> Outcome {
+    /// [`LedgerShard::apply`] for recovery's replay, which trusts the log in one thing:
+    /// `approved_under_these_rules`, the log says this release's rules approved the request.
+    ///
+    /// Such a request found no transaction under its own key (any would have declined it), so
+    /// the duplicate check does not look for one on disk: before the filter of the keys on
+    /// disk is rebuilt (tens of seconds after a long run), each such lookup read the store,
+    /// and most of a replay is new transactions (bench/RESULTS.md, "restart after the
+    /// 30-minute soak"). It is still looked for in memory, and every other lookup is made as
+    /// live. An entry of an earlier release, whose rules differ, is not trusted: a completion
+    /// of then reused its hold's key, which these rules decline, and replay must say so.
+    pub(crate) fn replay(
+        &mut self,
+        request: &Posting,
+        now_seconds: u64,
+        approved_under_these_rules: bool,
+    ) -> Outcome {
+        let outcome = self.apply_inner(request, now_seconds, approved_under_these_rules);
+        self.commit_cold();
+        outcome
+    }
+
+    fn apply_inner(&mut self, request: &Posting, now_seconds: u64, key_new: bool) -> Outcome {
         let Some(account) = self.accounts.get(&request.card).copied() else {
             return Outcome::decline(ResponseCode::InvalidCardNumber);
         };
@@ -1048,9 +1071,12 @@ impl LedgerShard {
         if request.kind.is_reversal() {
             return self.reverse(request, now_seconds);
         }
-        if request.kind != Kind::BalanceInquiry
-            && let Some(existing) = self.transaction(&request.key)
-        {
+        let existing = match request.kind {
+            Kind::BalanceInquiry => None,
+            _ if key_new => self.transactions.get(&request.key).copied(),
+            _ => self.transaction(&request.key),
+        };
+        if let Some(existing) = existing {
             if existing.state == State::ReversedBeforeArrival && existing.card == request.card {
                 // Its reversal came first: the acquirer already counts it as undone.
                 return Outcome::decline(ResponseCode::InvalidTransaction);
@@ -1609,6 +1635,101 @@ mod tests {
         }
         assert!(shard.image().same_state(&twin.image()));
         assert_eq!(shard.total(), twin.total());
+    }
+
+    /// A tier in memory that counts its reads.
+    #[derive(Debug, Default)]
+    struct CountingTier {
+        inner: MemoryTier,
+        reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl ColdTier for CountingTier {
+        fn get(&self, key: &TxnKey) -> Option<Record> {
+            self.reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.get(key)
+        }
+        fn put(&mut self, key: &TxnKey, record: &Record) {
+            self.inner.put(key, record);
+        }
+        fn insert_new(&mut self, key: &TxnKey, record: &Record) {
+            self.inner.insert_new(key, record);
+        }
+        fn remove(&mut self, key: &TxnKey) -> Option<Record> {
+            self.inner.remove(key)
+        }
+        fn push_age(&mut self, queue: Queue, seq: u64, entry: (u64, TxnKey)) {
+            self.inner.push_age(queue, seq, entry);
+        }
+        fn age(&self, queue: Queue, seq: u64) -> Option<(u64, TxnKey)> {
+            self.inner.age(queue, seq)
+        }
+        fn remove_age(&mut self, queue: Queue, seq: u64) {
+            self.inner.remove_age(queue, seq);
+        }
+        fn commit(&mut self, version: u64) {
+            self.inner.commit(version);
+        }
+        fn failure(&self) -> Option<String> {
+            None
+        }
+        fn all(&self) -> Vec<(TxnKey, Record)> {
+            self.inner.all()
+        }
+    }
+
+    /// Replay of a new transaction the log says was approved does not read the store for
+    /// its duplicate check; one declined as a duplicate does, as live, and so does the
+    /// completion of a transaction on disk. An entry not trusted (of an earlier release)
+    /// reads as live, and a completion reusing its hold's key is declined, not approved.
+    #[test]
+    fn replay_reads_the_store_only_where_the_log_does_not_answer_for_it() {
+        use Kind::*;
+        let limits = ShardLimits {
+            hot_max: 2,
+            ..LIMITS
+        };
+        let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tier = CountingTier {
+            reads: reads.clone(),
+            ..CountingTier::default()
+        };
+        let mut live = LedgerShard::from_image(0, limits, shard().image());
+        let mut replayed =
+            LedgerShard::from_image(0, limits, shard().image()).with_cold(Box::new(tier));
+        let count = || reads.load(std::sync::atomic::Ordering::Relaxed);
+        let mut replay = |replayed: &mut LedgerShard, request: &Posting| {
+            let outcome = live.apply(request, NOW);
+            let again = replayed.replay(request, NOW, outcome.code.is_approved());
+            assert_eq!(again, outcome);
+            outcome
+        };
+        for stan in 1..=10 {
+            let outcome = replay(&mut replayed, &request(Authorization, 4, 10, stan));
+            assert_eq!(outcome.code, ResponseCode::Approved);
+        }
+        assert!(replayed.transaction_count() > replayed.hot_count());
+        // Ten approvals, the later ones with transactions on disk: not one read.
+        assert_eq!(count(), 0);
+        // The first hold again (on disk by now): declined as a duplicate, read like live.
+        let again = replay(&mut replayed, &request(Authorization, 4, 10, 1));
+        assert_eq!(again.code, ResponseCode::DuplicateTransmission);
+        assert_eq!(count(), 1);
+        // Its completion reads it.
+        let completed = replay(&mut replayed, &referring(Completion, 4, 10, 20, 1));
+        assert_eq!(completed.code, ResponseCode::Approved);
+        assert_eq!(count(), 2);
+        assert!(live.full_image().same_state(&replayed.full_image()));
+        // A new request applied as live reads for its duplicate check.
+        replayed.apply(&request(Authorization, 4, 10, 21), NOW);
+        assert_eq!(count(), 3);
+        // An earlier release's completion under its hold's key (on disk), logged as approved:
+        // not trusted, it is looked for on disk and declined, which stops the start.
+        let reused = referring(Completion, 4, 10, 2, 2);
+        let again = replayed.replay(&reused, NOW, false);
+        assert_eq!(again.code, ResponseCode::DuplicateTransmission);
+        assert_eq!(count(), 4);
     }
 
     /// Reserving room for a count of transactions counts those already held: after a
@@ -2334,7 +2455,8 @@ mod tests {
                 shard.open_account(token(3), Account::new(50_000, 840));
                 if cold { shard.with_cold(Box::<MemoryTier>::default()) } else { shard }
             };
-            let (mut hot, mut split) = (build(false), build(true));
+            // And a third replays what the first answered, as recovery does.
+            let (mut hot, mut split, mut replayed) = (build(false), build(true), build(true));
             let mut now = NOW;
             for (i, ((op, card, amount, stan), advance)) in steps.into_iter().enumerate() {
                 let kinds = [Kind::Authorization, Kind::AuthorizationAdvice, Kind::Purchase, Kind::CashWithdrawal,
@@ -2350,12 +2472,18 @@ mod tests {
                     request.replacement = Some(amount / 2);
                 }
                 now += advance / 10;
-                prop_assert_eq!(hot.apply(&request, now), split.apply(&request, now), "step {}", i);
+                let outcome = hot.apply(&request, now);
+                prop_assert_eq!(outcome, split.apply(&request, now), "step {}", i);
+                let again = replayed.replay(&request, now, outcome.code.is_approved());
+                prop_assert_eq!(outcome, again, "replay of step {}", i);
                 let step = hot.expiry_step(now, 2, 2);
-                prop_assert_eq!(hot.expire_step(&step), split.expire_step(&step), "expiry at step {}", i);
+                let expired = hot.expire_step(&step);
+                prop_assert_eq!(expired, split.expire_step(&step), "expiry at step {}", i);
+                prop_assert_eq!(expired, replayed.expire_step(&step), "replayed expiry at step {}", i);
                 prop_assert!(split.hot_count() <= hot_max + 1);
             }
             prop_assert!(hot.full_image().same_state(&split.full_image()));
+            prop_assert!(hot.full_image().same_state(&replayed.full_image()));
             prop_assert_eq!(hot.transaction_count(), split.transaction_count());
         }
     }
