@@ -1459,6 +1459,102 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
+    /// An approval written by an earlier release is not trusted by replay: a completion
+    /// logged under its own hold's key (those rules allowed it), with the hold on disk, is
+    /// looked for there, declined by these rules, and the start refused as written by an
+    /// earlier release, rather than replayed as the capture the log says.
+    #[test]
+    fn an_earlier_releases_completion_under_its_holds_key_refuses_the_start() {
+        let dir = crate::testing::TempDir::new("recovery-earlier-rules");
+        let mut settings = settings(&dir);
+        settings.shard_limits.hot_max = 1;
+        let tokenizer = Tokenizer::new(settings.token_key);
+        let card = tokenizer.token(&settings.demo.clone().unwrap().pan(0).unwrap());
+        let key = |stan| TxnKey {
+            acquirer: 123_456,
+            terminal: *b"TERM0001",
+            stan,
+            transmission: 1_126_000_000,
+        };
+        let hold = |stan| Posting {
+            kind: Kind::Authorization,
+            card,
+            amount: 10,
+            currency: Some(840),
+            key: key(stan),
+            original: None,
+            replacement: None,
+        };
+        let completion = Posting {
+            kind: Kind::Completion,
+            key: key(1),
+            original: Some(key(1)),
+            ..hold(1)
+        };
+        // The live run under the earlier rules: the completion did not look for its own key,
+        // and captured the hold (on disk: a hot window of one).
+        let mut live = genesis(&settings, &tokenizer)
+            .unwrap()
+            .swap_remove(shard_of(&card, 2))
+            .with_cold(Box::<crate::ledger::shard::MemoryTier>::default());
+        let mut payloads = Vec::new();
+        for stan in [1, 2] {
+            let outcome = live.apply(&hold(stan), 1_000);
+            assert!(outcome.code.is_approved());
+            let mut payload = Vec::new();
+            let entry = Entry::Applied {
+                posting: hold(stan),
+                at_seconds: 1_000,
+                fingerprint: u64::from(stan),
+                outcome,
+            };
+            encode_entry(&entry, &mut payload);
+            payloads.push(payload);
+        }
+        assert!(live.transaction_count() > live.hot_count());
+        let captured = live.replay(&completion, 1_000, true);
+        assert!(captured.code.is_approved(), "{captured:?}");
+        let mut payload = Vec::new();
+        format::encode_applied_v1(&completion, 1_000, &captured, &mut payload);
+        payloads.push(payload);
+        let (wal, thread) = writer::start(
+            WriterConfig {
+                sync: SyncMode::None,
+                ..settings.wal.clone()
+            },
+            Box::new(Disk),
+            None,
+            0,
+            |(), _, _| {},
+            |e| panic!("{e}"),
+        )
+        .unwrap();
+        for payload in payloads {
+            assert!(wal.try_reserve());
+            wal.submit(Submission {
+                payload: Some(payload),
+                completion: (),
+            })
+            .unwrap();
+        }
+        drop(wal);
+        thread.join().unwrap();
+        let error = recover(
+            &settings,
+            &tokenizer,
+            &IdempotencyStore::new(10_000, 1_000_000),
+            1_000,
+        )
+        .map(|_| ())
+        .unwrap_err();
+        let error = format!("{error:#}");
+        assert!(
+            error.contains("LSN 2") && error.contains("earlier release"),
+            "{error}"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
     /// An entry of a kind this build does not know, before the snapshot's marker (say, from a
     /// newer release): replay must not skip it unread, but refuse to start, naming it.
     #[test]

@@ -721,9 +721,39 @@ pub fn ledger_only(payload: &[u8]) -> bool {
 
 /// Whether `payload` is an entry written under the money rules before completions, partial
 /// reversals and early reversals (variant 0): replaying it under today's rules may decide
-/// otherwise than the log says.
+/// otherwise than the log says. Replay trusts an approval of every other variant not to
+/// have met its own key anywhere (`LedgerShard::replay`): a change of the money rules that
+/// keeps a key longer, or decides a duplicate otherwise, needs an Applied variant of its own,
+/// named here.
 pub fn written_under_earlier_rules(payload: &[u8]) -> bool {
     payload.first() == Some(&APPLIED_FIRST)
+}
+
+/// An Applied entry as releases before field 95 wrote it (variant 0): for tests of how replay
+/// treats entries written under earlier rules.
+#[cfg(test)]
+pub(crate) fn encode_applied_v1(
+    posting: &Posting,
+    at_seconds: u64,
+    outcome: &Outcome,
+    out: &mut Vec<u8>,
+) {
+    let record = EntryRecord::Applied(AppliedRecord {
+        at_seconds,
+        fingerprint: 0,
+        kind: kind_code(posting.kind),
+        card: card_record(&posting.card),
+        amount: posting.amount,
+        currency: posting.currency,
+        key: key_record(&posting.key),
+        original: posting.original.as_ref().map(key_record),
+        code: *outcome.code.as_bytes(),
+        auth_id: outcome.auth_id,
+        balances: outcome
+            .balances
+            .map(|b| (b.ledger, b.available, b.currency)),
+    });
+    let _ = bincode::encode_into_std_write(record, out, CONFIG);
 }
 
 fn applied_entry(r: AppliedRecord, replacement: Option<u64>) -> Result<Entry, EntryError> {
