@@ -1205,6 +1205,27 @@ mod tests {
         build_after(dir, snapshot, records, None)
     }
 
+    /// The real writer on `settings`' log, unsynced.
+    fn test_writer(
+        settings: &Settings,
+    ) -> (
+        writer::Wal<()>,
+        std::thread::JoinHandle<writer::WriterStats>,
+    ) {
+        writer::start(
+            WriterConfig {
+                sync: SyncMode::None,
+                ..settings.wal.clone()
+            },
+            Box::new(Disk),
+            None,
+            0,
+            |(), _, _| {},
+            |e| panic!("{e}"),
+        )
+        .unwrap()
+    }
+
     /// [`build`], with the payload `first` (if any) logged before the postings.
     fn build_after(
         dir: &Path,
@@ -1216,18 +1237,7 @@ mod tests {
         let tokenizer = Tokenizer::new(settings.token_key);
         let mut shards = genesis(&settings, &tokenizer).unwrap();
         let demo = settings.demo.clone().unwrap();
-        let (wal, thread) = writer::start(
-            WriterConfig {
-                sync: SyncMode::None,
-                ..settings.wal.clone()
-            },
-            Box::new(Disk),
-            None,
-            0,
-            |(), _, _| {},
-            |e| panic!("{e}"),
-        )
-        .unwrap();
+        let (wal, thread) = test_writer(&settings);
         let mut before_last = BTreeMap::new();
         let offset = u64::from(first.is_some());
         if let Some(payload) = first {
@@ -1517,18 +1527,7 @@ mod tests {
         let mut payload = Vec::new();
         format::encode_applied_v1(&completion, 1_000, &captured, &mut payload);
         payloads.push(payload);
-        let (wal, thread) = writer::start(
-            WriterConfig {
-                sync: SyncMode::None,
-                ..settings.wal.clone()
-            },
-            Box::new(Disk),
-            None,
-            0,
-            |(), _, _| {},
-            |e| panic!("{e}"),
-        )
-        .unwrap();
+        let (wal, thread) = test_writer(&settings);
         for payload in payloads {
             assert!(wal.try_reserve());
             wal.submit(Submission {

@@ -589,21 +589,7 @@ pub fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
             outcome,
         } => EntryRecord::Applied2(AppliedRecord2 {
             replacement: posting.replacement,
-            applied: AppliedRecord {
-                at_seconds: *at_seconds,
-                fingerprint: *fingerprint,
-                kind: kind_code(posting.kind),
-                card: card_record(&posting.card),
-                amount: posting.amount,
-                currency: posting.currency,
-                key: key_record(&posting.key),
-                original: posting.original.as_ref().map(key_record),
-                code: *outcome.code.as_bytes(),
-                auth_id: outcome.auth_id,
-                balances: outcome
-                    .balances
-                    .map(|b| (b.ledger, b.available, b.currency)),
-            },
+            applied: applied_record(posting, *at_seconds, *fingerprint, outcome),
         }),
         Entry::Expire {
             shard,
@@ -729,18 +715,16 @@ pub fn written_under_earlier_rules(payload: &[u8]) -> bool {
     payload.first() == Some(&APPLIED_FIRST)
 }
 
-/// An Applied entry as releases before field 95 wrote it (variant 0): for tests of how replay
-/// treats entries written under earlier rules.
-#[cfg(test)]
-pub(crate) fn encode_applied_v1(
+/// What every Applied variant records of a request and its answer.
+fn applied_record(
     posting: &Posting,
     at_seconds: u64,
+    fingerprint: u64,
     outcome: &Outcome,
-    out: &mut Vec<u8>,
-) {
-    let record = EntryRecord::Applied(AppliedRecord {
+) -> AppliedRecord {
+    AppliedRecord {
         at_seconds,
-        fingerprint: 0,
+        fingerprint,
         kind: kind_code(posting.kind),
         card: card_record(&posting.card),
         amount: posting.amount,
@@ -752,7 +736,19 @@ pub(crate) fn encode_applied_v1(
         balances: outcome
             .balances
             .map(|b| (b.ledger, b.available, b.currency)),
-    });
+    }
+}
+
+/// An Applied entry as releases before field 95 wrote it (variant 0): for tests of how replay
+/// treats entries written under earlier rules.
+#[cfg(test)]
+pub(crate) fn encode_applied_v1(
+    posting: &Posting,
+    at_seconds: u64,
+    outcome: &Outcome,
+    out: &mut Vec<u8>,
+) {
+    let record = EntryRecord::Applied(applied_record(posting, at_seconds, 0, outcome));
     let _ = bincode::encode_into_std_write(record, out, CONFIG);
 }
 
