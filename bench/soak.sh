@@ -9,8 +9,8 @@
 #   4. kill -9, restart (its duration from the "ledger recovered" line), and the second hold
 #      and purchase are completed and reversed, the first ones' results checked again.
 # Then a per-minute table: answers/s, resident memory at the start and end of each minute,
-# the longest answer. Loopback only; needs `cargo build --release --workspace` and
-# `pip install pyiso8583`.
+# the longest answer; and each thread's CPU time per second in $OUT/threads.csv. Loopback
+# only; needs `cargo build --release --workspace` and `pip install pyiso8583`.
 #
 #   bench/soak.sh 10m                  # full pipelined rate
 #   RATE=60000 bench/soak.sh 30m       # open loop at 60,000/s
@@ -42,8 +42,11 @@ trap 'kill -9 $SW 2>/dev/null || true' EXIT
 python3 bench/soak_client.py 18583 "$OUT/state.json" before
 LOAD=(--connections 8 --in-flight 64)
 if [ -n "${RATE:-}" ]; then LOAD=(--connections 8 --in-flight 64 --rate "$RATE"); fi
+# Each thread's CPU time, second by second (bench/threadcpu.py --summary "$OUT/threads.csv").
+python3 bench/threadcpu.py $SW "$OUT/threads.csv" & SAMPLER=$!
 $T/loadtest run --target 127.0.0.1:18583 "${LOAD[@]}" --duration "$DURATION" --warmup 1s \
     --no-money-check --watch-pid $SW --json "$OUT/load.json" > "$OUT/load.out" 2> "$OUT/load.progress" || true
+kill $SAMPLER 2>/dev/null || true
 grep -E "throughput|latency|response|unexpected|timeouts|errors" "$OUT/load.out"
 curl -s 127.0.0.1:19583/metrics | grep -E "^switch_ledger_transactions|^switch_wal_fsync_duration_seconds_(bucket|count)" || true
 du -sh "$OUT/wal" "$OUT/wal/cold" | tr '\n' ' '; echo

@@ -15,6 +15,7 @@ pub mod recovery;
 pub mod risk;
 pub mod routing;
 pub mod server;
+pub mod threads;
 pub mod wal;
 
 /// What a caught panic said (its `&str` or `String` payload), for the error that replaces it.

@@ -320,8 +320,9 @@ async fn start(
     let queued: Arc<[std::sync::atomic::AtomicUsize]> = (0..settings.shards)
         .map(|_| std::sync::atomic::AtomicUsize::new(0))
         .collect();
-    for shard in recovered.shards {
+    for (index, shard) in recovered.shards.into_iter().enumerate() {
         let arbiter = Arbiter::new();
+        arbiter.spawn_fn(move || crate::threads::name_this_thread(&format!("shard-{index}")));
         let capacity = settings.limits.mailbox_capacity;
         let wal = wal.clone();
         let count = u32::try_from(settings.shards).unwrap_or(u32::MAX);
@@ -374,6 +375,8 @@ async fn start(
             tls,
         };
         let arbiter = Arbiter::new();
+        let thread_name = format!("issuer-{}", issuer.name);
+        arbiter.spawn_fn(move || crate::threads::name_this_thread(&thread_name));
         let issuer = issuer.clone();
         let capacity = settings.limits.mailbox_capacity;
         let name = issuer.name.clone();
@@ -448,6 +451,7 @@ async fn start(
         .transpose()?;
     for worker in 0..workers {
         let arbiter = Arbiter::new();
+        arbiter.spawn_fn(move || crate::threads::name_this_thread(&format!("worker-{worker}")));
         let dispatcher = Arc::new(Dispatcher::new(
             rules.clone(),
             current_routes.clone(),

@@ -538,6 +538,9 @@ impl IdempotencyStore {
         let spawned = std::thread::Builder::new()
             .name("answers-spill".to_owned())
             .spawn(move || {
+                // Below the request path, but not so far that it misses its deadline at full
+                // load (the rotation at SPILL_WAIT_UNTIL_PERCENT).
+                crate::threads::lower_this_thread("answers-spill", crate::threads::DEFERRABLE_NICE);
                 let started = std::time::Instant::now();
                 // Entries still undecided are not written: they stay in memory one more round.
                 // Those decided while this runs are seen by the rotation, which keeps them too.

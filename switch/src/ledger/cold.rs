@@ -276,6 +276,9 @@ impl ColdStore {
         let meta = db
             .keyspace("meta", options)
             .context("cannot open the store's meta keyspace")?;
+        // Its flushes and compactions are maintenance (crate::threads); the store threads,
+        // which write each change, keep the request path's priority.
+        crate::threads::lower_threads_named("fjall:worker", crate::threads::MAINTENANCE_NICE);
         tracing::info!(dir = %dir.display(), elapsed = ?started.elapsed(), "store of transactions on disk opened");
         Ok(Arc::new(ColdStore {
             db,
@@ -797,6 +800,8 @@ fn build_filter(shard: u32, mut filter: KeyFilter, keys: fjall::Iter) -> Option<
     std::thread::Builder::new()
         .name(format!("filter-{shard}"))
         .spawn(move || {
+            // Until it is done, lookups read the store: slower, never wrong (crate::threads).
+            crate::threads::lower_this_thread("filter", crate::threads::MAINTENANCE_NICE);
             for guard in keys {
                 let key = match guard.key() {
                     Ok(key) => key,
@@ -1041,6 +1046,7 @@ impl DiskTier {
         let started = std::thread::Builder::new()
             .name(format!("filter-{}", self.shard))
             .spawn(move || {
+                crate::threads::lower_this_thread("filter", crate::threads::MAINTENANCE_NICE);
                 let initial = grown_capacity(capacity, max);
                 let Ok(mut bigger) =
                     KeyFilter::new_resizeable_with_hasher(initial, max, FILTER_ERROR_RATE, hasher)

@@ -56,6 +56,8 @@ pub fn start(
     progress: std::sync::Arc<Progress>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("snapshotter".into()).spawn(move || {
+        // Maintenance: it takes what CPU the request path leaves (crate::threads).
+        crate::threads::lower_this_thread("snapshotter", crate::threads::MAINTENANCE_NICE);
         let mut pending: BTreeMap<u64, Gathering> = BTreeMap::new();
         // Per shard, the image of the last snapshot, emptied, for the next one to copy into:
         // memory already touched (fresh memory costs a page fault per 4 KiB).
