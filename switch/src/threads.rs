@@ -7,42 +7,98 @@
 //! answers fall behind while it runs. It runs at a lower priority ([`MAINTENANCE_NICE`]): it
 //! takes the CPU the request path leaves, and all of it when the request path is idle.
 //!
-//! Only threads whose work can wait get it. A shard's store thread and its reads from disk
-//! stay at the request path's priority: a shard waits for them.
+//! Only work that can wait, and that holds nothing the request path waits for, gets it. A
+//! shard's store thread and its reads from disk stay at the request path's priority: a shard
+//! waits for them. So do fjall's workers, at a smaller step ([`DEFERRABLE_NICE`]): a store
+//! thread waits for their flushes (fjall halts writes when they fall behind, and a store
+//! thread that takes nothing for 30 s stops the switch). The snapshotter lowers only its
+//! copy and its write ([`run_lowered`]), not the store's sync and settling, which hold
+//! fjall's journal lock that every store thread's write takes.
 //!
-//! Linux only (a thread's nice value is its own there); elsewhere nothing changes. Raising a
-//! nice value needs no privilege; where it fails anyway, the thread keeps its priority and
-//! a warning says so.
+//! The steps are relative to the process's own nice value (a service started at `Nice=-5`
+//! runs its maintenance at 5), capped at 19. Linux only (a thread's nice value is its own
+//! there); elsewhere nothing changes. Raising a nice value needs no privilege; where it fails
+//! anyway, the thread keeps its priority and a warning says so.
 
-/// The nice value of maintenance threads (the request path runs at 0). At 10 a thread's
-/// weight is about a tenth of one at 0: it gets about 10% of a core that both want.
+/// How far below the request path maintenance runs, in nice steps. At 10 a thread's weight is
+/// about a tenth of the request path's: it gets about 10% of a core that both want.
 pub const MAINTENANCE_NICE: i32 = 10;
 
-/// The nice value of work with a deadline that is still not urgent (the answers' spill before
-/// an early rotation, which is cancelled if it is not done in time): about a third of the
-/// weight of the request path.
+/// The step for work with a deadline or that others may wait for (the answers' spill before
+/// an early rotation, cancelled if it is not done in time; fjall's flushes and compactions):
+/// about a third of the weight of the request path.
 pub const DEFERRABLE_NICE: i32 = 5;
 
-/// Runs the calling thread at `nice` (logged as `what`), unless it already runs at that or
-/// lower: this never raises a priority.
-pub fn lower_this_thread(what: &str, nice: i32) {
+/// Runs the calling thread `step` nice steps below the process (logged as `what`), unless it
+/// already runs that low: this never raises a priority.
+pub fn lower_this_thread(what: &str, step: i32) {
     #[cfg(target_os = "linux")]
-    lower(rustix::thread::gettid(), what, nice);
+    lower(rustix::thread::gettid(), what, step);
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = (what, nice);
+        let _ = (what, step);
     }
 }
 
-/// Sets thread `tid`'s nice value to `nice` if it is below it; whether it runs at `nice` or
-/// lower now.
+/// Runs `work` on a thread of its own, `step` nice steps below the process, and returns what
+/// it returns: for a part of a thread's work that can wait, where the rest must not (a lowered
+/// thread cannot raise itself back). Runs it on the calling thread if no thread can be had.
+pub fn run_lowered<T: Send>(what: &str, step: i32, work: impl FnOnce() -> T + Send) -> T {
+    let work = std::sync::Mutex::new(Some(work));
+    let run = || {
+        let taken = work.lock().unwrap_or_else(|e| e.into_inner()).take();
+        taken.map(|work| work())
+    };
+    let done = std::thread::scope(|scope| {
+        let spawned = std::thread::Builder::new()
+            .name(what.to_owned())
+            .spawn_scoped(scope, || {
+                lower_this_thread(what, step);
+                run()
+            });
+        // A panic of the work is the caller's, as if it had run here.
+        spawned.ok().map(|thread| {
+            thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    });
+    if let Some(Some(result)) = done {
+        return result;
+    }
+    tracing::warn!(
+        thread = what,
+        "cannot start a thread of lower priority: the work runs at the caller's"
+    );
+    match run() {
+        Some(result) => result,
+        // The work is taken once, by whichever runs it, and a thread that ran it returned.
+        None => unreachable!("{what}: the work was taken and not done"),
+    }
+}
+
+/// The nice value `step` steps below the process's own (its main thread's), capped at 19.
 #[cfg(target_os = "linux")]
-fn lower(tid: rustix::process::Pid, what: &str, nice: i32) -> bool {
-    match rustix::process::getpriority_process(Some(tid)) {
-        Ok(current) if current >= nice => return true,
-        Ok(_) => {}
-        // Gone meanwhile, or not ours to read: nothing to lower.
-        Err(_) => return false,
+fn target_nice(step: i32) -> Option<i32> {
+    let main = rustix::process::getpid();
+    let base = rustix::process::getpriority_process(Some(main)).ok()?;
+    Some(base.saturating_add(step).min(19))
+}
+
+/// Sets thread `tid`'s nice value `step` steps below the process's if it runs higher; whether
+/// it runs that low now.
+#[cfg(target_os = "linux")]
+fn lower(tid: rustix::process::Pid, what: &str, step: i32) -> bool {
+    let current = rustix::process::getpriority_process(Some(tid));
+    let (Some(nice), Ok(current)) = (target_nice(step), current) else {
+        tracing::warn!(
+            thread = what,
+            "cannot read a thread's priority: it keeps the request path's"
+        );
+        return false;
+    };
+    if current >= nice {
+        return true;
     }
     match rustix::process::setpriority_process(Some(tid), nice) {
         Ok(()) => true,
@@ -53,10 +109,10 @@ fn lower(tid: rustix::process::Pid, what: &str, nice: i32) -> bool {
     }
 }
 
-/// Runs every thread of this process named `name` (as `/proc` shows it, 15 bytes at most) at
-/// `nice` or lower (never raising one): for threads a library starts. Returns how many run at
-/// `nice` or lower now.
-pub fn lower_threads_named(name: &str, nice: i32) -> usize {
+/// Runs every thread of this process named `name` (as `/proc` shows it, 15 bytes at most)
+/// `step` nice steps below the process (never raising one): for threads a library starts.
+/// Returns how many run that low now.
+pub fn lower_threads_named(name: &str, step: i32) -> usize {
     #[cfg(target_os = "linux")]
     {
         let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
@@ -74,7 +130,7 @@ pub fn lower_threads_named(name: &str, nice: i32) -> usize {
                 .and_then(|t| t.parse::<i32>().ok())
                 .and_then(rustix::process::Pid::from_raw);
             if let Some(tid) = tid
-                && lower(tid, name, nice)
+                && lower(tid, name, step)
             {
                 lowered += 1;
             }
@@ -83,7 +139,7 @@ pub fn lower_threads_named(name: &str, nice: i32) -> usize {
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = (name, nice);
+        let _ = (name, step);
         0
     }
 }
@@ -133,6 +189,12 @@ mod tests {
         after.split(' ').nth(16).unwrap().parse().unwrap()
     }
 
+    /// What a thread at `before` runs at once lowered by `step`.
+    fn expected(before: i32, step: i32) -> i32 {
+        let process = nice_of(rustix::process::getpid().as_raw_nonzero().get());
+        before.max((process + step).min(19))
+    }
+
     #[test]
     fn a_thread_lowers_only_itself() {
         let before = this_threads_nice().unwrap();
@@ -142,7 +204,7 @@ mod tests {
         })
         .join()
         .unwrap();
-        assert_eq!(lowered, before.max(MAINTENANCE_NICE));
+        assert_eq!(lowered, expected(before, MAINTENANCE_NICE));
         assert_eq!(
             this_threads_nice().unwrap(),
             before,
@@ -151,15 +213,40 @@ mod tests {
     }
 
     #[test]
+    fn work_run_lowered_returns_its_result_and_leaves_the_caller_as_it_was() {
+        let before = this_threads_nice().unwrap();
+        let caller = std::thread::current().id();
+        let borrowed = [1, 2, 3];
+        let (sum, nice, thread) = run_lowered("lowered-work", DEFERRABLE_NICE, || {
+            (
+                borrowed.iter().sum::<i32>(),
+                this_threads_nice().unwrap(),
+                std::thread::current().id(),
+            )
+        });
+        assert_eq!(sum, 6);
+        assert_eq!(nice, expected(before, DEFERRABLE_NICE));
+        assert_ne!(thread, caller, "on a thread of its own");
+        assert_eq!(
+            this_threads_nice().unwrap(),
+            before,
+            "the caller is unchanged"
+        );
+        let panicked = std::panic::catch_unwind(|| run_lowered("lowered-panic", 1, || panic!("x")));
+        assert!(panicked.is_err(), "a panic of the work is the caller's");
+    }
+
+    #[test]
     fn a_thread_is_named_in_at_most_15_bytes() {
         let name = std::thread::spawn(|| {
-            name_this_thread("shard-123456789é-long");
+            name_this_thread("shard-12345678é-long");
             let tid = rustix::thread::gettid().as_raw_nonzero().get();
             std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).unwrap()
         })
         .join()
         .unwrap();
-        assert_eq!(name.trim_end(), "shard-123456789");
+        // 'é' takes bytes 15 and 16: cut before it, not through it.
+        assert_eq!(name.trim_end(), "shard-12345678");
     }
 
     #[test]
@@ -178,7 +265,7 @@ mod tests {
         let tid = wait.recv().unwrap();
         let before = nice_of(tid);
         assert_eq!(lower_threads_named("nice-probe", DEFERRABLE_NICE), 1);
-        assert_eq!(nice_of(tid), before.max(DEFERRABLE_NICE));
+        assert_eq!(nice_of(tid), expected(before, DEFERRABLE_NICE));
         assert_eq!(lower_threads_named("no-such-thread", DEFERRABLE_NICE), 0);
         stop.send(()).unwrap();
         worker.join().unwrap();

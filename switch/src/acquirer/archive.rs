@@ -225,6 +225,8 @@ impl AnswerArchive {
             .cache_size(16 * 1024 * 1024)
             .open()
             .with_context(|| format!("cannot open the answers on disk in {}", dir.display()))?;
+        // As the store's (crate::ledger::cold::ColdStore::open): a step below the request path.
+        crate::threads::lower_threads_named("fjall:worker", crate::threads::DEFERRABLE_NICE);
         Ok(Arc::new(AnswerArchive {
             db,
             dir: dir.to_owned(),

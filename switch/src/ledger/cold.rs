@@ -276,9 +276,11 @@ impl ColdStore {
         let meta = db
             .keyspace("meta", options)
             .context("cannot open the store's meta keyspace")?;
-        // Its flushes and compactions are maintenance (crate::threads); the store threads,
-        // which write each change, keep the request path's priority.
-        crate::threads::lower_threads_named("fjall:worker", crate::threads::MAINTENANCE_NICE);
+        // Its flushes and compactions are maintenance, a step below the request path but not
+        // far: the store threads, which write each change at the request path's priority,
+        // wait for their flushes (crate::threads). Every fjall database's workers so named
+        // (the answers on disk too).
+        crate::threads::lower_threads_named("fjall:worker", crate::threads::DEFERRABLE_NICE);
         tracing::info!(dir = %dir.display(), elapsed = ?started.elapsed(), "store of transactions on disk opened");
         Ok(Arc::new(ColdStore {
             db,

@@ -56,8 +56,6 @@ pub fn start(
     progress: std::sync::Arc<Progress>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("snapshotter".into()).spawn(move || {
-        // Maintenance: it takes what CPU the request path leaves (crate::threads).
-        crate::threads::lower_this_thread("snapshotter", crate::threads::MAINTENANCE_NICE);
         let mut pending: BTreeMap<u64, Gathering> = BTreeMap::new();
         // Per shard, the image of the last snapshot, emptied, for the next one to copy into:
         // memory already touched (fresh memory costs a page fault per 4 KiB).
@@ -124,7 +122,14 @@ pub fn start(
                 tracing::error!("{error:#}; the snapshot is not written, and the log is kept whole");
                 break 'write;
             }
-            match snapshot::write_with_remote(&dir, &sections, &gathering.remote, unix_seconds()) {
+            // Encoding and writing the file (seconds of a core) take what CPU the request path
+            // leaves; the copy above (the view held meanwhile), the store's sync before and its
+            // settling after (fjall's journal lock held, which the store threads take) run at
+            // the request path's priority (crate::threads).
+            let written = crate::threads::run_lowered("snapshot-write", crate::threads::MAINTENANCE_NICE, || {
+                snapshot::write_with_remote(&dir, &sections, &gathering.remote, unix_seconds())
+            });
+            match written {
                 Ok(path) => {
                     let pruned = snapshot::prune(&dir, &path, first_needed, retention, SystemTime::now());
                     // Only once no older snapshot is left to fall back to: the store's undo log
