@@ -45,7 +45,9 @@ def sample(pid, path, seconds):
             if now is None:
                 break
             for tid, (name, state, ticks, nice) in now.items():
-                before = last.get(tid, (name, state, ticks, nice))[2]
+                # A thread not seen a second ago started since: all its time is this second's.
+                # (One that ended within the second is not counted for it.)
+                before = last[tid][2] if tid in last else 0
                 ms = (ticks - before) * 1000 // TICK
                 f.write(f"{t},{tid},{name.replace(',', ' ')},{state},{nice},{ms}\n")
             f.flush()
