@@ -1226,6 +1226,16 @@ mod tests {
         .unwrap()
     }
 
+    /// Logs `payload` as the next record.
+    fn log(wal: &writer::Wal<()>, payload: Vec<u8>) {
+        assert!(wal.try_reserve());
+        wal.submit(Submission {
+            payload: Some(payload),
+            completion: (),
+        })
+        .unwrap();
+    }
+
     /// [`build`], with the payload `first` (if any) logged before the postings.
     fn build_after(
         dir: &Path,
@@ -1241,12 +1251,7 @@ mod tests {
         let mut before_last = BTreeMap::new();
         let offset = u64::from(first.is_some());
         if let Some(payload) = first {
-            assert!(wal.try_reserve());
-            wal.submit(Submission {
-                payload: Some(payload),
-                completion: (),
-            })
-            .unwrap();
+            log(&wal, payload);
         }
         for n in 0..records {
             if n == records / 2 && !matches!(snapshot, Snapshot::Absent) {
@@ -1292,12 +1297,7 @@ mod tests {
                 },
                 &mut payload,
             );
-            assert!(wal.try_reserve());
-            wal.submit(Submission {
-                payload: Some(payload),
-                completion: (),
-            })
-            .unwrap();
+            log(&wal, payload);
         }
         drop(wal);
         thread.join().unwrap();
@@ -1529,12 +1529,7 @@ mod tests {
         payloads.push(payload);
         let (wal, thread) = test_writer(&settings);
         for payload in payloads {
-            assert!(wal.try_reserve());
-            wal.submit(Submission {
-                payload: Some(payload),
-                completion: (),
-            })
-            .unwrap();
+            log(&wal, payload);
         }
         drop(wal);
         thread.join().unwrap();
