@@ -9,7 +9,8 @@
 #   4. kill -9, restart (its duration from the "ledger recovered" line), and the second hold
 #      and purchase are completed and reversed, the first ones' results checked again.
 # Then a per-minute table: answers/s, resident memory at the start and end of each minute,
-# the longest answer; and each thread's CPU time per second in $OUT/threads.csv. Loopback
+# the longest answer; each thread's CPU time per second in $OUT/threads.csv; and the embedded
+# stores' compaction debt every 5 s in $OUT/store.csv, summed up at the end. Loopback
 # only; needs `cargo build --release --workspace` and `pip install pyiso8583`.
 #
 #   bench/soak.sh 10m                  # full pipelined rate
@@ -44,9 +45,11 @@ LOAD=(--connections 8 --in-flight 64)
 if [ -n "${RATE:-}" ]; then LOAD=(--connections 8 --in-flight 64 --rate "$RATE"); fi
 # Each thread's CPU time, second by second (bench/threadcpu.py --summary "$OUT/threads.csv").
 python3 bench/threadcpu.py $SW "$OUT/threads.csv" & SAMPLER=$!
+# The stores' gauges (switch_store_*), every 5 s (bench/storewatch.py --summary "$OUT/store.csv").
+python3 bench/storewatch.py 127.0.0.1:19583 "$OUT/store.csv" & STOREWATCH=$!
 $T/loadtest run --target 127.0.0.1:18583 "${LOAD[@]}" --duration "$DURATION" --warmup 1s \
     --no-money-check --watch-pid $SW --json "$OUT/load.json" > "$OUT/load.out" 2> "$OUT/load.progress" || true
-kill $SAMPLER 2>/dev/null || true
+kill $SAMPLER $STOREWATCH 2>/dev/null || true
 grep -E "throughput|latency|response|unexpected|timeouts|errors" "$OUT/load.out"
 curl -s 127.0.0.1:19583/metrics | grep -E "^switch_ledger_transactions|^switch_wal_fsync_duration_seconds_(bucket|count)" || true
 du -sh "$OUT/wal" "$OUT/wal/cold" | tr '\n' ' '; echo
@@ -72,3 +75,4 @@ for m in range(0, (len(samples) + 59) // 60):
           f"{max(s['max_us'] for s in part) / 1000:>17.1f}  {part[-1]['unexpected']:>17}")
 print("response codes:", run["response_codes"])
 PY
+python3 bench/storewatch.py --summary "$OUT/store.csv"

@@ -39,7 +39,7 @@ use crate::limits::ACCEPT_BACKLOG;
 use crate::ops::admin::{AdminState, Context as AdminContext};
 use crate::ops::http::{self, Health};
 use crate::ops::journal::Journal;
-use crate::ops::metrics::metrics;
+use crate::ops::metrics::{self, metrics};
 use crate::pipeline::Answerer;
 use crate::recovery::{self, DirectoryLock};
 use crate::risk::RiskEngine;
@@ -225,7 +225,11 @@ async fn start(
     // Emptied at every start: recovery puts back what the retention still covers.
     let answers_dir = settings.wal.dir.join(recovery::ANSWERS_DIR);
     if archive_max > 0 && archive::supported() {
-        idempotency = idempotency.with_archive(AnswerArchive::create(&answers_dir, archive_max)?);
+        let archive = AnswerArchive::create(&answers_dir, archive_max)?;
+        let watched = Arc::downgrade(&archive);
+        metrics::watch_store("answers", move || watched.upgrade().map(|a| a.health()))
+            .context("cannot start the thread watching the answers on disk")?;
+        idempotency = idempotency.with_archive(archive);
     } else {
         if archive_max > 0 {
             tracing::warn!(
@@ -294,6 +298,13 @@ async fn start(
         snapshot_progress.clone(),
     )
     .context("cannot start the snapshotter thread")?;
+    if let Some(cold) = &recovered.cold {
+        let watched = Arc::downgrade(cold);
+        metrics::watch_store("transactions", move || {
+            watched.upgrade().map(|c| c.health())
+        })
+        .context("cannot start the thread watching the transactions on disk")?;
+    }
     let (wal, wal_thread) = writer::start(
         settings.wal.clone(),
         Box::new(Disk),

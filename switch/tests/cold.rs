@@ -106,6 +106,12 @@ fn holds_and_purchases_on_disk_are_completed_and_reversed_before_and_after_a_kil
     );
     let in_memory = gauge(&switch, "switch_ledger_transactions");
     assert!(in_memory <= 17, "the hot window holds: {in_memory}");
+    // The store's gauges, sampled every second: a journal at least, and level 0 far below
+    // where fjall slows its writes.
+    let store = |name: &str| gauge(&switch, &format!("{name}{{store=\"transactions\"}}"));
+    assert!(store("switch_store_journals") >= 1);
+    assert!((0..20).contains(&store("switch_store_l0_runs")));
+    assert!((0..4).contains(&store("switch_store_sealed_memtables")));
 
     // From disk: a partial completion of the first hold, a reversal of the first purchase.
     assert_eq!(code(&link.call(&referring("0220", &holds[0], 2_000))), "00");

@@ -238,6 +238,16 @@ impl AnswerArchive {
         }))
     }
 
+    /// What decides whether the archive slows or halts its writes, and its size on disk (the
+    /// `switch_store_*{store="answers"}` gauges).
+    pub fn health(&self) -> crate::ops::metrics::StoreHealth {
+        let tiers = self.tiers.read().unwrap_or_else(|e| e.into_inner()).clone();
+        crate::ops::metrics::StoreHealth::of(
+            &self.db,
+            tiers.list.iter().filter_map(|tier| tier.keyspace.as_ref()),
+        )
+    }
+
     /// Removes an archive left in `dir` by an earlier start, when this one keeps none.
     pub fn remove(dir: &Path) -> anyhow::Result<()> {
         cold::empty_store_dir(dir, "answers on disk")?;

@@ -222,6 +222,8 @@ pub struct ColdStore {
     filter_initial: u64,
     /// Per shard: the version its store thread has written up to, and its failure.
     written: Mutex<HashMap<u32, Progress>>,
+    /// The shards' keyspaces opened so far, by name, for [`ColdStore::health`].
+    opened: Mutex<HashMap<String, Keyspace>>,
 }
 
 impl std::fmt::Debug for ColdStore {
@@ -290,16 +292,35 @@ impl ColdStore {
             keys_max,
             filter_initial: FILTER_INITIAL,
             written: Mutex::new(HashMap::new()),
+            opened: Mutex::new(HashMap::new()),
         }))
     }
 
     fn keyspaces(&self, shard: u32) -> anyhow::Result<[Keyspace; 3]> {
         let open = |name: &str| {
-            self.db
-                .keyspace(&format!("{name}-{shard}"), options)
-                .with_context(|| format!("cannot open keyspace {name}-{shard}"))
+            let name = format!("{name}-{shard}");
+            let keyspace = self
+                .db
+                .keyspace(&name, options)
+                .with_context(|| format!("cannot open keyspace {name}"))?;
+            self.opened
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(name)
+                .or_insert_with(|| keyspace.clone());
+            anyhow::Ok(keyspace)
         };
         Ok([open("txn")?, open("age")?, open("undo")?])
+    }
+
+    /// What decides whether the store slows or halts its writes, and its size on disk (the
+    /// `switch_store_*{store="transactions"}` gauges).
+    pub fn health(&self) -> crate::ops::metrics::StoreHealth {
+        let opened = self.opened.lock().unwrap_or_else(|e| e.into_inner());
+        crate::ops::metrics::StoreHealth::of(
+            &self.db,
+            opened.values().chain(std::iter::once(&self.meta)),
+        )
     }
 
     fn meta_u64(&self, kind: &str, shard: u32) -> anyhow::Result<u64> {

@@ -122,6 +122,120 @@ pub struct Metrics {
     issuer_health: IntGaugeVec,
     issuer_queued: IntGaugeVec,
     issuer_outstanding: IntGaugeVec,
+    /// The embedded stores' gauges ([`StoreHealth`]), by store.
+    store: [IntGaugeVec; STORE_GAUGES.len()],
+}
+
+/// The `switch_store_*{store}` gauges: name and help, in [`StoreHealth::values`]' order.
+const STORE_GAUGES: [(&str, &str); 6] = [
+    (
+        "switch_store_l0_runs",
+        "The most runs in level 0 of any keyspace of the store: fjall slows its writes from 20 and halts them at 30",
+    ),
+    (
+        "switch_store_sealed_memtables",
+        "The most memtables waiting for their flush in any keyspace of the store: fjall halts its writes at 4",
+    ),
+    (
+        "switch_store_flushes_queued",
+        "Flushes of memtables to disk the store has queued",
+    ),
+    (
+        "switch_store_compactions_running",
+        "Compactions the store is running",
+    ),
+    (
+        "switch_store_journals",
+        "Journal files the store keeps (replayed when it opens)",
+    ),
+    (
+        "switch_store_tables_bytes",
+        "Bytes of the store's tables on disk (its journals, bounded, not counted)",
+    ),
+];
+
+/// What decides whether an embedded store (fjall) slows or halts its writes, and what it holds
+/// on disk: sampled every second by [`watch_store`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreHealth {
+    pub l0_runs: usize,
+    pub sealed_memtables: usize,
+    pub flushes_queued: usize,
+    pub compactions_running: usize,
+    pub journals: usize,
+    pub tables_bytes: u64,
+}
+
+impl StoreHealth {
+    /// Of `db`, whose `keyspaces` are those given. Reads counters and the trees' current
+    /// versions; never the journal's writer, which every write of the store takes.
+    pub fn of<'a>(
+        db: &fjall::Database,
+        keyspaces: impl IntoIterator<Item = &'a fjall::Keyspace>,
+    ) -> StoreHealth {
+        use fjall::AbstractTree;
+        let mut health = StoreHealth {
+            flushes_queued: db.outstanding_flushes(),
+            compactions_running: db.active_compactions(),
+            journals: db.journal_count(),
+            ..StoreHealth::default()
+        };
+        for keyspace in keyspaces {
+            health.l0_runs = health.l0_runs.max(keyspace.tree.l0_run_count());
+            health.sealed_memtables = health
+                .sealed_memtables
+                .max(keyspace.sealed_memtable_count());
+            health.tables_bytes += keyspace.disk_space();
+        }
+        health
+    }
+
+    fn values(&self) -> [i64; STORE_GAUGES.len()] {
+        let int = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        [
+            int(self.l0_runs),
+            int(self.sealed_memtables),
+            int(self.flushes_queued),
+            int(self.compactions_running),
+            int(self.journals),
+            i64::try_from(self.tables_bytes).unwrap_or(i64::MAX),
+        ]
+    }
+}
+
+/// How often [`watch_store`] samples.
+const STORE_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Samples a store's health into the `switch_store_*{store="<store>"}` gauges every second,
+/// on a thread of its own: a call into fjall can wait for a lock that a flush holds across
+/// its sync, and nothing else should wait with it. `health` gives `None` once the store is
+/// gone (it holds the store weakly): the thread then ends, and the gauges stay at their last
+/// values.
+pub fn watch_store(
+    store: &'static str,
+    health: impl Fn() -> Option<StoreHealth> + Send + 'static,
+) -> std::io::Result<()> {
+    let gauges = metrics().store_gauges(store);
+    if let Some(first) = health() {
+        first
+            .values()
+            .iter()
+            .zip(&gauges)
+            .for_each(|(v, g)| g.set(*v));
+    }
+    std::thread::Builder::new()
+        .name(format!("health-{store}"))
+        .spawn(move || {
+            loop {
+                std::thread::sleep(STORE_WATCH_INTERVAL);
+                let Some(now) = health() else { break };
+                now.values()
+                    .iter()
+                    .zip(&gauges)
+                    .for_each(|(v, g)| g.set(*v));
+            }
+        })
+        .map(drop)
 }
 
 /// What a metric's registration can fail on is a programming error (a name used twice, a
@@ -332,6 +446,16 @@ impl Metrics {
                 &["issuer"],
             )?,
         );
+        let mut store = Vec::with_capacity(STORE_GAUGES.len());
+        for (name, help) in STORE_GAUGES {
+            store.push(registered(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), &["store"])?,
+            ));
+        }
+        let store = store
+            .try_into()
+            .map_err(|_| prometheus::Error::Msg("the store's gauges".to_owned()))?;
         let process = prometheus::process_collector::ProcessCollector::for_self();
         registry.register(Box::new(process))?;
         Ok(Metrics {
@@ -359,7 +483,15 @@ impl Metrics {
             issuer_health,
             issuer_queued,
             issuer_outstanding,
+            store,
         })
+    }
+
+    /// The gauges of store `store`, in [`STORE_GAUGES`]' order.
+    fn store_gauges(&self, store: &str) -> [IntGauge; STORE_GAUGES.len()] {
+        self.store
+            .each_ref()
+            .map(|gauges| gauges.with_label_values(&[store]))
     }
 
     /// Counts an event of an issuer channel (the issuer's configured name is the label).
@@ -488,5 +620,44 @@ mod tests {
             text.contains("switch_stage_duration_seconds_bucket{stage=\"total\",le=\"0.0005\"} 1")
         );
         assert!(text.contains("process_resident_memory_bytes"));
+    }
+
+    fn gauge(text: &str, series: &str) -> i64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    }
+
+    /// A store's gauges follow it: its flushed table shows in its bytes (and in level 0 until
+    /// fjall compacts it away).
+    #[test]
+    fn a_stores_health_is_sampled_into_its_gauges() {
+        let dir = crate::testing::TempDir::new("store-health");
+        let db = fjall::Database::builder(&*dir).open().unwrap();
+        let keyspace = db
+            .keyspace("k", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        let empty = StoreHealth::of(&db, [&keyspace]);
+        assert_eq!((empty.l0_runs, empty.tables_bytes), (0, 0), "{empty:?}");
+        assert!(empty.journals >= 1, "{empty:?}");
+        for i in 0..1_000u32 {
+            keyspace.insert(i.to_be_bytes(), [7u8; 100]).unwrap();
+        }
+        keyspace.rotate_memtable_and_wait().unwrap();
+        let flushed = StoreHealth::of(&db, [&keyspace]);
+        assert!(flushed.l0_runs <= 1, "{flushed:?}");
+        assert!(flushed.tables_bytes > 0, "{flushed:?}");
+        assert_eq!(flushed.sealed_memtables, 0, "{flushed:?}");
+
+        let store = std::sync::Arc::new((db, keyspace));
+        let weak = std::sync::Arc::downgrade(&store);
+        watch_store("test", move || {
+            weak.upgrade().map(|s| StoreHealth::of(&s.0, [&s.1]))
+        })
+        .unwrap();
+        let text = String::from_utf8(metrics().render()).unwrap();
+        assert!((0..=1).contains(&gauge(&text, "switch_store_l0_runs{store=\"test\"}")));
+        assert!(gauge(&text, "switch_store_tables_bytes{store=\"test\"}") > 0);
+        assert!(gauge(&text, "switch_store_journals{store=\"test\"}") >= 1);
     }
 }
