@@ -5,6 +5,10 @@
 //!   writer with `fdatasync` per group; time until every record is released as durable.
 //! - `append + fdatasync each`: the same records, one `write` and one `fdatasync` apiece: what a
 //!   log without group commit gets on this disk, measured in the same run.
+//! - `one group at a time`: 16 records submitted, then waited for until released, over and
+//!   over (a closed loop: acquirers waiting on their answers), per group: with a segment that
+//!   grows as it is written, and with one written ahead with zeros (`writer::ZeroFilled`, what
+//!   the switch uses), whose syncs carry no file system metadata.
 //! - `replay`: reading back a 200,000-record log (scan and decode), and scan, decode and apply
 //!   to a ledger shard, as recovery does.
 
@@ -20,7 +24,7 @@ use switch::domain::{CardToken, Kind, Outcome, Pan, Posting, ResponseCode, Token
 use switch::ledger::{Account, LedgerShard, ShardLimits};
 use switch::wal::format::{self, Entry};
 use switch::wal::scan::{self, Mode};
-use switch::wal::writer::{self, Disk, Submission, SyncMode, WriterConfig};
+use switch::wal::writer::{self, Disk, Submission, SyncMode, WriterConfig, ZeroFilled};
 
 const ACCOUNTS: u64 = 10_000;
 const REPLAY_RECORDS: u64 = 200_000;
@@ -134,6 +138,53 @@ fn group_commit(records: u64) -> Duration {
     elapsed
 }
 
+/// `groups` times: 16 records submitted, then waited for until released; with the segment
+/// written ahead (`ahead`) or growing.
+fn one_group_at_a_time(groups: u64, ahead: bool) -> Duration {
+    let dir = fresh_dir(if ahead { "ahead" } else { "grows" });
+    let config = config(&dir, SyncMode::Group);
+    let storage: Box<dyn writer::Storage> = if ahead {
+        Box::new(ZeroFilled::new(&dir, config.segment_bytes).expect("zeroing thread"))
+    } else {
+        Box::new(Disk)
+    };
+    let released = Arc::new(AtomicU64::new(0));
+    let counter = released.clone();
+    let (wal, thread) = writer::start(
+        config,
+        storage,
+        None,
+        0,
+        move |(), _, _| {
+            counter.fetch_add(1, Ordering::Release);
+        },
+        |error| panic!("{error}"),
+    )
+    .expect("writer");
+    let payload = entry(1, card(1));
+    let start = Instant::now();
+    for group in 1..=groups {
+        for _ in 0..16 {
+            while !wal.try_reserve() {
+                std::hint::spin_loop();
+            }
+            wal.submit(Submission {
+                payload: Some(payload.clone()),
+                completion: (),
+            })
+            .expect("writer alive");
+        }
+        while released.load(Ordering::Acquire) < group * 16 {
+            std::hint::spin_loop();
+        }
+    }
+    let elapsed = start.elapsed();
+    drop(wal);
+    thread.join().expect("writer thread");
+    let _ = std::fs::remove_dir_all(&dir);
+    elapsed
+}
+
 fn append_and_sync_each(records: u64) -> Duration {
     let dir = fresh_dir("plain");
     let mut file = std::fs::File::create(dir.join("plain.log")).expect("file");
@@ -162,6 +213,12 @@ fn wal_benches(c: &mut Criterion) {
     });
     group.bench_function("append + fdatasync each", |b| {
         b.iter_custom(append_and_sync_each)
+    });
+    group.bench_function("one group at a time: segment grows", |b| {
+        b.iter_custom(|groups| one_group_at_a_time(groups, false))
+    });
+    group.bench_function("one group at a time: segment written ahead", |b| {
+        b.iter_custom(|groups| one_group_at_a_time(groups, true))
     });
     group.finish();
 

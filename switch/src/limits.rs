@@ -85,6 +85,10 @@ pub const ENTRY_BYTES_MAX: usize = ISSUER_MESSAGE_BYTES_MAX + 512;
 /// recovery's memory is bounded by their product, not by the log's length.
 pub const REPLAY_BATCH: usize = 4_096;
 pub const REPLAY_BATCHES_QUEUED: usize = 16;
+/// The largest `wal.segment_bytes` whose next segment is written ahead with zeros
+/// (`wal::writer::ZeroFilled`): the next segment's file on disk besides the one being
+/// written, written in the background; larger segments start empty and grow.
+pub const ZEROED_SEGMENT_MAX: u64 = 1 << 30;
 
 const _: () = assert!(
     ENTRY_BYTES_MAX + 8 <= RECORD_BODY_MAX,

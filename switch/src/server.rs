@@ -35,7 +35,7 @@ use crate::issuer::channel::{ChannelContext, IssuerChannel};
 use crate::issuer::message::Sealer;
 use crate::issuer::pins::Pins;
 use crate::ledger::actor::{LedgerActor, Releaser, ShardTotal, TakeSnapshot};
-use crate::limits::ACCEPT_BACKLOG;
+use crate::limits::{ACCEPT_BACKLOG, ZEROED_SEGMENT_MAX};
 use crate::ops::admin::{AdminState, Context as AdminContext};
 use crate::ops::http::{self, Health};
 use crate::ops::journal::Journal;
@@ -46,7 +46,7 @@ use crate::risk::RiskEngine;
 use crate::routing::dispatch::{Channels, Current, Dispatcher};
 use crate::wal::format::Advice;
 use crate::wal::snapshotter;
-use crate::wal::writer::{self, Disk, SyncMode, WriterStats};
+use crate::wal::writer::{self, SyncMode, WriterStats, ZeroFilled};
 
 /// How often the idempotency table may drop its older generation.
 const IDEMPOTENCY_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -214,6 +214,17 @@ async fn start(
         );
     }
     let lock = recovery::lock_directory(&settings.wal.dir)?;
+    // Segments written ahead, with zeros, so that the log's syncs carry no file system
+    // metadata (writer::ZeroFilled): the first while recovery runs. Not segments so large
+    // that writing one ahead would load the disk for minutes.
+    let storage: Box<dyn writer::Storage> = if settings.wal.segment_bytes <= ZEROED_SEGMENT_MAX {
+        Box::new(
+            ZeroFilled::new(&settings.wal.dir, settings.wal.segment_bytes)
+                .context("cannot start the thread writing WAL segments ahead")?,
+        )
+    } else {
+        Box::new(writer::Disk)
+    };
     let tokenizer = Tokenizer::new(settings.token_key);
     let mut idempotency = IdempotencyStore::starting_at(
         settings.limits.idempotency_entries_max,
@@ -307,7 +318,7 @@ async fn start(
     }
     let (wal, wal_thread) = writer::start(
         settings.wal.clone(),
-        Box::new(Disk),
+        storage,
         recovered.report.tail.clone(),
         recovered.report.next_lsn,
         Releaser::new(Some(snapshot_tx)),

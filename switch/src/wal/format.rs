@@ -24,6 +24,10 @@
 //!
 //! The checksum covers the length, so a damaged length is caught like damaged data.
 //!
+//! A segment may end in zeros after its last record: written ahead (`writer::ZeroFilled`), not
+//! used yet. A record's length is never 0, so zeros read as no record: the end of the
+//! segment's records (`scan`).
+//!
 //! The writer writes a group only after the group before it is on disk, so a record marked
 //! as a group's first (format 3) proves that every record before it was acknowledged: recovery
 //! uses it to tell damage to acknowledged records (corruption) from a last group torn by a

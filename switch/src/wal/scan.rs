@@ -6,6 +6,7 @@
 //! | where | a later acknowledged record exists | verdict |
 //! |---|---|---|
 //! | X is the end of the file | — | clean end |
+//! | last segment, and every byte from X on is zero | — | clean end (the segment's unused part, written ahead) |
 //! | last segment | no | torn tail: truncate at X (recovery) and log it |
 //! | last segment | yes | corruption: refuse, naming file and offset X |
 //! | earlier segment | either | corruption |
@@ -17,8 +18,8 @@
 //! intact later record counts. So a last group torn by a crash (a hole, then surviving records
 //! of the same unacknowledged group) is a torn tail, while a damaged length field in the middle
 //! of the log cannot pass for one and drop acknowledged records. The search costs nothing on a
-//! clean log. A last segment whose header is incomplete and holds nothing else
-//! was cut while being created: it is removed. Records must carry consecutive LSNs throughout.
+//! clean log. A last segment whose header is incomplete or does not read, and which holds
+//! nothing else but zeros, was cut while being created: it is removed. Records must carry consecutive LSNs throughout.
 
 use std::fs;
 use std::io;
@@ -182,8 +183,13 @@ pub fn scan_from(
         let bytes = fs::read(path).map_err(io_error(path))?;
         let header = match SegmentHeader::decode(&bytes) {
             Ok(header) => header,
-            Err(_) if last && bytes.len() <= SEGMENT_HEADER_LEN => {
-                // Cut while being created: nothing in it was ever acknowledged.
+            Err(_)
+                if last
+                    && (bytes.len() <= SEGMENT_HEADER_LEN
+                        || all_zero(&bytes[SEGMENT_HEADER_LEN..])) =>
+            {
+                // Cut while being created (before its header was written whole, over nothing
+                // or over the zeros written ahead): no record in it, none acknowledged.
                 report.torn_tail = Some(TornTail {
                     file: path.clone(),
                     offset: 0,
@@ -248,6 +254,14 @@ pub fn scan_from(
                         problem: format!("record has LSN {lsn}, expected {next}"),
                     });
                 }
+                _ if last && all_zero(&bytes[offset..]) => {
+                    // The end of the log: the rest of the segment was written ahead, with
+                    // zeros (writer::ZeroFilled), and is not used yet. (An earlier segment
+                    // never ends so: the writer rotates only once a segment is as long as it
+                    // was written ahead, and cuts the last one to its records before it starts
+                    // another at a restart.)
+                    break;
+                }
                 bad => {
                     let problem = match bad {
                         RecordRead::Damaged(problem) => problem,
@@ -291,6 +305,11 @@ pub fn scan_from(
     }
     report.next_lsn = expected.unwrap_or(0);
     Ok(report)
+}
+
+/// Whether `bytes` are all zero: a segment's part written ahead and not used yet.
+fn all_zero(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
 }
 
 #[cfg(test)]
@@ -572,6 +591,83 @@ mod tests {
         assert_eq!((seen.len(), report.segments, report.next_lsn), (3, 1, 3));
         assert!(!segment(&dir, 1).exists());
         assert_eq!(report.tail.unwrap().sequence, 0);
+    }
+
+    /// The unused end of a segment written ahead (writer::ZeroFilled) is the end of the log,
+    /// not a torn tail: nothing to report or truncate.
+    #[test]
+    fn zeros_after_the_last_record_are_the_end_of_the_log() {
+        let dir = log("zeros", &[2, 3]);
+        let path = segment(&dir, 1);
+        let len = fs::metadata(&path).unwrap().len();
+        edit(&path, |b| b.resize(64 * 1024, 0));
+        for mode in [Mode::Verify, Mode::Recover] {
+            let (report, seen) = run(&dir, mode).unwrap();
+            assert_eq!(seen, [0, 1, 2, 3, 4]);
+            assert_eq!((report.torn_tail, report.next_lsn), (None, 5));
+            assert_eq!(report.tail.unwrap().valid_len, len);
+            assert_eq!(fs::metadata(&path).unwrap().len(), 64 * 1024);
+        }
+        // A record cut short before the zeros is still a torn tail.
+        let end = usize::try_from(len).unwrap();
+        edit(&path, |b| b[end - 3..end].fill(0));
+        let (report, seen) = run(&dir, Mode::Verify).unwrap();
+        assert_eq!(seen, [0, 1, 2, 3]);
+        assert_eq!(
+            report.torn_tail.unwrap().offset,
+            record_offset(&path, 2) as u64
+        );
+    }
+
+    /// A segment written ahead and named before its header was written over the zeros.
+    #[test]
+    fn a_last_segment_of_only_zeros_was_cut_while_being_created() {
+        let dir = log("only-zeros", &[3]);
+        fs::write(segment(&dir, 1), vec![0u8; 64 * 1024]).unwrap();
+        let (report, seen) = run(&dir, Mode::Verify).unwrap();
+        assert_eq!((seen.len(), report.segments, report.next_lsn), (3, 1, 3));
+        assert!(segment(&dir, 1).exists(), "verify changes nothing");
+        let (report, _) = run(&dir, Mode::Recover).unwrap();
+        assert_eq!(report.tail.unwrap().sequence, 0);
+        assert!(!segment(&dir, 1).exists());
+        // Zeros in an earlier segment's place are corruption.
+        let dir = log("zeros-before", &[3, 1]);
+        fs::write(segment(&dir, 0), vec![0u8; 4096]).unwrap();
+        assert!(matches!(
+            run(&dir, Mode::Recover),
+            Err(ScanError::Corrupt { offset: 0, .. })
+        ));
+    }
+
+    /// Zeros at the end of an earlier segment are corruption, as any damage there is: the
+    /// writer never leaves them.
+    #[test]
+    fn zeros_ending_an_earlier_segment_are_corruption() {
+        let dir = log("zeros-earlier", &[3, 2]);
+        edit(&segment(&dir, 0), |b| b.resize(b.len() + 4096, 0));
+        assert!(matches!(
+            run(&dir, Mode::Recover),
+            Err(ScanError::Corrupt { .. })
+        ));
+    }
+
+    /// A header torn over the zeros written ahead (a sector half written) is a segment cut
+    /// while being created, not corruption; with a record after it, corruption.
+    #[test]
+    fn a_torn_header_over_zeros_was_cut_while_being_created() {
+        let dir = log("torn-header", &[3]);
+        let mut bytes = vec![0u8; 64 * 1024];
+        bytes[..10].copy_from_slice(&[0xAB; 10]);
+        fs::write(segment(&dir, 1), &bytes).unwrap();
+        let (report, seen) = run(&dir, Mode::Recover).unwrap();
+        assert_eq!((seen.len(), report.next_lsn), (3, 3));
+        assert!(!segment(&dir, 1).exists());
+        bytes[SEGMENT_HEADER_LEN + 5] = 1;
+        fs::write(segment(&dir, 1), &bytes).unwrap();
+        assert!(matches!(
+            run(&dir, Mode::Recover),
+            Err(ScanError::Corrupt { offset: 0, .. })
+        ));
     }
 
     #[test]
