@@ -179,6 +179,11 @@ fn wal_verify(dir: &std::path::Path) -> anyhow::Result<()> {
         println!("LSN {first} to {}", report.next_lsn.saturating_sub(1));
     }
     match &report.torn_tail {
+        Some(torn) if torn.offset == 0 => println!(
+            "a segment cut while being created: {} bytes, {} (no record in it; recovery removes it)",
+            torn.bytes,
+            torn.file.display()
+        ),
         Some(torn) => println!(
             "torn tail: {} bytes at offset {} of {} (a crash mid-write; recovery truncates it)",
             torn.bytes,

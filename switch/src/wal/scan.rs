@@ -126,7 +126,13 @@ pub fn first_lsn_of(segment: &Path) -> Option<u64> {
 /// that proves the records before it were acknowledged: from format 3, the first record of a
 /// later group; in formats 1 and 2 (no group marks), any record.
 fn acknowledged_after(bytes: &[u8], from: usize, min_lsn: u64, version: u32) -> bool {
-    (from..bytes.len()).any(|at| {
+    // A record starts with its length, never 0: none starts past the last byte that is not
+    // zero (a segment written ahead can end in a gigabyte of them).
+    let starts_end = bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |last| last + 1);
+    (from..starts_end).any(|at| {
         matches!(
             format::read_record(&bytes[at..]),
             RecordRead::Record { lsn, group_start, .. }

@@ -117,7 +117,13 @@ impl Storage for Disk {
     }
     fn open_append(&mut self, path: &Path, len: u64) -> io::Result<Box<dyn SegmentFile>> {
         let file = fs::OpenOptions::new().write(true).open(path)?;
+        let shrinks = file.metadata()?.len() > len;
         file.set_len(len)?;
+        if shrinks {
+            // Zeros written ahead cut off: durable before anything after them is, so that no
+            // earlier segment ends in zeros after a crash.
+            file.sync_data()?;
+        }
         let mut file = DiskFile(file);
         std::io::Seek::seek(&mut file.0, io::SeekFrom::Start(len))?;
         Ok(Box::new(file))
@@ -158,6 +164,10 @@ pub struct ZeroFilled {
     /// Stops a fill in progress: set when dropped, so that no two zeroing threads ever work in
     /// one directory (each would take the other's file from under its name).
     stop: Arc<AtomicBool>,
+    /// Set once the writer has logged a group: fills are paced from then on.
+    serving: Arc<AtomicBool>,
+    /// Segments created from a file written ahead.
+    taken: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -189,8 +199,9 @@ impl ZeroFilled {
         let (wanted, asks) = crossbeam_channel::bounded::<()>(1);
         let (give, ready) = crossbeam_channel::bounded(1);
         let stop = Arc::new(AtomicBool::new(false));
+        let serving = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (dir, stop) = (dir.to_owned(), stop.clone());
+            let (dir, stop, serving) = (dir.to_owned(), stop.clone(), serving.clone());
             std::thread::Builder::new()
                 .name("wal-zeroing".into())
                 .spawn(move || {
@@ -198,17 +209,13 @@ impl ZeroFilled {
                         "wal-zeroing",
                         crate::threads::MAINTENANCE_NICE,
                     );
-                    // The first without pauses: the writer waits for it at start, before
-                    // any request; the others paced, beside the log's syncs.
-                    let mut paced = false;
                     while asks.recv().is_ok() {
                         if give
-                            .send(zero_fill(&dir, segment_bytes, paced, &stop))
+                            .send(zero_fill(&dir, segment_bytes, &serving, &stop))
                             .is_err()
                         {
                             break;
                         }
-                        paced = true;
                     }
                 })?
         };
@@ -219,10 +226,17 @@ impl ZeroFilled {
             asked: false,
             kept: None,
             stop,
+            serving,
+            taken: Arc::new(AtomicU64::new(0)),
             thread: Some(thread),
         };
         storage.ask();
         Ok(storage)
+    }
+
+    /// Segments created so far from a file written ahead (a handle that outlives the storage).
+    pub fn taken(&self) -> Arc<AtomicU64> {
+        self.taken.clone()
     }
 
     /// Waits up to `wait` for the file asked for; whether one is ready.
@@ -234,10 +248,21 @@ impl ZeroFilled {
                     self.kept = Some(file);
                 }
                 Ok(Err(error)) => self.zeroing_failed(&error),
-                Err(_) => {}
+                Err(RecvTimeoutError::Disconnected) => self.zeroing_ended(),
+                Err(RecvTimeoutError::Timeout) => {}
             }
         }
         self.kept.is_some()
+    }
+
+    /// The zeroing thread is gone (it panicked): said once, and no more is asked of it.
+    fn zeroing_ended(&mut self) {
+        if self.wanted.take().is_some() {
+            tracing::warn!(
+                "the thread writing WAL segments ahead ended: segments start empty from now on"
+            );
+        }
+        self.asked = false;
     }
 
     /// Not asked again until the next segment is created: no fill after fill on a disk that
@@ -272,7 +297,11 @@ impl ZeroFilled {
                 self.zeroing_failed(&error);
                 None
             }
-            Err(_) => None,
+            Err(TryRecvError::Disconnected) => {
+                self.zeroing_ended();
+                None
+            }
+            Err(TryRecvError::Empty) => None,
         }
     }
 
@@ -285,12 +314,17 @@ impl ZeroFilled {
 }
 
 impl Drop for ZeroFilled {
+    /// Stops the thread and waits for it (a step of 256 KiB at most), then removes the file it
+    /// wrote, used or not: no segment's worth of zeros stays in the directory while the switch
+    /// is stopped (a segment linked to it keeps its own name).
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
         self.wanted = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        self.kept = None;
+        let _ = fs::remove_file(self.dir.join(ZEROED_NAME));
     }
 }
 
@@ -302,36 +336,53 @@ fn same_file(file: &fs::File, path: &Path) -> io::Result<bool> {
 }
 
 /// Writes `bytes` zeros to a new file [`ZEROED_NAME`] in `dir` (replacing one left by an
-/// earlier run) and syncs them a step at a time (`paced`: with pauses between); the file is
-/// returned open for writing. On
-/// failure (too little free space, a full disk, `stop`) the file is removed.
-fn zero_fill(dir: &Path, bytes: u64, paced: bool, stop: &AtomicBool) -> io::Result<fs::File> {
+/// earlier run) and syncs them a step at a time, with a pause after each once the switch is
+/// `serving`; the file is returned open for writing. On failure (too little free space, at the
+/// start or on the way; a full disk; `stop`) the file is removed.
+fn zero_fill(
+    dir: &Path,
+    bytes: u64,
+    serving: &AtomicBool,
+    stop: &AtomicBool,
+) -> io::Result<fs::File> {
     let path = dir.join(ZEROED_NAME);
-    let filled = free_space(dir).and_then(|free| {
-        let needed = bytes
-            .saturating_mul(2)
-            .saturating_add(ZEROING_FREE_MIN_BYTES);
-        if free < needed {
-            return Err(io::Error::new(
-                io::ErrorKind::StorageFull,
-                format!("{free} bytes free, under the {needed} that writing a segment ahead leaves room for"),
-            ));
-        }
-        write_zeros(&path, bytes, paced, stop)
-    });
+    let filled = enough_room(dir, bytes).and_then(|()| write_zeros(&path, bytes, serving, stop));
     if filled.is_err() {
         let _ = fs::remove_file(&path);
     }
     filled
 }
 
-/// Bytes an unprivileged process may still write on `dir`'s file system.
-fn free_space(dir: &Path) -> io::Result<u64> {
+/// Whether `dir`'s file system has room for `segment_bytes` more of zeros: two segments (the
+/// one being written and the next) and [`ZEROING_FREE_MIN_BYTES`] free, for what an
+/// unprivileged process may write.
+fn enough_room(dir: &Path, segment_bytes: u64) -> io::Result<()> {
     let stat = rustix::fs::statvfs(dir)?;
-    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    let needed = segment_bytes
+        .saturating_mul(2)
+        .saturating_add(ZEROING_FREE_MIN_BYTES);
+    if free < needed {
+        return Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            format!(
+                "{free} bytes free, under the {needed} that writing a segment ahead leaves room for"
+            ),
+        ));
+    }
+    Ok(())
 }
 
-fn write_zeros(path: &Path, bytes: u64, paced: bool, stop: &AtomicBool) -> io::Result<fs::File> {
+/// How often a fill looks at the free space again: a snapshot or the store may take it
+/// meanwhile.
+const ZEROING_ROOM_CHECK_BYTES: u64 = 16 << 20;
+
+fn write_zeros(
+    path: &Path,
+    bytes: u64,
+    serving: &AtomicBool,
+    stop: &AtomicBool,
+) -> io::Result<fs::File> {
     // Removed, never truncated: the name may still be linked to a segment (if removing it
     // failed after the link), whose blocks must stay as they are.
     match fs::remove_file(path) {
@@ -354,7 +405,12 @@ fn write_zeros(path: &Path, bytes: u64, paced: bool, stop: &AtomicBool) -> io::R
         // (another switch, say) would wait behind a whole segment otherwise.
         file.sync_data()?;
         written += n as u64;
-        if paced {
+        if written.is_multiple_of(ZEROING_ROOM_CHECK_BYTES)
+            && let Some(dir) = path.parent()
+        {
+            enough_room(dir, bytes - written)?;
+        }
+        if serving.load(Ordering::Relaxed) {
             std::thread::sleep(ZEROING_PAUSE);
         }
     }
@@ -379,10 +435,12 @@ impl Storage for ZeroFilled {
                 return Err(error);
             }
             Err(error) => {
+                let errno = rustix::io::Errno::from_io_error(&error);
                 if matches!(
-                    error.kind(),
-                    io::ErrorKind::PermissionDenied | io::ErrorKind::Unsupported
-                ) {
+                    errno,
+                    Some(rustix::io::Errno::PERM | rustix::io::Errno::OPNOTSUPP)
+                ) || error.kind() == io::ErrorKind::Unsupported
+                {
                     // A file system without hard links.
                     tracing::warn!(%error, "cannot name a WAL segment written ahead: segments start empty from now on");
                     self.give_up();
@@ -408,11 +466,16 @@ impl Storage for ZeroFilled {
             return Disk.create(path);
         }
         std::io::Seek::seek(&mut file, io::SeekFrom::Start(0))?;
+        self.taken.fetch_add(1, Ordering::Relaxed);
         Ok(Box::new(DiskFile(file)))
     }
-    /// The next file is asked for once the open segment is half full: a log that never gets
-    /// that far (a short run, a test) writes no second segment ahead.
+    /// Fills are paced from the first group on. The next file is asked for once the open
+    /// segment is half full: a log that never gets that far (a short run, a test) writes no
+    /// second segment ahead.
     fn progress(&mut self, segment_len: u64, segment_bytes: u64) {
+        if !self.serving.load(Ordering::Relaxed) {
+            self.serving.store(true, Ordering::Relaxed);
+        }
         if segment_len >= segment_bytes / 2 {
             self.ask();
         }
@@ -1030,8 +1093,10 @@ mod tests {
             ..config(&dir)
         };
         let mut expected = Vec::new();
+        let mut taken = 0;
         for round in 0..3u32 {
             let storage = ZeroFilled::new(&dir, small.segment_bytes).unwrap();
+            let taken_here = storage.taken();
             let (wal, handle, released, failure) = start_writer(small.clone(), Box::new(storage));
             let (_, first) = scan::segments(&dir).unwrap().pop().unwrap();
             assert_eq!(
@@ -1043,13 +1108,18 @@ mod tests {
                 let payload = (round * 1_000 + id).to_le_bytes();
                 submit(&wal, id, Some(&payload));
                 expected.push(payload.to_vec());
-                if id % 100 == 99 {
+                if id % 50 == 49 {
                     // The zeroing thread's turn.
-                    std::thread::sleep(Duration::from_millis(20));
+                    std::thread::sleep(Duration::from_millis(10));
                 }
             }
             drop(wal);
             handle.join().unwrap();
+            taken += taken_here.load(Ordering::Relaxed);
+            assert!(
+                !dir.join(ZEROED_NAME).exists(),
+                "round {round}: the file written ahead and not used goes with the writer"
+            );
             assert!(failure.lock().unwrap().is_none());
             let released = released.lock().unwrap();
             assert_eq!(released.len(), 600);
@@ -1064,6 +1134,12 @@ mod tests {
         assert_eq!((report.torn_tail, report.next_lsn), (None, 1_800));
         let segments = scan::segments(&dir).unwrap();
         assert!(segments.len() >= 9, "{} segments", segments.len());
+        // Each start's segment, and rotations' too.
+        assert!(
+            taken > 3,
+            "{taken} of {} segments written ahead",
+            segments.len()
+        );
         for (_, path) in &segments[..segments.len() - 1] {
             let len = fs::metadata(path).unwrap().len();
             assert_eq!(records_end(path) as u64, len, "{}", path.display());
