@@ -144,13 +144,14 @@ impl Storage for Disk {
 /// and flushes the device's cache. A thread of its own (`wal-zeroing`, below the request
 /// path's priority) writes the next segment's zeros under [`ZEROED_NAME`] and syncs them in
 /// paced steps of [`ZEROING_STEP_BYTES`]; [`Storage::create`] takes that file for the new segment
-/// (linked under the segment's name, so an existing segment is never replaced) and asks for
-/// the next. When none is ready yet, the segment starts empty and grows as before.
+/// (linked under the segment's name, so an existing segment is never replaced), and the next
+/// is asked for once that segment is half full ([`Storage::progress`]). When none is ready
+/// yet, the segment starts empty and grows as before.
 ///
 /// A segment's unused end is zeros: [`super::scan`] reads zeros after the last record of the
-/// last segment as its end, and a last segment of nothing but zeros as one cut while being
-/// created. A segment is rotated only once its length reaches `segment_bytes`, the size
-/// written, so no earlier segment ends in zeros.
+/// last segment as its end, and a last segment holding only a torn header and zeros as one
+/// cut while being created. A segment is rotated only once its length reaches
+/// `segment_bytes`, the size written, so no earlier segment ends in zeros.
 #[derive(Debug)]
 pub struct ZeroFilled {
     dir: PathBuf,
