@@ -21,12 +21,15 @@ fn switch_binary() -> PathBuf {
     switch
 }
 
-struct Running(Child);
+/// A running switch and its log directory, which is removed once the process has ended (each
+/// log holds a segment written ahead with zeros, 64 MiB by default).
+struct Running(Child, PathBuf);
 
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
     }
 }
 
@@ -73,7 +76,7 @@ fn start_switch(name: &str, config: Option<&str>) -> (Running, String) {
     let addr = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("the switch starts listening");
-    (Running(child), addr)
+    (Running(child, wal), addr)
 }
 
 fn loadtest(args: &[&str]) -> (bool, String, serde_json::Value) {

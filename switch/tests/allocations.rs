@@ -144,7 +144,7 @@ fn steady_state_allocations_per_request_stay_within_the_budget() {
     let mut settings = Settings::embedded().unwrap();
     settings.acquirer_listen = SocketAddr::from(([127, 0, 0, 1], port));
     settings.http_listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    settings.wal.dir = wal;
+    settings.wal.dir = wal.to_path_buf();
     // The machine this was measured on (2 cores): with more workers and shards, the 8
     // connections' requests would share fewer turns and batches, and the per-turn costs (the
     // shard's message, the flush task) would fall on fewer requests each.

@@ -518,7 +518,7 @@ fn snapshots_prune_the_log_and_a_restart_after_sigkill_starts_from_one() {
 }
 
 /// A tmpfs of a fixed size, unmounted on drop.
-struct TinyFilesystem(std::path::PathBuf);
+struct TinyFilesystem(common::WalDir);
 
 impl TinyFilesystem {
     /// `None` when mounting is not permitted (not root): the caller says it skipped.

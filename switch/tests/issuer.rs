@@ -48,7 +48,8 @@ fn authorization(amount_minor: u64) -> adapters::Message<'static> {
 fn remote_approvals_a_silent_issuer_and_exactly_one_reversal() {
     let issuer = Issuer::start("127.0.0.1:0");
     let config = config(issuer.addr(), &[]);
-    let switch = start_switch(&config, &fresh_wal_dir());
+    let wal = fresh_wal_dir();
+    let switch = start_switch(&config, &wal);
     let mut link = switch.connect();
 
     // The issuer's decision and authorization code come back to the acquirer.
@@ -204,7 +205,8 @@ fn stand_in_while_the_issuer_is_down_then_advices_once_it_is_back() {
             "advice_expiry_seconds = 86400\nstand_in = { amount_max = \"50.00\", currency = 840 }",
         )],
     );
-    let switch = Switch::start_with_wal(&fresh_wal_dir(), &["--config", config.to_str().unwrap()]);
+    let wal = fresh_wal_dir();
+    let switch = Switch::start_with_wal(&wal, &["--config", config.to_str().unwrap()]);
     let mut link = switch.connect();
     let small_request = authorization(1_000);
     let small = link.call(&small_request);
@@ -304,7 +306,8 @@ fn a_request_outstanding_at_kill_9_is_reversed_after_the_restart() {
 fn a_reversal_that_overtakes_its_originals_answer_is_queued_once() {
     let issuer = Issuer::start("127.0.0.1:0");
     let config = config(issuer.addr(), &[("timeout_ms = 300", "timeout_ms = 5000")]);
-    let switch = start_switch(&config, &fresh_wal_dir());
+    let wal = fresh_wal_dir();
+    let switch = start_switch(&config, &wal);
     issuer.sim.control.set_behaviour(Behaviour {
         latency: Latency::Fixed(1_500),
         ..Behaviour::default()
@@ -356,7 +359,8 @@ fn the_circuit_breaker_opens_on_timeouts_and_a_probe_closes_it() {
             ("breaker_open_seconds = 5", "breaker_open_seconds = 1"),
         ],
     );
-    let switch = start_switch(&config, &fresh_wal_dir());
+    let wal = fresh_wal_dir();
+    let switch = start_switch(&config, &wal);
     let mut link = switch.connect();
     issuer.sim.control.set_silent(true);
     assert_eq!(code(&link.call(&authorization(100))), "91");
@@ -409,7 +413,8 @@ fn a_fallback_issuer_takes_over_and_its_approvals_are_reversed_there() {
             ("[demo]\n", second.as_str()),
         ],
     );
-    let switch = start_switch(&config, &fresh_wal_dir());
+    let wal = fresh_wal_dir();
+    let switch = start_switch(&config, &wal);
     let mut link = switch.connect();
     let request = authorization(1_500);
     assert_eq!(code(&link.call(&request)), "00");
@@ -457,7 +462,8 @@ fn links_reconnect_and_sign_on_again_after_the_issuer_restarts() {
     let issuer = Issuer::start("127.0.0.1:0");
     let addr = issuer.addr();
     let config = config(addr, &[]);
-    let switch = start_switch(&config, &fresh_wal_dir());
+    let wal = fresh_wal_dir();
+    let switch = start_switch(&config, &wal);
     let mut link = switch.connect();
     assert_eq!(code(&link.call(&authorization(100))), "00");
     // The issuer goes away: its links drop, nothing is signed on, requests get 91 at once.
@@ -548,7 +554,8 @@ fn stand_in_on_timeout_reverses_the_request_and_advises_the_approval() {
             "advice_expiry_seconds = 86400\nstand_in = { amount_max = \"50.00\", currency = 840 }",
         )],
     );
-    let switch = start_switch(&config, &fresh_wal_dir());
+    let wal = fresh_wal_dir();
+    let switch = start_switch(&config, &wal);
     let mut link = switch.connect();
     issuer.sim.control.set_silent(true);
     let answer = link.call(&authorization(1_200));
@@ -662,7 +669,8 @@ fn garbage_issuer() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsiz
 fn garbage_from_an_issuer_answers_nothing_and_a_link_full_of_it_is_reopened() {
     let (addr, connections) = garbage_issuer();
     let config = config(addr, &[("connections = 2 ", "connections = 1 ")]);
-    let switch = start_switch(&config, &fresh_wal_dir());
+    let wal = fresh_wal_dir();
+    let switch = start_switch(&config, &wal);
     let mut link = switch.connect();
     // Each answer comes with garbage, a wrong terminal and a duplicate around it: the
     // acquirer still gets the one right answer, with the right code.

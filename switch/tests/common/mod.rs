@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
@@ -21,6 +21,9 @@ pub struct Switch {
     pub addr: SocketAddr,
     pub http_addr: SocketAddr,
     output: Arc<Mutex<Vec<String>>>,
+    /// The log directory [`Switch::start`] made for this run alone, removed after the process
+    /// ends (declared after `child`, so it drops after [`Drop for Switch`] killed the process).
+    own_wal: Option<WalDir>,
 }
 
 /// Runs the switch binary to completion: (exit code, stdout, stderr).
@@ -56,20 +59,57 @@ pub fn default_config_with(edits: &[(&str, &str)]) -> String {
 
 static WAL_DIRS: AtomicU32 = AtomicU32::new(0);
 
-/// A fresh, empty directory for one switch's log.
-pub fn fresh_wal_dir() -> PathBuf {
+/// A fresh, unique log directory under the target directory, removed when this guard drops.
+///
+/// Each switch writes its next segment ahead with zeros (`wal.segment_bytes`, 64 MiB by
+/// default), so the directories of a whole test run left behind would take gigabytes. Keep the
+/// guard alive as long as any switch runs on it: bind it with `let`, never pass
+/// `&fresh_wal_dir()` straight into a call.
+pub fn fresh_wal_dir() -> WalDir {
     let n = WAL_DIRS.fetch_add(1, Ordering::Relaxed);
     let dir =
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("wal-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    dir
+    WalDir(dir)
+}
+
+/// See [`fresh_wal_dir`].
+#[derive(Debug)]
+pub struct WalDir(PathBuf);
+
+impl std::ops::Deref for WalDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for WalDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for WalDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for WalDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Switch {
     /// Starts `switch run` with `args` plus listeners on port 0 and a fresh WAL directory, and
     /// waits until it listens.
     pub fn start(args: &[&str]) -> Switch {
-        Switch::start_with_wal(&fresh_wal_dir(), args)
+        let wal = fresh_wal_dir();
+        let mut switch = Switch::start_with_wal(&wal, args);
+        switch.own_wal = Some(wal);
+        switch
     }
 
     /// Like [`Switch::start`], on the log in `wal_dir` (kept as it is).
@@ -140,6 +180,7 @@ impl Switch {
             addr,
             http_addr,
             output,
+            own_wal: None,
         }
     }
 
