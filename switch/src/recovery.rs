@@ -1629,7 +1629,7 @@ mod tests {
         let dir = crate::testing::TempDir::new("recovery-pruned");
         build(&dir, Snapshot::Valid, 120);
         let (_, snapshot_path) = snapshot::list(&dir).unwrap()[0].clone();
-        // What a crash while writing a snapshot leaves: deleted by the next prune.
+        // What a crash while writing a snapshot leaves: retired by the next prune (the spare).
         let stray = dir.join("00000000000000000099.snap.tmp");
         fs::write(&stray, b"half a snapshot").unwrap();
         let pruned = snapshot::prune(
@@ -1644,7 +1644,7 @@ mod tests {
             pruned.segments > 0,
             "segments wholly before the snapshot are deleted"
         );
-        assert!(!stray.exists(), "a snapshot left half written is deleted");
+        assert!(!stray.exists(), "a snapshot left half written is retired");
         let settings = settings(&dir);
         let idempotency = IdempotencyStore::new(10_000, 1_000_000);
         let recovered = recover(
