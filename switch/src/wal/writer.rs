@@ -286,24 +286,8 @@ impl ZeroFilled {
 
     /// The zeroed file, if it is ready.
     fn take_ready(&mut self) -> Option<fs::File> {
-        if let Some(file) = self.kept.take() {
-            return Some(file);
-        }
-        match self.ready.try_recv() {
-            Ok(Ok(file)) => {
-                self.asked = false;
-                Some(file)
-            }
-            Ok(Err(error)) => {
-                self.zeroing_failed(&error);
-                None
-            }
-            Err(TryRecvError::Disconnected) => {
-                self.zeroing_ended();
-                None
-            }
-            Err(TryRecvError::Empty) => None,
-        }
+        self.wait_ready(Duration::ZERO);
+        self.kept.take()
     }
 
     /// Writing ahead is over for this process: the file goes, no more are asked for.
